@@ -1,0 +1,44 @@
+"""Settings, read from ``AGENTMESH_*`` environment variables (and an optional .env file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything an orchestrator or agent process can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTMESH_", env_file=".env", extra="ignore")
+
+    #: SQLAlchemy async URL. SQLite file by default; ``postgresql+asyncpg://...`` in production.
+    database_url: str = "sqlite+aiosqlite:///var/agentmesh.db"
+    #: Redis URL; empty to run on the in-memory cache alone.
+    redis_url: str = ""
+    #: How long cached registry and task entries live in Redis.
+    cache_ttl_seconds: float = Field(default=30.0, gt=0)
+
+    #: Where the orchestrator serves Orchestrator and Registry.
+    listen: str = "127.0.0.1:50051"
+    #: Folder holding ca.pem and the issued certificates.
+    certs_dir: Path = Path("certs")
+    #: SPIFFE trust domain of this mesh's identities.
+    trust_domain: str = "agentmesh.local"
+    #: Certificate and key of this process (relative to certs_dir unless absolute).
+    cert_name: str = "orchestrator"
+
+    #: How often the orchestrator pings each agent's Session.
+    ping_interval_seconds: float = Field(default=1.0, gt=0)
+    #: An agent that answers no ping for this long is dropped and its work failed over.
+    agent_timeout_seconds: float = Field(default=3.0, gt=0)
+    #: Attempts per step unless the step's retry policy says otherwise.
+    default_max_attempts: int = Field(default=3, ge=1)
+    #: Timeout of one attempt unless the step says otherwise.
+    default_step_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    #: Largest gRPC message accepted, in bytes.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    #: Folder of workflow specs (YAML/JSON) served as the catalog.
+    workflows_dir: Path | None = None

@@ -1,0 +1,75 @@
+"""The one error hierarchy of agentmesh; each error knows its gRPC status code."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class AgentMeshError(Exception):
+    """Root of every error agentmesh raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.message = message
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class ValidationError(AgentMeshError):
+    """A request or plan is malformed; ``field`` names the offending part."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(AgentMeshError):
+    """The named task, step or agent does not exist (or is not visible to the caller)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(AgentMeshError):
+    """Something with that name or key exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Unauthenticated(AgentMeshError):
+    """The caller presented no usable identity."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(AgentMeshError):
+    """The caller's identity may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class FailedPrecondition(AgentMeshError):
+    """The request is valid but the target's state does not allow it now."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class AgentUnavailable(AgentMeshError):
+    """No capable agent can take the work (none registered, all busy or broken)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class StepFailed(AgentMeshError):
+    """An agent reported a failure for an assignment."""
+
+    code = grpc.StatusCode.ABORTED
+
+    def __init__(self, message: str, *, code: str = "failed", retryable: bool = True) -> None:
+        super().__init__(message)
+        self.failure_code = code
+        self.retryable = retryable
+
+
+class CertificateError(AgentMeshError):
+    """A certificate or key is missing, malformed or does not fit the mesh."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

@@ -1,0 +1,196 @@
+"""The domain: agents and their capabilities, tasks, plans, steps and events.
+
+These are the types every module speaks; protobuf messages appear only at the
+wire and are converted in :mod:`agentmesh.server.convert`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JSON = Any
+"""A JSON-shaped value: dict, list, str, float, int, bool or None."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life; the last five are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+    @property
+    def final(self) -> bool:
+        """True once the task will change no more."""
+        return self in _FINAL_TASK_STATES
+
+
+_FINAL_TASK_STATES = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+        TaskState.ROLLED_BACK,
+        TaskState.ROLLBACK_FAILED,
+    }
+)
+
+
+class StepState(enum.StrEnum):
+    """Where a step is in its life."""
+
+    PENDING = "pending"
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    COMPENSATED = "compensated"
+
+    @property
+    def final(self) -> bool:
+        """True once the step will run no more (compensation aside)."""
+        return self not in (StepState.PENDING, StepState.WAITING, StepState.RUNNING)
+
+
+class Capability(_Frozen):
+    """A named, versioned operation an agent offers, with JSON schemas for its payloads."""
+
+    name: str
+    version: str = "1.0.0"
+    description: str = ""
+    input_schema: dict[str, JSON] = Field(default_factory=dict)
+    output_schema: dict[str, JSON] = Field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+
+class AgentCard(_Frozen):
+    """What an agent says about itself when it registers."""
+
+    name: str
+    endpoint: str
+    capabilities: tuple[Capability, ...]
+    max_concurrency: int = Field(default=1, ge=1)
+    version: str = "0.0.0"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def capability(self, name: str) -> Capability | None:
+        """The capability called ``name``, if this agent offers it."""
+        return next((c for c in self.capabilities if c.name == name), None)
+
+
+class RetryPolicy(_Frozen):
+    """How often and how patiently a step is retried."""
+
+    max_attempts: int = Field(default=0, ge=0)
+    initial_backoff_seconds: float = Field(default=0.2, ge=0)
+    max_backoff_seconds: float = Field(default=5.0, ge=0)
+
+
+class StepSpec(_Frozen):
+    """One step of a plan: a capability to run on an input that may reference other steps."""
+
+    id: str
+    capability: str
+    version: str = ""
+    input: dict[str, JSON] = Field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    timeout_seconds: float = Field(default=0.0, ge=0)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    optional: bool = False
+    compensation: str = ""
+    pin_agent: str = ""
+    exclude_agents: tuple[str, ...] = ()
+
+
+class Plan(_Frozen):
+    """A DAG of steps plus how their outputs combine into the task result."""
+
+    steps: tuple[StepSpec, ...]
+    aggregate: dict[str, JSON] = Field(default_factory=dict)
+
+
+class TaskRequest(_Frozen):
+    """A validated SubmitTask request, before planning."""
+
+    plan: Plan | None = None
+    workflow: str = ""
+    goal: str = ""
+    input: dict[str, JSON] = Field(default_factory=dict)
+    priority: int = 0
+    timeout_seconds: float = Field(default=0.0, ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str = ""
+
+
+class StepRecord(BaseModel):
+    """A step's live state inside a task."""
+
+    spec: StepSpec
+    state: StepState = StepState.PENDING
+    agent: str = ""
+    attempts: int = 0
+    output: dict[str, JSON] | None = None
+    error: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TaskRecord(BaseModel):
+    """A task as stored and served: request, plan, step states and outcome."""
+
+    id: str
+    owner: str
+    state: TaskState = TaskState.PENDING
+    input: dict[str, JSON] = Field(default_factory=dict)
+    priority: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = 0.0
+    plan: Plan | None = None
+    steps: dict[str, StepRecord] = Field(default_factory=dict)
+    result: JSON = None
+    error: str = ""
+    partial: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventKind(enum.StrEnum):
+    """Which of the three event shapes a :class:`TaskEvent` carries."""
+
+    TASK_STATE = "task_state"
+    STEP_STATE = "step_state"
+    STEP_PROGRESS = "step_progress"
+
+
+class TaskEvent(_Frozen):
+    """One ordered change of a task, as persisted and streamed to watchers."""
+
+    task_id: str
+    sequence: int
+    time: datetime
+    kind: EventKind
+    #: For task events: the task state; for step events: the step state.
+    state: str = ""
+    step_id: str = ""
+    agent: str = ""
+    attempt: int = 0
+    reason: str = ""
+    fraction: float = -1.0
+    message: str = ""
+    output: JSON = None
+    partial: bool = False
