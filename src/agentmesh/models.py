@@ -115,6 +115,7 @@ class StepSpec(_Frozen):
     compensation: str = ""
     pin_agent: str = ""
     exclude_agents: tuple[str, ...] = ()
+    for_each: str = ""
 
 
 class Plan(_Frozen):

@@ -149,6 +149,7 @@ class StepSpec(_message.Message):
     COMPENSATION_FIELD_NUMBER: _builtins.int
     PIN_AGENT_FIELD_NUMBER: _builtins.int
     EXCLUDE_AGENTS_FIELD_NUMBER: _builtins.int
+    FOR_EACH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     capability: _builtins.str
     version: _builtins.str
@@ -160,6 +161,12 @@ class StepSpec(_message.Message):
     """Capability (with the same input plus "output") that undoes this step."""
     pin_agent: _builtins.str
     """Run only on this agent."""
+    for_each: _builtins.str
+    """Fan-out: a reference to a list ("${steps.split.output.items}") known only at
+    run time. The step runs once per element, as "ID[0]", "ID[1]", ...; inside
+    its input "${item}" is the element and "${index}" its position. Later steps
+    that reference "${steps.ID.output}" receive the list of every run's output.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -186,10 +193,11 @@ class StepSpec(_message.Message):
         compensation: _builtins.str = ...,
         pin_agent: _builtins.str = ...,
         exclude_agents: _abc.Iterable[_builtins.str] | None = ...,
+        for_each: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry", b"retry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability", b"capability", "compensation", b"compensation", "exclude_agents", b"exclude_agents", "id", b"id", "input", b"input", "needs", b"needs", "optional", b"optional", "pin_agent", b"pin_agent", "retry", b"retry", "timeout_seconds", b"timeout_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability", b"capability", "compensation", b"compensation", "exclude_agents", b"exclude_agents", "for_each", b"for_each", "id", b"id", "input", b"input", "needs", b"needs", "optional", b"optional", "pin_agent", b"pin_agent", "retry", b"retry", "timeout_seconds", b"timeout_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
