@@ -145,7 +145,8 @@ class StepRecord(BaseModel):
     state: StepState = StepState.PENDING
     agent: str = ""
     attempts: int = 0
-    output: dict[str, JSON] | None = None
+    #: The agent's result; for a fan-out step, the list of every run's output.
+    output: JSON = None
     error: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None

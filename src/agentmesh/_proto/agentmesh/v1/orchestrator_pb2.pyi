@@ -538,7 +538,9 @@ class Step(_message.Message):
     @_builtins.property
     def spec(self) -> Global___StepSpec: ...
     @_builtins.property
-    def output(self) -> _struct_pb2.Struct: ...
+    def output(self) -> _struct_pb2.Value:
+        """The agent's result; for a fan-out step, the list of every run's output."""
+
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -550,7 +552,7 @@ class Step(_message.Message):
         state: Global___StepState.ValueType = ...,
         agent: _builtins.str = ...,
         attempts: _builtins.int = ...,
-        output: _struct_pb2.Struct | None = ...,
+        output: _struct_pb2.Value | None = ...,
         error: _builtins.str = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
@@ -731,7 +733,9 @@ class StepStateChanged(_message.Message):
     attempt: _builtins.int
     reason: _builtins.str
     @_builtins.property
-    def output(self) -> _struct_pb2.Struct: ...
+    def output(self) -> _struct_pb2.Value:
+        """Set when the step succeeded."""
+
     def __init__(
         self,
         *,
@@ -740,7 +744,7 @@ class StepStateChanged(_message.Message):
         agent: _builtins.str = ...,
         attempt: _builtins.int = ...,
         reason: _builtins.str = ...,
-        output: _struct_pb2.Struct | None = ...,
+        output: _struct_pb2.Value | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
