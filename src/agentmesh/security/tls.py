@@ -50,8 +50,12 @@ class _RotatingServerConfig:
 def server_credentials(files: CertFiles) -> grpc.ServerCredentials:
     """Credentials of a server that demands and verifies a client certificate from the mesh CA."""
     config = _RotatingServerConfig(files)
+    # gRPC documents that the fetcher may return None ("keep the current config");
+    # the typeshed stub does not allow it.
     return grpc.dynamic_ssl_server_credentials(
-        config.load(), config, require_client_authentication=True
+        config.load(),
+        config,  # type: ignore[arg-type]
+        require_client_authentication=True,
     )
 
 
@@ -73,7 +77,7 @@ def _identity_of_pem(pem: bytes) -> Identity:
 def peer_identity(context: grpc.aio.ServicerContext[object, object]) -> Identity:
     """The verified identity of the caller, from the certificate it presented over mTLS."""
     auth = context.auth_context()
-    certs = auth.get("x509_pem_cert") or []
+    certs = list(auth.get("x509_pem_cert") or ())
     if not certs:
         raise Unauthenticated("a client certificate from the mesh CA is required")
     try:

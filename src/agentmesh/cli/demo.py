@@ -1,0 +1,149 @@
+"""``agentmesh demo``: an orchestrator and real agent processes on embedded defaults.
+
+Everything lives under one folder (``var/demo`` by default): fresh dev
+certificates, the SQLite database and each process's log. Redis is used when
+AGENTMESH_REDIS_URL is set, the in-memory cache otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentmesh.cli.progress import watch_task
+from agentmesh.client import Client
+from agentmesh.config import Settings
+from agentmesh.logs import configure_logging
+from agentmesh.security import IdentityKind, create_ca, issue
+from agentmesh.server import Orchestrator
+
+#: (agent name, module under agentmesh.examples) of the processes the demo starts.
+AGENTS = (
+    ("splitter", "splitter"),
+    ("analyst-1", "analyst"),
+    ("analyst-2", "analyst"),
+    ("writer", "writer"),
+)
+
+
+def _prepare(folder: Path, trust_domain: str) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    certs = folder / "certs"
+    create_ca(certs, trust_domain)
+    issue(certs, IdentityKind.ORCHESTRATOR, "orchestrator")
+    issue(certs, IdentityKind.CLIENT, "demo")
+    for name, _ in AGENTS:
+        issue(certs, IdentityKind.AGENT, name)
+    return certs
+
+
+@contextlib.asynccontextmanager
+async def _agents(folder: Path, certs: Path, address: str, latency: float) -> AsyncIterator[None]:
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, module in AGENTS:
+            env = {
+                **os.environ,
+                "AGENTMESH_AGENT_NAME": name,
+                "AGENTMESH_AGENT_ORCHESTRATORS": json.dumps([address]),
+                "AGENTMESH_AGENT_CERTS_DIR": str(certs),
+                "AGENTMESH_DEMO_LATENCY": str(latency),
+            }
+            log = (folder / f"{name}.log").open("wb")
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", f"agentmesh.examples.{module}"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            log.close()
+        yield
+    finally:
+        # SIGTERM lets each agent drain and deregister, as in production.
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in processes:
+            try:
+                await asyncio.to_thread(process.wait, max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def _wait_for_agents(client: Client, count: int, console: Console) -> None:
+    with console.status(f"waiting for {count} agents to register…"):
+        async with asyncio.timeout(60):
+            while len(agents := await client.agents()) < count:
+                await asyncio.sleep(0.2)
+    table = Table(title="agents (separate processes, mTLS Sessions)", title_justify="left")
+    for column in ("agent", "endpoint", "slots", "capabilities"):
+        table.add_column(column)
+    for agent in agents:
+        table.add_row(
+            agent.card.name,
+            agent.card.endpoint,
+            str(agent.card.max_concurrency),
+            ", ".join(c.name for c in agent.card.capabilities),
+        )
+    console.print(table)
+
+
+async def run_demo(folder: Path, workflow: str, latency: float, console: Console) -> bool:
+    """Run the whole demo; True when the task succeeded."""
+    from agentmesh.examples import sample_document
+
+    settings = Settings(
+        listen="127.0.0.1:0",
+        certs_dir=_prepare(folder, "agentmesh.local"),
+        database_url=f"sqlite+aiosqlite:///{folder / 'agentmesh.db'}",
+    )
+    with (folder / "orchestrator.log").open("w") as log:
+        configure_logging("info", json=True, stream=log)
+        async with Orchestrator(settings) as orchestrator:
+            address = f"localhost:{orchestrator.port}"
+            console.print(
+                f"[bold]orchestrator[/bold] listening on {address} (mTLS), "
+                f"state in {settings.database_url}, "
+                f"cache: {'Redis ' + settings.redis_url if settings.redis_url else 'in-memory'}"
+            )
+            async with _agents(folder, settings.certs_dir, address, latency), Client(
+                address, settings.certs_dir, "demo"
+            ) as client:
+                await _wait_for_agents(client, len(AGENTS), console)
+                started = time.perf_counter()
+                task_id = await client.submit(
+                    workflow=workflow,
+                    input={"text": sample_document(), "title": "agentmesh field notes"},
+                )
+                console.print(f"submitted workflow [bold]{workflow}[/bold] as task {task_id}\n")
+                task = await watch_task(client, task_id, console)
+                console.print(f"\nfinished in {time.perf_counter() - started:.2f}s; logs in {folder}/")
+                return bool(task.state == 3)  # TASK_STATE_SUCCEEDED
+
+
+def demo(
+    workflow: Annotated[str, typer.Option(help="catalog workflow to run")] = "document-brief",
+    folder: Annotated[Path, typer.Option(help="where certs, database and logs go")] = Path("var/demo"),
+    latency: Annotated[float, typer.Option(help="simulated agent latency, seconds")] = 0.4,
+) -> None:
+    """Start an orchestrator and four agent processes, run a task, show live progress."""
+    console = Console()
+    ok = asyncio.run(run_demo(folder, workflow, latency, console))
+    raise typer.Exit(0 if ok else 1)

@@ -1,0 +1,248 @@
+"""The orchestrator's end of one agent's Session stream.
+
+One :class:`AgentLink` per live agent multiplexes every assignment sent to it,
+pings it, and declares it lost when the stream breaks or pings go unanswered.
+Everything in flight on a lost link ends with a retryable ``agent_lost``
+failure, which is what makes failover work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+
+from google.protobuf import json_format
+
+from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh.models import AgentCard
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an assignment ended: ``output`` on success, else a failure code and message."""
+
+    output: dict[str, object] | None = None
+    code: str = ""
+    message: str = ""
+    retryable: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """True when the agent returned a result."""
+        return self.output is not None
+
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    done: asyncio.Future[Outcome]
+    on_progress: ProgressCallback
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class AgentLink:
+    """A live Session with one agent: send assignments, receive their outcomes."""
+
+    def __init__(
+        self,
+        card: AgentCard,
+        identity: str,
+        credentials: grpc.ChannelCredentials,
+        *,
+        ping_interval: float,
+        timeout: float,
+        max_message_bytes: int,
+        on_lost: Callable[[AgentLink, str], None],
+    ) -> None:
+        self.card = card
+        self.identity = identity
+        self.draining = False
+        self.active = 0
+        self.connected_at = time.monotonic()
+        self.last_seen = time.monotonic()
+        self._credentials = credentials
+        self._ping_interval = ping_interval
+        self._timeout = timeout
+        self._options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        self._on_lost = on_lost
+        self._pending: dict[str, _Pending] = {}
+        self._write_lock = asyncio.Lock()
+        self._nonces = itertools.count(1)
+        self._first_pong = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.StreamStreamCall[
+            agent_pb2.OrchestratorMessage, agent_pb2.AgentMessage
+        ] | None = None
+        self._closed = False
+        self._log = log.bind(agent=card.name, endpoint=card.endpoint)
+
+    @property
+    def name(self) -> str:
+        """The agent's name."""
+        return self.card.name
+
+    @property
+    def alive(self) -> bool:
+        """True while the Session is open."""
+        return not self._closed
+
+    async def open(self, wait: float) -> None:
+        """Dial the agent, open the Session and wait for the first Pong (raise when none comes)."""
+        self._channel = grpc.aio.secure_channel(
+            self.card.endpoint, self._credentials, options=self._options
+        )
+        self._call = agent_pb2_grpc.AgentStub(self._channel).Session()
+        for coro, name in ((self._read(), "read"), (self._ping(), "ping")):
+            task = asyncio.create_task(coro, name=f"link-{self.name}-{name}")
+            self._tasks.add(task)
+        try:
+            async with asyncio.timeout(wait):
+                await self._first_pong.wait()
+        except TimeoutError:
+            await self.close("no answer on the Session stream")
+            raise
+
+    async def _send(self, message: agent_pb2.OrchestratorMessage) -> None:
+        if self._call is None or self._closed:
+            raise ConnectionError("session closed")
+        # grpc.aio allows one write at a time on a stream.
+        async with self._write_lock:
+            await self._call.write(message)
+
+    async def _ping(self) -> None:
+        while True:
+            try:
+                await self._send(agent_pb2.OrchestratorMessage(ping=agent_pb2.Ping(nonce=next(self._nonces))))
+            except (ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                self._lose(f"ping failed: {exc}")
+                return
+            await asyncio.sleep(self._ping_interval)
+            if time.monotonic() - self.last_seen > self._timeout:
+                self._lose(f"no answer for {self._timeout:.1f}s")
+                return
+
+    async def _read(self) -> None:
+        assert self._call is not None
+        reason = "agent closed the session"
+        try:
+            async for message in self._call:
+                self.last_seen = time.monotonic()
+                self._dispatch(message)
+        except grpc.aio.AioRpcError as exc:
+            reason = f"session broke: {exc.code().name} {exc.details()}"
+        self._lose(reason)
+
+    def _dispatch(self, message: agent_pb2.AgentMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "pong":
+            self._first_pong.set()
+        elif kind == "draining":
+            self.draining = True
+            self._log.info("agent.draining")
+        elif kind == "accepted":
+            pending = self._pending.get(message.accepted.assignment_id)
+            if pending:
+                pending.accepted.set()
+        elif kind == "progress":
+            pending = self._pending.get(message.progress.assignment_id)
+            if pending:
+                pending.on_progress(message.progress.fraction, message.progress.message)
+        elif kind == "result":
+            self._finish(
+                message.result.assignment_id,
+                Outcome(output=json_format.MessageToDict(message.result.output)),
+            )
+        elif kind == "failure":
+            f = message.failure
+            self._finish(
+                f.assignment_id, Outcome(code=f.code, message=f.message, retryable=f.retryable)
+            )
+
+    def _finish(self, assignment_id: str, outcome: Outcome) -> None:
+        # A late answer for an abandoned attempt finds nothing pending and is dropped.
+        pending = self._pending.pop(assignment_id, None)
+        if pending is not None and not pending.done.done():
+            pending.done.set_result(outcome)
+
+    async def run(
+        self, assignment: agent_pb2.Assignment, on_progress: ProgressCallback
+    ) -> Outcome:
+        """Send ``assignment`` and wait for its outcome; cancelling this sends Cancel to the agent."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(loop.create_future(), on_progress)
+        self._pending[assignment.assignment_id] = pending
+        self.active += 1
+        try:
+            await self._send(agent_pb2.OrchestratorMessage(assignment=assignment))
+            return await pending.done
+        except (ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            return Outcome(code="agent_lost", message=str(exc), retryable=True)
+        except asyncio.CancelledError:
+            if self._pending.pop(assignment.assignment_id, None) is not None and not self._closed:
+                with contextlib.suppress(ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    await asyncio.shield(
+                        self._send(
+                            agent_pb2.OrchestratorMessage(
+                                cancel=agent_pb2.Cancel(
+                                    assignment_id=assignment.assignment_id, reason="cancelled"
+                                )
+                            )
+                        )
+                    )
+            raise
+        finally:
+            self._pending.pop(assignment.assignment_id, None)
+            self.active -= 1
+
+    def _lose(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._log.warning("agent.lost", reason=reason)
+        self._fail_pending(reason)
+        self._closed = True
+        self._on_lost(self, reason)
+        # Closing the channel must not cancel the task calling us; do it on its own.
+        task = asyncio.create_task(self._shutdown(), name=f"link-{self.name}-close")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _fail_pending(self, reason: str) -> None:
+        for assignment_id in list(self._pending):
+            self._finish(
+                assignment_id, Outcome(code="agent_lost", message=reason, retryable=True)
+            )
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if self._call is not None:
+            self._call.cancel()
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def close(self, reason: str = "closed") -> None:
+        """End the Session; assignments in flight fail as ``agent_lost``."""
+        if not self._closed:
+            self._fail_pending(reason)
+            self._closed = True
+        await self._shutdown()
+        current = asyncio.current_task()
+        pending = [t for t in self._tasks if t is not current]
+        await asyncio.gather(*pending, return_exceptions=True)

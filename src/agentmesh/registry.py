@@ -1,0 +1,261 @@
+"""Live agents: their cards, Session links, load and health.
+
+Registration is persisted in SQL (so ``ListAgents`` history survives) and
+cached for other replicas; liveness is what this process's links say. The
+registry also hands out assignment slots, so an agent never gets more work
+than its declared concurrency and, when agents are scarce, higher-priority
+steps are served first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import grpc
+import structlog
+
+from agentmesh.cache import Cache
+from agentmesh.config import Settings
+from agentmesh.engine.link import AgentLink
+from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
+from agentmesh.matching import AgentStats, Candidate, Requirement, choose, eligible
+from agentmesh.models import AgentCard
+from agentmesh.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """A snapshot of one agent for ``ListAgents``."""
+
+    card: AgentCard
+    identity: str
+    connected: bool
+    draining: bool
+    active: int
+    circuit: str
+    registered_at: datetime
+    last_seen: datetime
+
+
+@dataclass(order=True)
+class _Waiter:
+    sort_key: tuple[int, int]
+    requirement: Requirement = field(compare=False)
+    granted: asyncio.Future[AgentLink] = field(compare=False)
+
+
+class Registry:
+    """The agents this orchestrator has Sessions with, and the slots they offer."""
+
+    def __init__(
+        self, store: Store, cache: Cache, settings: Settings, credentials: grpc.ChannelCredentials
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._settings = settings
+        self._credentials = credentials
+        self._links: dict[str, AgentLink] = {}
+        self._registered_at: dict[str, datetime] = {}
+        self._stats: dict[str, AgentStats] = {}
+        self._waiters: list[_Waiter] = []
+        self._order = itertools.count()
+        #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
+        self._reserved: dict[str, int] = {}
+        self._cleanup: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Registry:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        links = list(self._links.values())
+        self._links.clear()
+        await asyncio.gather(*(link.close("orchestrator stopping") for link in links))
+        await asyncio.gather(*self._cleanup, return_exceptions=True)
+        for waiter in self._waiters:
+            if not waiter.granted.done():
+                waiter.granted.set_exception(AgentUnavailable("orchestrator stopping"))
+
+    # -- registration -----------------------------------------------------------------------
+
+    async def register(self, card: AgentCard, identity: str) -> None:
+        """Open (or keep) a Session with the agent and make it available for matching."""
+        current = self._links.get(card.name)
+        if current is not None and current.alive and current.card.endpoint == card.endpoint:
+            if current.identity != identity:
+                raise PermissionDenied(
+                    f"agent {card.name!r} is registered by another identity", field="card.name"
+                )
+            # A re-registration (e.g. after a network blip) with the link still healthy.
+            current.card = card
+            self._dispatch()
+            return
+        link = AgentLink(
+            card,
+            identity,
+            self._credentials,
+            ping_interval=self._settings.ping_interval_seconds,
+            timeout=self._settings.agent_timeout_seconds,
+            max_message_bytes=self._settings.max_message_bytes,
+            on_lost=self._lost,
+        )
+        try:
+            await link.open(wait=self._settings.agent_timeout_seconds + 2)
+        except (TimeoutError, grpc.aio.AioRpcError) as exc:
+            raise AgentUnavailable(
+                f"cannot open a Session to {card.endpoint}: {exc}", field="card.endpoint"
+            ) from None
+        if current is not None:
+            await current.close("replaced by a new registration")
+        now = datetime.now(UTC)
+        self._links[card.name] = link
+        self._registered_at[card.name] = now
+        self._stats.setdefault(card.name, AgentStats())
+        await self._store.save_agent(card, identity, now)
+        await self._cache.set(f"agents:{card.name}", card.model_dump(mode="json"))
+        log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
+        self._dispatch()
+
+    async def deregister(self, name: str, identity: str) -> None:
+        """Remove an agent at its own request; its work in flight fails over."""
+        link = self._links.get(name)
+        if link is None:
+            raise NotFound(f"no agent named {name!r}", field="name")
+        if link.identity != identity:
+            raise PermissionDenied(f"only {link.identity} may deregister {name!r}", field="name")
+        await self._drop(link, "deregistered")
+        await link.close("deregistered")
+
+    def _lost(self, link: AgentLink, reason: str) -> None:
+        task = asyncio.create_task(self._drop(link, reason), name=f"drop-{link.name}")
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
+
+    async def _drop(self, link: AgentLink, reason: str) -> None:
+        if self._links.get(link.name) is not link:
+            return
+        del self._links[link.name]
+        log.warning("agent.removed", agent=link.name, reason=reason)
+        await self._store.delete_agent(link.name)
+        await self._cache.delete(f"agents:{link.name}")
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def statuses(self, capability: str = "") -> list[AgentStatus]:
+        """Every live agent, optionally only those offering ``capability``."""
+        # Links keep monotonic times (immune to clock jumps); shown as wall-clock here.
+        offset = time.time() - time.monotonic()
+        result = []
+        for name, link in sorted(self._links.items()):
+            if capability and link.card.capability(capability) is None:
+                continue
+            result.append(
+                AgentStatus(
+                    card=link.card,
+                    identity=link.identity,
+                    connected=link.alive,
+                    draining=link.draining,
+                    active=link.active,
+                    circuit="closed",
+                    registered_at=self._registered_at[name],
+                    last_seen=datetime.fromtimestamp(offset + link.last_seen, UTC),
+                )
+            )
+        return result
+
+    def capabilities(self) -> dict[str, AgentCard]:
+        """One card per capability name offered by some live agent (for plan validation)."""
+        found: dict[str, AgentCard] = {}
+        for link in self._links.values():
+            for capability in link.card.capabilities:
+                found.setdefault(capability.name, link.card)
+        return found
+
+    def _candidates(self) -> Iterator[Candidate]:
+        for name, link in self._links.items():
+            yield Candidate(
+                card=link.card,
+                active=self._reserved.get(name, 0),
+                usable=link.alive and not link.draining,
+                stats=self._stats[name],
+            )
+
+    def could_serve(self, requirement: Requirement) -> bool:
+        """True when some live agent could take this step once it has room."""
+        return any(eligible(c, requirement) and c.usable for c in self._candidates())
+
+    def record(self, agent: str, seconds: float, ok: bool) -> None:
+        """Account an attempt's outcome for matching."""
+        stats = self._stats.get(agent)
+        if stats is not None:
+            stats.record(seconds, ok)
+
+    # -- slots ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        requirement: Requirement,
+        priority: int = 0,
+        on_wait: Callable[[], None] | None = None,
+    ) -> AsyncIterator[AgentLink]:
+        """Wait for, then hold, one assignment slot on the best matching agent.
+
+        ``on_wait`` is called once if no agent has room right away.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
+        heapq.heappush(self._waiters, waiter)
+        self._dispatch()
+        if on_wait is not None and not waiter.granted.done():
+            on_wait()
+        try:
+            link = await waiter.granted
+        except asyncio.CancelledError:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                self._release(waiter.granted.result().name)
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                heapq.heapify(self._waiters)
+        try:
+            yield link
+        finally:
+            self._release(link.name)
+
+    def _release(self, name: str) -> None:
+        count = self._reserved.get(name, 0) - 1
+        if count > 0:
+            self._reserved[name] = count
+        else:
+            self._reserved.pop(name, None)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Grant free slots to waiters, highest priority first (FIFO within a priority)."""
+        if not self._waiters:
+            return
+        still_waiting: list[_Waiter] = []
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if waiter.granted.done():
+                continue
+            chosen = choose(self._candidates(), waiter.requirement)
+            if chosen is None:
+                still_waiting.append(waiter)
+                continue
+            name = chosen.card.name
+            self._reserved[name] = self._reserved.get(name, 0) + 1
+            self._stats[name].last_assigned = time.monotonic()
+            waiter.granted.set_result(self._links[name])
+        for waiter in still_waiting:
+            heapq.heappush(self._waiters, waiter)

@@ -1,0 +1,282 @@
+"""Protobuf ⇄ domain conversion: the only place that knows both shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from pydantic import ValidationError as PydanticValidationError
+
+from agentmesh._proto.agentmesh.v1 import common_pb2, orchestrator_pb2 as pb
+from agentmesh.errors import ValidationError
+from agentmesh.models import (
+    JSON,
+    AgentCard,
+    Capability,
+    EventKind,
+    Plan,
+    RetryPolicy,
+    StepSpec,
+    TaskEvent,
+    TaskRecord,
+    TaskRequest,
+    TaskState,
+)
+from agentmesh.registry import AgentStatus
+
+_TASK_STATES = {s: getattr(pb.TaskState, f"TASK_STATE_{s.name}") for s in TaskState}
+_TASK_STATES_BACK = {v: k for k, v in _TASK_STATES.items()}
+
+
+def task_state_to_proto(state: TaskState) -> pb.TaskState.ValueType:
+    """The wire enum of a task state."""
+    return _TASK_STATES[state]
+
+
+def task_state_from_proto(value: int, field: str) -> TaskState:
+    """The domain task state of a wire enum value; ValidationError when unknown."""
+    try:
+        return _TASK_STATES_BACK[value]  # type: ignore[index]
+    except KeyError:
+        raise ValidationError(f"unknown task state {value}", field=field) from None
+
+
+def _step_state(value: str) -> int:
+    return int(pb.StepState.Value(f"STEP_STATE_{value.upper()}"))
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, JSON]:
+    """A Struct as a plain dict."""
+    return json_format.MessageToDict(message)
+
+
+def dict_to_struct(value: dict[str, JSON] | None, target: struct_pb2.Struct) -> None:
+    """Fill ``target`` from a plain dict."""
+    if value:
+        target.update(value)
+
+
+def value_to_proto(value: JSON, target: struct_pb2.Value) -> None:
+    """Fill a ``google.protobuf.Value`` from any JSON value."""
+    json_format.ParseDict(value, target)
+
+
+def _timestamp(value: datetime | None, target: timestamp_pb2.Timestamp) -> None:
+    if value is not None:
+        target.FromDatetime(value)
+
+
+def _errors_to_validation(exc: PydanticValidationError, prefix: str) -> ValidationError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return ValidationError(first["msg"], field=f"{prefix}.{where}" if where else prefix)
+
+
+# -- agents -------------------------------------------------------------------------------------
+
+
+def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
+    """A registered card as a domain object; ValidationError naming the bad field."""
+    try:
+        return AgentCard(
+            name=card.name,
+            endpoint=card.endpoint,
+            capabilities=tuple(
+                Capability(
+                    name=c.name,
+                    version=c.version or "1.0.0",
+                    description=c.description,
+                    input_schema=struct_to_dict(c.input_schema),
+                    output_schema=struct_to_dict(c.output_schema),
+                    tags=tuple(c.tags),
+                )
+                for c in card.capabilities
+            ),
+            max_concurrency=card.max_concurrency or 1,
+            version=card.version or "0.0.0",
+            labels=dict(card.labels),
+        )
+    except PydanticValidationError as exc:
+        raise _errors_to_validation(exc, "card") from None
+
+
+def card_to_proto(card: AgentCard) -> common_pb2.AgentCard:
+    """A domain card on the wire."""
+    message = common_pb2.AgentCard(
+        name=card.name,
+        endpoint=card.endpoint,
+        max_concurrency=card.max_concurrency,
+        version=card.version,
+        labels=card.labels,
+    )
+    for capability in card.capabilities:
+        item = message.capabilities.add(
+            name=capability.name,
+            version=capability.version,
+            description=capability.description,
+            tags=capability.tags,
+        )
+        dict_to_struct(capability.input_schema, item.input_schema)
+        dict_to_struct(capability.output_schema, item.output_schema)
+    return message
+
+
+def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
+    """A registry snapshot entry on the wire."""
+    message = pb.AgentStatus(
+        card=card_to_proto(status.card),
+        identity=status.identity,
+        connected=status.connected,
+        draining=status.draining,
+        active_assignments=status.active,
+        circuit=pb.CircuitState.Value(f"CIRCUIT_STATE_{status.circuit.upper()}"),
+    )
+    _timestamp(status.registered_at, message.registered_at)
+    _timestamp(status.last_seen, message.last_seen)
+    return message
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+
+def step_from_proto(step: pb.StepSpec) -> StepSpec:
+    """A wire step spec as a domain object."""
+    retry = RetryPolicy(
+        max_attempts=step.retry.max_attempts,
+        initial_backoff_seconds=step.retry.initial_backoff_seconds or 0.2,
+        max_backoff_seconds=step.retry.max_backoff_seconds or 5.0,
+    )
+    return StepSpec(
+        id=step.id,
+        capability=step.capability,
+        version=step.version,
+        input=struct_to_dict(step.input),
+        needs=tuple(step.needs),
+        timeout_seconds=step.timeout_seconds,
+        retry=retry,
+        optional=step.optional,
+        compensation=step.compensation,
+        pin_agent=step.pin_agent,
+        exclude_agents=tuple(step.exclude_agents),
+        for_each=step.for_each,
+    )
+
+
+def step_to_proto(step: StepSpec, target: pb.StepSpec) -> None:
+    """Fill a wire step spec from a domain one."""
+    target.id = step.id
+    target.capability = step.capability
+    target.version = step.version
+    dict_to_struct(step.input, target.input)
+    target.needs.extend(step.needs)
+    target.timeout_seconds = step.timeout_seconds
+    target.retry.max_attempts = step.retry.max_attempts
+    target.retry.initial_backoff_seconds = step.retry.initial_backoff_seconds
+    target.retry.max_backoff_seconds = step.retry.max_backoff_seconds
+    target.optional = step.optional
+    target.compensation = step.compensation
+    target.pin_agent = step.pin_agent
+    target.exclude_agents.extend(step.exclude_agents)
+    target.for_each = step.for_each
+
+
+def plan_from_proto(plan: pb.Plan) -> Plan:
+    """A wire plan as a domain object (shape only: :mod:`agentmesh.planning` validates it)."""
+    steps = []
+    for index, step in enumerate(plan.steps):
+        try:
+            steps.append(step_from_proto(step))
+        except PydanticValidationError as exc:
+            raise _errors_to_validation(exc, f"plan.steps[{index}]") from None
+    return Plan(steps=tuple(steps), aggregate=struct_to_dict(plan.aggregate))
+
+
+def plan_to_proto(plan: Plan) -> pb.Plan:
+    """A domain plan on the wire."""
+    message = pb.Plan()
+    for step in plan.steps:
+        step_to_proto(step, message.steps.add())
+    dict_to_struct(plan.aggregate, message.aggregate)
+    return message
+
+
+def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
+    """A SubmitTask request as a domain object; ValidationError naming the bad field."""
+    kind = request.WhichOneof("spec")
+    if kind is None:
+        raise ValidationError("one of plan, workflow or goal is required", field="spec")
+    fields: dict[str, Any] = {
+        "input": struct_to_dict(request.input),
+        "priority": request.priority,
+        "timeout_seconds": request.timeout_seconds,
+        "labels": dict(request.labels),
+        "idempotency_key": request.idempotency_key,
+    }
+    if kind == "plan":
+        fields["plan"] = plan_from_proto(request.plan)
+    else:
+        fields[kind] = getattr(request, kind)
+    try:
+        return TaskRequest(**fields)
+    except PydanticValidationError as exc:
+        raise _errors_to_validation(exc, "request") from None
+
+
+def task_to_proto(task: TaskRecord) -> pb.Task:
+    """A task with its steps on the wire."""
+    message = pb.Task(
+        task_id=task.id,
+        state=task_state_to_proto(task.state),
+        error=task.error,
+        partial=task.partial,
+        priority=task.priority,
+        labels=task.labels,
+        owner=task.owner,
+    )
+    dict_to_struct(task.input, message.input)
+    if task.result is not None:
+        value_to_proto(task.result, message.result)
+    for step in task.steps.values():
+        item = message.steps.add(
+            state=_step_state(step.state.value),
+            agent=step.agent,
+            attempts=step.attempts,
+            error=step.error,
+        )
+        step_to_proto(step.spec, item.spec)
+        if step.output is not None:
+            value_to_proto(step.output, item.output)
+        _timestamp(step.started_at, item.started_at)
+        _timestamp(step.finished_at, item.finished_at)
+    _timestamp(task.created_at, message.created_at)
+    _timestamp(task.updated_at, message.updated_at)
+    return message
+
+
+def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
+    """A task event on the wire."""
+    message = pb.TaskEvent(task_id=event.task_id, sequence=event.sequence)
+    message.time.FromDatetime(event.time)
+    if event.kind is EventKind.TASK_STATE:
+        message.task_state.state = task_state_to_proto(TaskState(event.state))
+        message.task_state.reason = event.reason
+        message.task_state.partial = event.partial
+        if event.output is not None:
+            value_to_proto(event.output, message.task_state.result)
+    elif event.kind is EventKind.STEP_STATE:
+        change = message.step_state
+        change.step_id = event.step_id
+        change.state = _step_state(event.state)  # type: ignore[assignment]
+        change.agent = event.agent
+        change.attempt = event.attempt
+        change.reason = event.reason
+        if event.output is not None:
+            value_to_proto(event.output, change.output)
+    else:
+        message.step_progress.step_id = event.step_id
+        message.step_progress.agent = event.agent
+        message.step_progress.attempt = event.attempt
+        message.step_progress.fraction = event.fraction
+        message.step_progress.message = event.message
+    return message
