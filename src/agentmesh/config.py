@@ -15,6 +15,8 @@ class Settings(BaseSettings):
 
     #: SQLAlchemy async URL. SQLite file by default; ``postgresql+asyncpg://...`` in production.
     database_url: str = "sqlite+aiosqlite:///var/agentmesh.db"
+    #: PostgreSQL schema to keep the tables in (empty: the server's search_path).
+    database_schema: str = ""
     #: Redis URL; empty to run on the in-memory cache alone.
     redis_url: str = ""
     #: How long cached registry and task entries live in Redis.

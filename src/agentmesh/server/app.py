@@ -63,7 +63,7 @@ class Orchestrator:
             raise CertificateError(
                 f"no orchestrator certificate at {files.cert}; run `agentmesh certs init`"
             )
-        store = await self._stack.enter_async_context(Store(settings.database_url))
+        store = await self._stack.enter_async_context(Store(settings.database_url, schema=settings.database_schema))
         cache = await self._stack.enter_async_context(
             Cache(settings.redis_url or None, default_ttl=settings.cache_ttl_seconds)
         )

@@ -17,16 +17,31 @@ from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
-from agentmesh.models import AgentCard, EventKind, Plan, StepRecord, StepSpec, TaskEvent, TaskRecord
-from agentmesh.models import StepState, TaskState
-from agentmesh.store.tables import AgentRow, Base, EventRow, StepRow, TaskRow
+from agentmesh.models import (
+    AgentCard,
+    EventKind,
+    Plan,
+    StepRecord,
+    StepSpec,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+)
+from agentmesh.store import migrate
+from agentmesh.store.tables import AgentRow, EventRow, StepRow, TaskRow
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +56,9 @@ def _utc(value: datetime | None) -> datetime | None:
 class Store:
     """Async persistence of the mesh's state; use as ``async with Store(url) as store``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, schema: str = "") -> None:
         self.url = make_url(url)
+        self._schema = schema
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         # SQLite has one writer at a time; queueing writers here beats "database is locked".
@@ -62,17 +78,25 @@ class Store:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if self._schema:
+                kwargs["connect_args"] = {"server_settings": {"search_path": self._schema}}
         engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+            if not self.is_sqlite:
+                # Replicas starting together must not migrate the same schema at once.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(72635410)"))
+            await conn.run_sync(migrate.upgrade)
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._engine is not None:
             await self._engine.dispose()
@@ -148,6 +172,8 @@ class Store:
         try:
             async with self._transaction() as session:
                 session.add(row)
+                # No ORM relationship orders the inserts, so the task row goes first.
+                await session.flush()
                 for position, step in enumerate(task.steps.values()):
                     session.add(_step_row(task.id, position, step))
         except IntegrityError:

@@ -1,0 +1,98 @@
+"""Fixtures shared by every test: a mesh CA, databases, orchestrators and agent processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentmesh.config import Settings
+from agentmesh.security import IdentityKind, create_ca, issue
+from tests.support.processes import AgentProcesses
+
+if TYPE_CHECKING:
+    from agentmesh.server import Orchestrator
+
+POSTGRES_URL = os.environ.get(
+    "AGENTMESH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("AGENTMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+#: Identities every test mesh has certificates for.
+AGENT_NAMES = ("splitter", "analyst-1", "analyst-2", "writer", "echo-1", "echo-2", "flaky", "slow")
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mesh CA with an orchestrator, clients alice and bob, an admin and the test agents."""
+    folder = tmp_path_factory.mktemp("certs")
+    create_ca(folder, "agentmesh.test")
+    issue(folder, IdentityKind.ORCHESTRATOR, "orchestrator")
+    issue(folder, IdentityKind.CLIENT, "alice")
+    issue(folder, IdentityKind.CLIENT, "bob")
+    issue(folder, IdentityKind.ADMIN, "root")
+    for name in AGENT_NAMES:
+        issue(folder, IdentityKind.AGENT, name)
+    return folder
+
+
+async def _fresh_postgres_schema() -> str:
+    """A new empty schema in the test database; returns a URL whose connections use it."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_async_engine(POSTGRES_URL)
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    await engine.dispose()
+    return schema
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """Settings of a fresh database; a test using this runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"}
+        return
+    schema = await _fresh_postgres_schema()
+    yield {"database_url": POSTGRES_URL, "database_schema": schema}
+    engine = create_async_engine(POSTGRES_URL)
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings(certs: Path, tmp_path: Path) -> Settings:
+    """Orchestrator settings on an ephemeral port, a SQLite file and the in-memory cache."""
+    return Settings(
+        listen="127.0.0.1:0",
+        certs_dir=certs,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}",
+        redis_url="",
+        ping_interval_seconds=0.3,
+        agent_timeout_seconds=1.5,
+    )
+
+
+@pytest.fixture
+async def orchestrator(settings: Settings) -> AsyncIterator[Orchestrator]:
+    """A running orchestrator."""
+    from agentmesh.server import Orchestrator
+
+    async with Orchestrator(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def agents(certs: Path, tmp_path: Path) -> Iterator[AgentProcesses]:
+    """Starts agent processes on demand; stops every one at the end of the test."""
+    processes = AgentProcesses(certs, tmp_path / "agent-logs")
+    try:
+        yield processes
+    finally:
+        processes.stop_all()

@@ -1,0 +1,74 @@
+"""Real agent processes for tests: start, kill, SIGTERM, read their logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class AgentProcesses:
+    """Agent subprocesses of one test; ``stop_all`` ends every one still running."""
+
+    def __init__(self, certs: Path, logs: Path) -> None:
+        self._certs = certs
+        self._logs = logs
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(
+        self,
+        module: str,
+        name: str,
+        orchestrators: list[str],
+        **env: str,
+    ) -> subprocess.Popen[bytes]:
+        """Run ``python -m module`` as agent ``name`` registering with ``orchestrators``."""
+        self._logs.mkdir(parents=True, exist_ok=True)
+        environment = {
+            **os.environ,
+            "AGENTMESH_AGENT_NAME": name,
+            "AGENTMESH_AGENT_ORCHESTRATORS": json.dumps(orchestrators),
+            "AGENTMESH_AGENT_CERTS_DIR": str(self._certs),
+            "AGENTMESH_DEMO_LATENCY": "0.05",
+            **env,
+        }
+        with (self._logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.running[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        """What agent ``name`` printed so far."""
+        return (self._logs / f"{name}.log").read_text(errors="replace")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the agent dies without a word, as in a crash."""
+        process = self.running.pop(name)
+        process.kill()
+        process.wait(10)
+
+    def terminate(self, name: str, timeout: float = 20) -> int:
+        """SIGTERM and wait: the agent drains and deregisters; returns its exit code."""
+        process = self.running.pop(name)
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout)
+
+    def stop_all(self) -> None:
+        """End every agent still running (SIGTERM, then SIGKILL if it lingers)."""
+        for name in list(self.running):
+            process = self.running.pop(name)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
