@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     #: Timeout of one attempt unless the step says otherwise.
     default_step_timeout_seconds: float = Field(default=60.0, gt=0)
 
+    #: Consecutive agent failures that open its circuit (taking it out of matching).
+    circuit_fail_max: int = Field(default=5, ge=1)
+    #: How long an open circuit stays open before one probe assignment may go through.
+    circuit_reset_seconds: float = Field(default=5.0, gt=0)
+    #: Port of the Prometheus /metrics endpoint; 0 for none.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
     #: Largest gRPC message accepted, in bytes.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     #: Folder of workflow specs (YAML/JSON) served as the catalog.

@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 import grpc
 import structlog
 
+from agentmesh import metrics
 from agentmesh.cache import Cache
+from agentmesh.circuits import AgentCircuit
 from agentmesh.config import Settings
 from agentmesh.engine.link import AgentLink
 from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
@@ -66,6 +68,8 @@ class Registry:
         self._links: dict[str, AgentLink] = {}
         self._registered_at: dict[str, datetime] = {}
         self._stats: dict[str, AgentStats] = {}
+        self._circuits: dict[str, AgentCircuit] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
         #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
@@ -73,9 +77,19 @@ class Registry:
         self._cleanup: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Registry:
+        self._ticker = asyncio.create_task(self._tick(), name="registry-tick")
         return self
 
+    async def _tick(self) -> None:
+        # Open circuits become probe-able by the clock alone; nothing else would wake waiters.
+        while True:
+            await asyncio.sleep(0.25)
+            self._dispatch()
+
     async def __aexit__(self, *_: object) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
         links = list(self._links.values())
         self._links.clear()
         await asyncio.gather(*(link.close("orchestrator stopping") for link in links))
@@ -119,6 +133,15 @@ class Registry:
         self._links[card.name] = link
         self._registered_at[card.name] = now
         self._stats.setdefault(card.name, AgentStats())
+        self._circuits.setdefault(
+            card.name,
+            AgentCircuit(
+                card.name,
+                fail_max=self._settings.circuit_fail_max,
+                reset_seconds=self._settings.circuit_reset_seconds,
+            ),
+        )
+        metrics.AGENTS.set(len(self._links))
         await self._store.save_agent(card, identity, now)
         await self._cache.set(f"agents:{card.name}", card.model_dump(mode="json"))
         log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
@@ -143,6 +166,7 @@ class Registry:
         if self._links.get(link.name) is not link:
             return
         del self._links[link.name]
+        metrics.AGENTS.set(len(self._links))
         log.warning("agent.removed", agent=link.name, reason=reason)
         await self._store.delete_agent(link.name)
         await self._cache.delete(f"agents:{link.name}")
@@ -164,7 +188,7 @@ class Registry:
                     connected=link.alive,
                     draining=link.draining,
                     active=link.active,
-                    circuit="closed",
+                    circuit=self._circuits[name].state,
                     registered_at=self._registered_at[name],
                     last_seen=datetime.fromtimestamp(offset + link.last_seen, UTC),
                 )
@@ -184,7 +208,7 @@ class Registry:
             yield Candidate(
                 card=link.card,
                 active=self._reserved.get(name, 0),
-                usable=link.alive and not link.draining,
+                usable=link.alive and not link.draining and self._circuits[name].allows(),
                 stats=self._stats[name],
             )
 
@@ -192,11 +216,15 @@ class Registry:
         """True when some live agent could take this step once it has room."""
         return any(eligible(c, requirement) and c.usable for c in self._candidates())
 
-    def record(self, agent: str, seconds: float, ok: bool) -> None:
-        """Account an attempt's outcome for matching."""
+    def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> None:
+        """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit."""
         stats = self._stats.get(agent)
         if stats is not None:
             stats.record(seconds, ok)
+        circuit = self._circuits.get(agent)
+        if circuit is not None and (ok or agent_fault):
+            circuit.record(ok)
+        self._dispatch()
 
     # -- slots ------------------------------------------------------------------------------
 
@@ -256,6 +284,7 @@ class Registry:
             name = chosen.card.name
             self._reserved[name] = self._reserved.get(name, 0) + 1
             self._stats[name].last_assigned = time.monotonic()
+            self._circuits[name].started()
             waiter.granted.set_result(self._links[name])
         for waiter in still_waiting:
             heapq.heappush(self._waiters, waiter)

@@ -18,6 +18,7 @@ import structlog
 from google.protobuf import json_format, timestamp_pb2
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from agentmesh import metrics
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.aggregate import DelegatedAggregate, aggregate
 from agentmesh.config import Settings
@@ -44,6 +45,10 @@ log = structlog.get_logger(__name__)
 
 class TaskFailed(AgentMeshError):
     """A required step failed for good; the task cannot finish."""
+
+
+#: Failure codes that say something about the agent's health (not about the input).
+_AGENT_FAULTS = frozenset({"agent_lost", "timeout", "error", "invalid_output"})
 
 
 def _now() -> datetime:
@@ -106,6 +111,10 @@ class TaskRun:
             partial=self.task.partial,
         )
         self._log.info("task.state", state=state.value, reason=reason)
+        if state.final:
+            metrics.TASKS.labels(state.value).inc()
+        if state is TaskState.ROLLBACK_FAILED:
+            self._log.error("task.rollback_failed", reason=reason)
 
     def _set_step_state(
         self, step: StepRecord, state: StepState, reason: str = "", *, attempt: int = 0
@@ -113,6 +122,7 @@ class TaskRun:
         step.state = state
         if state.final:
             step.finished_at = _now()
+            metrics.STEPS.labels(state.value).inc()
         self._emit(
             EventKind.STEP_STATE,
             step,
@@ -412,9 +422,16 @@ class TaskRun:
                     outcome = await link.run(assignment, progress)
             except TimeoutError:
                 outcome = Outcome(code="timeout", message=f"no result within {timeout:g}s")
+            elapsed = asyncio.get_running_loop().time() - started
             self._registry.record(
-                link.name, asyncio.get_running_loop().time() - started, outcome.ok
+                link.name, elapsed, outcome.ok, agent_fault=outcome.code in _AGENT_FAULTS
             )
+            metrics.ATTEMPTS.labels(link.name, outcome.code or "ok").inc()
+            metrics.ATTEMPT_SECONDS.labels(capability).observe(elapsed)
+            if number > 1:
+                metrics.RETRIES.inc()
+                if failed_on and link.name not in failed_on:
+                    metrics.FAILOVERS.inc()
         if outcome.ok:
             return outcome.output
         failed_on.add(link.name)

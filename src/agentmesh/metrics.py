@@ -1,0 +1,32 @@
+"""Prometheus metrics of the orchestrator, served over HTTP by :func:`serve_metrics`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+#: Our own registry, so tests and several orchestrators in one process do not collide.
+REGISTRY = CollectorRegistry()
+
+TASKS = Counter("agentmesh_tasks_total", "Tasks that reached a final state.", ["state"], registry=REGISTRY)
+TASKS_SUBMITTED = Counter("agentmesh_tasks_submitted_total", "Tasks accepted.", registry=REGISTRY)
+STEPS = Counter("agentmesh_steps_total", "Steps that reached a final state.", ["state"], registry=REGISTRY)
+ATTEMPTS = Counter(
+    "agentmesh_attempts_total", "Step attempts by outcome code.", ["agent", "outcome"], registry=REGISTRY
+)
+RETRIES = Counter("agentmesh_retries_total", "Attempts that were retries.", registry=REGISTRY)
+FAILOVERS = Counter(
+    "agentmesh_failovers_total", "Retries sent to a different agent.", registry=REGISTRY
+)
+ATTEMPT_SECONDS = Histogram(
+    "agentmesh_attempt_seconds", "Duration of step attempts.", ["capability"], registry=REGISTRY
+)
+AGENTS = Gauge("agentmesh_agents", "Live agents with an open Session.", registry=REGISTRY)
+CIRCUIT_OPEN = Gauge(
+    "agentmesh_circuit_open", "1 while an agent's circuit is open.", ["agent"], registry=REGISTRY
+)
+
+
+def serve_metrics(port: int, address: str = "127.0.0.1") -> int:
+    """Serve ``/metrics`` on ``address:port`` in a background thread; returns the bound port."""
+    server, _thread = start_http_server(port, addr=address, registry=REGISTRY)
+    return int(server.server_port)
