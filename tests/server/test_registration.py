@@ -1,0 +1,174 @@
+"""Agents register over mTLS; the wrong certificates, identities and transports are refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agentmesh._proto.agentmesh.v1 import common_pb2
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
+from agentmesh.security import CertFiles, IdentityKind, channel_credentials, create_ca, issue
+from agentmesh.server import Orchestrator
+from tests.support.mesh import client, wait_for_agent_gone, wait_for_agents
+from tests.support.processes import AgentProcesses
+
+AGENT = "tests.support.agents"
+
+
+def _card(name: str) -> common_pb2.AgentCard:
+    return common_pb2.AgentCard(
+        name=name,
+        endpoint="127.0.0.1:1",
+        max_concurrency=1,
+        capabilities=[common_pb2.Capability(name="test.echo", version="1.0.0")],
+    )
+
+
+async def _register(orchestrator: Orchestrator, credentials: grpc.ChannelCredentials, name: str) -> None:
+    async with grpc.aio.secure_channel(f"localhost:{orchestrator.port}", credentials) as channel:
+        stub = pb_grpc.RegistryStub(channel)
+        await stub.RegisterAgent(pb.RegisterAgentRequest(card=_card(name)), timeout=5)
+
+
+async def test_agent_process_registers_over_mtls_with_its_certificate_identity(
+    orchestrator: Orchestrator, certs: Path, agents: AgentProcesses
+) -> None:
+    agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
+    async with client(orchestrator, certs) as alice:
+        listed = await wait_for_agents(alice, "echo-1")
+    (echo,) = listed
+    assert echo.identity == "spiffe://agentmesh.test/agent/echo-1"
+    assert echo.connected
+    assert [c.name for c in echo.card.capabilities][:2] == ["test.echo", "test.fail"]
+    assert echo.card.capabilities[0].input_schema["type"] == "object"
+    assert echo.circuit == pb.CIRCUIT_STATE_CLOSED
+
+
+async def test_agent_that_dies_leaves_list_agents(
+    orchestrator: Orchestrator, certs: Path, agents: AgentProcesses
+) -> None:
+    address = f"localhost:{orchestrator.port}"
+    agents.start(AGENT, "echo-1", [address])
+    agents.start(AGENT, "echo-2", [address])
+    async with client(orchestrator, certs) as alice:
+        await wait_for_agents(alice, "echo-1", "echo-2")
+        agents.kill("echo-1")
+        await wait_for_agent_gone(alice, "echo-1", timeout=10)
+        assert [a.card.name for a in await alice.agents()] == ["echo-2"]
+
+
+async def test_agent_stopped_with_sigterm_deregisters_and_exits_cleanly(
+    orchestrator: Orchestrator, certs: Path, agents: AgentProcesses
+) -> None:
+    agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
+    async with client(orchestrator, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        assert agents.terminate("echo-1") == 0
+        await wait_for_agent_gone(alice, "echo-1", timeout=5)
+
+
+async def test_agent_started_before_the_orchestrator_registers_once_it_is_up(
+    settings: object, certs: Path, agents: AgentProcesses, unused_tcp_port: int
+) -> None:
+    from agentmesh.config import Settings
+
+    assert isinstance(settings, Settings)
+    address = f"127.0.0.1:{unused_tcp_port}"
+    agents.start(AGENT, "echo-1", [f"localhost:{unused_tcp_port}"])
+    async with Orchestrator(settings.model_copy(update={"listen": address})) as orchestrator:
+        async with client(orchestrator, certs) as alice:
+            await wait_for_agents(alice, "echo-1")
+    # ...and registers again with a restarted orchestrator on the same address.
+    async with Orchestrator(settings.model_copy(update={"listen": address})) as orchestrator:
+        async with client(orchestrator, certs) as alice:
+            await wait_for_agents(alice, "echo-1")
+
+
+async def test_registering_under_another_agents_name_is_permission_denied(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    credentials = channel_credentials(CertFiles.of(certs, IdentityKind.AGENT, "echo-1"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _register(orchestrator, credentials, "echo-2")
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "card.name" in (refused.value.details() or "")
+
+
+async def test_a_client_identity_cannot_register_as_an_agent(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    credentials = channel_credentials(CertFiles.of(certs, IdentityKind.CLIENT, "alice"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _register(orchestrator, credentials, "alice")
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_registration_with_an_unreachable_endpoint_is_unavailable_naming_it(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    credentials = channel_credentials(CertFiles.of(certs, IdentityKind.AGENT, "echo-1"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _register(orchestrator, credentials, "echo-1")
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "card.endpoint" in (refused.value.details() or "")
+
+
+def _refused_at_handshake(error: grpc.aio.AioRpcError) -> bool:
+    return error.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_connection_without_a_client_certificate_is_refused(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _register(orchestrator, credentials, "echo-1")
+    assert _refused_at_handshake(refused.value)
+
+
+async def test_certificate_from_another_ca_is_refused(
+    orchestrator: Orchestrator, certs: Path, tmp_path: Path
+) -> None:
+    rogue = tmp_path / "rogue"
+    create_ca(rogue, "agentmesh.test")  # same trust domain, different key: still refused
+    files = issue(rogue, IdentityKind.AGENT, "echo-1")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(certs / "ca.pem").read_bytes(),
+        private_key=files.key.read_bytes(),
+        certificate_chain=files.cert.read_bytes(),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _register(orchestrator, credentials, "echo-1")
+    assert _refused_at_handshake(refused.value)
+
+
+async def test_expired_certificate_is_refused(
+    orchestrator: Orchestrator, certs: Path, tmp_path: Path
+) -> None:
+    # Issue into a copy of the CA folder so the shared fixture's certificates stay valid.
+    import shutil
+
+    folder = tmp_path / "certs"
+    shutil.copytree(certs, folder)
+    files = issue(
+        folder,
+        IdentityKind.AGENT,
+        "echo-1",
+        not_before=datetime.now(UTC) - timedelta(days=30),
+        valid_for=timedelta(days=1),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _register(orchestrator, channel_credentials(files), "echo-1")
+    assert _refused_at_handshake(refused.value)
+
+
+async def test_plaintext_connection_is_refused(orchestrator: Orchestrator) -> None:
+    async with grpc.aio.insecure_channel(f"localhost:{orchestrator.port}") as channel:
+        stub = pb_grpc.RegistryStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.RegisterAgent(pb.RegisterAgentRequest(card=_card("echo-1")), timeout=5)
+    assert _refused_at_handshake(refused.value)

@@ -1,0 +1,129 @@
+"""A test agent whose capabilities inject faults: run as ``python -m tests.support.agents``.
+
+Behaviour that must differ between processes (crash once, fail at a rate)
+is driven by the assignment's input, so tests decide what happens per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from agentmesh.agent import Agent, AssignmentContext, capability, run
+from agentmesh.errors import StepFailed
+
+
+class Value(BaseModel):
+    value: Any = None
+    #: Seconds to spend before answering.
+    delay: float = 0.0
+    #: Progress messages to send on the way.
+    progress: int = 0
+
+
+class Echoed(BaseModel):
+    value: Any = None
+    agent: str = ""
+
+
+class Failing(BaseModel):
+    message: str = "told to fail"
+    retryable: bool = False
+
+
+class Flaky(BaseModel):
+    value: Any = None
+    failure_rate: float = 0.3
+
+
+class CrashOnce(BaseModel):
+    value: Any = None
+    #: Created by the first agent that runs this input, which then dies; later runs succeed.
+    marker: str
+
+
+class Hang(BaseModel):
+    seconds: float = 3600.0
+
+
+class Record(BaseModel):
+    #: File that every run (and undo) appends a line to.
+    log: str
+    entry: str
+    fail: bool = False
+
+
+class Undo(BaseModel):
+    log: str
+    entry: str
+    output: dict[str, Any] = {}
+
+
+class Recorded(BaseModel):
+    entry: str
+
+
+def _append(path: str, line: str) -> None:
+    with Path(path).open("a") as handle:
+        handle.write(line + "\n")
+
+
+class FaultyAgent(Agent):
+    """Echoes, fails, crashes, hangs and records on request."""
+
+    name = "echo"
+    version = "1.0.0"
+    max_concurrency = 4
+
+    @capability("test.echo", description="Return the input value, optionally slowly.")
+    async def echo(self, data: Value, ctx: AssignmentContext) -> Echoed:
+        for i in range(data.progress):
+            await ctx.progress((i + 1) / (data.progress + 1), f"step {i + 1} of {data.progress}")
+        if data.delay:
+            await asyncio.sleep(data.delay)
+        return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
+
+    @capability("test.fail", description="Always fail.")
+    async def fail(self, data: Failing, ctx: AssignmentContext) -> Echoed:
+        raise StepFailed(data.message, code="told_to_fail", retryable=data.retryable)
+
+    @capability("test.flaky", description="Fail (retryably) at a given rate.")
+    async def flaky(self, data: Flaky, ctx: AssignmentContext) -> Echoed:
+        if random.random() < data.failure_rate:  # noqa: S311 - fault injection, not crypto
+            raise StepFailed("injected failure", code="injected", retryable=True)
+        return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
+
+    @capability("test.crash_once", description="The first process to run this dies mid-step.")
+    async def crash_once(self, data: CrashOnce, ctx: AssignmentContext) -> Echoed:
+        marker = Path(data.marker)
+        if not marker.exists():
+            marker.write_text(os.environ.get("AGENTMESH_AGENT_NAME", ""))
+            await ctx.progress(0.5, "about to crash")
+            os._exit(17)
+        return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
+
+    @capability("test.hang", description="Never answer (until cancelled).")
+    async def hang(self, data: Hang, ctx: AssignmentContext) -> Echoed:
+        await asyncio.sleep(data.seconds)
+        return Echoed()
+
+    @capability("test.record", description="Append an entry to a file (undone by test.undo).")
+    async def record(self, data: Record, ctx: AssignmentContext) -> Recorded:
+        if data.fail:
+            raise StepFailed("record told to fail", retryable=False)
+        _append(data.log, f"do {data.entry}")
+        return Recorded(entry=data.entry)
+
+    @capability("test.undo", description="Compensate test.record.")
+    async def undo(self, data: Undo, ctx: AssignmentContext) -> Recorded:
+        _append(data.log, f"undo {data.entry}")
+        return Recorded(entry=data.entry)
+
+
+if __name__ == "__main__":
+    run(FaultyAgent())
