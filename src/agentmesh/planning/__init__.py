@@ -1,0 +1,72 @@
+"""Turning a task into a validated DAG of steps.
+
+Workflow specs (YAML/JSON) and their catalog, goal → workflow selection, an LLM planner for
+OpenAI-compatible endpoints, the ``${...}`` reference language of step inputs, ``for_each``
+fan-out, and the checks every plan passes before it runs.
+"""
+
+from agentmesh.planning.fanout import (
+    expand_for_each,
+    for_each_items,
+    instance_id,
+    split_instance_id,
+)
+from agentmesh.planning.limits import PlanLimits
+from agentmesh.planning.planner import (
+    CatalogPlanner,
+    ChainPlanner,
+    LLMPlanner,
+    Planner,
+    system_prompt,
+)
+from agentmesh.planning.references import (
+    STEP_ID_PATTERN,
+    Reference,
+    bind_item,
+    has_references,
+    iter_references,
+    lookup_path,
+    parse,
+    resolve,
+    step_references,
+)
+from agentmesh.planning.similarity import Match, TfIdfIndex
+from agentmesh.planning.validate import (
+    dependencies,
+    topological_order,
+    validate_plan,
+    version_matches,
+)
+from agentmesh.planning.workflow import Catalog, Workflow, load_workflow, parse_workflow
+
+__all__ = [
+    "STEP_ID_PATTERN",
+    "Catalog",
+    "CatalogPlanner",
+    "ChainPlanner",
+    "LLMPlanner",
+    "Match",
+    "PlanLimits",
+    "Planner",
+    "Reference",
+    "TfIdfIndex",
+    "Workflow",
+    "bind_item",
+    "dependencies",
+    "expand_for_each",
+    "for_each_items",
+    "has_references",
+    "instance_id",
+    "iter_references",
+    "load_workflow",
+    "lookup_path",
+    "parse",
+    "parse_workflow",
+    "resolve",
+    "split_instance_id",
+    "step_references",
+    "system_prompt",
+    "topological_order",
+    "validate_plan",
+    "version_matches",
+]
