@@ -1,0 +1,112 @@
+"""One orchestrator's Session stream: its requests go to the executor, replies queue back to it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from structlog.typing import FilteringBoundLogger
+
+from agentmesh._proto.agentmesh.v1 import agent_pb2
+from agentmesh.agent import convert
+from agentmesh.agent._tasks import cancel_and_wait
+from agentmesh.agent.executor import Executor
+from agentmesh.agent.work import Failed, FailureCode, Outcome
+from agentmesh.security import Identity
+
+Write = Callable[[agent_pb2.AgentMessage], Awaitable[None]]
+
+
+class Session:
+    """An open ``Agent.Session`` stream from one orchestrator.
+
+    Replies about an assignment go to the session that sent it, in order, through
+    the session's own queue. When the orchestrator half-closes, the stream stays
+    open until every assignment it was given has been answered.
+    """
+
+    def __init__(self, executor: Executor, peer: Identity, log: FilteringBoundLogger) -> None:
+        self.peer = peer
+        self._executor = executor
+        self._log = log
+        # Unbounded on purpose: outcomes must never block the run that reports them.
+        self._outbox: asyncio.Queue[agent_pb2.AgentMessage | None] = asyncio.Queue()
+        self._pending: set[str] = set()
+        self._reading = True
+        self._closed = False
+
+    # -- Replies (called by the executor) --------------------------------------------
+
+    def accepted(self, assignment_id: str) -> None:
+        """Queue ``Accepted``; the assignment now awaits its outcome on this session."""
+        self._pending.add(assignment_id)
+        self._send(convert.accepted(assignment_id))
+
+    def progress(self, assignment_id: str, fraction: float, message: str) -> None:
+        """Queue ``Progress``."""
+        self._send(convert.progress(assignment_id, fraction, message))
+
+    def finished(self, assignment_id: str, outcome: Outcome) -> None:
+        """Queue the ``Result`` or ``Failure``."""
+        self._pending.discard(assignment_id)
+        self._send(convert.outcome(assignment_id, outcome))
+        self._close_when_done()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def draining(self) -> None:
+        """Queue ``Draining``: the orchestrator should send no more work."""
+        self._send(convert.draining())
+
+    def close(self) -> None:
+        """End the stream once the replies queued so far are written."""
+        if not self._closed:
+            self._closed = True
+            self._outbox.put_nowait(None)
+
+    async def serve(
+        self, requests: AsyncIterator[agent_pb2.OrchestratorMessage], write: Write
+    ) -> None:
+        """Read ``requests`` and ``write`` replies until the session is closed or cancelled."""
+        reader = asyncio.create_task(self._read(requests), name=f"session-reader-{self.peer.name}")
+        try:
+            while (message := await self._outbox.get()) is not None:
+                await write(message)
+        finally:
+            self._closed = True
+            await cancel_and_wait(reader)
+            self._executor.detach(self)
+
+    def _send(self, message: agent_pb2.AgentMessage) -> None:
+        if not self._closed:
+            self._outbox.put_nowait(message)
+
+    def _close_when_done(self) -> None:
+        if not self._reading and not self._pending:
+            self.close()
+
+    async def _read(self, requests: AsyncIterator[agent_pb2.OrchestratorMessage]) -> None:
+        try:
+            async for message in requests:
+                self._dispatch(message)
+        except Exception as exc:
+            # The stream broke under us; nothing more will arrive or be delivered.
+            self._log.warning("session.read_failed", error=f"{type(exc).__name__}: {exc}")
+            self.close()
+        finally:
+            self._reading = False
+            self._close_when_done()
+
+    def _dispatch(self, message: agent_pb2.OrchestratorMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "assignment":
+            if not message.assignment.assignment_id:
+                self.finished("", Failed.of(FailureCode.INVALID_INPUT, "assignment_id: required"))
+                return
+            self._executor.submit(convert.assignment_from_pb(message.assignment), self)
+        elif kind == "cancel":
+            self._executor.cancel(message.cancel.assignment_id, message.cancel.reason)
+        elif kind == "ping":
+            self._send(convert.pong(message.ping.nonce, self._executor.active))
+        else:
+            self._log.warning("session.empty_message")
