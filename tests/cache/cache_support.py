@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
+import json
 import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from tests.support.waiting import eventually
 
 SHARED_REDIS_URL = os.environ.get("AGENTMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -20,20 +21,19 @@ SHARED_REDIS_URL = os.environ.get("AGENTMESH_TEST_REDIS_URL", "redis://127.0.0.1
 FAST = {"op_timeout": 0.3, "reconnect_interval": 0.05}
 
 
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` until it holds; fail the test if it does not within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {within}s")
-        await asyncio.sleep(0.02)
+async def until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
+    """Wait for a synchronous ``condition``, failing the test after ``within`` seconds."""
+
+    async def probe() -> bool:
+        return condition()
+
+    await eventually(probe, bool, timeout=within, interval=0.02)
+
+
+async def stored(client: Redis, name: str) -> object:
+    """The JSON value under the full Redis key ``name``, read without the cache; None if absent."""
+    raw = await client.get(name)
+    return None if raw is None else json.loads(raw)
 
 
 def free_port() -> int:
@@ -75,7 +75,7 @@ class RedisServer:
                 except (RedisError, OSError):
                     return False
 
-            await eventually(answers, what=f"redis-server on port {self.port} answering")
+            await eventually(answers, bool, interval=0.02)
 
     async def kill(self) -> None:
         """SIGKILL: the server vanishes without a goodbye, taking its data with it."""

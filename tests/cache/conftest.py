@@ -7,8 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from cache_support import SHARED_REDIS_URL, RedisServer, free_port
 from redis.asyncio import Redis
+
+from tests.cache.cache_support import SHARED_REDIS_URL, RedisServer, free_port
 
 
 @pytest.fixture
