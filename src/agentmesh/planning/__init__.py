@@ -17,6 +17,7 @@ from agentmesh.planning.planner import (
     ChainPlanner,
     LLMPlanner,
     Planner,
+    default_planner,
     system_prompt,
 )
 from agentmesh.planning.references import (
@@ -52,6 +53,7 @@ __all__ = [
     "TfIdfIndex",
     "Workflow",
     "bind_item",
+    "default_planner",
     "dependencies",
     "expand_for_each",
     "for_each_items",

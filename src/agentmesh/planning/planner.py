@@ -18,10 +18,11 @@ import httpx
 import pydantic
 import structlog
 
+from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, FailedPrecondition, ValidationError
 from agentmesh.models import JSON, Capability, Plan, TaskRequest
+from agentmesh.planning._convert import from_pydantic
 from agentmesh.planning.limits import PlanLimits
-from agentmesh.planning.references import field_path
 from agentmesh.planning.similarity import Match, TfIdfIndex
 from agentmesh.planning.validate import validate_plan
 from agentmesh.planning.workflow import Catalog, Workflow
@@ -44,6 +45,29 @@ class Planner(Protocol):
     async def plan(self, request: TaskRequest, capabilities: Mapping[str, Capability]) -> Plan:
         """A plan for ``request`` that only uses ``capabilities`` (name → capability)."""
         ...
+
+
+def default_planner(settings: Settings) -> Planner:
+    """The orchestrator's planner: the built-in workflows overlaid with those in
+    ``settings.workflows_dir``, then, for goals no workflow fits, a model when
+    ``settings.llm_base_url`` is set (with ``llm_model``, ``llm_api_key``,
+    ``llm_timeout_seconds``)."""
+    catalog = Catalog.builtin()
+    if settings.workflows_dir is not None:
+        catalog = catalog.overlay(Catalog.from_dir(settings.workflows_dir))
+    planners: list[Planner] = [CatalogPlanner(catalog)]
+    # getattr: the model settings are optional, and a Settings without them means no model.
+    base_url: str = getattr(settings, "llm_base_url", "")
+    if base_url:
+        planners.append(
+            LLMPlanner(
+                base_url,
+                getattr(settings, "llm_model", ""),
+                getattr(settings, "llm_api_key", ""),
+                timeout=getattr(settings, "llm_timeout_seconds", 60.0),
+            )
+        )
+    return planners[0] if len(planners) == 1 else ChainPlanner(planners)
 
 
 class CatalogPlanner:
@@ -260,11 +284,7 @@ class LLMPlanner:
         try:
             plan = Plan.model_validate(data)
         except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            where = "plan"
-            for key in first["loc"]:
-                where = field_path(where, key)
-            raise ValidationError(first["msg"], field=where) from None
+            raise from_pydantic(exc, field="plan") from None
         return validate_plan(plan, capabilities=capabilities, limits=self._limits)
 
 

@@ -106,8 +106,10 @@ def _parse_expression(expression: str, *, field: str) -> Reference:
                 f"malformed reference ${{{expression}}}: expected {_FORMS}", field=field
             )
     root, rest = segments[0], tuple(segments[1:])
-    if root in ("input", "item"):
-        return Reference(root=root, path=rest)  # type: ignore[arg-type]
+    if root == "input":
+        return Reference(root="input", path=rest)
+    if root == "item":
+        return Reference(root="item", path=rest)
     if root == "index":
         if rest:
             raise ValidationError(f"${{index}} is a number and has no '.{rest[0]}'", field=field)
@@ -221,7 +223,9 @@ def lookup_path(value: JSON, path: tuple[str, ...] | list[str]) -> JSON:
                 )
             value = value[int(segment)]
         else:
-            raise KeyError(_missing(path, depth, f"a {type(value).__name__} has no {segment!r}"))
+            raise KeyError(
+                _missing(path, depth, f"no {segment!r} in a value of type {type(value).__name__}")
+            )
     return value
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentmesh.errors import NotFound, ValidationError
 from agentmesh.models import JSON, Plan, StepSpec
+from agentmesh.planning._convert import from_pydantic
 from agentmesh.planning.references import field_path
 from agentmesh.planning.validate import validate_plan
 
@@ -89,11 +90,8 @@ def parse_workflow(data: JSON, *, source: str = "workflow") -> Workflow:
     try:
         workflow = Workflow.model_validate(data)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ""
-        for key in first["loc"]:
-            where = field_path(where, key)
-        raise ValidationError(first["msg"], field=f"{source}:{where}") from None
+        error = from_pydantic(exc)
+        raise ValidationError(error.message, field=f"{source}:{error.field}") from None
     try:
         validate_plan(workflow.to_plan())
     except ValidationError as exc:
@@ -137,6 +135,10 @@ class Catalog:
         if workflow.name in self._workflows:
             raise ValidationError(f"a second workflow named {workflow.name!r}", field=source)
         self._workflows[workflow.name] = workflow
+
+    def overlay(self, other: Catalog) -> Catalog:
+        """A catalog of this one's workflows and ``other``'s, ``other`` winning on a name."""
+        return Catalog({**self._workflows, **other._workflows}.values())
 
     def get(self, name: str) -> Workflow:
         """The workflow called ``name``; raises :class:`~agentmesh.errors.NotFound`."""
