@@ -228,12 +228,13 @@ def test_a_result_that_violates_the_output_schema_is_rejected() -> None:
 
 
 def test_check_result_validates_an_agents_aggregate_too() -> None:
-    spec = parse_aggregate_spec(
-        {"strategy": "agent", "capability": "c", "output_schema": {"type": "array"}}
-    )
-    assert check_result(spec, [1]) == [1]
+    spec = {"strategy": "agent", "capability": "c", "output_schema": {"type": "array"}}
+    delegated = aggregate(spec, OUTPUTS)
+    assert isinstance(delegated, DelegatedAggregate)
+    assert check_result(delegated, [1]) == [1]
     with pytest.raises(ValidationError, match="is not of type 'array' \\(at the result\\)"):
-        check_result(spec, {"a": 1})
+        check_result(delegated, {"a": 1})
+    assert check_result(parse_aggregate_spec(spec), [2]) == [2]
 
 
 @pytest.mark.parametrize(

@@ -168,10 +168,10 @@ def aggregate(spec: Mapping[str, JSON], outputs: Mapping[str, JSON]) -> JSON:
     return check_result(parsed, result)
 
 
-def check_result(spec: AggregateSpec, result: JSON) -> JSON:
+def check_result(spec: AggregateSpec | DelegatedAggregate, result: JSON) -> JSON:
     """``result`` itself once it satisfies the spec's ``output_schema`` (if any).
 
-    The engine calls this on a :class:`DelegatedAggregate`'s answer too.
+    For ``strategy: agent``, pass the :class:`DelegatedAggregate` and the agent's answer.
     """
     if spec.output_schema is None:
         return result
