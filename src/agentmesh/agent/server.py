@@ -86,7 +86,9 @@ class AgentServer:
         files = CertFiles.of(settings.certs_dir, IdentityKind.AGENT, self.name)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self._executor)
-            server = grpc.aio.server()
+            # gRPC enables SO_REUSEPORT by default: a second agent on the same fixed
+            # port would silently share it instead of failing to start.
+            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             self._port = server.add_secure_port(settings.listen, server_credentials(files))
             self._card = self._agent.card(
                 settings.advertise or _advertised(settings.listen, self._port), name=self.name

@@ -73,9 +73,10 @@ class Writer(Agent):
     @capability("text.unpublish", tags=("demo", "compensates:text.publish"))
     async def unpublish(self, data: UnpublishIn, ctx: AssignmentContext) -> Unpublished:
         """Withdraw a publication (the compensation of text.publish)."""
-        await step(ctx, 0.5, f"withdrawing {data.output.url}", latency_for(0) / 2)
+        await step(ctx, 0.3, f"withdrawing {data.output.url}", latency_for(0) / 2)
         removed = data.output.url in self.published
         self.published.discard(data.output.url)
+        await ctx.progress(0.9, "withdrawn" if removed else "was not published")
         return Unpublished(removed=removed)
 
 
