@@ -21,7 +21,7 @@ def _outcome(ok: bool) -> None:
         raise _AttemptFailed
 
 
-class _Alerts(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class _Alerts(pybreaker.CircuitBreakerListener):
     def __init__(self, circuit: AgentCircuit) -> None:
         self._circuit = circuit
 

@@ -29,7 +29,7 @@ class Client:
         self.address = address
         self._files = CertFiles.of(certs_dir, kind, name)
         self._channel: grpc.aio.Channel | None = None
-        self.stub: pb_grpc.OrchestratorStub
+        self.stub: pb_grpc.OrchestratorAsyncStub
 
     async def __aenter__(self) -> Client:
         self._channel = grpc.aio.secure_channel(self.address, channel_credentials(self._files))

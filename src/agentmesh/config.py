@@ -51,3 +51,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     #: Folder of workflow specs (YAML/JSON) served as the catalog.
     workflows_dir: Path | None = None
+    #: OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp) that plans goals no
+    #: workflow fits; empty for none.
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -28,7 +28,7 @@ from agentmesh.config import Settings
 from agentmesh.engine.link import AgentLink
 from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
 from agentmesh.matching import AgentStats, Candidate, Requirement, choose, eligible
-from agentmesh.models import AgentCard
+from agentmesh.models import AgentCard, Capability
 from agentmesh.store import Store
 
 log = structlog.get_logger(__name__)
@@ -69,6 +69,7 @@ class Registry:
         self._registered_at: dict[str, datetime] = {}
         self._stats: dict[str, AgentStats] = {}
         self._circuits: dict[str, AgentCircuit] = {}
+        self._known: dict[str, Capability] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
@@ -77,6 +78,8 @@ class Registry:
         self._cleanup: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Registry:
+        for card, _, _ in await self._store.agents():
+            self._learn(card)
         self._ticker = asyncio.create_task(self._tick(), name="registry-tick")
         return self
 
@@ -100,6 +103,10 @@ class Registry:
 
     # -- registration -----------------------------------------------------------------------
 
+    def _learn(self, card: AgentCard) -> None:
+        for capability in card.capabilities:
+            self._known[capability.name] = capability
+
     async def register(self, card: AgentCard, identity: str) -> None:
         """Open (or keep) a Session with the agent and make it available for matching."""
         current = self._links.get(card.name)
@@ -110,6 +117,7 @@ class Registry:
                 )
             # A re-registration (e.g. after a network blip) with the link still healthy.
             current.card = card
+            self._learn(card)
             self._dispatch()
             return
         link = AgentLink(
@@ -131,6 +139,7 @@ class Registry:
             await current.close("replaced by a new registration")
         now = datetime.now(UTC)
         self._links[card.name] = link
+        self._learn(card)
         self._registered_at[card.name] = now
         self._stats.setdefault(card.name, AgentStats())
         self._circuits.setdefault(
@@ -195,13 +204,13 @@ class Registry:
             )
         return result
 
-    def capabilities(self) -> dict[str, AgentCard]:
-        """One card per capability name offered by some live agent (for plan validation)."""
-        found: dict[str, AgentCard] = {}
-        for link in self._links.values():
-            for capability in link.card.capabilities:
-                found.setdefault(capability.name, link.card)
-        return found
+    def capabilities(self) -> dict[str, Capability]:
+        """Every capability an agent has offered since start-up, by name (for plan validation).
+
+        Agents that died still count: their steps wait for a capable agent to come
+        back instead of the plan being refused.
+        """
+        return dict(self._known)
 
     def _candidates(self) -> Iterator[Candidate]:
         for name, link in self._links.items():

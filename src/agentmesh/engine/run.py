@@ -20,10 +20,10 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from agentmesh import metrics
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh.aggregate import DelegatedAggregate, aggregate
+from agentmesh.aggregate import DelegatedAggregate, aggregate, check_result
 from agentmesh.config import Settings
 from agentmesh.engine.link import Outcome
-from agentmesh.errors import AgentMeshError, StepFailed
+from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
 from agentmesh.events import EventBus
 from agentmesh.matching import Requirement
 from agentmesh.models import (
@@ -36,7 +36,7 @@ from agentmesh.models import (
     TaskRecord,
     TaskState,
 )
-from agentmesh.planning import dependencies, expand_for_each, resolve
+from agentmesh.planning import dependencies, expand_for_each, for_each_items, resolve
 from agentmesh.registry import Registry
 from agentmesh.store import Store
 
@@ -295,17 +295,10 @@ class TaskRun:
 
     async def _run_fanout(self, step: StepRecord) -> None:
         try:
-            items = resolve(step.spec.for_each, input=self.task.input, outputs=self._outputs())
-        except AgentMeshError as exc:
-            raise StepFailed(f"cannot resolve for_each: {exc}", retryable=False) from None
-        if not isinstance(items, list):
-            raise StepFailed(
-                f"for_each must produce a list, got {type(items).__name__}", retryable=False
-            )
-        try:
+            items = for_each_items(step.spec, input=self.task.input, outputs=self._outputs())
             specs = expand_for_each(step.spec, items)
         except AgentMeshError as exc:
-            raise StepFailed(str(exc), retryable=False) from None
+            raise StepFailed(f"cannot fan out: {exc}", code="bad_reference", retryable=False) from None
         # Instances survive a restart in the store; reuse those that exist.
         fresh = [StepRecord(spec=s) for s in specs if s.id not in self.task.steps]
         self._add_steps(fresh)
@@ -347,8 +340,11 @@ class TaskRun:
         failed_on: set[str] = set()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, max_attempts - first + 1)),
+            # Jitter of one initial backoff keeps retries of many steps from moving in lockstep.
             wait=wait_exponential_jitter(
-                initial=spec.retry.initial_backoff_seconds, max=spec.retry.max_backoff_seconds
+                multiplier=spec.retry.initial_backoff_seconds,
+                max=spec.retry.max_backoff_seconds,
+                jitter=spec.retry.initial_backoff_seconds,
             ),
             retry=retry_if_exception(_retryable),
             reraise=True,
@@ -460,8 +456,11 @@ class TaskRun:
         if isinstance(result, DelegatedAggregate):
             holder = StepRecord(spec=StepSpec(id="aggregate", capability=result.capability))
             try:
-                return await self._attempts(holder, result.capability, result.input, compensation=True)
-            except StepFailed as exc:
+                answer = await self._attempts(
+                    holder, result.capability, dict(result.input), compensation=True
+                )
+                return check_result(result, answer)
+            except (StepFailed, ValidationError) as exc:
                 raise TaskFailed(f"aggregation by {result.capability!r} failed: {exc}") from None
         return result
 

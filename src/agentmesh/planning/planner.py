@@ -56,15 +56,13 @@ def default_planner(settings: Settings) -> Planner:
     if settings.workflows_dir is not None:
         catalog = catalog.overlay(Catalog.from_dir(settings.workflows_dir))
     planners: list[Planner] = [CatalogPlanner(catalog)]
-    # getattr: the model settings are optional, and a Settings without them means no model.
-    base_url: str = getattr(settings, "llm_base_url", "")
-    if base_url:
+    if settings.llm_base_url:
         planners.append(
             LLMPlanner(
-                base_url,
-                getattr(settings, "llm_model", ""),
-                getattr(settings, "llm_api_key", ""),
-                timeout=getattr(settings, "llm_timeout_seconds", 60.0),
+                settings.llm_base_url,
+                settings.llm_model,
+                settings.llm_api_key,
+                timeout=settings.llm_timeout_seconds,
             )
         )
     return planners[0] if len(planners) == 1 else ChainPlanner(planners)

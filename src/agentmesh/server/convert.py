@@ -25,8 +25,8 @@ from agentmesh.models import (
 )
 from agentmesh.registry import AgentStatus
 
-_TASK_STATES = {s: getattr(pb.TaskState, f"TASK_STATE_{s.name}") for s in TaskState}
-_TASK_STATES_BACK = {v: k for k, v in _TASK_STATES.items()}
+_TASK_STATES = {s: pb.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}
+_TASK_STATES_BACK = {int(v): k for k, v in _TASK_STATES.items()}
 
 
 def task_state_to_proto(state: TaskState) -> pb.TaskState.ValueType:
@@ -37,7 +37,7 @@ def task_state_to_proto(state: TaskState) -> pb.TaskState.ValueType:
 def task_state_from_proto(value: int, field: str) -> TaskState:
     """The domain task state of a wire enum value; ValidationError when unknown."""
     try:
-        return _TASK_STATES_BACK[value]  # type: ignore[index]
+        return _TASK_STATES_BACK[value]
     except KeyError:
         raise ValidationError(f"unknown task state {value}", field=field) from None
 
