@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: an orchestrator and three agents on this machine, with live progress.
+# The demo: an orchestrator and the example agents on this machine, with live progress.
 #
 #   bash scripts/demo.sh [agentmesh demo arguments...]
 #
