@@ -53,7 +53,9 @@ def generate(out: Path) -> None:
 
 def differences(a: Path, b: Path) -> list[str]:
     names = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
-    names |= {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    names |= {
+        p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
     return sorted(
         str(n)
         for n in names
@@ -72,7 +74,10 @@ def main() -> None:
         if check:
             drift = differences(out, TARGET)
             if drift:
-                sys.exit("generated code drifted from protos/, run scripts/gen_protos.py:\n  " + "\n  ".join(drift))
+                sys.exit(
+                    "generated code drifted from protos/, run scripts/gen_protos.py:\n  "
+                    + "\n  ".join(drift)
+                )
             print("generated code matches protos/")
             return
         shutil.rmtree(TARGET, ignore_errors=True)

@@ -27,7 +27,9 @@ async def test_dependent_steps_run_on_agents_and_the_watcher_sees_every_event_in
     agents.start(AGENT, "echo-2", [address])
     plan = Plan(
         steps=(
-            StepSpec(id="fetch", capability="test.echo", input={"value": "${input.topic}", "progress": 2}),
+            StepSpec(
+                id="fetch", capability="test.echo", input={"value": "${input.topic}", "progress": 2}
+            ),
             StepSpec(
                 id="shout",
                 capability="test.echo",
@@ -48,7 +50,11 @@ async def test_dependent_steps_run_on_agents_and_the_watcher_sees_every_event_in
     assert events[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
 
     def step_states(step: str) -> list[int]:
-        return [e.step_state.state for e in events if _kind(e) == "step_state" and e.step_state.step_id == step]
+        return [
+            e.step_state.state
+            for e in events
+            if _kind(e) == "step_state" and e.step_state.step_id == step
+        ]
 
     for step in ("fetch", "shout", "count"):
         assert step_states(step) == [pb.STEP_STATE_RUNNING, pb.STEP_STATE_SUCCEEDED]
@@ -56,7 +62,11 @@ async def test_dependent_steps_run_on_agents_and_the_watcher_sees_every_event_in
     assert [p.message for p in progress] == ["step 1 of 2", "step 2 of 2"]
     assert all(p.step_id == "fetch" for p in progress)
     # shout depends on fetch: it starts only after fetch succeeded.
-    position = {(e.step_state.step_id, e.step_state.state): i for i, e in enumerate(events) if _kind(e) == "step_state"}
+    position = {
+        (e.step_state.step_id, e.step_state.state): i
+        for i, e in enumerate(events)
+        if _kind(e) == "step_state"
+    }
     assert position[("fetch", pb.STEP_STATE_SUCCEEDED)] < position[("shout", pb.STEP_STATE_RUNNING)]
 
     assert task.state == pb.TASK_STATE_SUCCEEDED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pybreaker
@@ -56,7 +57,9 @@ class AgentCircuit:
         return str(self._breaker.current_state).replace("-", "_")
 
     def _probe_due(self) -> bool:
-        return self.opened_at is not None and time.monotonic() - self.opened_at >= self._reset_seconds
+        return (
+            self.opened_at is not None and time.monotonic() - self.opened_at >= self._reset_seconds
+        )
 
     def allows(self) -> bool:
         """True when the agent may take an assignment now (one probe at a time when half-open)."""
@@ -72,7 +75,6 @@ class AgentCircuit:
     def record(self, ok: bool) -> None:
         """Account an attempt's outcome (infrastructure failures only, not bad input)."""
         self._probing = False
-        try:
+        # The breaker counts the outcome as it raises; the exception itself tells us nothing.
+        with contextlib.suppress(_AttemptFailed, pybreaker.CircuitBreakerError):
             self._breaker.call(_outcome, ok)
-        except (_AttemptFailed, pybreaker.CircuitBreakerError):
-            pass  # the breaker counted it; that is all we wanted

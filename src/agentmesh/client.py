@@ -12,7 +12,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.models import JSON, Plan
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
-from agentmesh.server.convert import dict_to_struct, plan_to_proto
+from agentmesh.server.convert import plan_to_proto
 
 
 class Client:
@@ -37,7 +37,10 @@ class Client:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._channel is not None:
             await self._channel.close()
@@ -63,7 +66,7 @@ class Client:
             request.workflow = workflow
         elif goal:
             request.goal = goal
-        dict_to_struct(input, request.input)
+        request.input.update(input or {})
         response = await self.stub.SubmitTask(request, timeout=30)
         return response.task_id
 
@@ -77,7 +80,9 @@ class Client:
 
     async def watch(self, task_id: str, after_sequence: int = 0) -> AsyncIterator[pb.TaskEvent]:
         """The task's events in order, from ``after_sequence`` on, until its final state."""
-        call = self.stub.WatchTask(pb.WatchTaskRequest(task_id=task_id, after_sequence=after_sequence))
+        call = self.stub.WatchTask(
+            pb.WatchTaskRequest(task_id=task_id, after_sequence=after_sequence)
+        )
         try:
             async for event in call:
                 yield event
@@ -86,5 +91,7 @@ class Client:
 
     async def agents(self, capability: str = "") -> list[pb.AgentStatus]:
         """The live agents, optionally only those offering ``capability``."""
-        response = await self.stub.ListAgents(pb.ListAgentsRequest(capability=capability), timeout=10)
+        response = await self.stub.ListAgents(
+            pb.ListAgentsRequest(capability=capability), timeout=10
+        )
         return list(response.agents)

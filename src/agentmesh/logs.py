@@ -9,7 +9,9 @@ from typing import TextIO
 import structlog
 
 
-def configure_logging(level: str = "info", *, json: bool = True, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info", *, json: bool = True, stream: TextIO | None = None
+) -> None:
     """Route structlog (and stdlib logging) to ``stream`` at ``level``."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer: structlog.typing.Processor = (
@@ -27,4 +29,6 @@ def configure_logging(level: str = "info", *, json: bool = True, stream: TextIO 
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=stream or sys.stderr, format="%(message)s", force=True)
+    logging.basicConfig(
+        level=numeric, stream=stream or sys.stderr, format="%(message)s", force=True
+    )

@@ -24,8 +24,10 @@ class AgentStats:
 
     def record(self, seconds: float, ok: bool) -> None:
         """Account one finished attempt."""
-        self.latency = seconds if self.latency is None else (
-            self._alpha * seconds + (1 - self._alpha) * self.latency
+        self.latency = (
+            seconds
+            if self.latency is None
+            else (self._alpha * seconds + (1 - self._alpha) * self.latency)
         )
         if ok:
             self.successes += 1

@@ -7,11 +7,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 #: Our own registry, so tests and several orchestrators in one process do not collide.
 REGISTRY = CollectorRegistry()
 
-TASKS = Counter("agentmesh_tasks_total", "Tasks that reached a final state.", ["state"], registry=REGISTRY)
+TASKS = Counter(
+    "agentmesh_tasks_total", "Tasks that reached a final state.", ["state"], registry=REGISTRY
+)
 TASKS_SUBMITTED = Counter("agentmesh_tasks_submitted_total", "Tasks accepted.", registry=REGISTRY)
-STEPS = Counter("agentmesh_steps_total", "Steps that reached a final state.", ["state"], registry=REGISTRY)
+STEPS = Counter(
+    "agentmesh_steps_total", "Steps that reached a final state.", ["state"], registry=REGISTRY
+)
 ATTEMPTS = Counter(
-    "agentmesh_attempts_total", "Step attempts by outcome code.", ["agent", "outcome"], registry=REGISTRY
+    "agentmesh_attempts_total",
+    "Step attempts by outcome code.",
+    ["agent", "outcome"],
+    registry=REGISTRY,
 )
 RETRIES = Counter("agentmesh_retries_total", "Attempts that were retries.", registry=REGISTRY)
 FAILOVERS = Counter(

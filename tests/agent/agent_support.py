@@ -14,9 +14,9 @@ from pydantic import BaseModel
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from agentmesh.agent import Agent, AssignmentContext, capability
-from agentmesh.agent.convert import from_struct, to_struct
 from agentmesh.errors import StepFailed
 from agentmesh.security import peer_identity
+from agentmesh.wire import from_struct, to_struct
 
 #: Generous bound on any single wait in these tests; nothing legitimate comes close.
 PATIENCE = 10.0

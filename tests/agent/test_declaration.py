@@ -10,10 +10,11 @@ from pydantic import BaseModel
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent import Agent, AgentServer, AgentSettings, AssignmentContext, capability
-from agentmesh.agent.convert import assignment_from_pb, card_from_pb, card_to_pb, to_struct
+from agentmesh.agent.convert import assignment_from_pb
 from agentmesh.agent.idempotency import OutcomeCache
 from agentmesh.agent.work import Assignment, Completed, Failed
 from agentmesh.errors import ValidationError
+from agentmesh.wire import card_from_proto, card_to_proto, to_struct
 from tests.agent.agent_support import EchoIn, EchoOut, Recorder, timestamp
 from tests.agent.conftest import StartAgent
 
@@ -78,7 +79,7 @@ def test_subclasses_inherit_and_may_redeclare_capabilities() -> None:
 def test_the_card_survives_the_round_trip_through_protobuf() -> None:
     card = Recorder().card("localhost:5")
 
-    assert card_from_pb(card_to_pb(card)) == card
+    assert card_from_proto(card_to_proto(card)) == card
 
 
 def test_a_capability_name_must_be_dotted_lowercase() -> None:

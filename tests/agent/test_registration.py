@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh.agent.convert import card_from_pb
+from agentmesh.wire import card_from_proto
 from tests.agent.agent_support import PATIENCE, FakeRegistry, Recorder
 from tests.agent.conftest import Connect, OpenSession, StartAgent, free_port
 
@@ -33,7 +33,7 @@ async def test_the_agent_registers_its_card_with_every_orchestrator(
     for registry in (first, second):
         identity, request = registry.registrations[0]
         assert identity == "spiffe://agentmesh.local/agent/recorder"
-        assert card_from_pb(request.card) == server.card
+        assert card_from_proto(request.card) == server.card
 
 
 async def test_the_agent_serves_while_the_orchestrator_is_down_and_registers_once_it_is_up(

@@ -13,8 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.agent import AgentServer
-from agentmesh.agent.convert import card_from_pb
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, create_ca, issue
+from agentmesh.wire import card_from_proto
 from tests.agent.agent_support import PATIENCE
 from tests.agent.conftest import Connect
 
@@ -38,7 +38,7 @@ async def test_describe_returns_the_card_to_any_mesh_identity(
     async with connect(server, "client", "alice") as stub:
         card = await stub.Describe(agent_pb2.DescribeRequest(), timeout=PATIENCE)
 
-    assert card_from_pb(card) == server.card
+    assert card_from_proto(card) == server.card
     assert card.name == "recorder"
     assert card.endpoint == f"127.0.0.1:{server.port}"
     assert card.max_concurrency == 2

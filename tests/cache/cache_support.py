@@ -27,7 +27,7 @@ async def until(condition: Callable[[], bool], *, within: float = 10.0) -> None:
     async def probe() -> bool:
         return condition()
 
-    await eventually(probe, bool, timeout=within, interval=0.02)
+    await eventually(probe, bool, within=within, interval=0.02)
 
 
 async def stored(client: Redis, name: str) -> object:

@@ -28,7 +28,9 @@ def _card(name: str) -> common_pb2.AgentCard:
     )
 
 
-async def _register(orchestrator: Orchestrator, credentials: grpc.ChannelCredentials, name: str) -> None:
+async def _register(
+    orchestrator: Orchestrator, credentials: grpc.ChannelCredentials, name: str
+) -> None:
     async with grpc.aio.secure_channel(f"localhost:{orchestrator.port}", credentials) as channel:
         stub = pb_grpc.RegistryStub(channel)
         await stub.RegisterAgent(pb.RegisterAgentRequest(card=_card(name)), timeout=5)
@@ -57,7 +59,7 @@ async def test_agent_that_dies_leaves_list_agents(
     async with client(orchestrator, certs) as alice:
         await wait_for_agents(alice, "echo-1", "echo-2")
         agents.kill("echo-1")
-        await wait_for_agent_gone(alice, "echo-1", timeout=10)
+        await wait_for_agent_gone(alice, "echo-1", within=10)
         assert [a.card.name for a in await alice.agents()] == ["echo-2"]
 
 
@@ -68,7 +70,7 @@ async def test_agent_stopped_with_sigterm_deregisters_and_exits_cleanly(
     async with client(orchestrator, certs) as alice:
         await wait_for_agents(alice, "echo-1")
         assert agents.terminate("echo-1") == 0
-        await wait_for_agent_gone(alice, "echo-1", timeout=5)
+        await wait_for_agent_gone(alice, "echo-1", within=5)
 
 
 async def test_agent_started_before_the_orchestrator_registers_once_it_is_up(
@@ -79,12 +81,9 @@ async def test_agent_started_before_the_orchestrator_registers_once_it_is_up(
     assert isinstance(settings, Settings)
     address = f"127.0.0.1:{unused_tcp_port}"
     agents.start(AGENT, "echo-1", [f"localhost:{unused_tcp_port}"])
-    async with Orchestrator(settings.model_copy(update={"listen": address})) as orchestrator:
-        async with client(orchestrator, certs) as alice:
-            await wait_for_agents(alice, "echo-1")
-    # ...and registers again with a restarted orchestrator on the same address.
-    async with Orchestrator(settings.model_copy(update={"listen": address})) as orchestrator:
-        async with client(orchestrator, certs) as alice:
+    for _ in range(2):  # the second time: it registers again with a restarted orchestrator
+        orchestrator = Orchestrator(settings.model_copy(update={"listen": address}))
+        async with orchestrator, client(orchestrator, certs) as alice:
             await wait_for_agents(alice, "echo-1")
 
 

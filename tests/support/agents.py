@@ -94,15 +94,18 @@ class FaultyAgent(Agent):
 
     @capability("test.flaky", description="Fail (retryably) at a given rate.")
     async def flaky(self, data: Flaky, ctx: AssignmentContext) -> Echoed:
-        if random.random() < data.failure_rate:  # noqa: S311 - fault injection, not crypto
+        if random.random() < data.failure_rate:
             raise StepFailed("injected failure", code="injected", retryable=True)
         return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
 
     @capability("test.crash_once", description="The first process to run this dies mid-step.")
     async def crash_once(self, data: CrashOnce, ctx: AssignmentContext) -> Echoed:
-        marker = Path(data.marker)
-        if not marker.exists():
-            marker.write_text(os.environ.get("AGENTMESH_AGENT_NAME", ""))
+        try:
+            # O_EXCL: of two agents racing on the same input, exactly one crashes.
+            os.close(os.open(data.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
             await ctx.progress(0.5, "about to crash")
             os._exit(17)
         return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))

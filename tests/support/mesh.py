@@ -11,26 +11,30 @@ from agentmesh.server import Orchestrator
 from tests.support.waiting import eventually
 
 
-def client(orchestrator: Orchestrator, certs: Path, name: str = "alice", **kw: IdentityKind) -> Client:
+def client(
+    orchestrator: Orchestrator, certs: Path, name: str = "alice", **kw: IdentityKind
+) -> Client:
     """A client of ``orchestrator`` holding the certificate ``client/<name>``."""
     return Client(f"localhost:{orchestrator.port}", certs, name, **kw)
 
 
-async def wait_for_agents(client: Client, *names: str, timeout: float = 20) -> list[pb.AgentStatus]:
+async def wait_for_agents(client: Client, *names: str, within: float = 20) -> list[pb.AgentStatus]:
     """Wait until every named agent is in ListAgents; return the list."""
 
     async def listed() -> list[pb.AgentStatus]:
         return await client.agents()
 
     return await eventually(
-        listed, lambda agents: set(names) <= {a.card.name for a in agents}, timeout=timeout
+        listed, lambda agents: set(names) <= {a.card.name for a in agents}, within=within
     )
 
 
-async def wait_for_agent_gone(client: Client, name: str, timeout: float = 10) -> None:
+async def wait_for_agent_gone(client: Client, name: str, within: float = 10) -> None:
     """Wait until the named agent has left ListAgents."""
 
     async def listed() -> list[pb.AgentStatus]:
         return await client.agents()
 
-    await eventually(listed, lambda agents: name not in {a.card.name for a in agents}, timeout=timeout)
+    await eventually(
+        listed, lambda agents: name not in {a.card.name for a in agents}, within=within
+    )

@@ -13,16 +13,16 @@ async def eventually(
     probe: Callable[[], Awaitable[T]],
     check: Callable[[T], bool],
     *,
-    timeout: float = 15.0,
+    within: float = 15.0,
     interval: float = 0.1,
 ) -> T:
-    """Call ``probe`` until ``check`` accepts its value; fail the test after ``timeout`` seconds."""
+    """Call ``probe`` until ``check`` accepts its value; fail the test after ``within`` seconds."""
     value = await probe()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while not check(value):
                 await asyncio.sleep(interval)
                 value = await probe()
     except TimeoutError:
-        raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}") from None
+        raise AssertionError(f"condition not met within {within}s; last value: {value!r}") from None
     return value

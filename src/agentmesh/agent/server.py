@@ -14,7 +14,6 @@ from grpc_reflection.v1alpha import reflection
 from structlog.typing import FilteringBoundLogger
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
-from agentmesh.agent import convert
 from agentmesh.agent._tasks import TaskSet
 from agentmesh.agent.base import Agent
 from agentmesh.agent.board import SessionBoard
@@ -25,6 +24,7 @@ from agentmesh.agent.settings import AgentSettings
 from agentmesh.models import AgentCard
 from agentmesh.security import CertFiles, IdentityKind, server_credentials
 from agentmesh.security.identity import check_name
+from agentmesh.wire import card_to_proto
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 #: How long session streams get to flush their last replies when the server stops.
@@ -93,7 +93,7 @@ class AgentServer:
             self._card = self._agent.card(
                 settings.advertise or _advertised(settings.listen, self._port), name=self.name
             )
-            card_pb = convert.card_to_pb(self._card)
+            card_pb = card_to_proto(self._card)
             agent_pb2_grpc.add_AgentServicer_to_server(
                 AgentService(card_pb, self._executor, self._board, self._log), server
             )

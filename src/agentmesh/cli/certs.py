@@ -13,7 +13,9 @@ from agentmesh.security import IdentityKind, create_ca, issue, trust_domain_of
 
 app = typer.Typer(help="Create the mesh CA and issue certificates.", no_args_is_help=True)
 
-CertsDir = Annotated[Path | None, typer.Option("--dir", help="certificates folder [AGENTMESH_CERTS_DIR]")]
+CertsDir = Annotated[
+    Path | None, typer.Option("--dir", help="certificates folder [AGENTMESH_CERTS_DIR]")
+]
 
 
 def _dir(value: Path | None) -> Path:
@@ -25,7 +27,9 @@ def init(
     certs_dir: CertsDir = None,
     trust_domain: Annotated[str | None, typer.Option(help="SPIFFE trust domain")] = None,
     force: Annotated[bool, typer.Option(help="replace an existing CA")] = False,
-    host: Annotated[list[str] | None, typer.Option(help="extra DNS name or IP of the orchestrator")] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="extra DNS name or IP of the orchestrator")
+    ] = None,
 ) -> None:
     """Create the mesh CA and the orchestrator's certificate."""
     folder = _dir(certs_dir)
@@ -49,7 +53,9 @@ def issue_command(
     kind: Annotated[IdentityKind, typer.Argument(help="agent, client, admin or orchestrator")],
     name: Annotated[str, typer.Argument(help="workload name, e.g. summarizer")],
     certs_dir: CertsDir = None,
-    host: Annotated[list[str] | None, typer.Option(help="extra DNS name or IP it serves on")] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="extra DNS name or IP it serves on")
+    ] = None,
     days: Annotated[int, typer.Option(min=1, help="validity in days")] = 365,
 ) -> None:
     """Issue a certificate whose URI SAN is spiffe://<trust-domain>/<kind>/<name>."""

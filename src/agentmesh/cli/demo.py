@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -53,7 +52,7 @@ def _prepare(folder: Path, trust_domain: str) -> Path:
 
 @contextlib.asynccontextmanager
 async def _agents(folder: Path, certs: Path, address: str, latency: float) -> AsyncIterator[None]:
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: list[asyncio.subprocess.Process] = []
     try:
         for name, module in AGENTS:
             env = {
@@ -63,34 +62,39 @@ async def _agents(folder: Path, certs: Path, address: str, latency: float) -> As
                 "AGENTMESH_AGENT_CERTS_DIR": str(certs),
                 "AGENTMESH_DEMO_LATENCY": str(latency),
             }
-            log = (folder / f"{name}.log").open("wb")
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", f"agentmesh.examples.{module}"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+            with (folder / f"{name}.log").open("wb") as log:
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        f"agentmesh.examples.{module}",
+                        env=env,
+                        stdout=log,
+                        stderr=asyncio.subprocess.STDOUT,
+                    )
                 )
-            )
-            log.close()
         yield
     finally:
         # SIGTERM lets each agent drain and deregister, as in production.
         for process in processes:
-            if process.poll() is None:
+            if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
         for process in processes:
             try:
-                await asyncio.to_thread(process.wait, max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+                async with asyncio.timeout(15):
+                    await process.wait()
+            except TimeoutError:
                 process.kill()
+                await process.wait()
 
 
 async def _wait_for_agents(client: Client, count: int, console: Console) -> None:
     with console.status(f"waiting for {count} agents to register…"):
         async with asyncio.timeout(60):
-            while len(agents := await client.agents()) < count:
+            while True:
+                agents = await client.agents()
+                if len(agents) >= count:
+                    break
                 await asyncio.sleep(0.2)
     table = Table(title="agents (separate processes, mTLS Sessions)", title_justify="left")
     for column in ("agent", "endpoint", "slots", "capabilities"):
@@ -123,9 +127,10 @@ async def run_demo(folder: Path, workflow: str, latency: float, console: Console
                 f"state in {settings.database_url}, "
                 f"cache: {'Redis ' + settings.redis_url if settings.redis_url else 'in-memory'}"
             )
-            async with _agents(folder, settings.certs_dir, address, latency), Client(
-                address, settings.certs_dir, "demo"
-            ) as client:
+            async with (
+                _agents(folder, settings.certs_dir, address, latency),
+                Client(address, settings.certs_dir, "demo") as client,
+            ):
                 await _wait_for_agents(client, len(AGENTS), console)
                 started = time.perf_counter()
                 task_id = await client.submit(
@@ -134,13 +139,17 @@ async def run_demo(folder: Path, workflow: str, latency: float, console: Console
                 )
                 console.print(f"submitted workflow [bold]{workflow}[/bold] as task {task_id}\n")
                 task = await watch_task(client, task_id, console)
-                console.print(f"\nfinished in {time.perf_counter() - started:.2f}s; logs in {folder}/")
+                console.print(
+                    f"\nfinished in {time.perf_counter() - started:.2f}s; logs in {folder}/"
+                )
                 return bool(task.state == 3)  # TASK_STATE_SUCCEEDED
 
 
 def demo(
     workflow: Annotated[str, typer.Option(help="catalog workflow to run")] = "document-brief",
-    folder: Annotated[Path, typer.Option(help="where certs, database and logs go")] = Path("var/demo"),
+    folder: Annotated[Path, typer.Option(help="where certs, database and logs go")] = Path(
+        "var/demo"
+    ),
     latency: Annotated[float, typer.Option(help="simulated agent latency, seconds")] = 0.4,
 ) -> None:
     """Start an orchestrator and four agent processes, run a task, show live progress."""

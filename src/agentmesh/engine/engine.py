@@ -114,7 +114,9 @@ class Engine:
             task = await self._store.get_task(task_id)
             if task is None:
                 raise NotFound(f"no task {task_id!r}", field="task_id")
-            raise FailedPrecondition(f"task is {task.state.value} and cannot be cancelled", field="task_id")
+            raise FailedPrecondition(
+                f"task is {task.state.value} and cannot be cancelled", field="task_id"
+            )
         run.cancel(reason)
         handle.cancel()
         await asyncio.gather(handle, return_exceptions=True)

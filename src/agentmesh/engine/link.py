@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-
 from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
@@ -85,9 +84,9 @@ class AgentLink:
         self._first_pong = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._channel: grpc.aio.Channel | None = None
-        self._call: grpc.aio.StreamStreamCall[
-            agent_pb2.OrchestratorMessage, agent_pb2.AgentMessage
-        ] | None = None
+        self._call: (
+            grpc.aio.StreamStreamCall[agent_pb2.OrchestratorMessage, agent_pb2.AgentMessage] | None
+        ) = None
         self._closed = False
         self._log = log.bind(agent=card.name, endpoint=card.endpoint)
 
@@ -127,7 +126,9 @@ class AgentLink:
     async def _ping(self) -> None:
         while True:
             try:
-                await self._send(agent_pb2.OrchestratorMessage(ping=agent_pb2.Ping(nonce=next(self._nonces))))
+                await self._send(
+                    agent_pb2.OrchestratorMessage(ping=agent_pb2.Ping(nonce=next(self._nonces)))
+                )
             except (ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
                 self._lose(f"ping failed: {exc}")
                 return
@@ -179,10 +180,11 @@ class AgentLink:
         if pending is not None and not pending.done.done():
             pending.done.set_result(outcome)
 
-    async def run(
-        self, assignment: agent_pb2.Assignment, on_progress: ProgressCallback
-    ) -> Outcome:
-        """Send ``assignment`` and wait for its outcome; cancelling this sends Cancel to the agent."""
+    async def run(self, assignment: agent_pb2.Assignment, on_progress: ProgressCallback) -> Outcome:
+        """Send ``assignment`` and wait for its outcome.
+
+        Cancelling the caller sends Cancel for the assignment to the agent.
+        """
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), on_progress)
         self._pending[assignment.assignment_id] = pending
@@ -194,7 +196,9 @@ class AgentLink:
             return Outcome(code="agent_lost", message=str(exc), retryable=True)
         except asyncio.CancelledError:
             if self._pending.pop(assignment.assignment_id, None) is not None and not self._closed:
-                with contextlib.suppress(ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                with contextlib.suppress(
+                    ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError
+                ):
                     await asyncio.shield(
                         self._send(
                             agent_pb2.OrchestratorMessage(
@@ -223,9 +227,7 @@ class AgentLink:
 
     def _fail_pending(self, reason: str) -> None:
         for assignment_id in list(self._pending):
-            self._finish(
-                assignment_id, Outcome(code="agent_lost", message=reason, retryable=True)
-            )
+            self._finish(assignment_id, Outcome(code="agent_lost", message=reason, retryable=True))
 
     async def _shutdown(self) -> None:
         current = asyncio.current_task()

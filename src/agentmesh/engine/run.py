@@ -160,7 +160,7 @@ class TaskRun:
             await asyncio.sleep(0.02)
             try:
                 await self.flush()
-            except Exception as exc:  # noqa: BLE001 - the store may be briefly unreachable
+            except Exception as exc:
                 # The batch was not taken out of memory: nothing is lost, it is written next time.
                 self._log.error("task.flush_failed", error=repr(exc))
                 await asyncio.sleep(1)
@@ -240,7 +240,9 @@ class TaskRun:
                         raise exc
                     if step.spec.optional:
                         self.task.partial = True
-                        self._set_step_state(step, StepState.SKIPPED, f"optional step failed: {exc}")
+                        self._set_step_state(
+                            step, StepState.SKIPPED, f"optional step failed: {exc}"
+                        )
                         continue
                     self._set_step_state(step, StepState.FAILED, str(exc))
                     raise TaskFailed(f"step {step.spec.id!r} failed: {exc}")
@@ -285,11 +287,11 @@ class TaskRun:
             return
         outputs = self._outputs()
         try:
-            payload = resolve(
-                step.spec.input, input=self.task.input, outputs=outputs
-            )
+            payload = resolve(step.spec.input, input=self.task.input, outputs=outputs)
         except AgentMeshError as exc:
-            raise StepFailed(f"cannot resolve input: {exc}", code="bad_reference", retryable=False) from None
+            raise StepFailed(
+                f"cannot resolve input: {exc}", code="bad_reference", retryable=False
+            ) from None
         step.output = await self._attempts(step, step.spec.capability, payload)
         self._set_step_state(step, StepState.SUCCEEDED)
 
@@ -298,7 +300,9 @@ class TaskRun:
             items = for_each_items(step.spec, input=self.task.input, outputs=self._outputs())
             specs = expand_for_each(step.spec, items)
         except AgentMeshError as exc:
-            raise StepFailed(f"cannot fan out: {exc}", code="bad_reference", retryable=False) from None
+            raise StepFailed(
+                f"cannot fan out: {exc}", code="bad_reference", retryable=False
+            ) from None
         # Instances survive a restart in the store; reuse those that exist.
         fresh = [StepRecord(spec=s) for s in specs if s.id not in self.task.steps]
         self._add_steps(fresh)
@@ -379,7 +383,10 @@ class TaskRun:
         def waiting() -> None:
             if not compensation:
                 self._set_step_state(
-                    step, StepState.WAITING, f"no agent with {capability!r} has room", attempt=number
+                    step,
+                    StepState.WAITING,
+                    f"no agent with {capability!r} has room",
+                    attempt=number,
                 )
 
         async with self._registry.slot(requirement, self.task.priority, waiting) as link:

@@ -27,7 +27,9 @@ class _RotatingServerConfig:
         self._stamp = self._mtimes()
 
     def _mtimes(self) -> tuple[float, ...]:
-        return tuple(p.stat().st_mtime_ns for p in (self._files.ca, self._files.cert, self._files.key))
+        return tuple(
+            p.stat().st_mtime_ns for p in (self._files.ca, self._files.cert, self._files.key)
+        )
 
     def load(self) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(

@@ -63,7 +63,9 @@ class Orchestrator:
             raise CertificateError(
                 f"no orchestrator certificate at {files.cert}; run `agentmesh certs init`"
             )
-        store = await self._stack.enter_async_context(Store(settings.database_url, schema=settings.database_schema))
+        store = await self._stack.enter_async_context(
+            Store(settings.database_url, schema=settings.database_schema)
+        )
         cache = await self._stack.enter_async_context(
             Cache(settings.redis_url or None, default_ttl=settings.cache_ttl_seconds)
         )
@@ -96,7 +98,11 @@ class Orchestrator:
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
-            (*_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                *_SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         self.port = server.add_secure_port(settings.listen, server_credentials(files))
@@ -106,7 +112,9 @@ class Orchestrator:
         self._stack.push_async_callback(self._stop_server)
         for name in ("", *_SERVICES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("orchestrator.started", address=self.address, database=store.url.render_as_string())
+        log.info(
+            "orchestrator.started", address=self.address, database=store.url.render_as_string()
+        )
 
     async def _stop_server(self) -> None:
         if self._server is not None:
@@ -114,7 +122,10 @@ class Orchestrator:
             self._server = None
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self._stack.aclose()
         log.info("orchestrator.stopped")

@@ -8,12 +8,10 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from pydantic import ValidationError as PydanticValidationError
 
-from agentmesh._proto.agentmesh.v1 import common_pb2, orchestrator_pb2 as pb
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError
 from agentmesh.models import (
     JSON,
-    AgentCard,
-    Capability,
     EventKind,
     Plan,
     RetryPolicy,
@@ -24,6 +22,7 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.registry import AgentStatus
+from agentmesh.wire import card_to_proto, from_struct, pydantic_error
 
 _TASK_STATES = {s: pb.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}
 _TASK_STATES_BACK = {int(v): k for k, v in _TASK_STATES.items()}
@@ -46,17 +45,6 @@ def _step_state(value: str) -> int:
     return int(pb.StepState.Value(f"STEP_STATE_{value.upper()}"))
 
 
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, JSON]:
-    """A Struct as a plain dict."""
-    return json_format.MessageToDict(message)
-
-
-def dict_to_struct(value: dict[str, JSON] | None, target: struct_pb2.Struct) -> None:
-    """Fill ``target`` from a plain dict."""
-    if value:
-        target.update(value)
-
-
 def value_to_proto(value: JSON, target: struct_pb2.Value) -> None:
     """Fill a ``google.protobuf.Value`` from any JSON value."""
     json_format.ParseDict(value, target)
@@ -67,59 +55,7 @@ def _timestamp(value: datetime | None, target: timestamp_pb2.Timestamp) -> None:
         target.FromDatetime(value)
 
 
-def _errors_to_validation(exc: PydanticValidationError, prefix: str) -> ValidationError:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return ValidationError(first["msg"], field=f"{prefix}.{where}" if where else prefix)
-
-
 # -- agents -------------------------------------------------------------------------------------
-
-
-def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
-    """A registered card as a domain object; ValidationError naming the bad field."""
-    try:
-        return AgentCard(
-            name=card.name,
-            endpoint=card.endpoint,
-            capabilities=tuple(
-                Capability(
-                    name=c.name,
-                    version=c.version or "1.0.0",
-                    description=c.description,
-                    input_schema=struct_to_dict(c.input_schema),
-                    output_schema=struct_to_dict(c.output_schema),
-                    tags=tuple(c.tags),
-                )
-                for c in card.capabilities
-            ),
-            max_concurrency=card.max_concurrency or 1,
-            version=card.version or "0.0.0",
-            labels=dict(card.labels),
-        )
-    except PydanticValidationError as exc:
-        raise _errors_to_validation(exc, "card") from None
-
-
-def card_to_proto(card: AgentCard) -> common_pb2.AgentCard:
-    """A domain card on the wire."""
-    message = common_pb2.AgentCard(
-        name=card.name,
-        endpoint=card.endpoint,
-        max_concurrency=card.max_concurrency,
-        version=card.version,
-        labels=card.labels,
-    )
-    for capability in card.capabilities:
-        item = message.capabilities.add(
-            name=capability.name,
-            version=capability.version,
-            description=capability.description,
-            tags=capability.tags,
-        )
-        dict_to_struct(capability.input_schema, item.input_schema)
-        dict_to_struct(capability.output_schema, item.output_schema)
-    return message
 
 
 def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
@@ -151,7 +87,7 @@ def step_from_proto(step: pb.StepSpec) -> StepSpec:
         id=step.id,
         capability=step.capability,
         version=step.version,
-        input=struct_to_dict(step.input),
+        input=from_struct(step.input),
         needs=tuple(step.needs),
         timeout_seconds=step.timeout_seconds,
         retry=retry,
@@ -168,7 +104,7 @@ def step_to_proto(step: StepSpec, target: pb.StepSpec) -> None:
     target.id = step.id
     target.capability = step.capability
     target.version = step.version
-    dict_to_struct(step.input, target.input)
+    target.input.update(step.input)
     target.needs.extend(step.needs)
     target.timeout_seconds = step.timeout_seconds
     target.retry.max_attempts = step.retry.max_attempts
@@ -188,8 +124,8 @@ def plan_from_proto(plan: pb.Plan) -> Plan:
         try:
             steps.append(step_from_proto(step))
         except PydanticValidationError as exc:
-            raise _errors_to_validation(exc, f"plan.steps[{index}]") from None
-    return Plan(steps=tuple(steps), aggregate=struct_to_dict(plan.aggregate))
+            raise pydantic_error(exc, f"plan.steps[{index}]") from None
+    return Plan(steps=tuple(steps), aggregate=from_struct(plan.aggregate))
 
 
 def plan_to_proto(plan: Plan) -> pb.Plan:
@@ -197,7 +133,7 @@ def plan_to_proto(plan: Plan) -> pb.Plan:
     message = pb.Plan()
     for step in plan.steps:
         step_to_proto(step, message.steps.add())
-    dict_to_struct(plan.aggregate, message.aggregate)
+    message.aggregate.update(plan.aggregate)
     return message
 
 
@@ -207,7 +143,7 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
     if kind is None:
         raise ValidationError("one of plan, workflow or goal is required", field="spec")
     fields: dict[str, Any] = {
-        "input": struct_to_dict(request.input),
+        "input": from_struct(request.input),
         "priority": request.priority,
         "timeout_seconds": request.timeout_seconds,
         "labels": dict(request.labels),
@@ -220,7 +156,7 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
     try:
         return TaskRequest(**fields)
     except PydanticValidationError as exc:
-        raise _errors_to_validation(exc, "request") from None
+        raise pydantic_error(exc, "request") from None
 
 
 def task_to_proto(task: TaskRecord) -> pb.Task:
@@ -234,7 +170,7 @@ def task_to_proto(task: TaskRecord) -> pb.Task:
         labels=task.labels,
         owner=task.owner,
     )
-    dict_to_struct(task.input, message.input)
+    message.input.update(task.input)
     if task.result is not None:
         value_to_proto(task.result, message.result)
     for step in task.steps.values():

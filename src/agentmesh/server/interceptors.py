@@ -77,7 +77,10 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 await _abort(context, exc)
                 raise AssertionError("unreachable: abort raises") from exc
             log.debug(
-                "rpc.ok", method=method, caller=str(identity), ms=round((time.perf_counter() - started) * 1000, 2)
+                "rpc.ok",
+                method=method,
+                caller=str(identity),
+                ms=round((time.perf_counter() - started) * 1000, 2),
             )
             return response
 

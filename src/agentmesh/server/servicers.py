@@ -18,6 +18,7 @@ from agentmesh.security import Identity, IdentityKind
 from agentmesh.server import convert
 from agentmesh.server.interceptors import current_caller
 from agentmesh.store import Store
+from agentmesh.wire import card_from_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -54,7 +55,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
             raise NotFound(f"no task {task_id!r}", field="task_id")
         return task
 
-    async def SubmitTask(self, request: pb.SubmitTaskRequest, context: Context) -> pb.SubmitTaskResponse:
+    async def SubmitTask(
+        self, request: pb.SubmitTaskRequest, context: Context
+    ) -> pb.SubmitTaskResponse:
         identity = current_caller()
         _require(identity, _SUBMITTERS, "submit tasks")
         task = await self._engine.submit(convert.request_from_proto(request), identity.uri)
@@ -63,7 +66,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
         return convert.task_to_proto(await self._visible_task(request.task_id))
 
-    async def ListTasks(self, request: pb.ListTasksRequest, context: Context) -> pb.ListTasksResponse:
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> pb.ListTasksResponse:
         identity = current_caller()
         size = min(request.page_size or 50, _MAX_PAGE)
         try:
@@ -74,7 +79,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
             convert.task_state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)
         ]
         owner = None if identity.kind is IdentityKind.ADMIN else identity.uri
-        tasks = await self._store.list_tasks(owner=owner, states=states, limit=size + 1, offset=offset)
+        tasks = await self._store.list_tasks(
+            owner=owner, states=states, limit=size + 1, offset=offset
+        )
         response = pb.ListTasksResponse(tasks=[convert.task_to_proto(t) for t in tasks[:size]])
         if len(tasks) > size:
             response.next_page_token = str(offset + size)
@@ -94,7 +101,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         async for event in self._bus.watch(task.id, request.after_sequence):
             yield convert.event_to_proto(event)
 
-    async def ListAgents(self, request: pb.ListAgentsRequest, context: Context) -> pb.ListAgentsResponse:
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: Context
+    ) -> pb.ListAgentsResponse:
         return pb.ListAgentsResponse(
             agents=[convert.status_to_proto(s) for s in self._registry.statuses(request.capability)]
         )
@@ -112,16 +121,20 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     ) -> pb.RegisterAgentResponse:
         identity = current_caller()
         _require(identity, (IdentityKind.AGENT,), "register agents")
-        card = convert.card_from_proto(request.card)
+        card = card_from_proto(request.card)
         if card.name != identity.name:
             raise PermissionDenied(
                 f"{identity} may register only as {identity.name!r}, not {card.name!r}",
                 field="card.name",
             )
         if not card.capabilities:
-            raise ValidationError("an agent must offer at least one capability", field="card.capabilities")
+            raise ValidationError(
+                "an agent must offer at least one capability", field="card.capabilities"
+            )
         await self._registry.register(card, identity.uri)
-        return pb.RegisterAgentResponse(identity=identity.uri, ping_interval_seconds=self._ping_interval)
+        return pb.RegisterAgentResponse(
+            identity=identity.uri, ping_interval_seconds=self._ping_interval
+        )
 
     async def DeregisterAgent(
         self, request: pb.DeregisterAgentRequest, context: Context

@@ -1,0 +1,76 @@
+"""Protobuf ⇄ domain conversions shared by the orchestrator and the agent SDK."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format, struct_pb2
+from pydantic import ValidationError as PydanticValidationError
+
+from agentmesh._proto.agentmesh.v1 import common_pb2
+from agentmesh.errors import ValidationError
+from agentmesh.models import JSON, AgentCard, Capability
+
+
+def to_struct(value: dict[str, JSON]) -> struct_pb2.Struct:
+    """A JSON object as a protobuf Struct."""
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, JSON]:
+    """A protobuf Struct as a JSON object (numbers come back as floats)."""
+    return json_format.MessageToDict(struct)
+
+
+def pydantic_error(exc: PydanticValidationError, prefix: str) -> ValidationError:
+    """Our ValidationError naming the first field pydantic refused, under ``prefix``."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return ValidationError(first["msg"], field=f"{prefix}.{where}" if where else prefix)
+
+
+def card_to_proto(card: AgentCard) -> common_pb2.AgentCard:
+    """An agent card as registered and described."""
+    return common_pb2.AgentCard(
+        name=card.name,
+        endpoint=card.endpoint,
+        capabilities=[
+            common_pb2.Capability(
+                name=c.name,
+                version=c.version,
+                description=c.description,
+                input_schema=to_struct(c.input_schema),
+                output_schema=to_struct(c.output_schema),
+                tags=list(c.tags),
+            )
+            for c in card.capabilities
+        ],
+        max_concurrency=card.max_concurrency,
+        version=card.version,
+        labels=dict(card.labels),
+    )
+
+
+def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
+    """The domain card of a protobuf one; ValidationError naming the bad field."""
+    try:
+        return AgentCard(
+            name=card.name,
+            endpoint=card.endpoint,
+            capabilities=tuple(
+                Capability(
+                    name=c.name,
+                    version=c.version or "1.0.0",
+                    description=c.description,
+                    input_schema=from_struct(c.input_schema),
+                    output_schema=from_struct(c.output_schema),
+                    tags=tuple(c.tags),
+                )
+                for c in card.capabilities
+            ),
+            max_concurrency=card.max_concurrency or 1,
+            version=card.version or "0.0.0",
+            labels=dict(card.labels),
+        )
+    except PydanticValidationError as exc:
+        raise pydantic_error(exc, "card") from None
