@@ -7,7 +7,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh.errors import ValidationError
-from agentmesh.models import JSON, AgentCard, Capability
+from agentmesh.models import JSON, AgentCard, Capability, RetryPolicy, StepSpec
 
 
 def to_struct(value: dict[str, JSON]) -> struct_pb2.Struct:
@@ -74,3 +74,44 @@ def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
         )
     except PydanticValidationError as exc:
         raise pydantic_error(exc, "card") from None
+
+
+def step_from_proto(step: common_pb2.StepSpec) -> StepSpec:
+    """A wire step spec as a domain object."""
+    retry = RetryPolicy(
+        max_attempts=step.retry.max_attempts,
+        initial_backoff_seconds=step.retry.initial_backoff_seconds or 0.2,
+        max_backoff_seconds=step.retry.max_backoff_seconds or 5.0,
+    )
+    return StepSpec(
+        id=step.id,
+        capability=step.capability,
+        version=step.version,
+        input=from_struct(step.input),
+        needs=tuple(step.needs),
+        timeout_seconds=step.timeout_seconds,
+        retry=retry,
+        optional=step.optional,
+        compensation=step.compensation,
+        pin_agent=step.pin_agent,
+        exclude_agents=tuple(step.exclude_agents),
+        for_each=step.for_each,
+    )
+
+
+def step_to_proto(step: StepSpec, target: common_pb2.StepSpec) -> None:
+    """Fill a wire step spec from a domain one."""
+    target.id = step.id
+    target.capability = step.capability
+    target.version = step.version
+    target.input.update(step.input)
+    target.needs.extend(step.needs)
+    target.timeout_seconds = step.timeout_seconds
+    target.retry.max_attempts = step.retry.max_attempts
+    target.retry.initial_backoff_seconds = step.retry.initial_backoff_seconds
+    target.retry.max_backoff_seconds = step.retry.max_backoff_seconds
+    target.optional = step.optional
+    target.compensation = step.compensation
+    target.pin_agent = step.pin_agent
+    target.exclude_agents.extend(step.exclude_agents)
+    target.for_each = step.for_each

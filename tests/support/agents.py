@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from agentmesh.agent import Agent, AssignmentContext, capability, run
 from agentmesh.errors import StepFailed
+from agentmesh.models import StepSpec
 
 
 class Value(BaseModel):
@@ -128,5 +129,33 @@ class FaultyAgent(Agent):
         return Recorded(entry=data.entry)
 
 
+class Expand(BaseModel):
+    #: How many follow-up test.echo steps to add, each echoing this step's output.
+    count: int = 2
+    #: Capability of the follow-ups (an unknown one makes the plan invalid).
+    capability: str = "test.echo"
+
+
+class Expanded(BaseModel):
+    added: list[str]
+
+
+class PlanningAgent(FaultyAgent):
+    """Adds follow-up steps to the running plan (hierarchical decomposition)."""
+
+    @capability("test.expand", description="Add follow-up steps to the plan.")
+    async def expand(self, data: Expand, ctx: AssignmentContext) -> Expanded:
+        ids = [f"{ctx.step_id}_more{i}" for i in range(data.count)]
+        for i, step_id in enumerate(ids):
+            ctx.add_step(
+                StepSpec(
+                    id=step_id,
+                    capability=data.capability,
+                    input={"value": f"${{steps.{ctx.step_id}.output.added.{i}}}"},
+                )
+            )
+        return Expanded(added=ids)
+
+
 if __name__ == "__main__":
-    run(FaultyAgent())
+    run(PlanningAgent())

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agentmesh.agent.work import Assignment
+from agentmesh.models import StepSpec
 
 ProgressReporter = Callable[[float, str], None]
 
@@ -32,6 +33,7 @@ class AssignmentContext:
     #: When the orchestrator gives up on this assignment; the SDK cancels the handler then.
     deadline: datetime | None
     _report: ProgressReporter = field(repr=False)
+    _follow_ups: list[StepSpec] = field(default_factory=list, repr=False)
 
     @classmethod
     def of(cls, assignment: Assignment, report: ProgressReporter) -> AssignmentContext:
@@ -52,6 +54,20 @@ class AssignmentContext:
         if self.deadline is None:
             return None
         return (self.deadline - datetime.now(UTC)).total_seconds()
+
+    def add_step(self, step: StepSpec) -> None:
+        """Ask for ``step`` to be added to the running plan when this handler succeeds.
+
+        The step runs after this one and may reference its output as
+        ``${steps.<this step id>.output...}``; the orchestrator validates it like
+        any plan step.
+        """
+        self._follow_ups.append(step)
+
+    @property
+    def follow_ups(self) -> tuple[StepSpec, ...]:
+        """The steps added with :meth:`add_step` so far."""
+        return tuple(self._follow_ups)
 
     async def progress(self, fraction: float, message: str = "") -> None:
         """Report how far the work is: ``fraction`` in 0..1, or negative when unknown."""

@@ -6,7 +6,7 @@ from datetime import UTC
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent.work import Assignment, Completed, Outcome
-from agentmesh.wire import from_struct, to_struct
+from agentmesh.wire import from_struct, step_to_proto, to_struct
 
 
 def assignment_from_pb(message: agent_pb2.Assignment) -> Assignment:
@@ -39,9 +39,10 @@ def progress(assignment_id: str, fraction: float, message: str) -> agent_pb2.Age
 def outcome(assignment_id: str, result: Outcome) -> agent_pb2.AgentMessage:
     """The final message about an assignment: a Result or a Failure."""
     if isinstance(result, Completed):
-        return agent_pb2.AgentMessage(
-            result=agent_pb2.Result(assignment_id=assignment_id, output=to_struct(result.output))
-        )
+        message = agent_pb2.Result(assignment_id=assignment_id, output=to_struct(result.output))
+        for step in result.follow_ups:
+            step_to_proto(step, message.follow_ups.add())
+        return agent_pb2.AgentMessage(result=message)
     return agent_pb2.AgentMessage(
         failure=agent_pb2.Failure(
             assignment_id=assignment_id,

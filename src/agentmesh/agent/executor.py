@@ -33,6 +33,7 @@ from agentmesh.agent.work import (
     Outcome,
 )
 from agentmesh.errors import StepFailed
+from agentmesh.models import StepSpec
 
 #: How long cancelled handlers get to unwind before a drain stops waiting for them.
 _CANCEL_GRACE_SECONDS = 1.0
@@ -282,7 +283,7 @@ class Executor:
             return Failed(exc.failure_code, exc.message, exc.retryable)
         except Exception as exc:
             return self._crashed(run, exc)
-        return _validated_output(run.spec, value)
+        return _validated_output(run.spec, value, ctx.follow_ups)
 
     def _crashed(self, run: _Run, exc: Exception) -> Failed:
         run.log.error("assignment.crashed", exc_info=exc)
@@ -336,11 +337,13 @@ def _loop_time(deadline: datetime | None) -> float | None:
     return asyncio.get_running_loop().time() + remaining
 
 
-def _validated_output(spec: CapabilitySpec, value: Any) -> Outcome:
+def _validated_output(
+    spec: CapabilitySpec, value: Any, follow_ups: tuple[StepSpec, ...] = ()
+) -> Outcome:
     if isinstance(value, BaseModel) and not isinstance(value, spec.output_model):
         value = value.model_dump()
     try:
         output = spec.output_model.model_validate(value)
     except pydantic.ValidationError as exc:
         return Failed.of(FailureCode.INVALID_OUTPUT, describe_errors(exc))
-    return Completed(output.model_dump(mode="json"))
+    return Completed(output.model_dump(mode="json"), follow_ups)

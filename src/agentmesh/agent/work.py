@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agentmesh.models import JSON
+from agentmesh.models import JSON, StepSpec
 
 
 class FailureCode(enum.StrEnum):
@@ -52,9 +52,10 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """The handler returned a valid output."""
+    """The handler returned a valid output (and possibly steps to add to the plan)."""
 
     output: dict[str, JSON]
+    follow_ups: tuple[StepSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

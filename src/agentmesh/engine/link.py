@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-from google.protobuf import json_format
+from pydantic import ValidationError as PydanticValidationError
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
-from agentmesh.models import AgentCard
+from agentmesh.models import JSON, AgentCard, StepSpec
+from agentmesh.wire import from_struct, pydantic_error, step_from_proto
 
 log = structlog.get_logger(__name__)
 
@@ -29,10 +30,12 @@ log = structlog.get_logger(__name__)
 class Outcome:
     """How an assignment ended: ``output`` on success, else a failure code and message."""
 
-    output: dict[str, object] | None = None
+    output: dict[str, JSON] | None = None
     code: str = ""
     message: str = ""
     retryable: bool = True
+    #: Steps the agent asked to add to the plan after this one.
+    follow_ups: tuple[StepSpec, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -164,9 +167,19 @@ class AgentLink:
             if pending:
                 pending.on_progress(message.progress.fraction, message.progress.message)
         elif kind == "result":
+            result = message.result
+            try:
+                follow_ups = tuple(step_from_proto(s) for s in result.follow_ups)
+            except PydanticValidationError as exc:
+                error = pydantic_error(exc, "result.follow_ups")
+                self._finish(
+                    result.assignment_id,
+                    Outcome(code="invalid_output", message=str(error), retryable=False),
+                )
+                return
             self._finish(
-                message.result.assignment_id,
-                Outcome(output=json_format.MessageToDict(message.result.output)),
+                result.assignment_id,
+                Outcome(output=from_struct(result.output), follow_ups=follow_ups),
             )
         elif kind == "failure":
             f = message.failure

@@ -29,6 +29,7 @@ from agentmesh.matching import Requirement
 from agentmesh.models import (
     JSON,
     EventKind,
+    Plan,
     StepRecord,
     StepSpec,
     StepState,
@@ -36,7 +37,13 @@ from agentmesh.models import (
     TaskRecord,
     TaskState,
 )
-from agentmesh.planning import dependencies, expand_for_each, for_each_items, resolve
+from agentmesh.planning import (
+    dependencies,
+    expand_for_each,
+    for_each_items,
+    resolve,
+    validate_plan,
+)
 from agentmesh.registry import Registry
 from agentmesh.store import Store
 
@@ -221,13 +228,15 @@ class TaskRun:
         }
 
     async def _execute(self) -> dict[str, JSON]:
-        plan = self.task.plan
-        assert plan is not None
-        graph = dependencies(plan)
         running: dict[asyncio.Task[None], StepRecord] = {}
+        plan: Plan | None = None
+        graph: dict[str, set[str]] = {}
         try:
             while True:
-                self._start_ready(plan.steps, graph, running)
+                if plan is not self.task.plan:  # follow-up steps grew the plan
+                    plan = self.task.plan
+                    graph = dependencies(plan) if plan else {}
+                self._start_ready(plan.steps if plan else (), graph, running)
                 if not running:
                     return self._outputs()
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -292,8 +301,38 @@ class TaskRun:
             raise StepFailed(
                 f"cannot resolve input: {exc}", code="bad_reference", retryable=False
             ) from None
-        step.output = await self._attempts(step, step.spec.capability, payload)
+        outcome = await self._attempts(step, step.spec.capability, payload)
+        step.output = outcome.output
+        if outcome.follow_ups:
+            self._add_follow_ups(step, outcome.follow_ups)
         self._set_step_state(step, StepState.SUCCEEDED)
+
+    def _add_follow_ups(self, parent: StepRecord, specs: tuple[StepSpec, ...]) -> None:
+        """Grow the plan with steps an agent asked for; they run after ``parent``."""
+        plan = self.task.plan
+        assert plan is not None
+        if "[" in parent.spec.id:
+            raise StepFailed(
+                "fan-out instances cannot add follow-up steps",
+                code="invalid_output",
+                retryable=False,
+            )
+        added = tuple(
+            s.model_copy(update={"needs": tuple(dict.fromkeys((*s.needs, parent.spec.id)))})
+            for s in specs
+        )
+        grown = Plan(steps=plan.steps + added, aggregate=plan.aggregate)
+        try:
+            validate_plan(grown, capabilities=self._registry.capabilities())
+        except ValidationError as exc:
+            raise StepFailed(
+                f"invalid follow-up steps: {exc}", code="invalid_output", retryable=False
+            ) from None
+        self.task.plan = grown
+        records = [StepRecord(spec=s) for s in added]
+        self._add_steps(records)
+        for record in records:
+            self._set_step_state(record, StepState.PENDING, f"added by {parent.spec.id}")
 
     async def _run_fanout(self, step: StepRecord) -> None:
         try:
@@ -333,7 +372,7 @@ class TaskRun:
 
     async def _attempts(
         self, step: StepRecord, capability: str, payload: JSON, *, compensation: bool = False
-    ) -> JSON:
+    ) -> Outcome:
         spec = step.spec
         max_attempts = spec.retry.max_attempts or self._settings.default_max_attempts
         # A step found RUNNING after a restart re-sends its last attempt (same idempotency key).
@@ -370,7 +409,7 @@ class TaskRun:
         failed_on: set[str],
         *,
         compensation: bool,
-    ) -> JSON:
+    ) -> Outcome:
         spec = step.spec
         requirement = Requirement(
             capability=capability,
@@ -436,7 +475,7 @@ class TaskRun:
                 if failed_on and link.name not in failed_on:
                     metrics.FAILOVERS.inc()
         if outcome.ok:
-            return outcome.output
+            return outcome
         failed_on.add(link.name)
         message = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
         self._log.warning(
@@ -466,7 +505,7 @@ class TaskRun:
                 answer = await self._attempts(
                     holder, result.capability, dict(result.input), compensation=True
                 )
-                return check_result(result, answer)
+                return check_result(result, answer.output)
             except (StepFailed, ValidationError) as exc:
                 raise TaskFailed(f"aggregation by {result.capability!r} failed: {exc}") from None
         return result

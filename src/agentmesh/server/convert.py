@@ -14,15 +14,19 @@ from agentmesh.models import (
     JSON,
     EventKind,
     Plan,
-    RetryPolicy,
-    StepSpec,
     TaskEvent,
     TaskRecord,
     TaskRequest,
     TaskState,
 )
 from agentmesh.registry import AgentStatus
-from agentmesh.wire import card_to_proto, from_struct, pydantic_error
+from agentmesh.wire import (
+    card_to_proto,
+    from_struct,
+    pydantic_error,
+    step_from_proto,
+    step_to_proto,
+)
 
 _TASK_STATES = {s: pb.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}
 _TASK_STATES_BACK = {int(v): k for k, v in _TASK_STATES.items()}
@@ -74,47 +78,6 @@ def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
 
 
 # -- tasks --------------------------------------------------------------------------------------
-
-
-def step_from_proto(step: pb.StepSpec) -> StepSpec:
-    """A wire step spec as a domain object."""
-    retry = RetryPolicy(
-        max_attempts=step.retry.max_attempts,
-        initial_backoff_seconds=step.retry.initial_backoff_seconds or 0.2,
-        max_backoff_seconds=step.retry.max_backoff_seconds or 5.0,
-    )
-    return StepSpec(
-        id=step.id,
-        capability=step.capability,
-        version=step.version,
-        input=from_struct(step.input),
-        needs=tuple(step.needs),
-        timeout_seconds=step.timeout_seconds,
-        retry=retry,
-        optional=step.optional,
-        compensation=step.compensation,
-        pin_agent=step.pin_agent,
-        exclude_agents=tuple(step.exclude_agents),
-        for_each=step.for_each,
-    )
-
-
-def step_to_proto(step: StepSpec, target: pb.StepSpec) -> None:
-    """Fill a wire step spec from a domain one."""
-    target.id = step.id
-    target.capability = step.capability
-    target.version = step.version
-    target.input.update(step.input)
-    target.needs.extend(step.needs)
-    target.timeout_seconds = step.timeout_seconds
-    target.retry.max_attempts = step.retry.max_attempts
-    target.retry.initial_backoff_seconds = step.retry.initial_backoff_seconds
-    target.retry.max_backoff_seconds = step.retry.max_backoff_seconds
-    target.optional = step.optional
-    target.compensation = step.compensation
-    target.pin_agent = step.pin_agent
-    target.exclude_agents.extend(step.exclude_agents)
-    target.for_each = step.for_each
 
 
 def plan_from_proto(plan: pb.Plan) -> Plan:

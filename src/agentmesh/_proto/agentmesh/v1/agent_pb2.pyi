@@ -3,10 +3,13 @@
 isort:skip_file
 """
 
+from agentmesh._proto.agentmesh.v1 import common_pb2 as _common_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -252,18 +255,27 @@ class Result(_message.Message):
 
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    FOLLOW_UPS_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     @_builtins.property
     def output(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def follow_ups(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.StepSpec]:
+        """Steps to add to the running plan (hierarchical decomposition). Each
+        implicitly depends on the step that produced this result and may reference
+        its output and any earlier step's.
+        """
+
     def __init__(
         self,
         *,
         assignment_id: _builtins.str = ...,
         output: _struct_pb2.Struct | None = ...,
+        follow_ups: _abc.Iterable[_common_pb2.StepSpec] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "follow_ups", b"follow_ups", "output", b"output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,115 +102,13 @@ CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
 Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
 @_typing.final
-class RetryPolicy(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
-    INITIAL_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
-    MAX_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
-    max_attempts: _builtins.int
-    """Attempts in all, the first included; 0 means the orchestrator's default."""
-    initial_backoff_seconds: _builtins.float
-    max_backoff_seconds: _builtins.float
-    def __init__(
-        self,
-        *,
-        max_attempts: _builtins.int = ...,
-        initial_backoff_seconds: _builtins.float = ...,
-        max_backoff_seconds: _builtins.float = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_backoff_seconds", b"initial_backoff_seconds", "max_attempts", b"max_attempts", "max_backoff_seconds", b"max_backoff_seconds"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
-
-@_typing.final
-class StepSpec(_message.Message):
-    """One step of a plan. Values in `input` may hold references that are resolved
-    just before the step runs: a string that is exactly "${input.a.b}" or
-    "${steps.ID.output.x}" is replaced by the referenced value; references
-    inside a longer string are interpolated as text. Every referenced step
-    becomes a dependency.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ID_FIELD_NUMBER: _builtins.int
-    CAPABILITY_FIELD_NUMBER: _builtins.int
-    VERSION_FIELD_NUMBER: _builtins.int
-    INPUT_FIELD_NUMBER: _builtins.int
-    NEEDS_FIELD_NUMBER: _builtins.int
-    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
-    RETRY_FIELD_NUMBER: _builtins.int
-    OPTIONAL_FIELD_NUMBER: _builtins.int
-    COMPENSATION_FIELD_NUMBER: _builtins.int
-    PIN_AGENT_FIELD_NUMBER: _builtins.int
-    EXCLUDE_AGENTS_FIELD_NUMBER: _builtins.int
-    FOR_EACH_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    capability: _builtins.str
-    version: _builtins.str
-    """Required capability version prefix, e.g. "1" or "1.2"; empty for any."""
-    timeout_seconds: _builtins.float
-    optional: _builtins.bool
-    """When true, a failure of this step skips it instead of failing the task."""
-    compensation: _builtins.str
-    """Capability (with the same input plus "output") that undoes this step."""
-    pin_agent: _builtins.str
-    """Run only on this agent."""
-    for_each: _builtins.str
-    """Fan-out: a reference to a list ("${steps.split.output.items}") known only at
-    run time. The step runs once per element, as "ID[0]", "ID[1]", ...; inside
-    its input "${item}" is the element and "${index}" its position. Later steps
-    that reference "${steps.ID.output}" receive the list of every run's output.
-    """
-    @_builtins.property
-    def input(self) -> _struct_pb2.Struct: ...
-    @_builtins.property
-    def needs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Extra dependencies beyond those implied by references."""
-
-    @_builtins.property
-    def retry(self) -> Global___RetryPolicy: ...
-    @_builtins.property
-    def exclude_agents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Never run on these agents."""
-
-    def __init__(
-        self,
-        *,
-        id: _builtins.str = ...,
-        capability: _builtins.str = ...,
-        version: _builtins.str = ...,
-        input: _struct_pb2.Struct | None = ...,
-        needs: _abc.Iterable[_builtins.str] | None = ...,
-        timeout_seconds: _builtins.float = ...,
-        retry: Global___RetryPolicy | None = ...,
-        optional: _builtins.bool = ...,
-        compensation: _builtins.str = ...,
-        pin_agent: _builtins.str = ...,
-        exclude_agents: _abc.Iterable[_builtins.str] | None = ...,
-        for_each: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry", b"retry"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability", b"capability", "compensation", b"compensation", "exclude_agents", b"exclude_agents", "for_each", b"for_each", "id", b"id", "input", b"input", "needs", b"needs", "optional", b"optional", "pin_agent", b"pin_agent", "retry", b"retry", "timeout_seconds", b"timeout_seconds", "version", b"version"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StepSpec: _TypeAlias = StepSpec  # noqa: Y015
-
-@_typing.final
 class Plan(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEPS_FIELD_NUMBER: _builtins.int
     AGGREGATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepSpec]: ...
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.StepSpec]: ...
     @_builtins.property
     def aggregate(self) -> _struct_pb2.Struct:
         """How step outputs become the task result. Empty: an object of every
@@ -220,7 +118,7 @@ class Plan(_message.Message):
     def __init__(
         self,
         *,
-        steps: _abc.Iterable[Global___StepSpec] | None = ...,
+        steps: _abc.Iterable[_common_pb2.StepSpec] | None = ...,
         aggregate: _struct_pb2.Struct | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate"]  # noqa: Y015
@@ -536,7 +434,7 @@ class Step(_message.Message):
     attempts: _builtins.int
     error: _builtins.str
     @_builtins.property
-    def spec(self) -> Global___StepSpec: ...
+    def spec(self) -> _common_pb2.StepSpec: ...
     @_builtins.property
     def output(self) -> _struct_pb2.Value:
         """The agent's result; for a fan-out step, the list of every run's output."""
@@ -548,7 +446,7 @@ class Step(_message.Message):
     def __init__(
         self,
         *,
-        spec: Global___StepSpec | None = ...,
+        spec: _common_pb2.StepSpec | None = ...,
         state: Global___StepState.ValueType = ...,
         agent: _builtins.str = ...,
         attempts: _builtins.int = ...,
