@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agentmesh.models import Capability
-from tests.planning.support import DEMO_CAPABILITIES, ChatServer
+from tests.planning.support import DEMO_CAPABILITIES
+from tests.support.chat import ChatServer
 
 
 @pytest.fixture

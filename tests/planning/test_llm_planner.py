@@ -19,7 +19,8 @@ from agentmesh.planning import (
     default_planner,
     system_prompt,
 )
-from tests.planning.support import ChatServer, make_plan
+from tests.planning.support import make_plan
+from tests.support.chat import ChatServer
 
 GOAL = "Count the words of the text"
 REQUEST = TaskRequest(goal=GOAL, input={"text": "Hello there. General Kenobi."})

@@ -7,6 +7,7 @@ is driven by the assignment's input, so tests decide what happens per step.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 from pathlib import Path
@@ -50,6 +51,21 @@ class CrashOnce(BaseModel):
 
 class Hang(BaseModel):
     seconds: float = 3600.0
+    #: Journal (see :class:`Work`) that hears ``start`` and, when cancelled, ``cancelled``.
+    journal: str = ""
+    entry: str = "hang"
+
+
+class Work(BaseModel):
+    #: Journal file: one JSON line per ``start``, ``end`` or ``cancelled`` of a run.
+    journal: str
+    entry: str
+    #: Seconds to work before answering.
+    delay: float = 0.0
+    #: Per-attempt delays (attempt n takes the n-th, the last one repeats); overrides ``delay``.
+    delays: list[float] = []
+    #: Keep working until this file exists (a gate the test opens), after the delay.
+    gate: str = ""
 
 
 class Record(BaseModel):
@@ -72,6 +88,26 @@ class Recorded(BaseModel):
 def _append(path: str, line: str) -> None:
     with Path(path).open("a") as handle:
         handle.write(line + "\n")
+
+
+async def _opened(gate: str) -> None:
+    """Return once the file ``gate`` exists."""
+    while True:
+        if await asyncio.to_thread(os.path.exists, gate):
+            return
+        await asyncio.sleep(0.02)
+
+
+def _journal(path: str, event: str, entry: str, ctx: AssignmentContext) -> None:
+    """One JSON line about a run, read back by :mod:`tests.support.journal`."""
+    record = {
+        "event": event,
+        "entry": entry,
+        "agent": os.environ.get("AGENTMESH_AGENT_NAME", ""),
+        "attempt": ctx.attempt,
+        "key": ctx.idempotency_key,
+    }
+    _append(path, json.dumps(record))
 
 
 class FaultyAgent(Agent):
@@ -113,8 +149,29 @@ class FaultyAgent(Agent):
 
     @capability("test.hang", description="Never answer (until cancelled).")
     async def hang(self, data: Hang, ctx: AssignmentContext) -> Echoed:
-        await asyncio.sleep(data.seconds)
+        if data.journal:
+            _journal(data.journal, "start", data.entry, ctx)
+        try:
+            await asyncio.sleep(data.seconds)
+        except asyncio.CancelledError:
+            if data.journal:
+                _journal(data.journal, "cancelled", data.entry, ctx)
+            raise
         return Echoed()
+
+    @capability("test.work", description="Work a while, journaling start, end or cancellation.")
+    async def work(self, data: Work, ctx: AssignmentContext) -> Recorded:
+        delays = data.delays or [data.delay]
+        _journal(data.journal, "start", data.entry, ctx)
+        try:
+            await asyncio.sleep(delays[min(ctx.attempt, len(delays)) - 1])
+            if data.gate:
+                await _opened(data.gate)
+        except asyncio.CancelledError:
+            _journal(data.journal, "cancelled", data.entry, ctx)
+            raise
+        _journal(data.journal, "end", data.entry, ctx)
+        return Recorded(entry=data.entry)
 
     @capability("test.record", description="Append an entry to a file (undone by test.undo).")
     async def record(self, data: Record, ctx: AssignmentContext) -> Recorded:
@@ -158,4 +215,8 @@ class PlanningAgent(FaultyAgent):
 
 
 if __name__ == "__main__":
-    run(PlanningAgent())
+    agent = PlanningAgent()
+    # Tests of capacity need agents of other sizes than the class declares.
+    if "TEST_AGENT_MAX_CONCURRENCY" in os.environ:
+        agent.max_concurrency = int(os.environ["TEST_AGENT_MAX_CONCURRENCY"])  # type: ignore[misc]
+    run(agent)

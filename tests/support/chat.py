@@ -1,0 +1,122 @@
+"""A real local HTTP server speaking the OpenAI chat-completions protocol, with scripted replies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+JSONObject = dict[str, Any]
+
+
+def completion(content: str) -> JSONObject:
+    """An OpenAI chat-completions response whose one choice says ``content``."""
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": "test-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+
+class ChatServer:
+    """A real HTTP/1.1 server on 127.0.0.1 speaking just enough of ``/chat/completions``.
+
+    Replies are scripted in order (:meth:`answer`, :meth:`reply`); every request is recorded
+    with its parsed JSON body. Keep-alive connections are served until the client closes.
+    """
+
+    def __init__(self) -> None:
+        self.replies: deque[tuple[int, bytes]] = deque()
+        self.requests: list[JSONObject] = []
+        #: Seconds to wait before answering, to provoke client timeouts.
+        self.delay = 0.0
+        self.base_url = ""
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    def answer(self, content: JSONObject | str) -> None:
+        """Script a completion whose content is ``content`` (a dict is sent as JSON text)."""
+        text = content if isinstance(content, str) else json.dumps(content)
+        self.reply(200, completion(text))
+
+    def reply(self, status: int, body: JSONObject | str) -> None:
+        """Script a raw HTTP reply."""
+        data = body if isinstance(body, str) else json.dumps(body)
+        self.replies.append((status, data.encode()))
+
+    def messages(self, n: int) -> list[JSONObject]:
+        """The chat messages of the ``n``-th request."""
+        messages: list[JSONObject] = self.requests[n]["json"]["messages"]
+        return messages
+
+    async def __aenter__(self) -> ChatServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        for task in list(self._handlers):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while request_line := await reader.readline():
+                method, path, _ = request_line.decode().split(" ", 2)
+                headers: dict[str, str] = {}
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, value = line.decode().split(":", 1)
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests.append(
+                    {
+                        "method": method,
+                        "path": path,
+                        "headers": headers,
+                        "json": json.loads(body) if body else None,
+                    }
+                )
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                status, data = (
+                    self.replies.popleft()
+                    if self.replies
+                    else (500, b'{"error": "no scripted reply"}')
+                )
+                writer.write(
+                    f"HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # The client went away mid-request, as a timed-out client does.
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
