@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.cache.cache_support import SHARED_REDIS_URL, RedisServer, free_port
+from tests.cache.cache_support import SHARED_REDIS_URL
+from tests.support.redis_server import RedisServer, free_port
 
 
 @pytest.fixture

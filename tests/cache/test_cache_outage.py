@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from agentmesh.cache import Cache, Subscription
-from tests.cache.cache_support import FAST, RedisServer, stored, until
+from tests.cache.cache_support import FAST, stored, until
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
 
