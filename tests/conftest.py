@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -58,12 +59,27 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     if request.param == "sqlite":
         yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"}
         return
+    async with _postgres_schema() as settings:
+        yield settings
+
+
+@pytest.fixture
+async def postgres_database() -> AsyncIterator[dict[str, str]]:
+    """Settings of a fresh PostgreSQL schema (for what SQLite cannot do, e.g. replicas)."""
+    async with _postgres_schema() as settings:
+        yield settings
+
+
+@contextlib.asynccontextmanager
+async def _postgres_schema() -> AsyncIterator[dict[str, str]]:
     schema = await _fresh_postgres_schema()
-    yield {"database_url": POSTGRES_URL, "database_schema": schema}
-    engine = create_async_engine(POSTGRES_URL)
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await engine.dispose()
+    try:
+        yield {"database_url": POSTGRES_URL, "database_schema": schema}
+    finally:
+        engine = create_async_engine(POSTGRES_URL)
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -12,6 +13,11 @@ class Settings(BaseSettings):
     """Everything an orchestrator or agent process can be configured with."""
 
     model_config = SettingsConfigDict(env_prefix="AGENTMESH_", env_file=".env", extra="ignore")
+
+    @property
+    def replica(self) -> str:
+        """The replica name used for task leases."""
+        return self.replica_id or f"{socket.gethostname()}/{self.cert_name}/{self.listen}"
 
     #: SQLAlchemy async URL. SQLite file by default; ``postgresql+asyncpg://...`` in production.
     database_url: str = "sqlite+aiosqlite:///var/agentmesh.db"
@@ -30,6 +36,13 @@ class Settings(BaseSettings):
     trust_domain: str = "agentmesh.local"
     #: Certificate and key of this process (relative to certs_dir unless absolute).
     cert_name: str = "orchestrator"
+
+    #: This orchestrator's name among replicas sharing one database; empty: derived from
+    #: the host name, certificate and listen address (stable across restarts).
+    replica_id: str = ""
+    #: How long a replica's claim on a task lasts without renewal; a killed replica's
+    #: tasks are taken over by another after at most this long.
+    lease_seconds: float = Field(default=10.0, gt=0)
 
     #: How often the orchestrator pings each agent's Session.
     ping_interval_seconds: float = Field(default=1.0, gt=0)

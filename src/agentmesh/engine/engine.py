@@ -1,13 +1,22 @@
-"""The engine: accepts tasks, plans them, runs each to a final state, resumes after restarts."""
+"""The engine: accepts tasks, plans them, runs each to a final state, resumes after restarts.
+
+Replicas sharing one database split the work through leases: each task is run
+by the replica holding its lease, which renews it while the task runs. When a
+replica dies its leases run out and the others claim its tasks, resuming them
+from the store the way a restarted orchestrator resumes its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime
 
 import structlog
 
+from agentmesh import metrics
+from agentmesh.cache import Cache
 from agentmesh.config import Settings
 from agentmesh.engine.run import TaskRun
 from agentmesh.errors import FailedPrecondition, NotFound
@@ -15,45 +24,91 @@ from agentmesh.events import EventBus
 from agentmesh.models import StepRecord, TaskRecord, TaskRequest, TaskState
 from agentmesh.planning import Planner
 from agentmesh.registry import Registry
-from agentmesh.store import Store
+from agentmesh.store import Lease, Store
 
 log = structlog.get_logger(__name__)
 
+_CANCEL_CHANNEL = "task-cancel"
+
 
 class Engine:
-    """Owns every running task; ``async with Engine(...)`` resumes unfinished ones."""
+    """Owns every task this replica runs; ``async with Engine(...)`` claims and resumes tasks."""
 
     def __init__(
         self,
         *,
         store: Store,
+        cache: Cache,
         bus: EventBus,
         registry: Registry,
         planner: Planner,
         settings: Settings,
     ) -> None:
         self._store = store
+        self._cache = cache
         self._bus = bus
         self._registry = registry
         self._planner = planner
         self._settings = settings
+        self.lease = Lease(settings.replica, settings.lease_seconds)
         self._runs: dict[str, TaskRun] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Engine:
-        for task_id in await self._store.unfinished_task_ids():
-            task = await self._store.get_task(task_id)
-            if task is not None:
-                log.info("task.resumed", task_id=task_id, state=task.state.value)
-                self._start(task, await self._store.last_sequence(task_id))
+        await self._claim()  # resume our own unfinished tasks before serving
+        self._background = [
+            asyncio.create_task(self._keep_leases(), name="engine-leases"),
+            asyncio.create_task(self._listen_for_cancels(), name="engine-cancels"),
+        ]
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        # Stopping is not cancelling: runs stop where they are and resume after a restart.
-        tasks = list(self._tasks.values())
+        # Stopping is not cancelling: runs stop where they are and resume after a restart
+        # (here, or on another replica once the lease runs out).
+        tasks = [*self._background, *self._tasks.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def _claim(self) -> None:
+        for task_id in await self._store.claim_tasks(self.lease):
+            if task_id in self._runs:
+                continue
+            task = await self._store.get_task(task_id)
+            if task is not None and not task.state.final:
+                log.info("task.resumed", task_id=task_id, state=task.state.value)
+                self._start(task, await self._store.last_sequence(task_id))
+
+    async def _keep_leases(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                owned = await self._store.renew_leases(self.lease, list(self._runs))
+                for task_id in set(self._runs) - owned:
+                    log.error("task.lease_lost", task_id=task_id)
+                    self._stop(task_id)
+                for task_id, reason in (await self._store.cancel_requests(owned)).items():
+                    self._cancel_local(task_id, reason)
+                await self._claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Leases are long enough to survive a missed renewal; try again next round.
+                log.warning("engine.lease_round_failed", error=repr(exc))
+
+    async def _listen_for_cancels(self) -> None:
+        # The fast path for cancellations asked of another replica; the lease loop is the
+        # slow path that also works while Redis is down.
+        async with self._cache.subscribe(_CANCEL_CHANNEL) as messages:
+            async for message in messages:
+                if isinstance(message, dict):
+                    self._cancel_local(str(message.get("task_id")), str(message.get("reason")))
+
+    # -- runs --------------------------------------------------------------------------------
 
     def _start(self, task: TaskRecord, last_sequence: int) -> TaskRun:
         run = TaskRun(
@@ -63,23 +118,27 @@ class Engine:
             bus=self._bus,
             registry=self._registry,
             settings=self._settings,
+            lease=self.lease,
         )
         self._runs[task.id] = run
-        handle = asyncio.create_task(self._drive(run), name=f"task-{task.id}")
-        self._tasks[task.id] = handle
+        self._tasks[task.id] = asyncio.create_task(self._drive(run), name=f"task-{task.id}")
         return run
+
+    def _stop(self, task_id: str) -> None:
+        handle = self._tasks.get(task_id)
+        if handle is not None:
+            handle.cancel()
 
     async def _drive(self, run: TaskRun) -> None:
         try:
             await run.run()
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # A bug must not leave the task silently stuck: record it as failed.
             log.exception("task.crashed", task_id=run.task.id)
             run.task.error = "internal error; see orchestrator logs"
             run.task.state = TaskState.FAILED
-            await run.flush()
+            with contextlib.suppress(Exception):
+                await run.flush()
         finally:
             self._runs.pop(run.task.id, None)
             self._tasks.pop(run.task.id, None)
@@ -100,28 +159,46 @@ class Engine:
             created_at=now,
             updated_at=now,
         )
-        stored = await self._store.create_task(task, request.idempotency_key)
+        stored = await self._store.create_task(task, request.idempotency_key, lease=self.lease)
         if stored.id == task.id:
             log.info("task.submitted", task_id=task.id, owner=owner, steps=len(plan.steps))
+            metrics.TASKS_SUBMITTED.inc()
             self._start(task, 0)
         return stored
 
-    async def cancel(self, task_id: str, reason: str) -> None:
-        """Cancel a running task: stop scheduling, cancel its steps on the agents, roll back."""
-        run = self._runs.get(task_id)
-        handle = self._tasks.get(task_id)
+    def _cancel_local(self, task_id: str, reason: str) -> bool:
+        run, handle = self._runs.get(task_id), self._tasks.get(task_id)
         if run is None or handle is None:
-            task = await self._store.get_task(task_id)
-            if task is None:
-                raise NotFound(f"no task {task_id!r}", field="task_id")
+            return False
+        run.cancel(reason)
+        handle.cancel()
+        return True
+
+    async def cancel(self, task_id: str, reason: str) -> None:
+        """Cancel a task, wherever it runs: stop scheduling, cancel its steps, roll back.
+
+        Returns once the task has reached a final state.
+        """
+        handle = self._tasks.get(task_id)
+        if handle is not None and self._cancel_local(task_id, reason):
+            await asyncio.gather(handle, return_exceptions=True)
+            return
+        task = await self._store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}", field="task_id")
+        if task.state.final:
             raise FailedPrecondition(
                 f"task is {task.state.value} and cannot be cancelled", field="task_id"
             )
-        run.cancel(reason)
-        handle.cancel()
-        await asyncio.gather(handle, return_exceptions=True)
+        # Another replica runs it: ask, then follow its events to the end.
+        await self._store.request_cancel(task_id, reason)
+        await self._cache.publish(_CANCEL_CHANNEL, {"task_id": task_id, "reason": reason})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.lease_seconds * 3):
+                async for _ in self._bus.watch(task_id):
+                    pass
 
     def live(self, task_id: str) -> TaskRecord | None:
-        """The in-memory (freshest) record of a running task, if this engine runs it."""
+        """The in-memory (freshest) record of a task this replica runs."""
         run = self._runs.get(task_id)
         return None if run is None else run.task

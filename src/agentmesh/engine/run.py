@@ -45,7 +45,7 @@ from agentmesh.planning import (
     validate_plan,
 )
 from agentmesh.registry import Registry
-from agentmesh.store import Store
+from agentmesh.store import Lease, LeaseLost, Store
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +78,10 @@ class TaskRun:
         bus: EventBus,
         registry: Registry,
         settings: Settings,
+        lease: Lease | None = None,
     ) -> None:
         self.task = task
+        self._lease = lease
         self._store = store
         self._bus = bus
         self._registry = registry
@@ -90,6 +92,7 @@ class TaskRun:
         self._new: list[tuple[int, StepRecord]] = []
         self._write_lock = asyncio.Lock()
         self._cancel_reason = ""
+        self._fenced = False
         self._log = log.bind(task_id=task.id)
         self.finished = asyncio.Event()
 
@@ -154,21 +157,35 @@ class TaskRun:
             dirty, self._dirty = self._dirty, {}
             new, self._new = self._new, []
             new_ids = {s.spec.id for _, s in new}
-            await self._store.commit(
-                self.task,
-                [s for i, s in dirty.items() if i not in new_ids],
-                events,
-                new_steps=new,
-            )
+            try:
+                await self._store.commit(
+                    self.task,
+                    [s for i, s in dirty.items() if i not in new_ids],
+                    events,
+                    new_steps=new,
+                    lease=self._lease,
+                )
+            except Exception:
+                # Put the batch back (in order, before anything newer) so nothing is lost.
+                self._events[:0] = events
+                self._dirty = {**dirty, **self._dirty}
+                self._new[:0] = new
+                raise
         await self._bus.published(self.task.id)
 
-    async def _flusher(self) -> None:
+    async def _flusher(self, runner: asyncio.Task[None]) -> None:
         while True:
             await asyncio.sleep(0.02)
             try:
                 await self.flush()
+            except LeaseLost:
+                # Another replica took the task over: stop without writing anything more.
+                self._log.error("task.lease_lost")
+                self._fenced = True
+                runner.cancel()
+                return
             except Exception as exc:
-                # The batch was not taken out of memory: nothing is lost, it is written next time.
+                # The batch went back into memory: nothing is lost, it is written next time.
                 self._log.error("task.flush_failed", error=repr(exc))
                 await asyncio.sleep(1)
 
@@ -180,14 +197,18 @@ class TaskRun:
 
     async def run(self) -> None:
         """Drive the task to a final state (or until the orchestrator stops)."""
-        flusher = asyncio.create_task(self._flusher(), name=f"flush-{self.task.id}")
+        runner = asyncio.current_task()
+        assert runner is not None
+        flusher = asyncio.create_task(self._flusher(runner), name=f"flush-{self.task.id}")
         try:
             await self._run()
         finally:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await asyncio.shield(self.flush())
+            if not self._fenced:
+                with contextlib.suppress(LeaseLost):
+                    await asyncio.shield(self.flush())
             if self.task.state.final:
                 self.finished.set()
 

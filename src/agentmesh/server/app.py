@@ -75,7 +75,14 @@ class Orchestrator:
         )
         planner = self._planner or default_planner(settings)
         engine = await self._stack.enter_async_context(
-            Engine(store=store, bus=bus, registry=registry, planner=planner, settings=settings)
+            Engine(
+                store=store,
+                cache=cache,
+                bus=bus,
+                registry=registry,
+                planner=planner,
+                settings=settings,
+            )
         )
         self.engine, self.registry, self.store = engine, registry, store
 

@@ -1,5 +1,5 @@
 """Durable state in SQL (SQLite by default, PostgreSQL in production)."""
 
-from agentmesh.store.database import Store
+from agentmesh.store.database import Lease, LeaseLost, Store
 
-__all__ = ["Store"]
+__all__ = ["Lease", "LeaseLost", "Store"]

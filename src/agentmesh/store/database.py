@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import delete, event, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -46,11 +47,27 @@ from agentmesh.store.tables import AgentRow, EventRow, StepRow, TaskRow
 log = structlog.get_logger(__name__)
 
 
+class LeaseLost(Exception):
+    """Another replica owns the task now; this one must stop writing to it."""
+
+
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything we store is UTC.
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """This replica's claim on the tasks it runs: owner name and how long a claim lasts."""
+
+    owner: str
+    seconds: float
+
+    def expires_at(self) -> datetime:
+        """When a claim taken or renewed now runs out."""
+        return datetime.now(UTC) + timedelta(seconds=self.seconds)
 
 
 class Store:
@@ -150,8 +167,11 @@ class Store:
 
     # -- tasks ------------------------------------------------------------------------------
 
-    async def create_task(self, task: TaskRecord, idempotency_key: str = "") -> TaskRecord:
-        """Persist a new task; with a key already used by the same owner, return that task."""
+    async def create_task(
+        self, task: TaskRecord, idempotency_key: str = "", *, lease: Lease | None = None
+    ) -> TaskRecord:
+        """Persist a new task (leased to ``lease`` when given); with a key already used by the
+        same owner, return that task instead."""
         row = TaskRow(
             id=task.id,
             owner=task.owner,
@@ -166,6 +186,8 @@ class Store:
             partial=task.partial,
             idempotency_key=idempotency_key or None,
             last_sequence=0,
+            lease_owner=lease.owner if lease else None,
+            lease_expires_at=lease.expires_at() if lease else None,
             created_at=task.created_at,
             updated_at=task.updated_at,
         )
@@ -245,8 +267,13 @@ class Store:
         events: Sequence[TaskEvent] = (),
         *,
         new_steps: Iterable[tuple[int, StepRecord]] = (),
+        lease: Lease | None = None,
     ) -> None:
-        """Write the task's state, changed steps and new events in one transaction."""
+        """Write the task's state, changed steps and new events in one transaction.
+
+        With ``lease``, nothing is written unless this replica still owns the task
+        (fencing): :class:`LeaseLost` is raised instead.
+        """
         async with self._transaction() as session:
             values: dict[str, Any] = {
                 "state": task.state.value,
@@ -258,7 +285,14 @@ class Store:
             }
             if events:
                 values["last_sequence"] = events[-1].sequence
-            await session.execute(update(TaskRow).where(TaskRow.id == task.id).values(**values))
+            statement = update(TaskRow).where(TaskRow.id == task.id)
+            if lease is not None:
+                statement = statement.where(TaskRow.lease_owner == lease.owner)
+                if task.state.final:
+                    values.update(lease_owner=None, lease_expires_at=None)
+            result = await session.execute(statement.values(**values))
+            if lease is not None and _rowcount(result) == 0:
+                raise LeaseLost(task.id)
             for position, step in new_steps:
                 session.add(_step_row(task.id, position, step))
             for step in steps:
@@ -279,6 +313,86 @@ class Store:
                 )
                 for e in events
             )
+
+    # -- leases (orchestrator replicas) ------------------------------------------------------
+
+    async def claim_tasks(self, lease: Lease, limit: int = 100) -> list[str]:
+        """Take over unfinished tasks that are unowned, ours, or whose lease expired."""
+        now = datetime.now(UTC)
+        final = [s.value for s in TaskState if s.final]
+        async with self._read() as session:
+            candidates = list(
+                await session.scalars(
+                    select(TaskRow.id)
+                    .where(
+                        TaskRow.state.not_in(final),
+                        or_(
+                            TaskRow.lease_owner.is_(None),
+                            TaskRow.lease_owner == lease.owner,
+                            TaskRow.lease_expires_at < now,
+                        ),
+                    )
+                    .order_by(TaskRow.created_at)
+                    .limit(limit)
+                )
+            )
+        claimed = []
+        for task_id in candidates:
+            # The condition is checked again by the UPDATE itself: of two replicas
+            # racing for one task, exactly one sees its row change.
+            async with self._transaction() as session:
+                result = await session.execute(
+                    update(TaskRow)
+                    .where(
+                        TaskRow.id == task_id,
+                        TaskRow.state.not_in(final),
+                        or_(
+                            TaskRow.lease_owner.is_(None),
+                            TaskRow.lease_owner == lease.owner,
+                            TaskRow.lease_expires_at < now,
+                        ),
+                    )
+                    .values(lease_owner=lease.owner, lease_expires_at=lease.expires_at())
+                )
+                if _rowcount(result) == 1:
+                    claimed.append(task_id)
+        return claimed
+
+    async def renew_leases(self, lease: Lease, task_ids: Iterable[str]) -> set[str]:
+        """Extend our leases on ``task_ids``; returns those we still own."""
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        async with self._transaction() as session:
+            await session.execute(
+                update(TaskRow)
+                .where(TaskRow.id.in_(ids), TaskRow.lease_owner == lease.owner)
+                .values(lease_expires_at=lease.expires_at())
+            )
+            owned = await session.scalars(
+                select(TaskRow.id).where(TaskRow.id.in_(ids), TaskRow.lease_owner == lease.owner)
+            )
+            return set(owned)
+
+    async def request_cancel(self, task_id: str, reason: str) -> None:
+        """Record that the task should be cancelled, for whichever replica owns it."""
+        async with self._transaction() as session:
+            await session.execute(
+                update(TaskRow).where(TaskRow.id == task_id).values(cancel_reason=reason)
+            )
+
+    async def cancel_requests(self, task_ids: Iterable[str]) -> dict[str, str]:
+        """Cancellation reasons recorded for any of ``task_ids``."""
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        async with self._read() as session:
+            rows = await session.execute(
+                select(TaskRow.id, TaskRow.cancel_reason).where(
+                    TaskRow.id.in_(ids), TaskRow.cancel_reason.is_not(None)
+                )
+            )
+            return {task_id: reason or "cancelled" for task_id, reason in rows}
 
     async def events_after(self, task_id: str, sequence: int, limit: int = 500) -> list[TaskEvent]:
         """The task's events with a sequence above ``sequence``, in order."""
@@ -301,6 +415,11 @@ class Store:
             )
             for r in rows
         ]
+
+
+def _rowcount(result: Any) -> int:
+    # Result of an UPDATE: a CursorResult, whose rowcount the generic type hides.
+    return int(result.rowcount)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

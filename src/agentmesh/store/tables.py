@@ -50,6 +50,11 @@ class TaskRow(Base):
     partial: Mapped[bool] = mapped_column(default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
     last_sequence: Mapped[int] = mapped_column(Integer, default=0)
+    #: The orchestrator replica running the task, until ``lease_expires_at``.
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[datetime | None]
+    #: Set by any replica to ask the owner to cancel the task.
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

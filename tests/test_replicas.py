@@ -1,0 +1,106 @@
+"""Two orchestrator replicas sharing PostgreSQL and Redis: leases, takeover, shared events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh.client import Client
+from agentmesh.models import Plan, StepSpec
+from tests.conftest import REDIS_URL
+from tests.support.mesh import wait_for_agents
+from tests.support.orchestrator import OrchestratorProcess
+from tests.support.processes import AgentProcesses
+from tests.support.waiting import eventually
+
+AGENT = "tests.support.agents"
+FINAL = {
+    pb.TASK_STATE_SUCCEEDED,
+    pb.TASK_STATE_FAILED,
+    pb.TASK_STATE_CANCELLED,
+    pb.TASK_STATE_ROLLED_BACK,
+    pb.TASK_STATE_ROLLBACK_FAILED,
+}
+
+
+@pytest.fixture
+async def replicas(
+    certs: Path, tmp_path: Path, postgres_database: dict[str, str]
+) -> AsyncIterator[tuple[OrchestratorProcess, OrchestratorProcess]]:
+    """Two replicas on one PostgreSQL schema and one Redis, with 2-second task leases."""
+    database = postgres_database
+    common = {"redis_url": REDIS_URL, "lease_seconds": "2"}
+    a = OrchestratorProcess(certs, tmp_path / "a", database, replica_id="a", **common)
+    b = OrchestratorProcess(certs, tmp_path / "b", database, replica_id="b", **common)
+    async with a, b:
+        yield a, b
+
+
+def _slow_plan(seconds: float) -> Plan:
+    return Plan(
+        steps=(
+            StepSpec(id="first", capability="test.echo", input={"value": 1, "delay": seconds}),
+            StepSpec(
+                id="second",
+                capability="test.echo",
+                input={"value": "${steps.first.output.value}", "delay": seconds},
+            ),
+        )
+    )
+
+
+async def test_a_killed_replicas_tasks_are_finished_by_the_other(
+    replicas: tuple[OrchestratorProcess, OrchestratorProcess],
+    certs: Path,
+    agents: AgentProcesses,
+) -> None:
+    a, b = replicas
+    for name in ("echo-1", "echo-2"):
+        agents.start(AGENT, name, [a.address, b.address])
+    async with Client(a.address, certs, "alice") as on_a, Client(b.address, certs, "alice") as on_b:
+        await wait_for_agents(on_a, "echo-1", "echo-2")
+        await wait_for_agents(on_b, "echo-1", "echo-2")
+        task_ids = [await on_a.submit(plan=_slow_plan(0.6)) for _ in range(5)]
+        # A watcher on replica b follows a task that replica a runs (Redis fan-out).
+        watched = asyncio.create_task(_collect(on_b, task_ids[0]))
+        await asyncio.sleep(0.5)  # let a start them
+        a.kill()
+        async with asyncio.timeout(40):
+            events = await watched
+            finals = [await _final(on_b, task_id) for task_id in task_ids]
+    assert all(t.state == pb.TASK_STATE_SUCCEEDED for t in finals), [t.error for t in finals]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert "task.resumed" in b.log()
+
+
+async def test_cancel_sent_to_the_other_replica_reaches_the_owner(
+    replicas: tuple[OrchestratorProcess, OrchestratorProcess],
+    certs: Path,
+    agents: AgentProcesses,
+) -> None:
+    a, b = replicas
+    agents.start(AGENT, "echo-1", [a.address, b.address])
+    async with Client(a.address, certs, "alice") as on_a, Client(b.address, certs, "alice") as on_b:
+        await wait_for_agents(on_a, "echo-1")
+        plan = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={"seconds": 60}),))
+        task_id = await on_a.submit(plan=plan)
+        await asyncio.sleep(0.5)
+        async with asyncio.timeout(20):
+            task = await on_b.cancel(task_id, "changed my mind")
+    assert task.state == pb.TASK_STATE_CANCELLED
+    assert "replica" not in task.error
+
+
+async def _collect(client: Client, task_id: str) -> list[pb.TaskEvent]:
+    return [event async for event in client.watch(task_id)]
+
+
+async def _final(client: Client, task_id: str) -> pb.Task:
+    async def probe() -> pb.Task:
+        return await client.get(task_id)
+
+    return await eventually(probe, lambda task: task.state in FINAL, within=30)
