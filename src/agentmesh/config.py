@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     circuit_fail_max: int = Field(default=5, ge=1)
     #: How long an open circuit stays open before one probe assignment may go through.
     circuit_reset_seconds: float = Field(default=5.0, gt=0)
-    #: Port of the Prometheus /metrics endpoint; 0 for none.
-    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: host:port of the Prometheus /metrics endpoint (port 0: any free port); empty for none.
+    metrics_listen: str = ""
 
     #: Largest gRPC message accepted, in bytes.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)

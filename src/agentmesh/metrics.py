@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 #: Our own registry, so tests and several orchestrators in one process do not collide.
@@ -33,7 +36,17 @@ CIRCUIT_OPEN = Gauge(
 )
 
 
-def serve_metrics(port: int, address: str = "127.0.0.1") -> int:
-    """Serve ``/metrics`` on ``address:port`` in a background thread; returns the bound port."""
-    server, _thread = start_http_server(port, addr=address, registry=REGISTRY)
-    return int(server.server_port)
+@contextlib.contextmanager
+def serving_metrics(listen: str) -> Iterator[int]:
+    """Serve ``/metrics`` on ``host:port`` in a background thread while in the block.
+
+    Yields the bound port (useful with port 0).
+    """
+    host, _, port = listen.rpartition(":")
+    server, thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=REGISTRY)
+    try:
+        yield int(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -17,6 +17,7 @@ from agentmesh.config import Settings
 from agentmesh.engine import Engine
 from agentmesh.errors import CertificateError
 from agentmesh.events import EventBus
+from agentmesh.metrics import serving_metrics
 from agentmesh.planning import Planner, default_planner
 from agentmesh.registry import Registry
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, server_credentials
@@ -41,6 +42,8 @@ class Orchestrator:
         self._stack = contextlib.AsyncExitStack()
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        #: Port of the /metrics endpoint, when ``metrics_listen`` is set.
+        self.metrics_port = 0
 
     @property
     def address(self) -> str:
@@ -112,6 +115,9 @@ class Orchestrator:
             ),
             server,
         )
+        if settings.metrics_listen:
+            self.metrics_port = self._stack.enter_context(serving_metrics(settings.metrics_listen))
+            log.info("orchestrator.metrics", port=self.metrics_port)
         self.port = server.add_secure_port(settings.listen, server_credentials(files))
         await server.start()
         self._server = server
