@@ -30,6 +30,7 @@ from typing import Any, Final, Literal
 
 import jsonschema
 
+from agentmesh import schemas
 from agentmesh.errors import ValidationError
 from agentmesh.models import JSON
 
@@ -175,15 +176,9 @@ def check_result(spec: AggregateSpec | DelegatedAggregate, result: JSON) -> JSON
     """
     if spec.output_schema is None:
         return result
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(spec.output_schema).iter_errors(result)
-    )
+    error = schemas.first_error(spec.output_schema, result, whole="the result")
     if error is not None:
-        where = "".join(f"[{p!r}]" for p in error.absolute_path) or "the result"
-        raise ValidationError(
-            f"the result does not match: {error.message} (at {where})",
-            field=f"{FIELD}.output_schema",
-        )
+        raise ValidationError(f"the result does not match: {error}", field=f"{FIELD}.output_schema")
     return result
 
 

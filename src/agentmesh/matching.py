@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agentmesh.models import AgentCard
+from agentmesh.planning import version_matches
 
 
 @dataclass(slots=True)
@@ -68,10 +69,7 @@ def offers(card: AgentCard, requirement: Requirement) -> bool:
     capability = card.capability(requirement.capability)
     if capability is None:
         return False
-    if not requirement.version:
-        return True
-    wanted = requirement.version.split(".")
-    return capability.version.split(".")[: len(wanted)] == wanted
+    return not requirement.version or version_matches(requirement.version, capability.version)
 
 
 def eligible(candidate: Candidate, requirement: Requirement) -> bool:

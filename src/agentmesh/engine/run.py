@@ -18,7 +18,7 @@ import structlog
 from google.protobuf import json_format, timestamp_pb2
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from agentmesh import metrics
+from agentmesh import metrics, schemas
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.aggregate import DelegatedAggregate, aggregate, check_result
 from agentmesh.config import Settings
@@ -496,7 +496,13 @@ class TaskRun:
                 if failed_on and link.name not in failed_on:
                     metrics.FAILOVERS.inc()
         if outcome.ok:
-            return outcome
+            declared = link.card.capability(capability)
+            problem = declared and schemas.first_error(declared.output_schema, outcome.output)
+            if not problem:
+                return outcome
+            # The agent broke its own contract: count it against the agent, try elsewhere.
+            outcome = Outcome(code="invalid_output", message=problem, retryable=True)
+            self._registry.record(link.name, 0.0, False, agent_fault=True)
         failed_on.add(link.name)
         message = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
         self._log.warning(

@@ -16,16 +16,13 @@ the step.
 
 from __future__ import annotations
 
-import functools
 import heapq
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-import jsonschema
-
+from agentmesh import schemas
 from agentmesh.aggregate import parse_aggregate_spec
 from agentmesh.errors import ValidationError
 from agentmesh.models import JSON, Capability, Plan, StepSpec
@@ -291,7 +288,7 @@ def version_matches(prefix: str, version: str) -> bool:
 
 def _check_literal_input(step: StepSpec, capability: Capability, field: str) -> None:
     literal, pruned = _literal_view(step.input)
-    validator = _validator(json.dumps(capability.input_schema, sort_keys=True))
+    validator = schemas.validator(capability.input_schema)
     if validator is None:
         raise ValidationError(
             f"capability {capability.name!r} declares an invalid input schema",
@@ -346,17 +343,6 @@ def _literal_view(
         return kept
 
     return strip(value, ()), pruned
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> jsonschema.Draft202012Validator | None:
-    # Compiling a schema is the costly part of checking, and capabilities change rarely.
-    schema = json.loads(schema_json)
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError:
-        return None
-    return jsonschema.Draft202012Validator(schema)
 
 
 def _order(
