@@ -63,12 +63,14 @@ class AgentProcesses:
 
     def stop_all(self) -> None:
         """End every agent still running (SIGTERM, then SIGKILL if it lingers)."""
-        for name in list(self.running):
-            process = self.running.pop(name)
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+        # Signal all first so that they drain side by side, not one after another.
+        stopping = [p for p in self.running.values() if p.poll() is None]
+        self.running.clear()
+        for process in stopping:
+            process.send_signal(signal.SIGTERM)
+        for process in stopping:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
