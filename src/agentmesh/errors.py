@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 import grpc
+from pydantic import ValidationError as PydanticValidationError
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def field_path(base: str, key: str | int) -> str:
+    """``base.key`` for plain keys, ``base["odd key"]`` otherwise, ``base[3]`` for positions."""
+    if isinstance(key, int):
+        return f"{base}[{key}]"
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{base}.{key}" if base else key
+    return f"{base}[{json.dumps(key)}]"
 
 
 class AgentMeshError(Exception):
@@ -20,6 +36,20 @@ class ValidationError(AgentMeshError):
     """A request or plan is malformed; ``field`` names the offending part."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+    @classmethod
+    def from_pydantic(cls, exc: PydanticValidationError, *, field: str = "") -> ValidationError:
+        """The most telling of ``exc``'s errors, its location appended to ``field``.
+
+        An unknown key comes first: it is usually a misspelling, and the "missing" error for
+        the intended key is its consequence.
+        """
+        errors: list[Any] = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
+        where = field
+        for key in first["loc"]:
+            where = field_path(where, key)
+        return cls(first["msg"], field=where)
 
 
 class NotFound(AgentMeshError):
@@ -67,6 +97,12 @@ class StepFailed(AgentMeshError):
         super().__init__(message)
         self.failure_code = code
         self.retryable = retryable
+
+
+class ConfigError(AgentMeshError):
+    """A configuration file (policy, revocation list, ...) is missing or invalid."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class CertificateError(AgentMeshError):

@@ -22,13 +22,6 @@ def from_struct(struct: struct_pb2.Struct) -> dict[str, JSON]:
     return json_format.MessageToDict(struct)
 
 
-def pydantic_error(exc: PydanticValidationError, prefix: str) -> ValidationError:
-    """Our ValidationError naming the first field pydantic refused, under ``prefix``."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return ValidationError(first["msg"], field=f"{prefix}.{where}" if where else prefix)
-
-
 def card_to_proto(card: AgentCard) -> common_pb2.AgentCard:
     """An agent card as registered and described."""
     return common_pb2.AgentCard(
@@ -73,7 +66,7 @@ def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
             labels=dict(card.labels),
         )
     except PydanticValidationError as exc:
-        raise pydantic_error(exc, "card") from None
+        raise ValidationError.from_pydantic(exc, field="card") from None
 
 
 def step_from_proto(step: common_pb2.StepSpec) -> StepSpec:

@@ -20,8 +20,9 @@ import structlog
 from pydantic import ValidationError as PydanticValidationError
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh.errors import ValidationError
 from agentmesh.models import JSON, AgentCard, StepSpec
-from agentmesh.wire import from_struct, pydantic_error, step_from_proto
+from agentmesh.wire import from_struct, step_from_proto
 
 log = structlog.get_logger(__name__)
 
@@ -171,7 +172,7 @@ class AgentLink:
             try:
                 follow_ups = tuple(step_from_proto(s) for s in result.follow_ups)
             except PydanticValidationError as exc:
-                error = pydantic_error(exc, "result.follow_ups")
+                error = ValidationError.from_pydantic(exc, field="result.follow_ups")
                 self._finish(
                     result.assignment_id,
                     Outcome(code="invalid_output", message=str(error), retryable=False),

@@ -21,7 +21,6 @@ import structlog
 from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, FailedPrecondition, ValidationError
 from agentmesh.models import JSON, Capability, Plan, TaskRequest
-from agentmesh.planning._convert import from_pydantic
 from agentmesh.planning.limits import PlanLimits
 from agentmesh.planning.similarity import Match, TfIdfIndex
 from agentmesh.planning.validate import validate_plan
@@ -282,7 +281,7 @@ class LLMPlanner:
         try:
             plan = Plan.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise from_pydantic(exc, field="plan") from None
+            raise ValidationError.from_pydantic(exc, field="plan") from None
         return validate_plan(plan, capabilities=capabilities, limits=self._limits)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from agentmesh.errors import ValidationError
+from agentmesh.errors import ValidationError, field_path
 from agentmesh.models import JSON
 
 STEP_ID_PATTERN: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]{0,63}")
@@ -33,7 +33,6 @@ Root = Literal["input", "steps", "item", "index"]
 # "$$" (an escaped dollar), a complete "${...}", or an opening "${" that never closes.
 _TOKEN = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _SEGMENT = re.compile(r"[^\s.${}]+")
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _FORMS = "${input...}, ${steps.ID.output...}, ${item...} or ${index}"
 
 
@@ -145,15 +144,6 @@ def has_references(value: JSON) -> bool:
 def step_references(value: JSON) -> set[str]:
     """Ids of the steps referenced anywhere in a nested JSON value."""
     return {ref.step for _, ref in iter_references(value) if ref.root == "steps"}
-
-
-def field_path(base: str, key: str | int) -> str:
-    """``base.key`` for plain keys, ``base["odd key"]`` otherwise, ``base[3]`` for positions."""
-    if isinstance(key, int):
-        return f"{base}[{key}]"
-    if _PLAIN_KEY.fullmatch(key):
-        return f"{base}.{key}" if base else key
-    return f"{base}[{json.dumps(key)}]"
 
 
 def resolve(

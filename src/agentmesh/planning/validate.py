@@ -24,13 +24,12 @@ from typing import Final
 
 from agentmesh import schemas
 from agentmesh.aggregate import parse_aggregate_spec
-from agentmesh.errors import ValidationError
+from agentmesh.errors import ValidationError, field_path
 from agentmesh.models import JSON, Capability, Plan, StepSpec
 from agentmesh.planning.limits import PlanLimits
 from agentmesh.planning.references import (
     STEP_ID_PATTERN,
     Reference,
-    field_path,
     has_references,
     iter_references,
     parse,

@@ -21,10 +21,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentmesh.errors import NotFound, ValidationError
+from agentmesh.errors import NotFound, ValidationError, field_path
 from agentmesh.models import JSON, Plan, StepSpec
-from agentmesh.planning._convert import from_pydantic
-from agentmesh.planning.references import field_path
 from agentmesh.planning.validate import validate_plan
 
 SUFFIXES: Final = (".yaml", ".yml", ".json")
@@ -90,7 +88,7 @@ def parse_workflow(data: JSON, *, source: str = "workflow") -> Workflow:
     try:
         workflow = Workflow.model_validate(data)
     except pydantic.ValidationError as exc:
-        error = from_pydantic(exc)
+        error = ValidationError.from_pydantic(exc)
         raise ValidationError(error.message, field=f"{source}:{error.field}") from None
     try:
         validate_plan(workflow.to_plan())

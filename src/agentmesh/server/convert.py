@@ -23,7 +23,6 @@ from agentmesh.registry import AgentStatus
 from agentmesh.wire import (
     card_to_proto,
     from_struct,
-    pydantic_error,
     step_from_proto,
     step_to_proto,
 )
@@ -87,7 +86,7 @@ def plan_from_proto(plan: pb.Plan) -> Plan:
         try:
             steps.append(step_from_proto(step))
         except PydanticValidationError as exc:
-            raise pydantic_error(exc, f"plan.steps[{index}]") from None
+            raise ValidationError.from_pydantic(exc, field=f"plan.steps[{index}]") from None
     return Plan(steps=tuple(steps), aggregate=from_struct(plan.aggregate))
 
 
@@ -119,7 +118,7 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
     try:
         return TaskRequest(**fields)
     except PydanticValidationError as exc:
-        raise pydantic_error(exc, "request") from None
+        raise ValidationError.from_pydantic(exc, field="request") from None
 
 
 def task_to_proto(task: TaskRecord) -> pb.Task:
