@@ -1,0 +1,71 @@
+"""agentmesh: a gRPC service mesh for AI agents.
+
+The names most users need::
+
+    from agentmesh import Agent, AssignmentContext, capability, run     # write an agent
+    from agentmesh import Client, Plan, StepSpec                        # submit and watch tasks
+    from agentmesh import Orchestrator, Settings                        # run the orchestrator
+
+Names are imported on first use, so an agent process never loads the orchestrator's
+database and cache libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentmesh.agent import (
+        Agent,
+        AgentServer,
+        AgentSettings,
+        AssignmentContext,
+        capability,
+        run,
+    )
+    from agentmesh.client import Client
+    from agentmesh.config import Settings
+    from agentmesh.errors import (
+        AgentMeshError,
+        AgentUnavailable,
+        NotFound,
+        PermissionDenied,
+        StepFailed,
+        ValidationError,
+    )
+    from agentmesh.models import Capability, Plan, RetryPolicy, StepSpec, StepState, TaskState
+    from agentmesh.server import Orchestrator
+
+_HOMES = {
+    "agentmesh.agent": (
+        "Agent",
+        "AgentServer",
+        "AgentSettings",
+        "AssignmentContext",
+        "capability",
+        "run",
+    ),
+    "agentmesh.client": ("Client",),
+    "agentmesh.config": ("Settings",),
+    "agentmesh.errors": (
+        "AgentMeshError",
+        "AgentUnavailable",
+        "NotFound",
+        "PermissionDenied",
+        "StepFailed",
+        "ValidationError",
+    ),
+    "agentmesh.models": ("Capability", "Plan", "RetryPolicy", "StepSpec", "StepState", "TaskState"),
+    "agentmesh.server": ("Orchestrator",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentmesh' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
