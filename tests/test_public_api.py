@@ -15,6 +15,10 @@ def test_every_exported_name_resolves(name: str) -> None:
     assert getattr(agentmesh, name) is not None
 
 
+def test_all_lists_exactly_the_lazily_exported_names() -> None:
+    assert sorted(agentmesh.__all__) == sorted(agentmesh._HOME_OF)
+
+
 def test_unknown_names_raise_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = agentmesh.Nope  # type: ignore[attr-defined]

@@ -61,7 +61,29 @@ _HOMES = {
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-__all__ = sorted(_HOME_OF)
+__all__ = [
+    "Agent",
+    "AgentMeshError",
+    "AgentServer",
+    "AgentSettings",
+    "AgentUnavailable",
+    "AssignmentContext",
+    "Capability",
+    "Client",
+    "NotFound",
+    "Orchestrator",
+    "PermissionDenied",
+    "Plan",
+    "RetryPolicy",
+    "Settings",
+    "StepFailed",
+    "StepSpec",
+    "StepState",
+    "TaskState",
+    "ValidationError",
+    "capability",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:
