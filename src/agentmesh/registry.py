@@ -85,9 +85,22 @@ class Registry:
 
     async def _tick(self) -> None:
         # Open circuits become probe-able by the clock alone; nothing else would wake waiters.
+        refresh_every = self._settings.cache_ttl_seconds / 3
+        refreshed = time.monotonic()
         while True:
             await asyncio.sleep(0.25)
             self._dispatch()
+            if time.monotonic() - refreshed >= refresh_every:
+                # Cached cards expire unless renewed: a dead replica's agents fade from Redis.
+                refreshed = time.monotonic()
+                for link in list(self._links.values()):
+                    await self._cache_card(link)
+
+    async def _cache_card(self, link: AgentLink) -> None:
+        await self._cache.set(
+            f"agents:{link.name}",
+            {"card": link.card.model_dump(mode="json"), "identity": link.identity},
+        )
 
     async def __aexit__(self, *_: object) -> None:
         if self._ticker is not None:
@@ -152,7 +165,7 @@ class Registry:
         )
         metrics.AGENTS.set(len(self._links))
         await self._store.save_agent(card, identity, now)
-        await self._cache.set(f"agents:{card.name}", card.model_dump(mode="json"))
+        await self._cache_card(link)
         log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
         self._dispatch()
 
