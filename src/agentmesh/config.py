@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     trust_domain: str = "agentmesh.local"
     #: Certificate and key of this process (relative to certs_dir unless absolute).
     cert_name: str = "orchestrator"
+    #: Authorization policy file (YAML, or JSON when it ends in .json), reloaded when it
+    #: changes; empty for the built-in policy: agents register as themselves with any
+    #: capability, clients and admins submit, owners see and cancel their own tasks, admins
+    #: every task, and anyone lists agents.
+    policy_file: str = ""
+    #: Revocation list (SPIFFE IDs and certificate serial numbers), reloaded when it changes
+    #: and edited by ``agentmesh certs revoke``; empty for none.
+    revocation_file: str = ""
+    #: How often the policy and revocation files are checked for changes.
+    security_reload_seconds: float = Field(default=1.0, gt=0)
+    #: Development only: serve plaintext without client certificates; every caller is then
+    #: the unauthenticated identity ``spiffe://<trust_domain>/admin/insecure-dev``.
+    insecure: bool = False
 
     #: This orchestrator's name among replicas sharing one database; empty: derived from
     #: the host name, certificate and listen address (stable across restarts).

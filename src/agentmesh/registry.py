@@ -59,7 +59,11 @@ class Registry:
     """The agents this orchestrator has Sessions with, and the slots they offer."""
 
     def __init__(
-        self, store: Store, cache: Cache, settings: Settings, credentials: grpc.ChannelCredentials
+        self,
+        store: Store,
+        cache: Cache,
+        settings: Settings,
+        credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials],
     ) -> None:
         self._store = store
         self._cache = cache
@@ -136,7 +140,8 @@ class Registry:
         link = AgentLink(
             card,
             identity,
-            self._credentials,
+            # A callable reads the certificate files afresh: rotation needs no restart.
+            self._credentials() if callable(self._credentials) else self._credentials,
             ping_interval=self._settings.ping_interval_seconds,
             timeout=self._settings.agent_timeout_seconds,
             max_message_bytes=self._settings.max_message_bytes,
@@ -178,6 +183,15 @@ class Registry:
             raise PermissionDenied(f"only {link.identity} may deregister {name!r}", field="name")
         await self._drop(link, "deregistered")
         await link.close("deregistered")
+
+    async def close_identity(self, identity: str, reason: str) -> int:
+        """End the Sessions of the agents registered by ``identity`` (e.g. it was revoked);
+        their work in flight fails over. Returns how many were closed."""
+        links = [link for link in self._links.values() if link.identity == identity]
+        for link in links:
+            await self._drop(link, reason)
+            await link.close(reason)
+        return len(links)
 
     def _lost(self, link: AgentLink, reason: str) -> None:
         task = asyncio.create_task(self._drop(link, reason), name=f"drop-{link.name}")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +46,11 @@ class Outcome:
 
 
 ProgressCallback = Callable[[float, str], None]
+
+#: Replies that name an assignment; each must name one sent on this very link.
+_REPLIES = ("accepted", "progress", "result", "failure")
+#: How many recently sent assignment ids a link remembers, to tell late answers from forged ones.
+_REMEMBERED = 10_000
 
 
 @dataclass(slots=True)
@@ -83,6 +89,7 @@ class AgentLink:
         ]
         self._on_lost = on_lost
         self._pending: dict[str, _Pending] = {}
+        self._sent: OrderedDict[str, None] = OrderedDict()
         self._write_lock = asyncio.Lock()
         self._nonces = itertools.count(1)
         self._first_pong = asyncio.Event()
@@ -152,8 +159,27 @@ class AgentLink:
             reason = f"session broke: {exc.code().name} {exc.details()}"
         self._lose(reason)
 
+    def _foreign(self, kind: str, assignment_id: str) -> bool:
+        """True (and logged) when a reply names no assignment pending on this link."""
+        if assignment_id in self._pending:
+            return False
+        if assignment_id in self._sent:
+            # A late answer for an attempt abandoned (timed out, cancelled): harmless.
+            self._log.debug("assignment.late_reply", kind=kind, assignment_id=assignment_id)
+        else:
+            # Never given to this agent: another agent's id, or made up. Ignored.
+            self._log.warning(
+                "security.foreign_assignment",
+                identity=self.identity,
+                kind=kind,
+                assignment_id=assignment_id[:64],
+            )
+        return True
+
     def _dispatch(self, message: agent_pb2.AgentMessage) -> None:
         kind = message.WhichOneof("kind")
+        if kind in _REPLIES and self._foreign(kind, getattr(message, kind).assignment_id):
+            return
         if kind == "pong":
             self._first_pong.set()
         elif kind == "draining":
@@ -171,6 +197,7 @@ class AgentLink:
             result = message.result
             try:
                 follow_ups = tuple(step_from_proto(s) for s in result.follow_ups)
+                output = from_struct(result.output)
             except PydanticValidationError as exc:
                 error = ValidationError.from_pydantic(exc, field="result.follow_ups")
                 self._finish(
@@ -178,10 +205,14 @@ class AgentLink:
                     Outcome(code="invalid_output", message=str(error), retryable=False),
                 )
                 return
-            self._finish(
-                result.assignment_id,
-                Outcome(output=from_struct(result.output), follow_ups=follow_ups),
-            )
+            except ValueError as exc:
+                # NaN or an infinity somewhere: not JSON. Must not kill the reader.
+                self._finish(
+                    result.assignment_id,
+                    Outcome(code="invalid_output", message=f"result: {exc}", retryable=False),
+                )
+                return
+            self._finish(result.assignment_id, Outcome(output=output, follow_ups=follow_ups))
         elif kind == "failure":
             f = message.failure
             self._finish(
@@ -202,6 +233,9 @@ class AgentLink:
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), on_progress)
         self._pending[assignment.assignment_id] = pending
+        self._sent[assignment.assignment_id] = None
+        if len(self._sent) > _REMEMBERED:
+            self._sent.popitem(last=False)
         self.active += 1
         try:
             await self._send(agent_pb2.OrchestratorMessage(assignment=assignment))

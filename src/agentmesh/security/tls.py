@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from agentmesh.errors import CertificateError, Unauthenticated
+from agentmesh.errors import AgentMeshError, CertificateError, Unauthenticated
 from agentmesh.security.ca import CertFiles, identity_of
 from agentmesh.security.identity import Identity
+
+log = structlog.get_logger(__name__)
 
 
 def _read(path: Path) -> bytes:
@@ -32,9 +38,10 @@ class _RotatingServerConfig:
         )
 
     def load(self) -> grpc.ServerCertificateConfiguration:
+        key, cert = _read(self._files.key), _read(self._files.cert)
+        _check_pair(cert, key, self._files)
         return grpc.ssl_server_certificate_configuration(
-            [(_read(self._files.key), _read(self._files.cert))],
-            root_certificates=_read(self._files.ca),
+            [(key, cert)], root_certificates=_read(self._files.ca)
         )
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
@@ -45,8 +52,32 @@ class _RotatingServerConfig:
             return None
         if stamp == self._stamp:
             return None
+        try:
+            config = self.load()
+        except CertificateError as exc:
+            # Caught between writing the key and the certificate, or a bad file: keep serving
+            # the current pair and look again at the next handshake.
+            log.warning("tls.rotation_deferred", cert=str(self._files.cert), error=str(exc))
+            return None
         self._stamp = stamp
-        return self.load()
+        log.info("tls.certificate_rotated", cert=str(self._files.cert))
+        return config
+
+
+def _check_pair(cert_pem: bytes, key_pem: bytes, files: CertFiles) -> None:
+    """Raise CertificateError unless ``key_pem`` is the private key of ``cert_pem``."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError as exc:
+        # The message names the file, never its contents: a key must not reach the logs.
+        raise CertificateError(f"{files.cert} or {files.key} is not valid PEM") from exc
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if cert.public_key().public_bytes(encoding, public) != key.public_key().public_bytes(
+        encoding, public
+    ):
+        raise CertificateError(f"{files.key} is not the key of {files.cert}")
 
 
 def server_credentials(files: CertFiles) -> grpc.ServerCredentials:
@@ -70,19 +101,72 @@ def channel_credentials(files: CertFiles) -> grpc.ChannelCredentials:
     )
 
 
+class RotatingChannelCredentials:
+    """Channel credentials read afresh whenever the certificate files change.
+
+    gRPC reads a channel's credentials once, when the channel is made; calling this for each
+    new channel (as the registry does for each agent it dials) picks up a rotated
+    certificate without a restart.
+    """
+
+    def __init__(self, files: CertFiles) -> None:
+        self._files = files
+        self._stamp: tuple[int, ...] = ()
+        self._credentials: grpc.ChannelCredentials | None = None
+
+    def __call__(self) -> grpc.ChannelCredentials:
+        try:
+            stamp = tuple(
+                p.stat().st_mtime_ns for p in (self._files.ca, self._files.cert, self._files.key)
+            )
+        except OSError:
+            stamp = self._stamp
+        if self._credentials is None or stamp != self._stamp:
+            key, cert = _read(self._files.key), _read(self._files.cert)
+            try:
+                _check_pair(cert, key, self._files)
+            except CertificateError as exc:
+                if self._credentials is None:
+                    raise
+                log.warning("tls.rotation_deferred", cert=str(self._files.cert), error=str(exc))
+                return self._credentials
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(self._files.ca), private_key=key, certificate_chain=cert
+            )
+            self._stamp = stamp
+        return self._credentials
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A verified caller: its identity and the serial number of the certificate it presented.
+
+    ``serial`` is None only for the unauthenticated development identity of insecure mode.
+    """
+
+    identity: Identity
+    serial: int | None
+
+
 @functools.lru_cache(maxsize=1024)
-def _identity_of_pem(pem: bytes) -> Identity:
+def _peer_of_pem(pem: bytes) -> Peer:
     # Parsing X.509 on every call would be waste: peers reuse one certificate.
-    return identity_of(pem)
+    serial = x509.load_pem_x509_certificate(pem).serial_number
+    return Peer(identity_of(pem), serial)
 
 
-def peer_identity(context: grpc.aio.ServicerContext[object, object]) -> Identity:
-    """The verified identity of the caller, from the certificate it presented over mTLS."""
+def peer_certificate(context: grpc.aio.ServicerContext[object, object]) -> Peer:
+    """The caller's identity and certificate serial, from the certificate it presented."""
     auth = context.auth_context()
     certs = list(auth.get("x509_pem_cert") or ())
     if not certs:
         raise Unauthenticated("a client certificate from the mesh CA is required")
     try:
-        return _identity_of_pem(certs[0])
-    except CertificateError as exc:
+        return _peer_of_pem(certs[0])
+    except (AgentMeshError, ValueError) as exc:
         raise Unauthenticated(f"client certificate carries no usable identity: {exc}") from exc
+
+
+def peer_identity(context: grpc.aio.ServicerContext[object, object]) -> Identity:
+    """The verified identity of the caller, from the certificate it presented over mTLS."""
+    return peer_certificate(context).identity

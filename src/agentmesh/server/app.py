@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -20,7 +21,9 @@ from agentmesh.events import EventBus
 from agentmesh.metrics import serving_metrics
 from agentmesh.planning import Planner, default_planner
 from agentmesh.registry import Registry
-from agentmesh.security import CertFiles, IdentityKind, channel_credentials, server_credentials
+from agentmesh.security import CertFiles, Identity, IdentityKind, server_credentials
+from agentmesh.security.guard import Guard
+from agentmesh.security.tls import RotatingChannelCredentials
 from agentmesh.server.interceptors import MeshInterceptor
 from agentmesh.server.servicers import OrchestratorServicer, RegistryServicer
 from agentmesh.store import Store
@@ -66,6 +69,15 @@ class Orchestrator:
             raise CertificateError(
                 f"no orchestrator certificate at {files.cert}; run `agentmesh certs init`"
             )
+        guard = await self._stack.enter_async_context(
+            Guard(
+                policy_file=Path(settings.policy_file) if settings.policy_file else None,
+                revocation_file=Path(settings.revocation_file)
+                if settings.revocation_file
+                else None,
+                reload_seconds=settings.security_reload_seconds,
+            )
+        )
         store = await self._stack.enter_async_context(
             Store(settings.database_url, schema=settings.database_schema)
         )
@@ -74,7 +86,7 @@ class Orchestrator:
         )
         bus = await self._stack.enter_async_context(EventBus(store, cache))
         registry = await self._stack.enter_async_context(
-            Registry(store, cache, settings, channel_credentials(files))
+            Registry(store, cache, settings, RotatingChannelCredentials(files))
         )
         planner = self._planner or default_planner(settings)
         engine = await self._stack.enter_async_context(
@@ -87,11 +99,12 @@ class Orchestrator:
                 settings=settings,
             )
         )
-        self.engine, self.registry, self.store = engine, registry, store
+        self.engine, self.registry, self.store, self.guard = engine, registry, store, guard
+        guard.close_agents_with(registry.close_identity)
 
         limit = settings.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[MeshInterceptor()],
+            interceptors=[MeshInterceptor(guard, insecure_identity=self._insecure_identity())],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -100,10 +113,10 @@ class Orchestrator:
             ],
         )
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-            OrchestratorServicer(engine, store, bus, registry), server
+            OrchestratorServicer(engine, store, bus, registry, guard), server
         )
         orchestrator_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryServicer(registry, settings.ping_interval_seconds), server
+            RegistryServicer(registry, settings.ping_interval_seconds, guard), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -118,7 +131,16 @@ class Orchestrator:
         if settings.metrics_listen:
             self.metrics_port = self._stack.enter_context(serving_metrics(settings.metrics_listen))
             log.info("orchestrator.metrics", port=self.metrics_port)
-        self.port = server.add_secure_port(settings.listen, server_credentials(files))
+        if settings.insecure:
+            log.warning(
+                "security.insecure_mode",
+                address=settings.listen,
+                identity=str(self._insecure_identity()),
+                note="plaintext, no client certificates: for development only",
+            )
+            self.port = server.add_insecure_port(settings.listen)
+        else:
+            self.port = server.add_secure_port(settings.listen, server_credentials(files))
         await server.start()
         self._server = server
         # Stop accepting calls before the components they use go away.
@@ -128,6 +150,11 @@ class Orchestrator:
         log.info(
             "orchestrator.started", address=self.address, database=store.url.render_as_string()
         )
+
+    def _insecure_identity(self) -> Identity | None:
+        if not self.settings.insecure:
+            return None
+        return Identity(self.settings.trust_domain, IdentityKind.ADMIN, "insecure-dev")
 
     async def _stop_server(self) -> None:
         if self._server is not None:

@@ -1,0 +1,140 @@
+"""Files the orchestrator reloads when they change (policy, revocation list)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import structlog
+
+from agentmesh.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Listener = Callable[[T], Awaitable[None] | None]
+_Stamp = tuple[int, int, int] | None
+
+
+def _stamp(path: Path) -> _Stamp:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    # The inode catches an atomic replace that kept mtime and size.
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+class ReloadingFile(Generic[T]):
+    """The parsed contents of one file, re-read in the background whenever it changes.
+
+    ``async with`` loads the file once (raising :class:`~agentmesh.errors.ConfigError` when it
+    is invalid: fail fast at start-up) and then checks it every ``interval`` seconds. An
+    invalid or vanished file later on keeps the last good value and logs ``config.invalid``.
+    With ``missing`` given, a file that does not exist yet stands for that value.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        load: Callable[[Path], T],
+        *,
+        interval: float = 1.0,
+        missing: T | None = None,
+        what: str = "file",
+    ) -> None:
+        self.path = path
+        self._load = load
+        self._interval = interval
+        self._missing = missing
+        self._what = what
+        self._stamp: _Stamp = None
+        self._value: T | None = None
+        self._listeners: list[Listener[T]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def value(self) -> T:
+        """The last good contents."""
+        if self._value is None:
+            raise RuntimeError("ReloadingFile used outside 'async with'")
+        return self._value
+
+    def on_change(self, listener: Listener[T]) -> None:
+        """Call ``listener`` with the new value after every successful reload."""
+        self._listeners.append(listener)
+
+    def _read(self) -> tuple[_Stamp, T]:
+        stamp = _stamp(self.path)
+        if stamp is None:
+            if self._missing is None:
+                raise ConfigError(f"{self._what} {self.path} does not exist")
+            return None, self._missing
+        return stamp, self._load(self.path)
+
+    async def __aenter__(self) -> ReloadingFile[T]:
+        self._stamp, self._value = await asyncio.to_thread(self._read)
+        if self._stamp is None:
+            log.warning("config.missing", what=self._what, path=str(self.path))
+        self._task = asyncio.create_task(self._watch(), name=f"watch-{self.path.name}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check()
+
+    async def check(self) -> bool:
+        """Reload now if the file changed; True when a new value was taken."""
+        stamp = await asyncio.to_thread(_stamp, self.path)
+        if stamp == self._stamp:
+            return False
+        if stamp is None:
+            self._stamp = None
+            log.error(
+                "config.invalid",
+                what=self._what,
+                path=str(self.path),
+                error="the file vanished; keeping the last good version",
+            )
+            return False
+        try:
+            value = await asyncio.to_thread(self._load, self.path)
+        except ConfigError as exc:
+            # Remember the stamp: the same broken file is reported once, not every second.
+            self._stamp = stamp
+            log.error(
+                "config.invalid",
+                what=self._what,
+                path=str(self.path),
+                error=str(exc),
+                kept="the last good version",
+            )
+            return False
+        self._stamp, self._value = stamp, value
+        log.info("config.reloaded", what=self._what, path=str(self.path), pid=os.getpid())
+        for listener in self._listeners:
+            try:
+                outcome = listener(value)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:
+                # One failing reaction must not stop the others, nor the watching.
+                log.exception("config.listener_failed", what=self._what, path=str(self.path))
+        return True
