@@ -16,6 +16,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2, orchestrator_pb2_grp
 from agentmesh.cache import Cache
 from agentmesh.config import Settings
 from agentmesh.engine import Engine
+from agentmesh.engine.delegate import AgentPlanner
 from agentmesh.errors import CertificateError
 from agentmesh.events import EventBus
 from agentmesh.metrics import serving_metrics
@@ -88,7 +89,9 @@ class Orchestrator:
         registry = await self._stack.enter_async_context(
             Registry(store, cache, settings, RotatingChannelCredentials(files))
         )
-        planner = self._planner or default_planner(settings)
+        planner = self._planner or default_planner(
+            settings, delegate=AgentPlanner(registry, timeout=settings.llm_timeout_seconds)
+        )
         engine = await self._stack.enter_async_context(
             Engine(
                 store=store,
