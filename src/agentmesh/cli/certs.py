@@ -75,3 +75,66 @@ def issue_command(
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"spiffe://{domain}/{kind.value}/{name}")
     typer.echo(f"cert {files.cert}  key {files.key} (0600)")
+
+
+@app.command()
+def revoke(
+    identity: Annotated[
+        str | None,
+        typer.Argument(help="SPIFFE ID, or kind/name such as agent/rogue"),
+    ] = None,
+    serial: Annotated[
+        list[str] | None, typer.Option(help="a certificate serial number (0x… hex or decimal)")
+    ] = None,
+    cert: Annotated[
+        list[Path] | None, typer.Option(help="a certificate file whose serial number to revoke")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="revocation list [AGENTMESH_REVOCATION_FILE]")
+    ] = None,
+    certs_dir: CertsDir = None,
+) -> None:
+    """Add an identity or certificate to the revocation list that orchestrators watch."""
+    from cryptography import x509
+
+    from agentmesh.security.identity import Identity
+    from agentmesh.security.revocation import parse_serial
+    from agentmesh.security.revocation import revoke as add_revocations
+
+    settings = Settings()
+    target = file or (Path(settings.revocation_file) if settings.revocation_file else None)
+    if target is None:
+        raise typer.BadParameter("set AGENTMESH_REVOCATION_FILE or pass --file")
+    identities: list[Identity] = []
+    serials: list[int] = []
+    try:
+        if identity:
+            if "://" not in identity:
+                folder = _dir(certs_dir)
+                domain = (
+                    trust_domain_of(folder)
+                    if (folder / "ca.pem").exists()
+                    else settings.trust_domain
+                )
+                identity = f"spiffe://{domain}/{identity.strip('/')}"
+            identities.append(Identity.parse(identity))
+        for value in serial or ():
+            serials.append(parse_serial(value))
+        for path in cert or ():
+            serials.append(x509.load_pem_x509_certificate(path.read_bytes()).serial_number)
+    except (AgentMeshError, ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not identities and not serials:
+        raise typer.BadParameter("name an IDENTITY, a --serial or a --cert to revoke")
+    try:
+        revoked = add_revocations(target, identities=identities, serials=serials)
+    except AgentMeshError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for item in identities:
+        typer.echo(f"revoked {item}")
+    for number in serials:
+        typer.echo(f"revoked serial {number:#x}")
+    typer.echo(
+        f"{target}: {len(revoked.identities)} identities, {len(revoked.serials)} serials; "
+        "running orchestrators apply it within AGENTMESH_SECURITY_RELOAD_SECONDS"
+    )

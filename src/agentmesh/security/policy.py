@@ -300,6 +300,16 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text or "(top level)"
 
 
+def config_error(exc: PydanticValidationError, source: str) -> ConfigError:
+    """A ConfigError naming the first field of a file that pydantic refused."""
+    first = exc.errors()[0]
+    more = exc.error_count() - 1
+    return ConfigError(
+        f"{source}: {_location(first['loc'])}: {first['msg']}"
+        + (f" (and {more} more)" if more else "")
+    )
+
+
 def read_document(path: Path) -> Any:
     """The parsed contents of a YAML or JSON file; ConfigError when unreadable or malformed."""
     try:
@@ -308,14 +318,11 @@ def read_document(path: Path) -> Any:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+        return json.loads(text) if is_json else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"
-        ) from None
+        raise ConfigError(f"{path} is not valid {'JSON' if is_json else 'YAML'}: {exc}") from None
 
 
 def parse_policy(data: Any, *, source: str) -> Policy:
@@ -323,11 +330,7 @@ def parse_policy(data: Any, *, source: str) -> Policy:
     try:
         document = PolicyDocument.model_validate(data)
     except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(
-            f"{source}: {_location(first['loc'])}: {first['msg']}"
-            + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
-        ) from None
+        raise config_error(exc, source) from None
     return Policy(document, source=source)
 
 

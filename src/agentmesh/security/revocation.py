@@ -20,15 +20,15 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
-from agentmesh.errors import ConfigError, ValidationError
+from agentmesh.errors import ValidationError
 from agentmesh.security.identity import Identity
-from agentmesh.security.policy import read_document
+from agentmesh.security.policy import config_error, read_document
 
 
 def parse_serial(value: int | str) -> int:
@@ -53,30 +53,26 @@ def parse_serial(value: int | str) -> int:
     return serial
 
 
+def _check_uri(uri: str) -> str:
+    try:
+        Identity.parse(uri)
+    except ValidationError as exc:
+        raise ValueError(exc.message) from None
+    return uri
+
+
+def _check_serial(serial: int | str) -> int | str:
+    parse_serial(serial)
+    return serial
+
+
 class RevocationDocument(BaseModel):
     """The revocation file's contents."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    identities: tuple[str, ...] = ()
-    serials: tuple[int | str, ...] = ()
-
-    @field_validator("identities")
-    @classmethod
-    def _identities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for uri in value:
-            try:
-                Identity.parse(uri)
-            except ValidationError as exc:
-                raise ValueError(exc.message) from None
-        return value
-
-    @field_validator("serials")
-    @classmethod
-    def _serials(cls, value: tuple[int | str, ...]) -> tuple[int | str, ...]:
-        for serial in value:
-            parse_serial(serial)
-        return value
+    identities: tuple[Annotated[str, AfterValidator(_check_uri)], ...] = ()
+    serials: tuple[Annotated[int | str, AfterValidator(_check_serial)], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +105,7 @@ def parse_revocations(data: Any, *, source: str) -> Revocations:
     try:
         document = RevocationDocument.model_validate(data)
     except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {first['msg']}") from None
+        raise config_error(exc, source) from None
     return Revocations(
         frozenset(document.identities), frozenset(parse_serial(s) for s in document.serials)
     )

@@ -87,16 +87,17 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         # Fail closed: a client-streaming method added later must be guarded here first.
         return grpc.stream_unary_rpc_method_handler(self._unguarded(method))
 
-    def _authenticate(self, context: Context) -> Peer:
+    def _peer(self, context: Context) -> Peer:
         try:
-            peer = peer_certificate(context)
+            return peer_certificate(context)
         except Unauthenticated:
             if self._insecure is None:
                 raise
-            peer = self._insecure
+            return self._insecure
+
+    def _authenticate(self, peer: Peer) -> None:
         self._guard.authenticate(peer)
         caller.set(peer)
-        return peer
 
     @staticmethod
     def _decode(decode: Callable[[bytes], Any] | None, raw: Any) -> Any:
@@ -140,7 +141,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             peer: Peer | None = None
             try:
-                peer = self._authenticate(context)
+                peer = self._peer(context)
+                self._authenticate(peer)
                 response = await behavior(self._decode(decode, raw), context)
             except grpc.aio.AbortError:
                 raise
@@ -165,7 +167,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         async def wrapped(raw: Any, context: Context) -> AsyncIterator[Any]:
             peer: Peer | None = None
             try:
-                peer = self._authenticate(context)
+                peer = self._peer(context)
+                self._authenticate(peer)
                 request = self._decode(decode, raw)
                 with guard.stream(peer, method) as ticket:
                     try:
