@@ -39,14 +39,18 @@ async def channel(
     kind: str,
     name: str,
     *,
-    options: Sequence[tuple[str, Any]] = (),
+    server_name: str = "",
 ) -> AsyncIterator[grpc.aio.Channel]:
-    """An mTLS channel to ``orchestrator`` holding the certificate ``kind/name``."""
+    """An mTLS channel to ``orchestrator`` holding the certificate ``kind/name``.
+
+    ``server_name`` is the host name the orchestrator's certificate must carry (localhost).
+    """
     credentials = channel_credentials(CertFiles.of(certs, IdentityKind(kind), name))
+    options: list[tuple[str, Any]] = [("grpc.use_local_subchannel_pool", 1)]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
     async with grpc.aio.secure_channel(
-        f"localhost:{orchestrator.port}",
-        credentials,
-        options=[("grpc.use_local_subchannel_pool", 1), *options],
+        f"localhost:{orchestrator.port}", credentials, options=options
     ) as opened:
         yield opened
 
@@ -62,10 +66,15 @@ async def orchestrator_stub(
 
 @contextlib.asynccontextmanager
 async def registry_stub(
-    orchestrator: Orchestrator, certs: Path, kind: str = "agent", name: str = "echo-1"
+    orchestrator: Orchestrator,
+    certs: Path,
+    kind: str = "agent",
+    name: str = "echo-1",
+    *,
+    server_name: str = "",
 ) -> AsyncIterator[pb_grpc.RegistryAsyncStub]:
     """A Registry stub as ``kind/name``."""
-    async with channel(orchestrator, certs, kind, name) as opened:
+    async with channel(orchestrator, certs, kind, name, server_name=server_name) as opened:
         yield pb_grpc.RegistryStub(opened)  # type: ignore[no-untyped-call]
 
 
@@ -179,9 +188,13 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
         if self._server is not None:
             await self._server.stop(grace=None)
 
-    async def register(self, orchestrator: Orchestrator, **card: Any) -> pb.RegisterAgentResponse:
+    async def register(
+        self, orchestrator: Orchestrator, *, server_name: str = "", **card: Any
+    ) -> pb.RegisterAgentResponse:
         """Register with ``orchestrator`` as this agent's own identity."""
-        async with registry_stub(orchestrator, self.certs, "agent", self.name) as stub:
+        async with registry_stub(
+            orchestrator, self.certs, "agent", self.name, server_name=server_name
+        ) as stub:
             return await stub.RegisterAgent(
                 pb.RegisterAgentRequest(card=self.card(**card)), timeout=10
             )
