@@ -102,8 +102,16 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     ) -> AsyncIterator[pb.TaskEvent]:
         validation.check_watch(request)
         task = await self._task(request.task_id, Action.WATCH_TASKS)
-        if task.state.final and request.after_sequence >= await self._store.last_sequence(task.id):
-            return
+        if task.state.final:
+            # The live record turns final before its last events are written. The stored
+            # state is committed together with them: read it first, then the last sequence.
+            stored = await self._store.get_task(task.id)
+            if (
+                stored is not None
+                and stored.state.final
+                and request.after_sequence >= await self._store.last_sequence(task.id)
+            ):
+                return
         async for event in self._bus.watch(task.id, request.after_sequence):
             yield convert.event_to_proto(event)
 
