@@ -1,0 +1,62 @@
+"""WatchTask subscribers: leaving mid-task and coming back from the last sequence loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh.models import Plan, StepSpec
+from agentmesh.server import Orchestrator
+from tests.support.events import assert_gapless, kind, watch_all
+from tests.support.journal import Journal
+from tests.support.mesh import client, wait_for_agents
+from tests.support.processes import AgentProcesses
+
+AGENT = "tests.support.agents"
+
+
+async def test_a_watcher_that_disconnects_while_the_task_runs_resumes_without_a_gap(
+    orchestrator: Orchestrator,
+    certs: Path,
+    agents: AgentProcesses,
+    journal: Journal,
+    tmp_path: Path,
+) -> None:
+    agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
+    gate = tmp_path / "gate"
+    plan = Plan(
+        steps=(
+            StepSpec(id="first", capability="test.echo", input={"value": 1, "progress": 2}),
+            StepSpec(
+                id="held",
+                capability="test.work",
+                input={"journal": str(journal), "entry": "held", "gate": str(gate)},
+                needs=("first",),
+            ),
+            StepSpec(id="last", capability="test.echo", input={"value": 3}, needs=("held",)),
+        )
+    )
+    async with client(orchestrator, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        task_id = await alice.submit(plan=plan)
+        before: list[pb.TaskEvent] = []
+        async with asyncio.timeout(10):
+            async for event in alice.watch(task_id):
+                before.append(event)
+                if kind(event) == "step_state" and event.step_state.step_id == "held":
+                    break  # the watcher goes away while "held" runs
+        assert (await alice.get(task_id)).state == pb.TASK_STATE_RUNNING
+        # Work goes on without the watcher; what it misses meanwhile is kept for it.
+        gate.touch()
+        await journal.wait_for("end", "held")
+        async with asyncio.timeout(10):
+            after = await watch_all(alice, task_id, after_sequence=before[-1].sequence)
+            everything = await watch_all(alice, task_id)
+
+    assert_gapless(before + after)
+    assert [e.SerializeToString() for e in before + after] == [
+        e.SerializeToString() for e in everything
+    ]
+    assert after[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+    assert any(e.step_state.step_id == "last" for e in after if kind(e) == "step_state")
