@@ -157,9 +157,12 @@ class TaskRun:
             dirty, self._dirty = self._dirty, {}
             new, self._new = self._new, []
             new_ids = {s.spec.id for _, s in new}
+            # The task as of these events: the run goes on while we wait for the database,
+            # and a final state written without its final event would end the lease early.
+            task = self.task.model_copy()
             try:
                 await self._store.commit(
-                    self.task,
+                    task,
                     [s for i, s in dirty.items() if i not in new_ids],
                     events,
                     new_steps=new,
@@ -203,7 +206,9 @@ class TaskRun:
         try:
             await self._run()
         finally:
-            flusher.cancel()
+            # Never cut a flush off mid-commit: it has taken its batch out of memory.
+            async with self._write_lock:
+                flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             if not self._fenced:
