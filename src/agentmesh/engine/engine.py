@@ -87,8 +87,14 @@ class Engine:
         while True:
             await asyncio.sleep(interval)
             try:
-                owned = await self._store.renew_leases(self.lease, list(self._runs))
-                for task_id in set(self._runs) - owned:
+                running = list(self._runs)
+                owned = await self._store.renew_leases(self.lease, running)
+                # Only those asked about: a task submitted meanwhile is ours, not lost; one
+                # that finished meanwhile gave its lease back.
+                for task_id in set(running) - owned:
+                    run = self._runs.get(task_id)
+                    if run is None or run.task.state.final:
+                        continue
                     log.error("task.lease_lost", task_id=task_id)
                     self._stop(task_id)
                 for task_id, reason in (await self._store.cancel_requests(owned)).items():
