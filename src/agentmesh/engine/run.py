@@ -220,6 +220,12 @@ class TaskRun:
     async def _run(self) -> None:
         if self.task.state is TaskState.PENDING:
             self._set_task_state(TaskState.RUNNING)
+        elif self.task.state is TaskState.RUNNING:
+            # Resumed: steps cancelled because the run stopped (orchestrator stopping, lease
+            # lost) never finished; they run again instead of counting as done.
+            for step in self.task.steps.values():
+                if step.state is StepState.CANCELLED:
+                    self._set_step_state(step, StepState.PENDING, "resumed after a stop")
         if self.task.state is TaskState.COMPENSATING:
             await self._rollback(TaskState.FAILED, self.task.error or "resumed rollback")
             return
