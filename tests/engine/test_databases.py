@@ -1,0 +1,58 @@
+"""The core path on both supported databases: a plan runs, and what is read back is the store's.
+
+The fan-out test (``test_fan_out``) and the crash test (``test_restart``) run on both too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh.models import Plan, StepSpec
+from agentmesh.server import Orchestrator
+from tests.support.events import as_json, assert_gapless, step_states, steps, watch_all
+from tests.support.mesh import client, wait_for_agents
+from tests.support.processes import AgentProcesses
+
+AGENT = "tests.support.agents"
+
+
+async def test_a_plan_runs_on_agents_and_its_record_is_read_back_from_the_database(
+    orchestrator_on_database: Orchestrator, certs: Path, agents: AgentProcesses
+) -> None:
+    agents.start(AGENT, "echo-1", [f"localhost:{orchestrator_on_database.port}"])
+    plan = Plan(
+        steps=(
+            StepSpec(id="ask", capability="test.echo", input={"value": "${input.question}"}),
+            StepSpec(
+                id="answer",
+                capability="test.echo",
+                input={"value": "${steps.ask.output.value} 42", "progress": 1},
+            ),
+        ),
+        aggregate={"strategy": "pick", "step": "answer"},
+    )
+    async with client(orchestrator_on_database, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        task_id = await alice.submit(plan=plan, input={"question": "why?"}, priority=3)
+        async with asyncio.timeout(15):
+            events = await watch_all(alice, task_id)
+        # Finished tasks are no longer live: these come from the database.
+        task = await alice.get(task_id)
+        listed = await alice.stub.ListTasks(pb.ListTasksRequest(states=[pb.TASK_STATE_SUCCEEDED]))
+        replayed = await watch_all(alice, task_id)
+
+    assert orchestrator_on_database.engine.live(task_id) is None
+    assert task.state == pb.TASK_STATE_SUCCEEDED
+    assert as_json(task.result) == {"value": "why? 42", "agent": "echo-1"}
+    assert as_json(task.input) == {"question": "why?"}
+    assert task.priority == 3
+    assert {i: (s.state, s.agent, s.attempts) for i, s in steps(task).items()} == {
+        "ask": (pb.STEP_STATE_SUCCEEDED, "echo-1", 1),
+        "answer": (pb.STEP_STATE_SUCCEEDED, "echo-1", 1),
+    }
+    assert [t.task_id for t in listed.tasks] == [task_id]
+    assert_gapless(events)
+    assert step_states(events, "answer") == [pb.STEP_STATE_RUNNING, pb.STEP_STATE_SUCCEEDED]
+    assert [e.SerializeToString() for e in replayed] == [e.SerializeToString() for e in events]
