@@ -514,6 +514,10 @@ class TaskRun:
             # The agent broke its own contract: count it against the agent, try elsewhere.
             outcome = Outcome(code="invalid_output", message=problem, retryable=True)
             self._registry.record(link.name, 0.0, False, agent_fault=True)
+        elif outcome.code == "invalid_output":
+            # Also when the agent's own SDK caught it (and called it final): the fault is the
+            # agent's, not the input's, so another agent may well answer correctly.
+            outcome.retryable = True
         failed_on.add(link.name)
         message = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
         self._log.warning(
