@@ -18,6 +18,9 @@ test can run a fleet of healthy agents next to broken ones:
       noticing, as an agent written without the SDK could: only the orchestrator can tell;
     - ``oversized``: return an output larger than the orchestrator accepts (5 MiB).
 
+    ``first`` lists faults (by those names) that the process's first work assignments
+    suffer, one each, in order, before chance takes over: a test can count on them.
+
     ``sick_file`` names a file: while it exists every work assignment fails with an
     internal error (``error``, retryable), the kind of failure that opens a circuit.
 ``TEST_AGENT_MAX_CONCURRENCY``
@@ -32,7 +35,7 @@ import json
 import os
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +61,7 @@ class Faults(BaseModel):
     malformed: float = Field(default=0.0, ge=0, le=1)
     garbage: float = Field(default=0.0, ge=0, le=1)
     oversized: float = Field(default=0.0, ge=0, le=1)
+    first: list[Literal["hang", "slow", "malformed", "garbage", "oversized"]] = []
     sick_file: str = ""
 
     def env(self) -> dict[str, str]:
@@ -83,6 +87,8 @@ class MisbehavingAgent(FaultyAgent):
     """The test agent, with the faults of its process injected into the work capabilities."""
 
     faults: Faults = Faults()
+    #: Work assignments taken so far (for ``Faults.first``).
+    _served = 0
 
     @classmethod
     def specs(cls) -> Mapping[str, CapabilitySpec]:
@@ -101,14 +107,18 @@ class MisbehavingAgent(FaultyAgent):
         faults = self.faults
         if faults.sick_file and await asyncio.to_thread(os.path.exists, faults.sick_file):
             raise RuntimeError("the agent is sick (injected)")
-        draw = random.random()
-        for name in RANDOM_FAULTS:
-            chance: float = getattr(faults, name)
-            if draw < chance:
-                break
-            draw -= chance
+        if self._served < len(faults.first):
+            name = faults.first[self._served]
+            self._served += 1
         else:
-            return None
+            draw = random.random()
+            for name in RANDOM_FAULTS:
+                chance: float = getattr(faults, name)
+                if draw < chance:
+                    break
+                draw -= chance
+            else:
+                return None
         if name == "hang":
             await asyncio.sleep(3600)
         elif name == "slow":
