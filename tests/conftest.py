@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentmesh.config import Settings
 from agentmesh.security import IdentityKind, create_ca, issue
+from tests.support.chat import ChatServer
 from tests.support.processes import AgentProcesses
 
 if TYPE_CHECKING:
@@ -112,3 +113,10 @@ def agents(certs: Path, tmp_path: Path) -> Iterator[AgentProcesses]:
         yield processes
     finally:
         processes.stop_all()
+
+
+@pytest.fixture
+async def chat_server() -> AsyncIterator[ChatServer]:
+    """A scripted OpenAI-compatible chat-completions server on an ephemeral port."""
+    async with ChatServer() as server:
+        yield server

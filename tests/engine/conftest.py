@@ -23,13 +23,6 @@ async def orchestrator_on_database(
 
 
 @pytest.fixture
-async def chat_server() -> AsyncIterator[ChatServer]:
-    """A scripted OpenAI-compatible chat-completions server on an ephemeral port."""
-    async with ChatServer() as server:
-        yield server
-
-
-@pytest.fixture
 async def llm_orchestrator(
     settings: Settings, chat_server: ChatServer
 ) -> AsyncIterator[Orchestrator]:
