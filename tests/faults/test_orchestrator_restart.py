@@ -1,0 +1,176 @@
+"""An orchestrator that dies (SIGKILL) or stops (SIGTERM) with ~20 tasks in flight comes back
+and finishes every one of them.
+
+The orchestrator is ``agentmesh serve`` in a subprocess on a fixed port and a SQLite file;
+the agents are subprocesses that outlive it. Each task is a chain of three ``test.work``
+steps that journal every run, so the agents themselves tell how often each step ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh.client import Client
+from agentmesh.models import EventKind, Plan, StepSpec, TaskState
+from agentmesh.store import Store
+from tests.support.events import as_json, assert_gapless, steps, watch_all
+from tests.support.journal import Journal
+from tests.support.mesh import wait_for_agents
+from tests.support.orchestrator import OrchestratorProcess
+from tests.support.processes import AgentProcesses
+from tests.support.waiting import eventually
+
+AGENT = "tests.support.agents"
+TASKS = 20
+STEPS = ("a", "b", "c")
+
+
+def _plan(number: int, journal: Journal) -> Plan:
+    def work(step_id: str, *needs: str) -> StepSpec:
+        return StepSpec(
+            id=step_id,
+            capability="test.work",
+            input={"journal": str(journal), "entry": f"{number}-{step_id}", "delay": 0.4},
+            needs=needs,
+        )
+
+    return Plan(steps=(work("a"), work("b", "a"), work("c", "b")))
+
+
+async def _states(alice: Client) -> dict[str, int]:
+    """Task states by id; empty while the orchestrator is away."""
+    try:
+        response = await alice.stub.ListTasks(pb.ListTasksRequest(page_size=100), timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return {}
+        raise
+    return {t.task_id: t.state for t in response.tasks}
+
+
+async def _interrupted_mid_run(
+    certs: Path,
+    agents: AgentProcesses,
+    tmp_path: Path,
+    interrupt: Callable[[OrchestratorProcess], Awaitable[None]],
+) -> tuple[list[pb.Task], dict[str, list[pb.TaskEvent]], Journal, int]:
+    """Run TASKS tasks, ``interrupt`` the orchestrator with all of them in flight, wait for
+    the end; returns the tasks, their events, the agents' journal and the final events
+    counted in the database."""
+    journal = Journal(tmp_path / "journal.jsonl")
+    database = tmp_path / "mesh.db"
+    async with OrchestratorProcess(
+        certs,
+        tmp_path / "orchestrator",
+        {"database_url": f"sqlite+aiosqlite:///{database}"},
+        lease_seconds="3",
+    ) as orchestrator:
+        for name in ("echo-1", "echo-2"):
+            agents.start(AGENT, name, [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="12")
+        async with Client(orchestrator.address, certs, "alice") as alice:
+            await wait_for_agents(alice, "echo-1", "echo-2")
+            ids = await asyncio.gather(
+                *(alice.submit(plan=_plan(n, journal)) for n in range(TASKS))
+            )
+
+            # Every task in flight: its first step done, its second one running.
+            def in_flight() -> bool:
+                started = {e.entry for e in journal.events("start")}
+                return all(f"{n}-b" in started for n in range(TASKS))
+
+            await eventually(_sync(in_flight), bool, within=20)
+            await interrupt(orchestrator)
+            await orchestrator.start()
+
+            states = await eventually(
+                lambda: _states(alice),
+                lambda found: (
+                    set(found) == set(ids)
+                    and all(TaskState(_name(s)).final for s in found.values())
+                ),
+                within=40,
+                interval=0.2,
+            )
+            assert set(states) == set(ids)
+            tasks = [await alice.get(task_id) for task_id in ids]
+            events = {task_id: await watch_all(alice, task_id) for task_id in ids}
+    async with Store(f"sqlite+aiosqlite:///{database}") as store:
+        finals = 0
+        for task_id in ids:
+            finals += sum(
+                e.kind is EventKind.TASK_STATE and TaskState(e.state).final
+                for e in await store.events_after(task_id, 0, limit=10_000)
+            )
+    return tasks, events, journal, finals
+
+
+def _sync(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return check()
+
+    return probe
+
+
+def _name(state: int) -> str:
+    return pb.TaskState.Name(state).removeprefix("TASK_STATE_").lower()
+
+
+def _every_task_finished_with_every_output(
+    tasks: list[pb.Task], events: dict[str, list[pb.TaskEvent]], finals: int
+) -> None:
+    assert Counter(_name(t.state) for t in tasks) == {"succeeded": TASKS}
+    for number, task in enumerate(tasks):
+        by_id = steps(task)
+        assert {s: as_json(by_id[s].output) for s in STEPS} == {
+            s: {"entry": f"{number}-{s}"} for s in STEPS
+        }
+        history = events[task.task_id]
+        assert_gapless(history)
+        assert history[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+    assert finals == TASKS, "a task reached a final state more than once"
+
+
+async def test_after_kill_9_with_20_tasks_in_flight_every_task_finishes_and_no_agent_reruns_an_attempt(
+    certs: Path, agents: AgentProcesses, tmp_path: Path
+) -> None:
+    async def crash(orchestrator: OrchestratorProcess) -> None:
+        orchestrator.kill()
+
+    tasks, events, journal, finals = await _interrupted_mid_run(certs, agents, tmp_path, crash)
+
+    _every_task_finished_with_every_output(tasks, events, finals)
+    # Counted by the agents: no agent ran one attempt twice. A step in flight at the crash
+    # is re-sent under its attempt's idempotency key, which its agent answers from the run
+    # in progress or its cached outcome.
+    starts = Counter((e.agent, e.key) for e in journal.events("start"))
+    assert max(starts.values()) == 1, [run for run, count in starts.items() if count > 1]
+    every_entry = Counter(f"{n}-{s}" for n in range(TASKS) for s in STEPS)
+    assert set(journal.started()) == set(every_entry)
+    assert all(s.attempts == 1 for task in tasks for s in task.steps)
+
+
+async def test_after_a_graceful_stop_with_20_tasks_in_flight_the_stopped_steps_run_again(
+    certs: Path, agents: AgentProcesses, tmp_path: Path
+) -> None:
+    async def stop(orchestrator: OrchestratorProcess) -> None:
+        await asyncio.to_thread(orchestrator.stop)
+
+    tasks, events, journal, finals = await _interrupted_mid_run(certs, agents, tmp_path, stop)
+
+    _every_task_finished_with_every_output(tasks, events, finals)
+    # The steps running at the stop were cancelled on the agents and ran again afterwards;
+    # every step finished exactly once.
+    every_entry = Counter(f"{n}-{s}" for n in range(TASKS) for s in STEPS)
+    assert Counter(e.entry for e in journal.events("end")) == every_entry
+    cancelled = {e.entry for e in journal.events("cancelled")}
+    assert cancelled, "no step was in flight at the stop"
+    for task in tasks:
+        for step in task.steps:
+            if f"{tasks.index(task)}-{step.spec.id}" in cancelled:
+                assert step.attempts == 2
