@@ -29,6 +29,17 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=numeric, stream=stream or sys.stderr, format="%(message)s", force=True
+    # Records of libraries (alembic, grpc, httpx ...) come out in the same shape as ours:
+    # one JSON object a line, never a bare message among them.
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        )
     )
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
