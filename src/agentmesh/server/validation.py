@@ -15,12 +15,12 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-import jsonschema
 from google.protobuf import struct_pb2
 
+from agentmesh import schemas
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.errors import ValidationError
+from agentmesh.errors import ValidationError, field_path
 from agentmesh.models import AgentCard
 from agentmesh.planning import PlanLimits
 from agentmesh.security.identity import check_name
@@ -83,7 +83,7 @@ def check_labels(labels: Mapping[str, str], field: str = "labels") -> None:
     if len(labels) > MAX_LABELS:
         raise ValidationError(f"{len(labels)} labels exceed the limit of {MAX_LABELS}", field=field)
     for key, value in labels.items():
-        where = f"{field}[{key[:MAX_LABEL_KEY]!r}]"
+        where = field_path(field, key[:MAX_LABEL_KEY])
         if not key:
             raise ValidationError("a label key must not be empty", field=field)
         _token(key, MAX_LABEL_KEY, where)
@@ -133,10 +133,10 @@ def check_struct(
                             field=path,
                         )
                     budget.spend(len(key.encode()) + 3, path)
-                    stack.append((value, f"{path}.{key[:64]}", depth + 1))
+                    stack.append((value, field_path(path, key[:64]), depth + 1))
             else:
                 budget.spend(2 + len(node.values), path)
-                stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node.values))
+                stack.extend((v, field_path(path, i), depth + 1) for i, v in enumerate(node.values))
             continue
         kind = node.WhichOneof("kind")
         if kind == "struct_value":
@@ -311,16 +311,16 @@ def check_deregister(request: pb.DeregisterAgentRequest) -> None:
 
 
 def check_schemas(card: AgentCard) -> None:
-    """Each capability's schemas are valid JSON Schema (2020-12); CPU-bound: run in a thread."""
+    """Each capability's schemas are valid JSON Schema (draft 2020-12).
+
+    Compiling is CPU-bound (run this in a thread); :mod:`agentmesh.schemas` caches the
+    result for the checks of plans and outputs that follow.
+    """
     for i, capability in enumerate(card.capabilities):
         for name in ("input_schema", "output_schema"):
             schema = getattr(capability, name)
-            if not schema:
-                continue
-            try:
-                jsonschema.Draft202012Validator.check_schema(schema)
-            except jsonschema.SchemaError as exc:
+            if schema and schemas.validator(schema) is None:
                 raise ValidationError(
-                    f"not a valid JSON Schema: {exc.message[:200]}",
+                    "not a valid JSON Schema (draft 2020-12)",
                     field=f"card.capabilities[{i}].{name}",
-                ) from None
+                )
