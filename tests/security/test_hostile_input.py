@@ -38,6 +38,7 @@ from tests.security.helpers import (
     refusal,
     struct,
 )
+from tests.support.waiting import eventually
 
 #: Examples per RPC; AGENTMESH_HOSTILE_EXAMPLES=1000 for a longer hunt.
 EXAMPLE_COUNT = int(os.environ.get("AGENTMESH_HOSTILE_EXAMPLES", "40"))
@@ -570,9 +571,11 @@ async def test_idle_streams_and_silent_connections_do_not_stop_others_being_serv
             call.cancel()
         for _, writer in silent + mute:
             writer.close()
-    async with asyncio.timeout(5):
-        while target.orchestrator.guard.open_streams:
-            await asyncio.sleep(0.05)
+
+    async def open_streams() -> int:
+        return target.orchestrator.guard.open_streams
+
+    await eventually(open_streams, lambda count: count == 0, within=5)
 
 
 async def test_unknown_task_ids_of_the_right_shape_are_simply_not_found(target: Target) -> None:
