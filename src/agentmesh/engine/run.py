@@ -490,6 +490,15 @@ class TaskRun:
                     message=message,
                 )
 
+            self._log.info(
+                "step.assigned",
+                step=spec.id,
+                attempt=number,
+                agent=link.name,
+                assignment_id=assignment.assignment_id,
+                capability=capability,
+                compensation=compensation,
+            )
             started = asyncio.get_running_loop().time()
             try:
                 async with asyncio.timeout(timeout):
@@ -497,6 +506,17 @@ class TaskRun:
             except TimeoutError:
                 outcome = Outcome(code="timeout", message=f"no result within {timeout:g}s")
             elapsed = asyncio.get_running_loop().time() - started
+            if outcome.ok:
+                declared = link.card.capability(capability)
+                problem = declared and schemas.first_error(declared.output_schema, outcome.output)
+                if problem:
+                    # The agent broke its own contract: counted against it (before its
+                    # circuit and stats see the attempt), tried elsewhere.
+                    outcome = Outcome(code="invalid_output", message=problem, retryable=True)
+            elif outcome.code == "invalid_output":
+                # Also when the agent's own SDK caught it (and called it final): the fault is
+                # the agent's, not the input's, so another agent may well answer correctly.
+                outcome.retryable = True
             self._registry.record(
                 link.name, elapsed, outcome.ok, agent_fault=outcome.code in _AGENT_FAULTS
             )
@@ -507,17 +527,14 @@ class TaskRun:
                 if failed_on and link.name not in failed_on:
                     metrics.FAILOVERS.inc()
         if outcome.ok:
-            declared = link.card.capability(capability)
-            problem = declared and schemas.first_error(declared.output_schema, outcome.output)
-            if not problem:
-                return outcome
-            # The agent broke its own contract: count it against the agent, try elsewhere.
-            outcome = Outcome(code="invalid_output", message=problem, retryable=True)
-            self._registry.record(link.name, 0.0, False, agent_fault=True)
-        elif outcome.code == "invalid_output":
-            # Also when the agent's own SDK caught it (and called it final): the fault is the
-            # agent's, not the input's, so another agent may well answer correctly.
-            outcome.retryable = True
+            self._log.info(
+                "step.attempt_succeeded",
+                step=spec.id,
+                attempt=number,
+                agent=link.name,
+                seconds=round(elapsed, 3),
+            )
+            return outcome
         failed_on.add(link.name)
         message = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
         self._log.warning(
