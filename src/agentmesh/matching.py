@@ -52,6 +52,8 @@ class Requirement:
     exclude: frozenset[str] = frozenset()
     #: Agents to avoid if any other will do (e.g. the one that just failed this step).
     avoid: frozenset[str] = frozenset()
+    #: An agent to choose whenever it has room (e.g. the one already running a resumed step).
+    prefer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ def choose(candidates: Iterable[Candidate], requirement: Requirement) -> Candida
             continue
         stats = candidate.stats
         score = (
+            0.0 if candidate.card.name == requirement.prefer else 1.0,
             1.0 if candidate.card.name in requirement.avoid else 0.0,
             # Lower is better from here on.
             -round(stats.success_rate, 1),

@@ -10,6 +10,7 @@ steps are served first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -74,6 +75,8 @@ class Registry:
         self._stats: dict[str, AgentStats] = {}
         self._circuits: dict[str, AgentCircuit] = {}
         self._known: dict[str, Capability] = {}
+        #: Notified whenever an agent registers (waking :meth:`wait_for_agent`).
+        self._registered = asyncio.Condition()
         self._ticker: asyncio.Task[None] | None = None
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
@@ -157,6 +160,8 @@ class Registry:
             await current.close("replaced by a new registration")
         now = datetime.now(UTC)
         self._links[card.name] = link
+        async with self._registered:
+            self._registered.notify_all()
         self._learn(card)
         self._registered_at[card.name] = now
         self._stats.setdefault(card.name, AgentStats())
@@ -247,6 +252,15 @@ class Registry:
                 usable=link.alive and not link.draining and self._circuits[name].allows(),
                 stats=self._stats[name],
             )
+
+    async def wait_for_agent(self, name: str, within: float) -> bool:
+        """Wait up to ``within`` seconds for agent ``name`` to be live; True if it is."""
+        if name in self._links:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within), self._registered:
+                await self._registered.wait_for(lambda: name in self._links)
+        return name in self._links
 
     def could_serve(self, requirement: Requirement) -> bool:
         """True when some live agent could take this step once it has room."""

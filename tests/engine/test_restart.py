@@ -84,9 +84,12 @@ async def crash_mid_task(
         )
     )
     async with OrchestratorProcess(certs, tmp_path / "orchestrator", database) as orchestrator:
+        # Two agents: a re-sent step must go back to the agent that ran it, the only one
+        # whose outcome cache knows its idempotency key.
         agents.start(AGENT, "echo-1", [orchestrator.address])
+        agents.start(AGENT, "echo-2", [orchestrator.address])
         async with Client(orchestrator.address, certs, "alice") as alice:
-            await wait_for_agents(alice, "echo-1")
+            await wait_for_agents(alice, "echo-1", "echo-2")
             task_id = await alice.submit(plan=plan)
             watcher = ResumingWatcher(alice, task_id)
             watching = asyncio.create_task(watcher.run())
@@ -103,7 +106,7 @@ async def crash_mid_task(
 
             # ... and is still running the other when the new orchestrator re-sends it.
             async def agent_log() -> str:
-                return agents.log("echo-1")
+                return agents.log("echo-1") + agents.log("echo-2")
 
             attached = f"{task_id}/attached/1"
             await eventually(
@@ -118,7 +121,7 @@ async def crash_mid_task(
             task=task,
             events=events,
             watcher=watcher,
-            agent_log=agents.log("echo-1"),
+            agent_log=agents.log("echo-1") + agents.log("echo-2"),
             orchestrator_log=orchestrator.log(),
             starts=orchestrator.starts,
         )

@@ -413,6 +413,13 @@ class TaskRun:
         if compensation:
             first, max_attempts = 1, max_attempts
         failed_on: set[str] = set()
+        prefer = ""
+        if resume and step.agent:
+            # The re-sent attempt carries the same idempotency key, which only the agent that
+            # ran it can honour (replay its result or join the run): give it a moment to
+            # register again after our restart before going elsewhere.
+            prefer = step.agent
+            await self._registry.wait_for_agent(prefer, self._settings.agent_timeout_seconds + 5)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, max_attempts - first + 1)),
             # Jitter of one initial backoff keeps retries of many steps from moving in lockstep.
@@ -428,7 +435,13 @@ class TaskRun:
             with attempt:
                 number = first + attempt.retry_state.attempt_number - 1
                 return await self._attempt(
-                    step, capability, payload, number, failed_on, compensation=compensation
+                    step,
+                    capability,
+                    payload,
+                    number,
+                    failed_on,
+                    compensation=compensation,
+                    prefer=prefer if number == first else "",
                 )
         raise AssertionError("unreachable: tenacity reraises")
 
@@ -441,9 +454,11 @@ class TaskRun:
         failed_on: set[str],
         *,
         compensation: bool,
+        prefer: str = "",
     ) -> Outcome:
         spec = step.spec
         requirement = Requirement(
+            prefer=prefer,
             capability=capability,
             version="" if compensation else spec.version,
             pin=spec.pin_agent,
