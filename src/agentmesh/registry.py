@@ -14,7 +14,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ from agentmesh.engine.link import AgentLink
 from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
 from agentmesh.matching import AgentStats, Candidate, Requirement, choose, eligible
 from agentmesh.models import AgentCard, Capability
+from agentmesh.security import Identity
 from agentmesh.store import Store
 
 log = structlog.get_logger(__name__)
@@ -65,7 +66,12 @@ class Registry:
         cache: Cache,
         settings: Settings,
         credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials],
+        *,
+        identify: Callable[[str], Awaitable[Identity]] | None = None,
     ) -> None:
+        """``identify`` tells who serves an endpoint (see :mod:`agentmesh.security.peer_check`);
+        with it, an agent may register only an endpoint that serves its own certificate."""
+        self._identify = identify
         self._store = store
         self._cache = cache
         self._settings = settings
@@ -140,6 +146,13 @@ class Registry:
             self._learn(card)
             self._dispatch()
             return
+        if self._identify is not None:
+            served = await self._identify(card.endpoint)
+            if served.uri != identity:
+                raise PermissionDenied(
+                    f"{card.endpoint} serves the certificate of {served}, not of {identity}",
+                    field="card.endpoint",
+                )
         link = AgentLink(
             card,
             identity,

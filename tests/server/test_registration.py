@@ -97,6 +97,24 @@ async def test_registering_under_another_agents_name_is_permission_denied(
     assert "card.name" in (refused.value.details() or "")
 
 
+async def test_registering_an_endpoint_that_serves_another_agents_certificate_is_denied(
+    orchestrator: Orchestrator, certs: Path, agents: AgentProcesses
+) -> None:
+    agents.start(AGENT, "echo-2", [f"localhost:{orchestrator.port}"])
+    async with client(orchestrator, certs) as alice:
+        (echo_2,) = await wait_for_agents(alice, "echo-2")
+    card = _card("echo-1")
+    card.endpoint = echo_2.card.endpoint
+    credentials = channel_credentials(CertFiles.of(certs, IdentityKind.AGENT, "echo-1"))
+    async with grpc.aio.secure_channel(f"localhost:{orchestrator.port}", credentials) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await pb_grpc.RegistryStub(channel).RegisterAgent(
+                pb.RegisterAgentRequest(card=card), timeout=10
+            )
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "spiffe://agentmesh.test/agent/echo-2" in (refused.value.details() or "")
+
+
 async def test_a_client_identity_cannot_register_as_an_agent(
     orchestrator: Orchestrator, certs: Path
 ) -> None:

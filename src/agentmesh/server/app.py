@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from pathlib import Path
 from types import TracebackType
 
@@ -24,6 +25,7 @@ from agentmesh.planning import Planner, default_planner
 from agentmesh.registry import Registry
 from agentmesh.security import CertFiles, Identity, IdentityKind, server_credentials
 from agentmesh.security.guard import Guard
+from agentmesh.security.peer_check import endpoint_identity
 from agentmesh.security.tls import RotatingChannelCredentials
 from agentmesh.server.interceptors import MeshInterceptor
 from agentmesh.server.servicers import OrchestratorServicer, RegistryServicer
@@ -87,7 +89,13 @@ class Orchestrator:
         )
         bus = await self._stack.enter_async_context(EventBus(store, cache))
         registry = await self._stack.enter_async_context(
-            Registry(store, cache, settings, RotatingChannelCredentials(files))
+            Registry(
+                store,
+                cache,
+                settings,
+                RotatingChannelCredentials(files),
+                identify=functools.partial(endpoint_identity, files=files),
+            )
         )
         planner = self._planner or default_planner(
             settings, delegate=AgentPlanner(registry, timeout=settings.llm_timeout_seconds)

@@ -1,0 +1,60 @@
+"""Who really serves an endpoint: the identity in the certificate it presents.
+
+gRPC Python does not show a client the server's certificate, so before the
+orchestrator trusts an agent's registered endpoint it shakes hands with it once
+over plain TLS (same CA, same client certificate, ALPN h2) and reads the SPIFFE
+ID. An agent therefore cannot register another agent's endpoint as its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+
+from agentmesh.errors import AgentUnavailable, CertificateError
+from agentmesh.security.ca import CertFiles, identity_of
+from agentmesh.security.identity import Identity
+
+
+def _split(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        raise AgentUnavailable(f"not a host:port endpoint: {endpoint!r}", field="card.endpoint")
+    return host.strip("[]"), int(port)
+
+
+def _context(files: CertFiles) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=files.ca)
+    context.load_cert_chain(files.cert, files.key)
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+async def endpoint_identity(endpoint: str, files: CertFiles, *, within: float = 5.0) -> Identity:
+    """The identity in the certificate served at ``endpoint`` (verified against the mesh CA)."""
+    host, port = _split(endpoint)
+    context = await asyncio.to_thread(_context, files)  # file reads stay off the event loop
+    try:
+        async with asyncio.timeout(within):
+            _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+    except (OSError, TimeoutError) as exc:
+        raise AgentUnavailable(
+            f"cannot reach {endpoint} over TLS: {exc}", field="card.endpoint"
+        ) from None
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if not der:
+            raise AgentUnavailable(f"{endpoint} presented no certificate", field="card.endpoint")
+        try:
+            return identity_of(ssl.DER_cert_to_PEM_cert(der).encode())
+        except CertificateError as exc:
+            raise AgentUnavailable(f"{endpoint}: {exc}", field="card.endpoint") from None
+    finally:
+        writer.close()
+        # The peer may drop a connection that never speaks HTTP/2; we are done with it anyway.
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
