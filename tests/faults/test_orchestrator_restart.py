@@ -136,7 +136,7 @@ def _every_task_finished_with_every_output(
     assert finals == TASKS, "a task reached a final state more than once"
 
 
-async def test_after_kill_9_with_20_tasks_in_flight_every_task_finishes_and_no_agent_reruns_an_attempt(
+async def test_after_kill_9_with_20_tasks_in_flight_all_finish_and_no_agent_reruns_an_attempt(
     certs: Path, agents: AgentProcesses, tmp_path: Path
 ) -> None:
     async def crash(orchestrator: OrchestratorProcess) -> None:
