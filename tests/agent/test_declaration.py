@@ -261,3 +261,15 @@ async def test_a_second_agent_cannot_take_a_port_already_in_use(
         with pytest.raises(RuntimeError):
             async with start_agent(Recorder(), listen=f"127.0.0.1:{first.port}"):
                 pass
+
+
+def test_an_output_too_big_for_one_message_fails_only_its_assignment() -> None:
+    from agentmesh.agent.convert import outcome
+    from agentmesh.agent.work import Completed
+
+    big = outcome("a1", Completed({"text": "x" * 5000}), max_bytes=4096)
+    small = outcome("a2", Completed({"text": "x"}), max_bytes=4096)
+    assert big.WhichOneof("kind") == "failure"
+    assert big.failure.code == "invalid_output"
+    assert "exceeds the 4096-byte message limit" in big.failure.message
+    assert small.WhichOneof("kind") == "result"

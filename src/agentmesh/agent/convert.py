@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh.agent.work import Assignment, Completed, Outcome
+from agentmesh.agent.work import Assignment, Completed, Failed, FailureCode, Outcome
 from agentmesh.wire import from_struct, step_to_proto, to_struct
 
 
@@ -36,13 +36,25 @@ def progress(assignment_id: str, fraction: float, message: str) -> agent_pb2.Age
     )
 
 
-def outcome(assignment_id: str, result: Outcome) -> agent_pb2.AgentMessage:
-    """The final message about an assignment: a Result or a Failure."""
+def outcome(
+    assignment_id: str, result: Outcome, *, max_bytes: int = 4 * 1024 * 1024
+) -> agent_pb2.AgentMessage:
+    """The final message about an assignment: a Result or a Failure.
+
+    A Result larger than ``max_bytes`` would be refused by the orchestrator's transport and
+    take the whole Session down with it; it becomes this assignment's Failure instead.
+    """
     if isinstance(result, Completed):
         message = agent_pb2.Result(assignment_id=assignment_id, output=to_struct(result.output))
         for step in result.follow_ups:
             step_to_proto(step, message.follow_ups.add())
-        return agent_pb2.AgentMessage(result=message)
+        size = message.ByteSize()
+        if size <= max_bytes - 1024:  # leave room for the envelope
+            return agent_pb2.AgentMessage(result=message)
+        result = Failed.of(
+            FailureCode.INVALID_OUTPUT,
+            f"output of {size} bytes exceeds the {max_bytes}-byte message limit",
+        )
     return agent_pb2.AgentMessage(
         failure=agent_pb2.Failure(
             assignment_id=assignment_id,

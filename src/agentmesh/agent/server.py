@@ -95,7 +95,14 @@ class AgentServer:
             )
             card_pb = card_to_proto(self._card)
             agent_pb2_grpc.add_AgentServicer_to_server(
-                AgentService(card_pb, self._executor, self._board, self._log), server
+                AgentService(
+                    card_pb,
+                    self._executor,
+                    self._board,
+                    self._log,
+                    max_message_bytes=self._settings.max_message_bytes,
+                ),
+                server,
             )
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             await self._health.set(AGENT_SERVICE, health_pb2.HealthCheckResponse.SERVING)

@@ -41,7 +41,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         executor: Executor,
         board: SessionBoard,
         log: FilteringBoundLogger,
+        *,
+        max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
+        self._max_message_bytes = max_message_bytes
         self._card = card
         self._executor = executor
         self._board = board
@@ -57,7 +60,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         """Serve one orchestrator's session until it or the agent closes it."""
         peer = await authorize(context, only=IdentityKind.ORCHESTRATOR)
         log = self._log.bind(peer=str(peer))
-        session = Session(self._executor, peer, log)
+        session = Session(self._executor, peer, log, max_message_bytes=self._max_message_bytes)
         with self._board.track(session):
             log.info("session.opened")
             try:

@@ -25,8 +25,16 @@ class Session:
     open until every assignment it was given has been answered.
     """
 
-    def __init__(self, executor: Executor, peer: Identity, log: FilteringBoundLogger) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        peer: Identity,
+        log: FilteringBoundLogger,
+        *,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self.peer = peer
+        self._max_message_bytes = max_message_bytes
         self._executor = executor
         self._log = log
         # Unbounded on purpose: outcomes must never block the run that reports them.
@@ -49,7 +57,7 @@ class Session:
     def finished(self, assignment_id: str, outcome: Outcome) -> None:
         """Queue the ``Result`` or ``Failure``."""
         self._pending.discard(assignment_id)
-        self._send(convert.outcome(assignment_id, outcome))
+        self._send(convert.outcome(assignment_id, outcome, max_bytes=self._max_message_bytes))
         self._close_when_done()
 
     # -- lifecycle ---------------------------------------------------------------------

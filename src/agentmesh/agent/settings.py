@@ -31,6 +31,10 @@ class AgentSettings(BaseSettings):
     drain_timeout_seconds: float = Field(default=10.0, ge=0)
     #: Re-register when no orchestrator opened a Session this long after registering.
     session_wait_seconds: float = Field(default=3.0, gt=0)
+    #: Largest message sent to an orchestrator; a bigger output fails its one assignment
+    #: (as ``invalid_output``) instead of breaking the whole Session. Match the orchestrator's
+    #: ``AGENTMESH_MAX_MESSAGE_BYTES``.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=1024)
     #: How many finished outcomes are remembered for idempotent re-sends.
     result_cache_size: int = Field(default=1024, ge=0)
     #: Pause before retrying a registration the orchestrator refused (its config may change).
