@@ -559,6 +559,7 @@ class TaskRun:
             attempt=number,
             code=outcome.code,
             retryable=outcome.retryable,
+            reason=outcome.message[:500],
         )
         if not compensation and outcome.retryable:
             self._set_step_state(
