@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     database_schema: str = ""
     #: Redis URL; empty to run on the in-memory cache alone.
     redis_url: str = ""
-    #: How long cached registry and task entries live in Redis.
+    #: How long cached agent cards live in Redis (renewed while the agent is connected).
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
 
     #: Where the orchestrator serves Orchestrator and Registry.
@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     #: OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp) that plans goals no
     #: workflow fits; empty for none.
     llm_base_url: str = ""
+    #: Model name sent to the LLM endpoint.
     llm_model: str = ""
+    #: Bearer token for the LLM endpoint (empty: none).
     llm_api_key: str = ""
+    #: How long one planning request (to the LLM or a planning agent) may take.
     llm_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -130,6 +130,8 @@ class TaskRun:
         self, step: StepRecord, state: StepState, reason: str = "", *, attempt: int = 0
     ) -> None:
         step.state = state
+        if state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
+            step.error = reason
         if state.final:
             step.finished_at = _now()
             metrics.STEPS.labels(state.value).inc()
@@ -403,15 +405,24 @@ class TaskRun:
             raise
 
     async def _attempts(
-        self, step: StepRecord, capability: str, payload: JSON, *, compensation: bool = False
+        self,
+        step: StepRecord,
+        capability: str,
+        payload: JSON,
+        *,
+        compensation: bool = False,
+        tracked: bool = True,
     ) -> Outcome:
+        """Run ``capability`` until an attempt succeeds or the retry policy gives up.
+
+        ``tracked``: the step's own state follows the attempts (not so for its compensation
+        or for an aggregation run on an agent).
+        """
         spec = step.spec
         max_attempts = spec.retry.max_attempts or self._settings.default_max_attempts
         # A step found RUNNING after a restart re-sends its last attempt (same idempotency key).
-        resume = step.state is StepState.RUNNING and step.attempts > 0 and not compensation
-        first = step.attempts if resume else step.attempts + 1
-        if compensation:
-            first, max_attempts = 1, max_attempts
+        resume = tracked and step.state is StepState.RUNNING and step.attempts > 0
+        first = step.attempts if resume else (step.attempts + 1 if tracked else 1)
         failed_on: set[str] = set()
         prefer = ""
         if resume and step.agent:
@@ -441,6 +452,7 @@ class TaskRun:
                     number,
                     failed_on,
                     compensation=compensation,
+                    tracked=tracked,
                     prefer=prefer if number == first else "",
                 )
         raise AssertionError("unreachable: tenacity reraises")
@@ -454,6 +466,7 @@ class TaskRun:
         failed_on: set[str],
         *,
         compensation: bool,
+        tracked: bool,
         prefer: str = "",
     ) -> Outcome:
         spec = step.spec
@@ -467,7 +480,7 @@ class TaskRun:
         )
 
         def waiting() -> None:
-            if not compensation:
+            if tracked:
                 self._set_step_state(
                     step,
                     StepState.WAITING,
@@ -476,16 +489,19 @@ class TaskRun:
                 )
 
         async with self._registry.slot(requirement, self.task.priority, waiting) as link:
-            if not compensation:
+            if tracked:
                 step.agent, step.attempts = link.name, number
                 step.started_at = step.started_at or _now()
                 self._set_step_state(step, StepState.RUNNING, attempt=number)
             timeout = spec.timeout_seconds or self._settings.default_step_timeout_seconds
             deadline = timestamp_pb2.Timestamp()
             deadline.FromDatetime(_now() + timedelta(seconds=timeout))
+            # One key per attempt; compensations get their own ("undo-N") so that retrying
+            # an undo on the same agent runs it again instead of replaying its failure.
+            attempt_key = f"undo-{number}" if compensation else str(number)
             assignment = agent_pb2.Assignment(
                 assignment_id=uuid.uuid4().hex,
-                idempotency_key=f"{self.task.id}/{spec.id}/{'undo' if compensation else number}",
+                idempotency_key=f"{self.task.id}/{spec.id}/{attempt_key}",
                 task_id=self.task.id,
                 step_id=spec.id,
                 capability=capability,
@@ -561,7 +577,7 @@ class TaskRun:
             retryable=outcome.retryable,
             reason=outcome.message[:500],
         )
-        if not compensation and outcome.retryable:
+        if tracked and outcome.retryable:
             self._set_step_state(
                 step, StepState.PENDING, f"attempt {number} failed: {message}", attempt=number
             )
@@ -575,10 +591,12 @@ class TaskRun:
         except AgentMeshError as exc:
             raise TaskFailed(f"aggregation failed: {exc}") from None
         if isinstance(result, DelegatedAggregate):
-            holder = StepRecord(spec=StepSpec(id="aggregate", capability=result.capability))
+            holder = StepRecord(
+                spec=StepSpec(id="aggregate", capability=result.capability, version=result.version)
+            )
             try:
                 answer = await self._attempts(
-                    holder, result.capability, dict(result.input), compensation=True
+                    holder, result.capability, dict(result.input), tracked=False
                 )
                 return check_result(result, answer.output)
             except (StepFailed, ValidationError) as exc:
@@ -609,7 +627,9 @@ class TaskRun:
                 payload = dict(step.spec.input)
             payload = {**(payload if isinstance(payload, dict) else {}), "output": step.output}
             try:
-                await self._attempts(step, step.spec.compensation, payload, compensation=True)
+                await self._attempts(
+                    step, step.spec.compensation, payload, compensation=True, tracked=False
+                )
             except StepFailed as exc:
                 remaining.append(step.spec.id)
                 self._log.error("task.compensation_failed", step=step.spec.id, error=str(exc))
