@@ -18,7 +18,8 @@ from tenacity import (
 
 from agentmesh._proto.agentmesh.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from agentmesh.agent.board import SessionBoard
-from agentmesh.security import CertFiles, channel_credentials
+from agentmesh.security import CertFiles
+from agentmesh.security.tls import RotatingChannelCredentials
 
 #: Statuses that mean "the orchestrator is not there right now": retried quickly.
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -75,15 +76,27 @@ class RegistrationKeeper:
             max=self._timing.max_backoff,
             jitter=self._timing.initial_backoff,
         )
+        # Re-read when the certificate files change: rotation needs no restart.
+        self._credentials = RotatingChannelCredentials(files)
+        self._dialled_with: grpc.ChannelCredentials | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: orchestrator_pb2_grpc.RegistryAsyncStub | None = None
 
     async def __aenter__(self) -> RegistrationKeeper:
-        self._channel = grpc.aio.secure_channel(
-            self.address, channel_credentials(self._files), options=_CHANNEL_OPTIONS
-        )
-        self._stub = orchestrator_pb2_grpc.RegistryStub(self._channel)
+        await self._refresh_channel()
         return self
+
+    async def _refresh_channel(self) -> None:
+        """(Re)dial the orchestrator when the agent's certificate has been rotated."""
+        credentials = self._credentials()
+        if credentials is self._dialled_with and self._channel is not None:
+            return
+        old, self._dialled_with = self._channel, credentials
+        self._channel = grpc.aio.secure_channel(self.address, credentials, options=_CHANNEL_OPTIONS)
+        self._stub = orchestrator_pb2_grpc.RegistryStub(self._channel)
+        if old is not None:
+            self._log.info("registration.certificate_rotated")
+            await old.close()
 
     async def __aexit__(
         self,
@@ -119,6 +132,7 @@ class RegistrationKeeper:
         )
         async for attempt in retrying:
             with attempt:
+                await self._refresh_channel()
                 response = await self.stub.RegisterAgent(request, timeout=self._timing.call_timeout)
         self._log.info("registration.registered", identity=response.identity)
         return response
