@@ -279,8 +279,11 @@ class Registry:
         """True when some live agent could take this step once it has room."""
         return any(eligible(c, requirement) and c.usable for c in self._candidates())
 
-    def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> None:
-        """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit."""
+    def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> str:
+        """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit.
+
+        Returns the agent's circuit state afterwards (closed, open or half_open).
+        """
         stats = self._stats.get(agent)
         if stats is not None:
             stats.record(seconds, ok)
@@ -288,6 +291,7 @@ class Registry:
         if circuit is not None and (ok or agent_fault):
             circuit.record(ok)
         self._dispatch()
+        return circuit.state if circuit is not None else "closed"
 
     # -- slots ------------------------------------------------------------------------------
 

@@ -96,6 +96,9 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
             ]
             assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_OPEN
             assert _gauge("flaky") == 1
+            # The task's watchers are told too: the last failure names the opened circuit.
+            reasons = [e.step_state.reason for e in step_events(failed)]
+            assert any("circuit of flaky is open" in r for r in reasons), reasons
 
             # While it is open, matching sends everything to the healthy agent.
             spread = await alice.submit(

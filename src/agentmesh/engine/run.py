@@ -548,7 +548,7 @@ class TaskRun:
                 # Also when the agent's own SDK caught it (and called it final): the fault is
                 # the agent's, not the input's, so another agent may well answer correctly.
                 outcome.retryable = True
-            self._registry.record(
+            circuit = self._registry.record(
                 link.name, elapsed, outcome.ok, agent_fault=outcome.code in _AGENT_FAULTS
             )
             metrics.ATTEMPTS.labels(link.name, outcome.code or "ok").inc()
@@ -568,6 +568,9 @@ class TaskRun:
             return outcome
         failed_on.add(link.name)
         message = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+        if circuit == "open":
+            # Watchers see why this agent gets no more work for a while.
+            message += f" (circuit of {link.name} is open)"
         self._log.warning(
             "step.attempt_failed",
             step=spec.id,
