@@ -1,10 +1,9 @@
-"""Test agents, an orchestrator-side Session client and a fake Registry for the agent SDK tests."""
+"""Test agents and an orchestrator-side Session client for the agent SDK tests."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -12,10 +11,9 @@ import grpc
 from google.protobuf import timestamp_pb2
 from pydantic import BaseModel
 
-from agentmesh._proto.agentmesh.v1 import agent_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent import Agent, AssignmentContext, capability
 from agentmesh.errors import StepFailed
-from agentmesh.security import peer_identity
 from agentmesh.wire import from_struct, to_struct
 
 #: Generous bound on any single wait in these tests; nothing legitimate comes close.
@@ -195,42 +193,3 @@ def output_of(message: agent_pb2.AgentMessage) -> dict[str, Any]:
     """The output of a Result message."""
     assert kind_of(message) == "result", message
     return from_struct(message.result.output)
-
-
-class FakeRegistry(orchestrator_pb2_grpc.RegistryServicer):
-    """The orchestrator's Registry, reduced to recording what agents tell it."""
-
-    def __init__(self, refuse: grpc.StatusCode | None = None) -> None:
-        self.refuse = refuse
-        self.registrations: list[tuple[str, orchestrator_pb2.RegisterAgentRequest]] = []
-        #: Event-loop time of each registration attempt.
-        self.registered_at: list[float] = []
-        self.deregistrations: list[tuple[str, str]] = []
-        self._changed = asyncio.Event()
-
-    async def RegisterAgent(
-        self, request: orchestrator_pb2.RegisterAgentRequest, context: Any
-    ) -> orchestrator_pb2.RegisterAgentResponse:
-        identity = str(peer_identity(context))
-        self.registrations.append((identity, request))
-        self.registered_at.append(asyncio.get_running_loop().time())
-        self._notify()
-        if self.refuse is not None:
-            await context.abort(self.refuse, "not on the allow list")
-        return orchestrator_pb2.RegisterAgentResponse(identity=identity, ping_interval_seconds=1)
-
-    async def DeregisterAgent(
-        self, request: orchestrator_pb2.DeregisterAgentRequest, context: Any
-    ) -> orchestrator_pb2.DeregisterAgentResponse:
-        self.deregistrations.append((str(peer_identity(context)), request.name))
-        self._notify()
-        return orchestrator_pb2.DeregisterAgentResponse()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        async with asyncio.timeout(PATIENCE):
-            while not predicate():
-                await self._changed.wait()
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()

@@ -1,33 +1,41 @@
-"""Fixtures of the agent SDK tests: a CA in tmp_path, in-process agent servers, sessions."""
+"""Fixtures of the agent SDK tests: a CA in tmp_path, in-process agent servers, sessions and
+orchestrators."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 
-from agentmesh._proto.agentmesh.v1 import agent_pb2_grpc, orchestrator_pb2_grpc
+from agentmesh._proto.agentmesh.v1 import agent_pb2_grpc
 from agentmesh.agent import Agent, AgentServer, AgentSettings
+from agentmesh.client import Client
+from agentmesh.config import Settings
 from agentmesh.security import (
     CertFiles,
     IdentityKind,
     channel_credentials,
     create_ca,
     issue,
-    server_credentials,
 )
-from tests.agent.agent_support import FakeRegistry, Recorder, SessionClient
+from agentmesh.server import Orchestrator
+from tests.agent.agent_support import Recorder, SessionClient
 
 TRUST_DOMAIN = "agentmesh.local"
 
 StartAgent = Callable[..., AbstractAsyncContextManager[AgentServer]]
 Connect = Callable[..., AbstractAsyncContextManager[Any]]
 OpenSession = Callable[..., AbstractAsyncContextManager[SessionClient]]
+StartOrchestrator = Callable[..., AbstractAsyncContextManager[Orchestrator]]
+MeshClient = Callable[[Orchestrator], Client]
+#: Captured structlog entries.
+Log = list[MutableMapping[str, Any]]
 
 
 @pytest.fixture
@@ -134,21 +142,49 @@ async def session(server: AgentServer, open_session: OpenSession) -> AsyncIterat
 
 
 @pytest.fixture
-def start_registry(mesh_certs: Path) -> Callable[..., AbstractAsyncContextManager[Any]]:
-    """Serves a FakeRegistry with the orchestrator's certificate; yields (registry, address)."""
+def start_orchestrator(mesh_certs: Path, tmp_path: Path) -> StartOrchestrator:
+    """Serves a real orchestrator of the mesh in-process; each ``database`` is its own SQLite file.
+
+    ``port`` 0 picks a free one; further keyword arguments are :class:`Settings` fields.
+    """
 
     @asynccontextmanager
     async def start(
-        registry: FakeRegistry, listen: str = "127.0.0.1:0"
-    ) -> AsyncIterator[tuple[FakeRegistry, str]]:
-        grpc_server = grpc.aio.server()
-        orchestrator_pb2_grpc.add_RegistryServicer_to_server(registry, grpc_server)
-        files = CertFiles.of(mesh_certs, IdentityKind.ORCHESTRATOR, "orchestrator")
-        port = grpc_server.add_secure_port(listen, server_credentials(files))
-        await grpc_server.start()
-        try:
-            yield registry, f"localhost:{port}"
-        finally:
-            await grpc_server.stop(None)
+        *, port: int = 0, database: str = "mesh", **settings: Any
+    ) -> AsyncIterator[Orchestrator]:
+        config = Settings(
+            listen=f"127.0.0.1:{port}",
+            certs_dir=mesh_certs,
+            database_url=f"sqlite+aiosqlite:///{tmp_path / database}.db",
+            redis_url="",
+            ping_interval_seconds=0.3,
+            agent_timeout_seconds=1.5,
+            **settings,
+        )
+        async with Orchestrator(config) as orchestrator:
+            yield orchestrator
 
     return start
+
+
+@pytest.fixture
+def mesh_client(mesh_certs: Path) -> MeshClient:
+    """A Client of an orchestrator holding the mesh's certificate ``client/alice``."""
+    certificate(mesh_certs, IdentityKind.CLIENT, "alice")
+
+    def open_one(orchestrator: Orchestrator) -> Client:
+        return Client(address_of(orchestrator), mesh_certs, "alice")
+
+    return open_one
+
+
+def address_of(orchestrator: Orchestrator) -> str:
+    """Where agents reach ``orchestrator`` (the name its certificate is issued for)."""
+    return f"localhost:{orchestrator.port}"
+
+
+@pytest.fixture
+def captured() -> Iterator[Log]:
+    """Every structlog entry logged during the test (as dicts)."""
+    with structlog.testing.capture_logs() as entries:
+        yield entries

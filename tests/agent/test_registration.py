@@ -1,112 +1,230 @@
-"""Registration: the agent registers with every orchestrator, keeps at it, and says goodbye."""
+"""Registration: the agent registers with every orchestrator, keeps at it, and says goodbye.
+
+Every orchestrator here is the real one, in-process, on its own port and SQLite file; what it
+made of the agent is read back through ListAgents, and what the agent did from its log.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any
-
-import grpc
+import json
+from pathlib import Path
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.wire import card_from_proto
-from tests.agent.agent_support import PATIENCE, FakeRegistry, Recorder
-from tests.agent.conftest import Connect, OpenSession, StartAgent, free_port
+from tests.agent.agent_support import PATIENCE, Recorder
+from tests.agent.conftest import (
+    Connect,
+    Log,
+    MeshClient,
+    StartAgent,
+    StartOrchestrator,
+    address_of,
+    free_port,
+)
+from tests.support.mesh import wait_for_agent_gone, wait_for_agents
+from tests.support.waiting import eventually
 
-StartRegistry = Callable[..., AbstractAsyncContextManager[Any]]
+IDENTITY = "spiffe://agentmesh.local/agent/recorder"
+
+
+def events(captured: Log, event: str, orchestrator: str = "") -> Log:
+    """The log entries called ``event`` (about the orchestrator at ``orchestrator``, if given)."""
+    return [
+        entry
+        for entry in captured
+        if entry["event"] == event
+        and (not orchestrator or entry.get("orchestrator") == orchestrator)
+    ]
+
+
+async def logged(captured: Log, event: str, orchestrator: str = "", count: int = 1) -> Log:
+    """Wait until ``event`` was logged at least ``count`` times; return those entries."""
+    return await eventually(
+        lambda: asyncio.sleep(0, events(captured, event, orchestrator)),
+        lambda found: len(found) >= count,
+        within=PATIENCE,
+    )
+
+
+def listed(agents: list[pb.AgentStatus], name: str = "recorder") -> pb.AgentStatus:
+    (status,) = [a for a in agents if a.card.name == name]
+    return status
 
 
 async def test_the_agent_registers_its_card_with_every_orchestrator(
-    recorder: Recorder, start_agent: StartAgent, start_registry: StartRegistry
+    recorder: Recorder,
+    start_agent: StartAgent,
+    start_orchestrator: StartOrchestrator,
+    mesh_client: MeshClient,
 ) -> None:
     async with (
-        start_registry(FakeRegistry()) as (first, first_address),
-        start_registry(FakeRegistry()) as (second, second_address),
-        start_agent(
-            recorder, orchestrators=[first_address, second_address], session_wait_seconds=30
-        ) as server,
+        start_orchestrator(database="first") as first,
+        start_orchestrator(database="second") as second,
+        start_agent(recorder, orchestrators=[address_of(first), address_of(second)]) as server,
     ):
-        for registry in (first, second):
-            await registry.wait_until(lambda r=registry: len(r.registrations) == 1)
-
-    for registry in (first, second):
-        identity, request = registry.registrations[0]
-        assert identity == "spiffe://agentmesh.local/agent/recorder"
-        assert card_from_proto(request.card) == server.card
+        for orchestrator in (first, second):
+            async with mesh_client(orchestrator) as alice:
+                status = listed(await wait_for_agents(alice, "recorder", within=PATIENCE))
+            assert status.identity == IDENTITY
+            assert card_from_proto(status.card) == server.card
+            assert {c.name for c in status.card.capabilities} == {
+                "test.echo",
+                "test.fail",
+                "test.block",
+                "test.stubborn",
+            }
 
 
 async def test_the_agent_serves_while_the_orchestrator_is_down_and_registers_once_it_is_up(
-    recorder: Recorder, start_agent: StartAgent, start_registry: StartRegistry, connect: Connect
+    recorder: Recorder,
+    start_agent: StartAgent,
+    start_orchestrator: StartOrchestrator,
+    mesh_client: MeshClient,
+    connect: Connect,
+    captured: Log,
 ) -> None:
     port = free_port()
-    async with start_agent(
-        recorder, orchestrators=[f"localhost:{port}"], session_wait_seconds=30
-    ) as server:
+    address = f"localhost:{port}"
+    async with start_agent(recorder, orchestrators=[address]) as server:
         async with connect(server) as stub:
             card = await stub.Describe(agent_pb2.DescribeRequest(), timeout=PATIENCE)
         assert card.name == "recorder"
-        await asyncio.sleep(0.5)  # several failed attempts by now
-        async with start_registry(FakeRegistry(), listen=f"127.0.0.1:{port}") as (registry, _):
-            await registry.wait_until(lambda: len(registry.registrations) >= 1)
+        (unreachable, *_) = await logged(captured, "registration.unreachable", address)
+        assert unreachable["code"] == "UNAVAILABLE"
+        assert not events(captured, "registration.registered")
+
+        async with (
+            start_orchestrator(port=port) as orchestrator,
+            mesh_client(orchestrator) as alice,
+        ):
+            status = listed(await wait_for_agents(alice, "recorder", within=PATIENCE))
+            assert status.identity == IDENTITY
+        (registered,) = events(captured, "registration.registered", address)
+        assert registered["identity"] == IDENTITY
 
 
-async def test_without_a_session_the_agent_registers_again(
-    recorder: Recorder, start_agent: StartAgent, start_registry: StartRegistry
-) -> None:
-    async with (
-        start_registry(FakeRegistry()) as (registry, address),
-        start_agent(recorder, orchestrators=[address], session_wait_seconds=0.2),
-    ):
-        await registry.wait_until(lambda: len(registry.registrations) >= 3)
-
-
-async def test_an_ended_session_makes_the_agent_register_again(
+async def test_the_agent_registers_again_when_its_session_ends_with_a_restarted_orchestrator(
     recorder: Recorder,
     start_agent: StartAgent,
-    start_registry: StartRegistry,
-    open_session: OpenSession,
+    start_orchestrator: StartOrchestrator,
+    mesh_client: MeshClient,
+    captured: Log,
 ) -> None:
-    async with (
-        start_registry(FakeRegistry()) as (registry, address),
-        start_agent(recorder, orchestrators=[address], session_wait_seconds=30) as server,
-    ):
-        await registry.wait_until(lambda: len(registry.registrations) == 1)
-        async with open_session(server) as session:
-            assert (await session.ping(1)).nonce == 1
-            await asyncio.sleep(0.2)
-            assert len(registry.registrations) == 1  # an open session keeps it registered
-        await registry.wait_until(lambda: len(registry.registrations) == 2)
+    port = free_port()
+    address = f"localhost:{port}"
+    session_wait = 0.6
+    async with start_agent(recorder, orchestrators=[address], session_wait_seconds=session_wait):
+        async with (
+            start_orchestrator(port=port) as orchestrator,
+            mesh_client(orchestrator) as alice,
+        ):
+            await wait_for_agents(alice, "recorder", within=PATIENCE)
+
+            # The orchestrator's Session keeps the agent registered past session_wait.
+            async def current() -> pb.AgentStatus:
+                return listed(await alice.agents())
+
+            def session_outlived_the_wait(found: pb.AgentStatus) -> bool:
+                alive = found.last_seen.ToNanoseconds() - found.registered_at.ToNanoseconds()
+                return found.connected and alive > 2 * session_wait * 1e9
+
+            await eventually(current, session_outlived_the_wait, within=PATIENCE)
+            assert len(events(captured, "registration.registered", address)) == 1
+            assert not events(captured, "registration.no_session")
+
+        # Down: the agent notices its Session ended and keeps trying.
+        await logged(captured, "registration.session_ended", address)
+        await logged(captured, "registration.unreachable", address)
+
+        # A new orchestrator on the same port and database knows the agent only once it
+        # registers again.
+        async with start_orchestrator(port=port) as restarted, mesh_client(restarted) as alice:
+            status = listed(await wait_for_agents(alice, "recorder", within=PATIENCE))
+            assert status.identity == IDENTITY
+            assert status.connected
+        assert len(events(captured, "registration.registered", address)) == 2
 
 
-async def test_a_refused_registration_is_retried_slowly(
-    recorder: Recorder, start_agent: StartAgent, start_registry: StartRegistry
+def write_policy(path: Path, *capabilities: str) -> None:
+    """A policy letting agents register ``capabilities`` (globs) and anyone list agents."""
+    document = {
+        "version": 1,
+        "rules": [
+            {
+                "name": "agents",
+                "kinds": ["agent"],
+                "allow": {"register_capabilities": list(capabilities)},
+            },
+            {"name": "everyone", "identities": ["*"], "allow": {"list_agents": True}},
+        ],
+    }
+    path.write_text(json.dumps(document))
+
+
+async def test_a_refused_registration_is_retried_slowly_and_succeeds_once_allowed(
+    recorder: Recorder,
+    start_agent: StartAgent,
+    start_orchestrator: StartOrchestrator,
+    mesh_client: MeshClient,
+    captured: Log,
+    tmp_path: Path,
 ) -> None:
-    refusing = FakeRegistry(refuse=grpc.StatusCode.PERMISSION_DENIED)
+    policy = tmp_path / "policy.json"
+    write_policy(policy, "other.*")
+    retry = 1.0
     async with (
-        start_registry(refusing) as (registry, address),
-        start_agent(recorder, orchestrators=[address], register_retry_seconds=1.0),
+        start_orchestrator(policy_file=str(policy), security_reload_seconds=0.1) as orchestrator,
+        mesh_client(orchestrator) as alice,
+        start_agent(
+            recorder, orchestrators=[address_of(orchestrator)], register_retry_seconds=retry
+        ),
     ):
-        await registry.wait_until(lambda: len(registry.registrations) == 2)
+        (refused, *_) = await logged(captured, "registration.refused", address_of(orchestrator))
+        assert refused["log_level"] == "error"
+        assert refused["code"] == "PERMISSION_DENIED"
+        assert f"{IDENTITY} may not register capability 'test.echo'" in refused["reason"]
+        # Refusals wait register_retry_seconds, not the 0.1-0.2 s of an unreachable backoff.
+        assert refused["retry_in"] == retry
+        assert "recorder" not in {a.card.name for a in await alice.agents()}
+        assert not events(captured, "registration.registered")
 
-    first, second = registry.registered_at[:2]
-    # Unreachable-style backoff would have retried after 0.1-0.2 s.
-    assert second - first >= 0.8
+        write_policy(policy, "test.*")
+        status = listed(await wait_for_agents(alice, "recorder", within=PATIENCE))
+        assert status.identity == IDENTITY
+
+    refusals = events(captured, "registration.refused")
+    assert all(entry["retry_in"] == retry for entry in refusals)
+    assert len(events(captured, "registration.registered")) == 1
 
 
 async def test_draining_deregisters_from_every_orchestrator(
-    recorder: Recorder, start_agent: StartAgent, start_registry: StartRegistry
+    recorder: Recorder,
+    start_agent: StartAgent,
+    start_orchestrator: StartOrchestrator,
+    mesh_client: MeshClient,
+    captured: Log,
 ) -> None:
     async with (
-        start_registry(FakeRegistry()) as (first, first_address),
-        start_registry(FakeRegistry()) as (second, second_address),
+        start_orchestrator(database="first") as first,
+        start_orchestrator(database="second") as second,
+        mesh_client(first) as at_first,
+        mesh_client(second) as at_second,
     ):
-        async with start_agent(recorder, orchestrators=[first_address, second_address]) as server:
-            await first.wait_until(lambda: len(first.registrations) >= 1)
+        addresses = [address_of(first), address_of(second)]
+        async with start_agent(recorder, orchestrators=addresses) as server:
+            for alice in (at_first, at_second):
+                await wait_for_agents(alice, "recorder", within=PATIENCE)
             await server.drain()
-            registrations = len(first.registrations)
-        await asyncio.sleep(0.3)
+            for alice in (at_first, at_second):
+                await wait_for_agent_gone(alice, "recorder", within=PATIENCE)
+            registrations = len(events(captured, "registration.registered"))
 
-    agent = "spiffe://agentmesh.local/agent/recorder"
-    assert first.deregistrations == second.deregistrations == [(agent, "recorder")]
-    assert len(first.registrations) == registrations  # no re-registering after the drain
+        for address in addresses:
+            assert len(events(captured, "registration.deregistered", address)) == 1
+        assert registrations == 2
+        # No re-registering after the drain.
+        assert len(events(captured, "registration.registered")) == registrations
+        for alice in (at_first, at_second):
+            assert "recorder" not in {a.card.name for a in await alice.agents()}
