@@ -16,7 +16,8 @@ from agentmesh.agent import AgentSettings
 from agentmesh.agent.server import serve_until_signalled
 from agentmesh.security import IdentityKind
 from tests.agent.agent_support import PATIENCE, Recorder, kind_of, output_of
-from tests.agent.conftest import Connect, OpenSession, StartAgent, certificate, free_port
+from tests.agent.conftest import Connect, OpenSession, StartAgent, certificate
+from tests.support.network import free_port
 
 
 async def test_drain_finishes_what_it_can_and_hands_back_the_rest(

@@ -21,9 +21,9 @@ from tests.agent.conftest import (
     StartAgent,
     StartOrchestrator,
     address_of,
-    free_port,
 )
 from tests.support.mesh import wait_for_agent_gone, wait_for_agents
+from tests.support.network import free_port
 from tests.support.waiting import eventually
 
 IDENTITY = "spiffe://agentmesh.local/agent/recorder"

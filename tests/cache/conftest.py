@@ -10,7 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.cache.cache_support import SHARED_REDIS_URL
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.network import free_port
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ from agentmesh.models import Plan, StepSpec
 from agentmesh.server import Orchestrator
 from tests.support.events import ResumingWatcher, as_json, assert_gapless, steps
 from tests.support.mesh import client, wait_for_agents
+from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
 AGENT = "tests.support.agents"
