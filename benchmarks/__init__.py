@@ -1,0 +1,1 @@
+"""Benchmarks of agentmesh over real processes and real mTLS: run ``bash scripts/bench.sh``."""

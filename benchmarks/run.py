@@ -1,0 +1,134 @@
+"""Run the benchmarks: ``python benchmarks/run.py [--only NAME ...] [--profile KIND]``.
+
+Each benchmark starts its own mesh (an orchestrator process and agent processes on
+127.0.0.1, mTLS) under ``--folder``, prints what it measured next to a baseline measured in
+the same run, and the summary goes to the console as a Markdown table and to
+``<folder>/results.json``. ``--profile cprofile`` or ``--profile py-spy`` profiles each
+benchmark's orchestrator into ``<folder>/<name>.prof`` or ``<folder>/<name>.pyspy.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: make `benchmarks` importable from the repository root.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import agentmesh
+from benchmarks import critical_path, parallel_speedup, scale, submit_latency
+from benchmarks.mesh import ROOT, Profiling
+from benchmarks.report import Measurement, line, markdown
+
+Benchmark = Callable[[Path, Profiling | None], Awaitable[list[Measurement]]]
+
+BENCHMARKS: dict[str, Benchmark] = {
+    critical_path.NAME: critical_path.run,
+    parallel_speedup.NAME: parallel_speedup.run,
+    submit_latency.NAME: submit_latency.run,
+    scale.NAME: scale.run,
+}
+
+
+def _profiling(kind: str, py_spy: str, folder: Path, name: str) -> Profiling | None:
+    if kind == "cprofile":
+        return Profiling("cprofile", folder / f"{name}.prof")
+    if kind == "py-spy":
+        return Profiling("py-spy", folder / f"{name}.pyspy.txt", py_spy)
+    return None
+
+
+def _revision() -> str:
+    """The agentmesh benchmarked: this checkout's commit (``+dirty`` when src/ has changes),
+    or the folder it was imported from when that is not this checkout."""
+    source = Path(agentmesh.__file__).resolve().parent.parent
+    if source != ROOT / "src":
+        return f"agentmesh from {source}"
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"commit {head}" + ("+dirty" if dirty else "")
+
+
+async def main(names: list[str], folder: Path, profile: str, py_spy: str) -> list[Measurement]:
+    """Run the named benchmarks one after the other; return every measurement."""
+    measurements: list[Measurement] = []
+    for name in names:
+        load = os.getloadavg()[0]
+        busy = f"  (busy machine: load {load:.1f} on {os.cpu_count()} CPUs)" if load > 1 else ""
+        print(f"\n== {name}{busy}", flush=True)
+        started = time.perf_counter()
+        results = await BENCHMARKS[name](folder / name, _profiling(profile, py_spy, folder, name))
+        for measurement in results:
+            print(line(measurement))
+        print(f"  ({time.perf_counter() - started:.1f}s)", flush=True)
+        measurements.extend(results)
+    return measurements
+
+
+def cli() -> None:
+    """Parse arguments, run, print the summary and write results.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS), metavar="NAME"
+    )
+    parser.add_argument("--folder", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument(
+        "--profile",
+        choices=["none", "cprofile", "py-spy"],
+        default="none",
+        help="profile each orchestrator; cProfile slows it down a lot, py-spy hardly",
+    )
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", metavar="PATH")
+    args = parser.parse_args()
+    revision = _revision()
+    started = time.perf_counter()
+    measurements = asyncio.run(main(args.only, args.folder, args.profile, args.py_spy))
+    elapsed = time.perf_counter() - started
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n## Results ({when}, {revision}, {elapsed:.0f}s)\n")
+    print(markdown(measurements))
+    args.folder.mkdir(parents=True, exist_ok=True)
+    (args.folder / "results.json").write_text(
+        json.dumps(
+            {
+                "date": when,
+                "commit": revision,
+                "cpus": os.cpu_count(),
+                "seconds": round(elapsed, 1),
+                "python": platform.python_version(),
+                "measurements": [m.as_dict() for m in measurements],
+            },
+            indent=2,
+        )
+    )
+    failed = [m for m in measurements if m.ok is False]
+    if failed:
+        print(f"\n{len(failed)} target(s) missed: " + ", ".join(m.metric for m in failed))
+
+
+if __name__ == "__main__":
+    cli()
