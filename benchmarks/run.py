@@ -93,16 +93,32 @@ def cli() -> None:
     """Parse arguments, run, print the summary and write results.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS), metavar="NAME"
+        "--only",
+        nargs="+",
+        choices=list(BENCHMARKS),
+        default=list(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only these, in this order ({', '.join(BENCHMARKS)})",
     )
-    parser.add_argument("--folder", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=ROOT / "var" / "bench",
+        help="certificates, databases, logs, profiles and results.json (default: var/bench)",
+    )
     parser.add_argument(
         "--profile",
         choices=["none", "cprofile", "py-spy"],
         default="none",
-        help="profile each orchestrator; cProfile slows it down a lot, py-spy hardly",
+        help="profile each orchestrator: cProfile in-process (slows it down a lot), or py-spy "
+        "sampling from outside (not installed with the project: pip install py-spy)",
     )
-    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", metavar="PATH")
+    parser.add_argument(
+        "--py-spy",
+        default=shutil.which("py-spy") or "py-spy",
+        metavar="PATH",
+        help="the py-spy executable (default: from PATH)",
+    )
     args = parser.parse_args()
     revision = _revision()
     started = time.perf_counter()
@@ -116,7 +132,7 @@ def cli() -> None:
         json.dumps(
             {
                 "date": when,
-                "commit": revision,
+                "agentmesh": revision,
                 "cpus": os.cpu_count(),
                 "seconds": round(elapsed, 1),
                 "python": platform.python_version(),

@@ -105,13 +105,12 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
                 ("sequential", "health"): await _timed(one.check, N),
                 ("sequential", "submit"): await _timed(one.submit, N),
             }
-            walls, cpu = {}, {}
-            for kind, pick in (
-                ("health", lambda c: c.check),
-                ("submit", lambda c: c.submit),
-            ):
+            walls: dict[str, float] = {}
+            cpu: dict[str, float] = {}
+            for kind in ("health", "submit"):
+                calls: list[Call] = [c.check if kind == "health" else c.submit for c in callers]
                 before = cpu_seconds(mesh.orchestrator_pid)
-                durations, wall = await _concurrently([pick(c) for c in callers], N)
+                durations, wall = await _concurrently(calls, N)
                 cpu[kind] = cpu_seconds(mesh.orchestrator_pid) - before
                 results[(f"{CLIENTS} clients", kind)] = durations
                 walls[kind] = wall
