@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import time
@@ -257,12 +258,16 @@ class Registry:
         """
         return dict(self._known)
 
+    def _usable(self, name: str) -> bool:
+        link = self._links[name]
+        return link.alive and not link.draining and self._circuits[name].allows()
+
     def _candidates(self) -> Iterator[Candidate]:
         for name, link in self._links.items():
             yield Candidate(
                 card=link.card,
                 active=self._reserved.get(name, 0),
-                usable=link.alive and not link.draining and self._circuits[name].allows(),
+                usable=self._usable(name),
                 stats=self._stats[name],
             )
 
@@ -339,12 +344,21 @@ class Registry:
         """Grant free slots to waiters, highest priority first (FIFO within a priority)."""
         if not self._waiters:
             return
+        # One snapshot per pass, updated as slots are granted: rebuilding it per waiter made
+        # dispatching quadratic in the number of waiting steps.
+        candidates = {c.card.name: c for c in self._candidates()}
+
+        def room() -> bool:
+            return any(c.usable and c.active < c.card.max_concurrency for c in candidates.values())
+
+        if not room():
+            return
         still_waiting: list[_Waiter] = []
         while self._waiters:
             waiter = heapq.heappop(self._waiters)
             if waiter.granted.done():
                 continue
-            chosen = choose(self._candidates(), waiter.requirement)
+            chosen = choose(candidates.values(), waiter.requirement)
             if chosen is None:
                 still_waiting.append(waiter)
                 continue
@@ -353,5 +367,10 @@ class Registry:
             self._stats[name].last_assigned = time.monotonic()
             self._circuits[name].started()
             waiter.granted.set_result(self._links[name])
+            candidates[name] = dataclasses.replace(
+                chosen, active=self._reserved[name], usable=self._usable(name)
+            )
+            if not room():
+                break
         for waiter in still_waiting:
             heapq.heappush(self._waiters, waiter)

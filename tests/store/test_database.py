@@ -19,7 +19,7 @@ from agentmesh.models import (
     TaskRecord,
     TaskState,
 )
-from agentmesh.store import Store
+from agentmesh.store import Lease, Store
 
 
 @pytest.fixture
@@ -135,3 +135,16 @@ async def test_store_used_outside_its_context_says_so() -> None:
     store = Store("sqlite+aiosqlite:///:memory:")
     with pytest.raises(RuntimeError, match="outside"):
         await store.get_task("x")
+
+
+async def test_a_dead_replicas_task_is_claimed_however_many_older_tasks_we_run(
+    store: Store,
+) -> None:
+    ours = Lease("a", 60)
+    running = [f"t{i:03}" for i in range(120)]
+    for task_id in running:
+        await store.create_task(_task(task_id), lease=ours)
+    await store.create_task(_task("orphan"), lease=Lease("dead", -1))  # already expired
+    claimed = await store.claim_tasks(ours, skip=running)
+    assert claimed == ["orphan"]
+    assert await store.renew_leases(ours, ["orphan"]) == {"orphan"}

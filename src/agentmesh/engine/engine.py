@@ -74,7 +74,9 @@ class Engine:
     # -- leases ------------------------------------------------------------------------------
 
     async def _claim(self) -> None:
-        for task_id in await self._store.claim_tasks(self.lease):
+        # Skipping what we already run keeps the claim cheap and, more importantly, lets a
+        # dead replica's tasks be found however many of our own are older.
+        for task_id in await self._store.claim_tasks(self.lease, skip=set(self._runs)):
             if task_id in self._runs:
                 continue
             task = await self._store.get_task(task_id)

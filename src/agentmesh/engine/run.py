@@ -91,6 +91,8 @@ class TaskRun:
         self._dirty: dict[str, StepRecord] = {}
         self._new: list[tuple[int, StepRecord]] = []
         self._write_lock = asyncio.Lock()
+        #: Set by every change; an idle task's flusher sleeps instead of polling.
+        self._changed = asyncio.Event()
         self._cancel_reason = ""
         self._fenced = False
         self._log = log.bind(task_id=task.id)
@@ -108,6 +110,7 @@ class TaskRun:
         self._events.append(
             TaskEvent(task_id=self.task.id, sequence=self._sequence, time=now, kind=kind, **fields)
         )
+        self._changed.set()
 
     def _set_task_state(self, state: TaskState, reason: str = "") -> None:
         self.task.state = state
@@ -180,7 +183,9 @@ class TaskRun:
 
     async def _flusher(self, runner: asyncio.Task[None]) -> None:
         while True:
-            await asyncio.sleep(0.02)
+            await self._changed.wait()
+            await asyncio.sleep(0.02)  # gather what else happens meanwhile into one commit
+            self._changed.clear()
             try:
                 await self.flush()
             except LeaseLost:
@@ -193,6 +198,7 @@ class TaskRun:
                 # The batch went back into memory: nothing is lost, it is written next time.
                 self._log.error("task.flush_failed", error=repr(exc))
                 await asyncio.sleep(1)
+                self._changed.set()
 
     # -- the run ----------------------------------------------------------------------------
 

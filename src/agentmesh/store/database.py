@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -316,8 +316,13 @@ class Store:
 
     # -- leases (orchestrator replicas) ------------------------------------------------------
 
-    async def claim_tasks(self, lease: Lease, limit: int = 100) -> list[str]:
-        """Take over unfinished tasks that are unowned, ours, or whose lease expired."""
+    async def claim_tasks(
+        self, lease: Lease, limit: int = 100, skip: Collection[str] = ()
+    ) -> list[str]:
+        """Take over unfinished tasks that are unowned, ours, or whose lease expired.
+
+        ``skip``: tasks the caller runs already (never worth claiming again).
+        """
         now = datetime.now(UTC)
         final = [s.value for s in TaskState if s.final]
         async with self._read() as session:
@@ -326,6 +331,7 @@ class Store:
                     select(TaskRow.id)
                     .where(
                         TaskRow.state.not_in(final),
+                        TaskRow.id.not_in(list(skip)),
                         or_(
                             TaskRow.lease_owner.is_(None),
                             TaskRow.lease_owner == lease.owner,
