@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from sqlalchemy import delete, event, or_, select, text, update
+from sqlalchemy import delete, event, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -274,45 +274,69 @@ class Store:
         With ``lease``, nothing is written unless this replica still owns the task
         (fencing): :class:`LeaseLost` is raised instead.
         """
+        new_steps = list(new_steps)
+        steps = list(steps)
+        # Bulk statements (executemany), not ORM objects: this runs for every batch of every
+        # running task, and the unit of work doubled its CPU cost.
+        values: dict[str, Any] = {
+            "state": task.state.value,
+            "result": task.result,
+            "error": task.error,
+            "partial": task.partial,
+            "updated_at": task.updated_at,
+        }
+        if new_steps:  # only added steps (fan-out instances, follow-ups) change the plan
+            values["plan"] = task.plan.model_dump(mode="json") if task.plan else None
+        if events:
+            values["last_sequence"] = events[-1].sequence
+        statement = update(TaskRow).where(TaskRow.id == task.id)
+        if lease is not None:
+            statement = statement.where(TaskRow.lease_owner == lease.owner)
+            if task.state.final:
+                values.update(lease_owner=None, lease_expires_at=None)
         async with self._transaction() as session:
-            values: dict[str, Any] = {
-                "state": task.state.value,
-                "plan": task.plan.model_dump(mode="json") if task.plan else None,
-                "result": task.result,
-                "error": task.error,
-                "partial": task.partial,
-                "updated_at": task.updated_at,
-            }
-            if events:
-                values["last_sequence"] = events[-1].sequence
-            statement = update(TaskRow).where(TaskRow.id == task.id)
-            if lease is not None:
-                statement = statement.where(TaskRow.lease_owner == lease.owner)
-                if task.state.final:
-                    values.update(lease_owner=None, lease_expires_at=None)
             result = await session.execute(statement.values(**values))
             if lease is not None and _rowcount(result) == 0:
                 raise LeaseLost(task.id)
-            for position, step in new_steps:
-                session.add(_step_row(task.id, position, step))
-            for step in steps:
+            if new_steps:
                 await session.execute(
-                    update(StepRow)
-                    .where(StepRow.task_id == task.id, StepRow.step_id == step.spec.id)
-                    .values(**_step_values(step))
+                    insert(StepRow),
+                    [
+                        {
+                            "task_id": task.id,
+                            "step_id": step.spec.id,
+                            "position": position,
+                            "spec": step.spec.model_dump(mode="json"),
+                            **_step_values(step),
+                        }
+                        for position, step in new_steps
+                    ],
                 )
-            session.add_all(
-                EventRow(
-                    task_id=e.task_id,
-                    sequence=e.sequence,
-                    time=e.time,
-                    kind=e.kind.value,
-                    payload=e.model_dump(
-                        mode="json", exclude={"task_id", "sequence", "time", "kind"}
-                    ),
+            if steps:
+                # Bulk UPDATE by primary key (task_id, step_id).
+                await session.execute(
+                    update(StepRow),
+                    [
+                        {"task_id": task.id, "step_id": step.spec.id, **_step_values(step)}
+                        for step in steps
+                    ],
                 )
-                for e in events
-            )
+            if events:
+                await session.execute(
+                    insert(EventRow),
+                    [
+                        {
+                            "task_id": e.task_id,
+                            "sequence": e.sequence,
+                            "time": e.time,
+                            "kind": e.kind.value,
+                            "payload": e.model_dump(
+                                mode="json", exclude={"task_id", "sequence", "time", "kind"}
+                            ),
+                        }
+                        for e in events
+                    ],
+                )
 
     # -- leases (orchestrator replicas) ------------------------------------------------------
 
