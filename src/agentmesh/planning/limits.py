@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentmesh.errors import ValidationError
+
 MiB = 1024 * 1024
 
 
@@ -22,3 +24,21 @@ class PlanLimits(BaseModel):
     max_input_bytes: int = Field(default=4 * MiB, ge=1)
     #: Instances one ``for_each`` step may fan out to.
     max_fanout: int = Field(default=1000, ge=1)
+
+
+class ByteBudget:
+    """Bytes that several JSON payloads may take together; each ``spend`` draws from it."""
+
+    def __init__(self, limit: int, *, what: str) -> None:
+        self.limit = limit
+        self.used = 0
+        #: What is counted, for the error ("the plan's inputs", "payloads").
+        self.what = what
+
+    def spend(self, size: int, field: str) -> None:
+        """Count ``size`` more bytes; ValidationError naming ``field`` once over the limit."""
+        self.used += size
+        if self.used > self.limit:
+            raise ValidationError(
+                f"{self.what} exceed the limit of {self.limit} bytes", field=field
+            )

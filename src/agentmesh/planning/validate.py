@@ -26,7 +26,7 @@ from agentmesh import schemas
 from agentmesh.aggregate import parse_aggregate_spec
 from agentmesh.errors import ValidationError, field_path
 from agentmesh.models import JSON, Capability, Plan, StepSpec
-from agentmesh.planning.limits import PlanLimits
+from agentmesh.planning.limits import ByteBudget, PlanLimits
 from agentmesh.planning.references import (
     STEP_ID_PATTERN,
     Reference,
@@ -67,7 +67,7 @@ def validate_plan(
             f"{len(steps)} steps exceed the limit of {limits.max_steps}", field="plan.steps"
         )
     position = _check_ids(steps)
-    budget = _Budget(limits.max_input_bytes)
+    budget = ByteBudget(limits.max_input_bytes, what="the plan's inputs")
     graph = {
         step.id: _check_step(i, step, position, limits, budget) for i, step in enumerate(steps)
     }
@@ -122,7 +122,7 @@ def _check_ids(steps: tuple[StepSpec, ...]) -> dict[str, int]:
 
 
 def _check_step(
-    i: int, step: StepSpec, position: Mapping[str, int], limits: PlanLimits, budget: _Budget
+    i: int, step: StepSpec, position: Mapping[str, int], limits: PlanLimits, budget: ByteBudget
 ) -> Edges:
     where = f"plan.steps[{i}]"
     for name in ("capability", "compensation", "pin_agent"):
@@ -190,23 +190,8 @@ def _edges(i: int, step: StepSpec, refs: Iterable[tuple[str, Reference]]) -> Edg
     return edges
 
 
-class _Budget:
-    """The plan's remaining input bytes, shared by every step."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def spend(self, size: int, field: str) -> None:
-        self.used += size
-        if self.used > self.limit:
-            raise ValidationError(
-                f"the plan's inputs exceed the limit of {self.limit} bytes", field=field
-            )
-
-
 def _scan(
-    value: JSON, field: str, limits: PlanLimits, budget: _Budget, *, references: bool
+    value: JSON, field: str, limits: PlanLimits, budget: ByteBudget, *, references: bool
 ) -> list[tuple[str, Reference]]:
     """Check that ``value`` is JSON within the limits; return the references it holds.
 

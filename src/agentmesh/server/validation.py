@@ -22,7 +22,7 @@ from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError, field_path
 from agentmesh.models import AgentCard
-from agentmesh.planning import PlanLimits
+from agentmesh.planning.limits import ByteBudget, PlanLimits
 from agentmesh.security.identity import check_name
 
 TASK_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -92,31 +92,18 @@ def check_labels(labels: Mapping[str, str], field: str = "labels") -> None:
             raise ValidationError("must not contain control characters", field=where)
 
 
-class _Budget:
-    """Bytes a request's JSON payloads may still take, shared by all of them."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def spend(self, size: int, field: str) -> None:
-        self.used += size
-        if self.used > self.limit:
-            raise ValidationError(f"payloads exceed the limit of {self.limit} bytes", field=field)
-
-
 _JSONNode = struct_pb2.Struct | struct_pb2.ListValue | struct_pb2.Value
 
 
 def check_struct(
-    struct: struct_pb2.Struct, field: str, limits: PlanLimits, budget: _Budget | None = None
+    struct: struct_pb2.Struct, field: str, limits: PlanLimits, budget: ByteBudget | None = None
 ) -> None:
     """``struct`` is JSON within ``limits``: depth, string length, size, finite numbers.
 
     Iterative, so a payload nested far beyond the interpreter's recursion limit is refused
     cleanly rather than crashing the check.
     """
-    budget = budget or _Budget(limits.max_input_bytes)
+    budget = budget or ByteBudget(limits.max_input_bytes, what="payloads")
     stack: list[tuple[_JSONNode, str, int]] = [(struct, field, 1)]
     while stack:
         node, path, depth = stack.pop()
@@ -162,7 +149,9 @@ def check_struct(
 # -- Orchestrator ---------------------------------------------------------------------------------
 
 
-def _check_step(step: common_pb2.StepSpec, where: str, limits: PlanLimits, budget: _Budget) -> None:
+def _check_step(
+    step: common_pb2.StepSpec, where: str, limits: PlanLimits, budget: ByteBudget
+) -> None:
     _seconds(step.timeout_seconds, MAX_TIMEOUT_SECONDS, f"{where}.timeout_seconds")
     if step.retry.max_attempts > MAX_ATTEMPTS:
         raise ValidationError(
@@ -189,7 +178,7 @@ def check_submit(request: pb.SubmitTaskRequest, limits: PlanLimits) -> None:
     kind = request.WhichOneof("spec")
     if kind is None:
         raise ValidationError("one of plan, workflow or goal is required", field="spec")
-    budget = _Budget(limits.max_input_bytes)
+    budget = ByteBudget(limits.max_input_bytes, what="payloads")
     if kind == "plan":
         steps = request.plan.steps
         # Counted before anything is converted: a huge plan is refused at once.
@@ -280,7 +269,7 @@ def check_card(card: common_pb2.AgentCard, limits: PlanLimits) -> None:
     _token(card.version, MAX_VERSION, "card.version")
     check_labels(card.labels, "card.labels")
     seen: set[str] = set()
-    budget = _Budget(limits.max_input_bytes)
+    budget = ByteBudget(limits.max_input_bytes, what="payloads")
     for i, capability in enumerate(capabilities):
         where = f"card.capabilities[{i}]"
         name = capability.name

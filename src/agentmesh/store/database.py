@@ -197,7 +197,7 @@ class Store:
                 # No ORM relationship orders the inserts, so the task row goes first.
                 await session.flush()
                 for position, step in enumerate(task.steps.values()):
-                    session.add(_step_row(task.id, position, step))
+                    session.add(StepRow(**_step_row(task.id, position, step)))
         except IntegrityError:
             if not idempotency_key:
                 raise
@@ -301,16 +301,7 @@ class Store:
             if new_steps:
                 await session.execute(
                     insert(StepRow),
-                    [
-                        {
-                            "task_id": task.id,
-                            "step_id": step.spec.id,
-                            "position": position,
-                            "spec": step.spec.model_dump(mode="json"),
-                            **_step_values(step),
-                        }
-                        for position, step in new_steps
-                    ],
+                    [_step_row(task.id, position, step) for position, step in new_steps],
                 )
             if steps:
                 # Bulk UPDATE by primary key (task_id, step_id).
@@ -474,14 +465,15 @@ def _step_values(step: StepRecord) -> dict[str, Any]:
     }
 
 
-def _step_row(task_id: str, position: int, step: StepRecord) -> StepRow:
-    return StepRow(
-        task_id=task_id,
-        step_id=step.spec.id,
-        position=position,
-        spec=step.spec.model_dump(mode="json"),
+def _step_row(task_id: str, position: int, step: StepRecord) -> dict[str, Any]:
+    """The column values of a new step row."""
+    return {
+        "task_id": task_id,
+        "step_id": step.spec.id,
+        "position": position,
+        "spec": step.spec.model_dump(mode="json"),
         **_step_values(step),
-    )
+    }
 
 
 def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
