@@ -173,6 +173,15 @@ class Registry:
         if current is not None:
             await current.close("replaced by a new registration")
         now = datetime.now(UTC)
+        # Durable (and cached for other replicas) before anyone can see or use the agent.
+        await self._store.save_agent(card, identity, now)
+        await self._cache_card(link)
+        if not link.alive:  # lost while we were writing: it never becomes visible
+            await self._store.delete_agent(card.name)
+            await self._cache.delete(f"agents:{card.name}")
+            raise AgentUnavailable(
+                f"the Session to {card.endpoint} ended during registration", field="card.endpoint"
+            )
         self._links[card.name] = link
         async with self._registered:
             self._registered.notify_all()
@@ -188,8 +197,6 @@ class Registry:
             ),
         )
         metrics.AGENTS.set(len(self._links))
-        await self._store.save_agent(card, identity, now)
-        await self._cache_card(link)
         log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
         self._dispatch()
 
