@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 
 
 async def serve(port_file: Path) -> None:

@@ -21,7 +21,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.models import Plan, StepSpec
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
-from agentmesh.server.convert import plan_to_proto
+from agentmesh.wire.tasks import plan_to_proto
 from benchmarks.mesh import CLIENT, Mesh, Profiling, cpu_seconds, settle
 from benchmarks.report import Measurement, percentile
 

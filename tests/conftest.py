@@ -19,7 +19,7 @@ from tests.support.chat import ChatServer
 from tests.support.processes import AgentProcesses
 
 if TYPE_CHECKING:
-    from agentmesh.server import Orchestrator
+    from agentmesh.orchestrator import Orchestrator
 
 POSTGRES_URL = os.environ.get(
     "AGENTMESH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -99,7 +99,7 @@ def settings(certs: Path, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def orchestrator(settings: Settings) -> AsyncIterator[Orchestrator]:
     """A running orchestrator."""
-    from agentmesh.server import Orchestrator
+    from agentmesh.orchestrator import Orchestrator
 
     async with Orchestrator(settings) as running:
         yield running

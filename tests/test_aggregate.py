@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from agentmesh.aggregate import (
+from agentmesh.errors import ValidationError
+from agentmesh.orchestrator.planning.aggregate import (
     AggregateSpec,
     DelegatedAggregate,
     aggregate,
     check_result,
     parse_aggregate_spec,
 )
-from agentmesh.errors import ValidationError
 
 OUTPUTS: dict[str, Any] = {
     "split": {"sections": ["a", "b"], "meta": {"lang": "en", "pages": 2}},

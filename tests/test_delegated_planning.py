@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
 

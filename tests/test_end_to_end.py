@@ -8,7 +8,7 @@ from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.models import Plan, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
 

@@ -33,8 +33,8 @@ from agentmesh.models import (
     TaskRecord,
     TaskState,
 )
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, issue
-from agentmesh.server import Orchestrator
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses

@@ -8,7 +8,7 @@ import httpx
 
 from agentmesh.config import Settings
 from agentmesh.models import Plan, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from agentmesh.models import Capability, Plan, RetryPolicy, StepSpec, StepState, TaskState
-    from agentmesh.server import Orchestrator
+    from agentmesh.orchestrator import Orchestrator
 
 _HOMES = {
     "agentmesh.agent": (
@@ -57,7 +57,7 @@ _HOMES = {
         "ValidationError",
     ),
     "agentmesh.models": ("Capability", "Plan", "RetryPolicy", "StepSpec", "StepState", "TaskState"),
-    "agentmesh.server": ("Orchestrator",),
+    "agentmesh.orchestrator": ("Orchestrator",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -1,11 +1,12 @@
 """The domain: agents and their capabilities, tasks, plans, steps and events.
 
 These are the types every module speaks; protobuf messages appear only at the
-wire and are converted in :mod:`agentmesh.server.convert`.
+wire and are converted in :mod:`agentmesh.wire.tasks`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from datetime import datetime
 from typing import Any
@@ -196,3 +197,23 @@ class TaskEvent(_Frozen):
     message: str = ""
     output: JSON = None
     partial: bool = False
+
+
+def version_matches(prefix: str, version: str) -> bool:
+    """True when ``prefix`` is ``version`` or its leading dotted parts: "1.2" fits "1.2.3"."""
+    wanted = prefix.split(".")
+    return version.split(".")[: len(wanted)] == wanted
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """A snapshot of one agent for ``ListAgents``."""
+
+    card: AgentCard
+    identity: str
+    connected: bool
+    draining: bool
+    active: int
+    circuit: str
+    registered_at: datetime
+    last_seen: datetime

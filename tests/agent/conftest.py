@@ -16,6 +16,7 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2_grpc
 from agentmesh.agent import Agent, AgentServer, AgentSettings
 from agentmesh.client import Client
 from agentmesh.config import Settings
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import (
     CertFiles,
     IdentityKind,
@@ -23,7 +24,6 @@ from agentmesh.security import (
     create_ca,
     issue,
 )
-from agentmesh.server import Orchestrator
 from tests.agent.agent_support import Recorder, SessionClient
 
 TRUST_DOMAIN = "agentmesh.local"

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from agentmesh.cache import Cache
-from agentmesh.cache._memory import MemoryStore
 from agentmesh.config import Settings
+from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.cache._memory import MemoryStore
 from tests.cache.cache_support import until
 from tests.support.waiting import eventually
 

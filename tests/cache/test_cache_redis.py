@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from agentmesh.cache import Cache, Subscription
+from agentmesh.orchestrator.cache import Cache, Subscription
 from tests.cache.cache_support import FAST, SHARED_REDIS_URL, stored
 from tests.support.waiting import eventually
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentmesh.config import Settings
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.chat import ChatServer
 from tests.support.journal import Journal
 

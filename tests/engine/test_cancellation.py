@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.models import Plan, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.events import step_states, steps, task_states, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import client, wait_for_agents

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.examples import sample_document
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.events import (
     as_json,
     assert_gapless,

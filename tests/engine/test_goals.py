@@ -11,7 +11,7 @@ import pytest
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.examples import sample_document
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.chat import ChatServer
 from tests.support.events import as_json, steps, watch_all
 from tests.support.mesh import client, wait_for_agents

@@ -8,7 +8,7 @@ from pathlib import Path
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.models import Plan, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.events import steps, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import client, wait_for_agents

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agentmesh import metrics
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.models import Plan, RetryPolicy, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator, metrics
 from tests.support.events import step_events, watch_all
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents

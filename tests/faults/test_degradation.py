@@ -14,7 +14,7 @@ from pathlib import Path
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.models import Plan, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.events import as_json, first_sequence, step_events, steps, watch_all
 from tests.support.mesh import client, wait_for_agent_gone, wait_for_agents
 from tests.support.processes import AgentProcesses

@@ -24,7 +24,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
 from agentmesh.models import Plan, RetryPolicy, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.events import step_events, watch_all
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents

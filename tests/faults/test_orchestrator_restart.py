@@ -18,7 +18,7 @@ import grpc
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.models import EventKind, Plan, StepSpec, TaskState
-from agentmesh.store import Store
+from agentmesh.orchestrator.store import Store
 from tests.support.events import as_json, assert_gapless, steps, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import wait_for_agents

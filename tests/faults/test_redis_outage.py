@@ -21,7 +21,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.models import Plan, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.events import ResumingWatcher, as_json, assert_gapless, steps
 from tests.support.mesh import client, wait_for_agents
 from tests.support.network import free_port

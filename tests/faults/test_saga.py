@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.config import Settings
 from agentmesh.models import Plan, StepSpec
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.support.events import assert_gapless, step_events, task_states, watch_all
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses

@@ -10,7 +10,7 @@ import pytest
 from agentmesh.config import Settings
 from agentmesh.errors import ValidationError
 from agentmesh.models import Capability, Plan, TaskRequest
-from agentmesh.planning import (
+from agentmesh.orchestrator.planning import (
     Catalog,
     CatalogPlanner,
     ChainPlanner,

@@ -8,7 +8,7 @@ import pytest
 
 from agentmesh.errors import ValidationError
 from agentmesh.models import RetryPolicy, StepSpec
-from agentmesh.planning import (
+from agentmesh.orchestrator.planning import (
     expand_for_each,
     for_each_items,
     instance_id,

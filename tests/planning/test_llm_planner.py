@@ -11,7 +11,7 @@ import pytest
 
 from agentmesh.errors import AgentUnavailable, FailedPrecondition, ValidationError
 from agentmesh.models import Capability, TaskRequest
-from agentmesh.planning import (
+from agentmesh.orchestrator.planning import (
     Catalog,
     CatalogPlanner,
     ChainPlanner,

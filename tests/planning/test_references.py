@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agentmesh.errors import ValidationError
-from agentmesh.planning import (
+from agentmesh.orchestrator.planning import (
     Reference,
     bind_item,
     has_references,
@@ -17,7 +17,7 @@ from agentmesh.planning import (
     resolve,
     step_references,
 )
-from agentmesh.planning.references import UNBOUND
+from agentmesh.orchestrator.planning.references import UNBOUND
 
 INPUT = {"doc": {"title": "Q3", "tags": ["a", "b"]}, "n": 3, "flag": None}
 OUTPUTS: dict[str, Any] = {

@@ -8,15 +8,14 @@ from typing import Any
 import pytest
 
 from agentmesh.errors import ValidationError
-from agentmesh.models import Capability, Plan, StepSpec
-from agentmesh.planning import (
+from agentmesh.models import Capability, Plan, StepSpec, version_matches
+from agentmesh.orchestrator.planning import (
     PlanLimits,
     dependencies,
     topological_order,
     validate_plan,
-    version_matches,
 )
-from agentmesh.planning import validate as validate_module
+from agentmesh.orchestrator.planning import validate as validate_module
 from tests.planning.support import make_plan
 
 

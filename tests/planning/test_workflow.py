@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from agentmesh.errors import NotFound, ValidationError
 from agentmesh.models import Capability, StepSpec
-from agentmesh.planning import (
+from agentmesh.orchestrator.planning import (
     Catalog,
     Workflow,
     load_workflow,

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from agentmesh.config import Settings
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 
 
 @pytest.fixture

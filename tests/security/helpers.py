@@ -15,8 +15,8 @@ from google.protobuf import struct_pb2
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, server_credentials
-from agentmesh.server import Orchestrator
 
 #: Codes a well-formed but unwelcome request may get; never INTERNAL or UNKNOWN.
 CLIENT_ERRORS = frozenset(

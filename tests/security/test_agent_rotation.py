@@ -8,9 +8,9 @@ from pathlib import Path
 from cryptography import x509
 
 from agentmesh.config import Settings
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind, issue
 from agentmesh.security.revocation import revoke
-from agentmesh.server import Orchestrator
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
 

@@ -14,9 +14,9 @@ import pytest
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.config import Settings
 from agentmesh.errors import ConfigError
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import Identity, IdentityKind
 from agentmesh.security.policy import Action, Scope, default_policy, load_policy, parse_policy
-from agentmesh.server import Orchestrator
 from tests.security.helpers import (
     RawAgent,
     events,

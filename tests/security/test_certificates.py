@@ -26,8 +26,8 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.cli import app as cli
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, create_ca, issue
-from agentmesh.server import Orchestrator
 from tests.security.helpers import RawAgent, events, orchestrator_stub, plan_request, rpc_code
 from tests.support.mesh import wait_for_agents
 from tests.support.processes import AgentProcesses

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.security.helpers import RawAgent, events, orchestrator_stub, plan_request, struct
 
 ROGUE = "spiffe://agentmesh.test/agent/echo-2"

@@ -27,8 +27,8 @@ from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.config import Settings
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind
-from agentmesh.server import Orchestrator
 from tests.security.helpers import (
     RawAgent,
     channel,

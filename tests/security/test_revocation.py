@@ -16,9 +16,9 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.cli import app as cli
 from agentmesh.config import Settings
 from agentmesh.errors import ConfigError
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import Identity, IdentityKind, issue
 from agentmesh.security.revocation import load_revocations, parse_serial, revoke
-from agentmesh.server import Orchestrator
 from tests.security.helpers import (
     RawAgent,
     echo,

@@ -13,7 +13,7 @@ import pytest
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.config import Settings
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.security.helpers import events, plan_request, refusal
 
 OPENSSL = shutil.which("openssl")

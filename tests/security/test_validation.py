@@ -13,7 +13,7 @@ import pytest
 
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 from tests.security.helpers import (
     RawAgent,
     capability,

@@ -11,8 +11,8 @@ import pytest
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, create_ca, issue
-from agentmesh.server import Orchestrator
 from tests.support.mesh import client, wait_for_agent_gone, wait_for_agents
 from tests.support.processes import AgentProcesses
 

@@ -19,7 +19,7 @@ from agentmesh.models import (
     TaskRecord,
     TaskState,
 )
-from agentmesh.store import Lease, Store
+from agentmesh.orchestrator.store import Lease, Store
 
 
 @pytest.fixture

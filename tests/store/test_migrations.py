@@ -7,8 +7,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agentmesh.store import Store
-from agentmesh.store.tables import Base
+from agentmesh.orchestrator.store import Store
+from agentmesh.orchestrator.store.tables import Base
 
 
 def _differences(connection: Connection) -> list[object]:

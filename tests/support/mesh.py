@@ -6,8 +6,8 @@ from pathlib import Path
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind
-from agentmesh.server import Orchestrator
 from tests.support.waiting import eventually
 
 

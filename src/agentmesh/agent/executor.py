@@ -19,7 +19,7 @@ import structlog
 from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger
 
-from agentmesh.agent._tasks import TaskSet
+from agentmesh._tasks import TaskSet
 from agentmesh.agent.base import Agent
 from agentmesh.agent.capability import CapabilitySpec
 from agentmesh.agent.context import AssignmentContext

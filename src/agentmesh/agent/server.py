@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from structlog.typing import FilteringBoundLogger
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
-from agentmesh.agent._tasks import TaskSet
+from agentmesh._tasks import TaskSet
 from agentmesh.agent.base import Agent
 from agentmesh.agent.board import SessionBoard
 from agentmesh.agent.executor import Executor

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from structlog.typing import FilteringBoundLogger
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
+from agentmesh._tasks import cancel_and_wait
 from agentmesh.agent import convert
-from agentmesh.agent._tasks import cancel_and_wait
 from agentmesh.agent.executor import Executor
 from agentmesh.agent.work import Failed, FailureCode, Outcome
 from agentmesh.security import Identity

@@ -27,8 +27,8 @@ from agentmesh.cli.progress import watch_task
 from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
+from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind, create_ca, issue
-from agentmesh.server import Orchestrator
 
 #: (agent name, module under agentmesh.examples) of the processes the demo starts.
 AGENTS = (

@@ -15,7 +15,7 @@ from agentmesh.cli.progress import watch_task
 from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
-from agentmesh.server import Orchestrator
+from agentmesh.orchestrator import Orchestrator
 
 Address = Annotated[str, typer.Option(help="orchestrator host:port")]
 Name = Annotated[str, typer.Option(help="client certificate name (certs/client/NAME.pem)")]

@@ -1,5 +1,0 @@
-"""The scheduler: dependency-driven parallel execution, retries, failover, rollback, recovery."""
-
-from agentmesh.engine.engine import Engine
-
-__all__ = ["Engine"]

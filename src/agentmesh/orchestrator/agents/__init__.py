@@ -1,0 +1,1 @@
+"""Live agents: the registry (directory), matching, circuit breakers and the Session link."""

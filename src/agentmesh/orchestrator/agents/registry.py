@@ -1,0 +1,375 @@
+"""Live agents: their cards, Session links, load and health.
+
+Registration is persisted in SQL (so ``ListAgents`` history survives) and
+cached for other replicas; liveness is what this process's links say. The
+registry also hands out assignment slots, so an agent never gets more work
+than its declared concurrency and, when agents are scarce, higher-priority
+steps are served first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import grpc
+import structlog
+
+from agentmesh.config import Settings
+from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
+from agentmesh.models import AgentCard, AgentStatus, Capability
+from agentmesh.orchestrator import metrics
+from agentmesh.orchestrator.agents.circuits import AgentCircuit
+from agentmesh.orchestrator.agents.link import AgentLink
+from agentmesh.orchestrator.agents.matching import (
+    AgentStats,
+    Candidate,
+    Requirement,
+    choose,
+    eligible,
+)
+from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.store import Store
+from agentmesh.security import Identity
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(order=True)
+class _Waiter:
+    sort_key: tuple[int, int]
+    requirement: Requirement = field(compare=False)
+    granted: asyncio.Future[AgentLink] = field(compare=False)
+
+
+class Registry:
+    """The agents this orchestrator has Sessions with, and the slots they offer."""
+
+    def __init__(
+        self,
+        store: Store,
+        cache: Cache,
+        settings: Settings,
+        credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials],
+        *,
+        identify: Callable[[str], Awaitable[Identity]] | None = None,
+    ) -> None:
+        """``identify`` tells who serves an endpoint (see :mod:`agentmesh.security.peer_check`);
+        with it, an agent may register only an endpoint that serves its own certificate."""
+        self._identify = identify
+        self._store = store
+        self._cache = cache
+        self._settings = settings
+        self._credentials = credentials
+        self._links: dict[str, AgentLink] = {}
+        self._registered_at: dict[str, datetime] = {}
+        self._stats: dict[str, AgentStats] = {}
+        self._circuits: dict[str, AgentCircuit] = {}
+        self._known: dict[str, Capability] = {}
+        #: Notified whenever an agent registers (waking :meth:`wait_for_agent`).
+        self._registered = asyncio.Condition()
+        self._ticker: asyncio.Task[None] | None = None
+        self._waiters: list[_Waiter] = []
+        self._order = itertools.count()
+        #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
+        self._reserved: dict[str, int] = {}
+        self._cleanup: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Registry:
+        for card, _, _ in await self._store.agents():
+            self._learn(card)
+        self._ticker = asyncio.create_task(self._tick(), name="registry-tick")
+        return self
+
+    async def _tick(self) -> None:
+        # Open circuits become probe-able by the clock alone; nothing else would wake waiters.
+        refresh_every = self._settings.cache_ttl_seconds / 3
+        refreshed = time.monotonic()
+        while True:
+            await asyncio.sleep(0.25)
+            self._dispatch()
+            if time.monotonic() - refreshed >= refresh_every:
+                # Cached cards expire unless renewed: a dead replica's agents fade from Redis.
+                refreshed = time.monotonic()
+                for link in list(self._links.values()):
+                    await self._cache_card(link)
+
+    async def _cache_card(self, link: AgentLink) -> None:
+        await self._cache.set(
+            f"agents:{link.name}",
+            {"card": link.card.model_dump(mode="json"), "identity": link.identity},
+        )
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        links = list(self._links.values())
+        self._links.clear()
+        await asyncio.gather(*(link.close("orchestrator stopping") for link in links))
+        await asyncio.gather(*self._cleanup, return_exceptions=True)
+        for waiter in self._waiters:
+            if not waiter.granted.done():
+                waiter.granted.set_exception(AgentUnavailable("orchestrator stopping"))
+
+    # -- registration -----------------------------------------------------------------------
+
+    def _learn(self, card: AgentCard) -> None:
+        for capability in card.capabilities:
+            self._known[capability.name] = capability
+
+    async def register(self, card: AgentCard, identity: str) -> None:
+        """Open (or keep) a Session with the agent and make it available for matching."""
+        current = self._links.get(card.name)
+        if current is not None and current.alive and current.card.endpoint == card.endpoint:
+            if current.identity != identity:
+                raise PermissionDenied(
+                    f"agent {card.name!r} is registered by another identity", field="card.name"
+                )
+            # A re-registration (e.g. after a network blip) with the link still healthy.
+            current.card = card
+            self._learn(card)
+            self._dispatch()
+            return
+        if self._identify is not None:
+            served = await self._identify(card.endpoint)
+            if served.uri != identity:
+                raise PermissionDenied(
+                    f"{card.endpoint} serves the certificate of {served}, not of {identity}",
+                    field="card.endpoint",
+                )
+        link = AgentLink(
+            card,
+            identity,
+            # A callable reads the certificate files afresh: rotation needs no restart.
+            self._credentials() if callable(self._credentials) else self._credentials,
+            ping_interval=self._settings.ping_interval_seconds,
+            timeout=self._settings.agent_timeout_seconds,
+            max_message_bytes=self._settings.max_message_bytes,
+            on_lost=self._lost,
+        )
+        try:
+            await link.open(wait=self._settings.agent_timeout_seconds + 2)
+        except (TimeoutError, grpc.aio.AioRpcError) as exc:
+            raise AgentUnavailable(
+                f"cannot open a Session to {card.endpoint}: {exc}", field="card.endpoint"
+            ) from None
+        if current is not None:
+            await current.close("replaced by a new registration")
+        now = datetime.now(UTC)
+        # Durable (and cached for other replicas) before anyone can see or use the agent.
+        await self._store.save_agent(card, identity, now)
+        await self._cache_card(link)
+        if not link.alive:  # lost while we were writing: it never becomes visible
+            await self._store.delete_agent(card.name)
+            await self._cache.delete(f"agents:{card.name}")
+            raise AgentUnavailable(
+                f"the Session to {card.endpoint} ended during registration", field="card.endpoint"
+            )
+        self._links[card.name] = link
+        async with self._registered:
+            self._registered.notify_all()
+        self._learn(card)
+        self._registered_at[card.name] = now
+        self._stats.setdefault(card.name, AgentStats())
+        self._circuits.setdefault(
+            card.name,
+            AgentCircuit(
+                card.name,
+                fail_max=self._settings.circuit_fail_max,
+                reset_seconds=self._settings.circuit_reset_seconds,
+            ),
+        )
+        metrics.AGENTS.set(len(self._links))
+        log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
+        self._dispatch()
+
+    async def deregister(self, name: str, identity: str) -> None:
+        """Remove an agent at its own request; its work in flight fails over."""
+        link = self._links.get(name)
+        if link is None:
+            raise NotFound(f"no agent named {name!r}", field="name")
+        if link.identity != identity:
+            raise PermissionDenied(f"only {link.identity} may deregister {name!r}", field="name")
+        await self._drop(link, "deregistered")
+        await link.close("deregistered")
+
+    async def close_identity(self, identity: str, reason: str) -> int:
+        """End the Sessions of the agents registered by ``identity`` (e.g. it was revoked);
+        their work in flight fails over. Returns how many were closed."""
+        links = [link for link in self._links.values() if link.identity == identity]
+        for link in links:
+            await self._drop(link, reason)
+            await link.close(reason)
+        return len(links)
+
+    def _lost(self, link: AgentLink, reason: str) -> None:
+        task = asyncio.create_task(self._drop(link, reason), name=f"drop-{link.name}")
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
+
+    async def _drop(self, link: AgentLink, reason: str) -> None:
+        if self._links.get(link.name) is not link:
+            return
+        del self._links[link.name]
+        metrics.AGENTS.set(len(self._links))
+        log.warning("agent.removed", agent=link.name, reason=reason)
+        await self._store.delete_agent(link.name)
+        await self._cache.delete(f"agents:{link.name}")
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def statuses(self, capability: str = "") -> list[AgentStatus]:
+        """Every live agent, optionally only those offering ``capability``."""
+        # Links keep monotonic times (immune to clock jumps); shown as wall-clock here.
+        offset = time.time() - time.monotonic()
+        result = []
+        for name, link in sorted(self._links.items()):
+            if capability and link.card.capability(capability) is None:
+                continue
+            result.append(
+                AgentStatus(
+                    card=link.card,
+                    identity=link.identity,
+                    connected=link.alive,
+                    draining=link.draining,
+                    active=link.active,
+                    circuit=self._circuits[name].state,
+                    registered_at=self._registered_at[name],
+                    last_seen=datetime.fromtimestamp(offset + link.last_seen, UTC),
+                )
+            )
+        return result
+
+    def capabilities(self) -> dict[str, Capability]:
+        """Every capability an agent has offered since start-up, by name (for plan validation).
+
+        Agents that died still count: their steps wait for a capable agent to come
+        back instead of the plan being refused.
+        """
+        return dict(self._known)
+
+    def _usable(self, name: str) -> bool:
+        link = self._links[name]
+        return link.alive and not link.draining and self._circuits[name].allows()
+
+    def _candidates(self) -> Iterator[Candidate]:
+        for name, link in self._links.items():
+            yield Candidate(
+                card=link.card,
+                active=self._reserved.get(name, 0),
+                usable=self._usable(name),
+                stats=self._stats[name],
+            )
+
+    async def wait_for_agent(self, name: str, within: float) -> bool:
+        """Wait up to ``within`` seconds for agent ``name`` to be live; True if it is."""
+        if name in self._links:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within), self._registered:
+                await self._registered.wait_for(lambda: name in self._links)
+        return name in self._links
+
+    def could_serve(self, requirement: Requirement) -> bool:
+        """True when some live agent could take this step once it has room."""
+        return any(eligible(c, requirement) and c.usable for c in self._candidates())
+
+    def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> str:
+        """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit.
+
+        Returns the agent's circuit state afterwards (closed, open or half_open).
+        """
+        stats = self._stats.get(agent)
+        if stats is not None:
+            stats.record(seconds, ok)
+        circuit = self._circuits.get(agent)
+        if circuit is not None and (ok or agent_fault):
+            circuit.record(ok)
+        self._dispatch()
+        return circuit.state if circuit is not None else "closed"
+
+    # -- slots ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        requirement: Requirement,
+        priority: int = 0,
+        on_wait: Callable[[], None] | None = None,
+    ) -> AsyncIterator[AgentLink]:
+        """Wait for, then hold, one assignment slot on the best matching agent.
+
+        ``on_wait`` is called once if no agent has room right away.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
+        heapq.heappush(self._waiters, waiter)
+        self._dispatch()
+        if on_wait is not None and not waiter.granted.done():
+            on_wait()
+        try:
+            link = await waiter.granted
+        except asyncio.CancelledError:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                self._release(waiter.granted.result().name)
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                heapq.heapify(self._waiters)
+        try:
+            yield link
+        finally:
+            self._release(link.name)
+
+    def _release(self, name: str) -> None:
+        count = self._reserved.get(name, 0) - 1
+        if count > 0:
+            self._reserved[name] = count
+        else:
+            self._reserved.pop(name, None)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Grant free slots to waiters, highest priority first (FIFO within a priority)."""
+        if not self._waiters:
+            return
+        # One snapshot per pass, updated as slots are granted: rebuilding it per waiter made
+        # dispatching quadratic in the number of waiting steps.
+        candidates = {c.card.name: c for c in self._candidates()}
+
+        def room() -> bool:
+            return any(c.usable and c.active < c.card.max_concurrency for c in candidates.values())
+
+        if not room():
+            return
+        still_waiting: list[_Waiter] = []
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if waiter.granted.done():
+                continue
+            chosen = choose(candidates.values(), waiter.requirement)
+            if chosen is None:
+                still_waiting.append(waiter)
+                continue
+            name = chosen.card.name
+            self._reserved[name] = self._reserved.get(name, 0) + 1
+            self._stats[name].last_assigned = time.monotonic()
+            self._circuits[name].started()
+            waiter.granted.set_result(self._links[name])
+            candidates[name] = dataclasses.replace(
+                chosen, active=self._reserved[name], usable=self._usable(name)
+            )
+            if not room():
+                break
+        for waiter in still_waiting:
+            heapq.heappush(self._waiters, waiter)

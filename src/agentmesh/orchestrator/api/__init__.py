@@ -1,0 +1,1 @@
+"""The orchestrator's gRPC face: servicers, interceptors, request validation; translation only."""

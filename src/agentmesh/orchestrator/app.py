@@ -1,0 +1,196 @@
+"""The orchestrator process: every component wired together behind one mTLS gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from agentmesh.config import Settings
+from agentmesh.errors import CertificateError
+from agentmesh.orchestrator.agents.registry import Registry
+from agentmesh.orchestrator.api.interceptors import MeshInterceptor
+from agentmesh.orchestrator.api.servicers import OrchestratorServicer, RegistryServicer
+from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.engine import Engine
+from agentmesh.orchestrator.events import EventBus
+from agentmesh.orchestrator.metrics import serving_metrics
+from agentmesh.orchestrator.planning import Planner, default_planner
+from agentmesh.orchestrator.planning.delegate import AgentPlanner
+from agentmesh.orchestrator.store import Store
+from agentmesh.security import CertFiles, Identity, IdentityKind, server_credentials
+from agentmesh.security.guard import Guard
+from agentmesh.security.peer_check import endpoint_identity
+from agentmesh.security.tls import RotatingChannelCredentials
+
+log = structlog.get_logger(__name__)
+
+_SERVICES = (
+    orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name,
+    orchestrator_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
+)
+
+
+class Orchestrator:
+    """``async with Orchestrator(settings) as orch:`` serves until the block ends."""
+
+    def __init__(self, settings: Settings | None = None, *, planner: Planner | None = None) -> None:
+        self.settings = settings or Settings()
+        self._planner = planner
+        self._stack = contextlib.AsyncExitStack()
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+        #: Port of the /metrics endpoint, when ``metrics_listen`` is set.
+        self.metrics_port = 0
+
+    @property
+    def address(self) -> str:
+        """host:port the orchestrator listens on (with the real port when 0 was asked for)."""
+        host = self.settings.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def __aenter__(self) -> Orchestrator:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        settings = self.settings
+        files = CertFiles.of(settings.certs_dir, IdentityKind.ORCHESTRATOR, settings.cert_name)
+        if not files.exists():
+            raise CertificateError(
+                f"no orchestrator certificate at {files.cert}; run `agentmesh certs init`"
+            )
+        guard = await self._stack.enter_async_context(
+            Guard(
+                policy_file=Path(settings.policy_file) if settings.policy_file else None,
+                revocation_file=Path(settings.revocation_file)
+                if settings.revocation_file
+                else None,
+                reload_seconds=settings.security_reload_seconds,
+            )
+        )
+        store = await self._stack.enter_async_context(
+            Store(settings.database_url, schema=settings.database_schema)
+        )
+        cache = await self._stack.enter_async_context(
+            Cache(settings.redis_url or None, default_ttl=settings.cache_ttl_seconds)
+        )
+        bus = await self._stack.enter_async_context(EventBus(store, cache))
+        registry = await self._stack.enter_async_context(
+            Registry(
+                store,
+                cache,
+                settings,
+                RotatingChannelCredentials(files),
+                identify=functools.partial(endpoint_identity, files=files),
+            )
+        )
+        planner = self._planner or default_planner(
+            settings, delegate=AgentPlanner(registry, timeout=settings.llm_timeout_seconds)
+        )
+        engine = await self._stack.enter_async_context(
+            Engine(
+                store=store,
+                cache=cache,
+                bus=bus,
+                registry=registry,
+                planner=planner,
+                settings=settings,
+            )
+        )
+        self.engine, self.registry, self.store, self.guard = engine, registry, store, guard
+        guard.close_agents_with(registry.close_identity)
+
+        limit = settings.max_message_bytes
+        server = grpc.aio.server(
+            interceptors=[MeshInterceptor(guard, insecure_identity=self._insecure_identity())],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ],
+        )
+        orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
+            OrchestratorServicer(engine, store, bus, registry, guard), server
+        )
+        orchestrator_pb2_grpc.add_RegistryServicer_to_server(
+            RegistryServicer(registry, settings.ping_interval_seconds, guard), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (
+                *_SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        if settings.metrics_listen:
+            self.metrics_port = self._stack.enter_context(serving_metrics(settings.metrics_listen))
+            log.info("orchestrator.metrics", port=self.metrics_port)
+        if settings.insecure:
+            log.warning(
+                "security.insecure_mode",
+                address=settings.listen,
+                identity=str(self._insecure_identity()),
+                note="plaintext, no client certificates: for development only",
+            )
+            self.port = server.add_insecure_port(settings.listen)
+        else:
+            self.port = server.add_secure_port(settings.listen, server_credentials(files))
+        await server.start()
+        self._server = server
+        # Stop accepting calls before the components they use go away.
+        self._stack.push_async_callback(self._stop_server)
+        for name in ("", *_SERVICES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "orchestrator.started", address=self.address, database=store.url.render_as_string()
+        )
+
+    def _insecure_identity(self) -> Identity | None:
+        if not self.settings.insecure:
+            return None
+        return Identity(self.settings.trust_domain, IdentityKind.ADMIN, "insecure-dev")
+
+    async def _stop_server(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+            self._server = None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+        log.info("orchestrator.stopped")
+
+    async def wait_closed(self) -> None:
+        """Serve until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run an orchestrator until ``stop`` is set (or forever)."""
+    async with Orchestrator(settings) as orchestrator:
+        if stop is None:
+            await orchestrator.wait_closed()
+        else:
+            await stop.wait()

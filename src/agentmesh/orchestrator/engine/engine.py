@@ -1,0 +1,212 @@
+"""The engine: accepts tasks, plans them, runs each to a final state, resumes after restarts.
+
+Replicas sharing one database split the work through leases: each task is run
+by the replica holding its lease, which renews it while the task runs. When a
+replica dies its leases run out and the others claim its tasks, resuming them
+from the store the way a restarted orchestrator resumes its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+
+from agentmesh.config import Settings
+from agentmesh.errors import FailedPrecondition, NotFound
+from agentmesh.models import StepRecord, TaskRecord, TaskRequest, TaskState
+from agentmesh.orchestrator import metrics
+from agentmesh.orchestrator.agents.registry import Registry
+from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.engine.run import TaskRun
+from agentmesh.orchestrator.events import EventBus
+from agentmesh.orchestrator.planning import Planner
+from agentmesh.orchestrator.store import Lease, Store
+
+log = structlog.get_logger(__name__)
+
+_CANCEL_CHANNEL = "task-cancel"
+
+
+class Engine:
+    """Owns every task this replica runs; ``async with Engine(...)`` claims and resumes tasks."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cache: Cache,
+        bus: EventBus,
+        registry: Registry,
+        planner: Planner,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._bus = bus
+        self._registry = registry
+        self._planner = planner
+        self._settings = settings
+        self.lease = Lease(settings.replica, settings.lease_seconds)
+        self._runs: dict[str, TaskRun] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Engine:
+        await self._claim()  # resume our own unfinished tasks before serving
+        self._background = [
+            asyncio.create_task(self._keep_leases(), name="engine-leases"),
+            asyncio.create_task(self._listen_for_cancels(), name="engine-cancels"),
+        ]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        # Stopping is not cancelling: runs stop where they are and resume after a restart
+        # (here, or on another replica once the lease runs out).
+        tasks = [*self._background, *self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def _claim(self) -> None:
+        # Skipping what we already run keeps the claim cheap and, more importantly, lets a
+        # dead replica's tasks be found however many of our own are older.
+        for task_id in await self._store.claim_tasks(self.lease, skip=set(self._runs)):
+            if task_id in self._runs:
+                continue
+            task = await self._store.get_task(task_id)
+            if task is not None and not task.state.final:
+                log.info("task.resumed", task_id=task_id, state=task.state.value)
+                self._start(task, await self._store.last_sequence(task_id))
+
+    async def _keep_leases(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                running = list(self._runs)
+                owned = await self._store.renew_leases(self.lease, running)
+                # Only those asked about: a task submitted meanwhile is ours, not lost; one
+                # that finished meanwhile gave its lease back.
+                for task_id in set(running) - owned:
+                    run = self._runs.get(task_id)
+                    if run is None or run.task.state.final:
+                        continue
+                    log.error("task.lease_lost", task_id=task_id)
+                    self._stop(task_id)
+                for task_id, reason in (await self._store.cancel_requests(owned)).items():
+                    self._cancel_local(task_id, reason)
+                await self._claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Leases are long enough to survive a missed renewal; try again next round.
+                log.warning("engine.lease_round_failed", error=repr(exc))
+
+    async def _listen_for_cancels(self) -> None:
+        # The fast path for cancellations asked of another replica; the lease loop is the
+        # slow path that also works while Redis is down.
+        async with self._cache.subscribe(_CANCEL_CHANNEL) as messages:
+            async for message in messages:
+                if isinstance(message, dict):
+                    self._cancel_local(str(message.get("task_id")), str(message.get("reason")))
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def _start(self, task: TaskRecord, last_sequence: int) -> TaskRun:
+        run = TaskRun(
+            task,
+            last_sequence,
+            store=self._store,
+            bus=self._bus,
+            registry=self._registry,
+            settings=self._settings,
+            lease=self.lease,
+        )
+        self._runs[task.id] = run
+        self._tasks[task.id] = asyncio.create_task(self._drive(run), name=f"task-{task.id}")
+        return run
+
+    def _stop(self, task_id: str) -> None:
+        handle = self._tasks.get(task_id)
+        if handle is not None:
+            handle.cancel()
+
+    async def _drive(self, run: TaskRun) -> None:
+        try:
+            await run.run()
+        except Exception:
+            # A bug must not leave the task silently stuck: record it as failed.
+            log.exception("task.crashed", task_id=run.task.id)
+            run.task.error = "internal error; see orchestrator logs"
+            run.task.state = TaskState.FAILED
+            with contextlib.suppress(Exception):
+                await run.flush()
+        finally:
+            self._runs.pop(run.task.id, None)
+            self._tasks.pop(run.task.id, None)
+
+    async def submit(self, request: TaskRequest, owner: str) -> TaskRecord:
+        """Plan and persist a task, start running it, and return it at once."""
+        plan = await self._planner.plan(request, self._registry.capabilities())
+        now = datetime.now(UTC)
+        task = TaskRecord(
+            id=str(uuid.uuid4()),
+            owner=owner,
+            input=request.input,
+            priority=request.priority,
+            labels=request.labels,
+            timeout_seconds=request.timeout_seconds,
+            plan=plan,
+            steps={s.id: StepRecord(spec=s) for s in plan.steps},
+            created_at=now,
+            updated_at=now,
+        )
+        stored = await self._store.create_task(task, request.idempotency_key, lease=self.lease)
+        if stored.id == task.id:
+            log.info("task.submitted", task_id=task.id, owner=owner, steps=len(plan.steps))
+            metrics.TASKS_SUBMITTED.inc()
+            self._start(task, 0)
+        return stored
+
+    def _cancel_local(self, task_id: str, reason: str) -> bool:
+        run, handle = self._runs.get(task_id), self._tasks.get(task_id)
+        if run is None or handle is None:
+            return False
+        run.cancel(reason)
+        handle.cancel()
+        return True
+
+    async def cancel(self, task_id: str, reason: str) -> None:
+        """Cancel a task, wherever it runs: stop scheduling, cancel its steps, roll back.
+
+        Returns once the task has reached a final state.
+        """
+        handle = self._tasks.get(task_id)
+        if handle is not None and self._cancel_local(task_id, reason):
+            await asyncio.gather(handle, return_exceptions=True)
+            return
+        task = await self._store.get_task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}", field="task_id")
+        if task.state.final:
+            raise FailedPrecondition(
+                f"task is {task.state.value} and cannot be cancelled", field="task_id"
+            )
+        # Another replica runs it: ask, then follow its events to the end.
+        await self._store.request_cancel(task_id, reason)
+        await self._cache.publish(_CANCEL_CHANNEL, {"task_id": task_id, "reason": reason})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.lease_seconds * 3):
+                async for _ in self._bus.watch(task_id):
+                    pass
+
+    def live(self, task_id: str) -> TaskRecord | None:
+        """The in-memory (freshest) record of a task this replica runs."""
+        run = self._runs.get(task_id)
+        return None if run is None else run.task

@@ -1,0 +1,76 @@
+"""Planning delegated to an agent: goals go to whoever offers the ``plan`` capability."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+
+import pydantic
+
+from agentmesh._proto.agentmesh.v1 import agent_pb2
+from agentmesh.errors import AgentUnavailable, ValidationError
+from agentmesh.models import Capability, Plan, TaskRequest
+from agentmesh.orchestrator.agents.matching import Requirement
+from agentmesh.orchestrator.agents.registry import Registry
+from agentmesh.orchestrator.planning import PlanLimits, validate_plan
+from agentmesh.wire import to_struct
+
+#: The capability a planning agent offers. Input: ``goal``, ``input`` and ``capabilities``
+#: (name, description and input schema of each); output: ``plan`` (steps and aggregate).
+PLAN_CAPABILITY = "plan"
+
+
+class AgentPlanner:
+    """A :class:`~agentmesh.orchestrator.planning.Planner` that asks a live agent offering ``plan``.
+
+    Declines (``ValidationError`` on ``goal``) when the request has no goal or no such agent is
+    registered, so a chain of planners moves on; the agent's plan is validated like any other.
+    """
+
+    def __init__(
+        self, registry: Registry, *, timeout: float = 60.0, limits: PlanLimits | None = None
+    ) -> None:
+        self._registry = registry
+        self._timeout = timeout
+        self._limits = limits or PlanLimits()
+
+    async def plan(self, request: TaskRequest, capabilities: Mapping[str, Capability]) -> Plan:
+        """The plan the planning agent proposes for ``request.goal``, validated."""
+        requirement = Requirement(PLAN_CAPABILITY)
+        if not request.goal:
+            raise ValidationError("only goals are delegated to planning agents", field="goal")
+        if not self._registry.could_serve(requirement):
+            raise ValidationError(f"no agent offers {PLAN_CAPABILITY!r}", field="goal")
+        payload = {
+            "goal": request.goal,
+            "input": request.input,
+            "capabilities": [
+                {"name": c.name, "description": c.description, "input_schema": c.input_schema}
+                for c in sorted(capabilities.values(), key=lambda c: c.name)
+                if c.name != PLAN_CAPABILITY
+            ],
+        }
+        assignment = agent_pb2.Assignment(
+            assignment_id=uuid.uuid4().hex,
+            capability=PLAN_CAPABILITY,
+            step_id="plan",
+            attempt=1,
+            input=to_struct(payload),
+        )
+        try:
+            async with asyncio.timeout(self._timeout), self._registry.slot(requirement) as link:
+                outcome = await link.run(assignment, lambda fraction, message: None)
+        except TimeoutError:
+            raise AgentUnavailable(
+                f"no plan from a planning agent within {self._timeout:g}s"
+            ) from None
+        if not outcome.ok or outcome.output is None:
+            raise AgentUnavailable(
+                f"planning agent {link.name} failed: {outcome.code} {outcome.message}".strip()
+            )
+        try:
+            plan = Plan.model_validate(outcome.output.get("plan", outcome.output))
+        except pydantic.ValidationError as exc:
+            raise ValidationError.from_pydantic(exc, field="plan") from None
+        return validate_plan(plan, capabilities=capabilities, limits=self._limits)

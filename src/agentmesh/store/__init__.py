@@ -1,5 +1,0 @@
-"""Durable state in SQL (SQLite by default, PostgreSQL in production)."""
-
-from agentmesh.store.database import Lease, LeaseLost, Store
-
-__all__ = ["Lease", "LeaseLost", "Store"]
