@@ -56,6 +56,8 @@ class _Waiter:
     sort_key: tuple[int, int]
     requirement: Requirement = field(compare=False)
     granted: asyncio.Future[AgentLink] = field(compare=False)
+    #: Set when the grant is its agent's half-open probe (see :meth:`AgentCircuit.started`).
+    probe: int | None = field(default=None, compare=False)
 
 
 class Registry:
@@ -328,7 +330,7 @@ class Registry:
             link = await waiter.granted
         except asyncio.CancelledError:
             if waiter.granted.done() and not waiter.granted.cancelled():
-                self._release(waiter.granted.result().name)
+                self._release(waiter.granted.result().name, waiter.probe)
             raise
         finally:
             if waiter in self._waiters:
@@ -337,9 +339,14 @@ class Registry:
         try:
             yield link
         finally:
-            self._release(link.name)
+            self._release(link.name, waiter.probe)
 
-    def _release(self, name: str) -> None:
+    def _release(self, name: str, probe: int | None) -> None:
+        # A probe that ends without a recorded outcome (cancelled, the task's deadline, not
+        # the agent's fault) must not keep the circuit half-open and waiting for good.
+        circuit = self._circuits.get(name)
+        if circuit is not None:
+            circuit.abandoned(probe)
         count = self._reserved.get(name, 0) - 1
         if count > 0:
             self._reserved[name] = count
@@ -372,7 +379,7 @@ class Registry:
             name = chosen.card.name
             self._reserved[name] = self._reserved.get(name, 0) + 1
             self._stats[name].last_assigned = time.monotonic()
-            self._circuits[name].started()
+            waiter.probe = self._circuits[name].started()
             waiter.granted.set_result(self._links[name])
             candidates[name] = dataclasses.replace(
                 chosen, active=self._reserved[name], usable=self._usable(name)

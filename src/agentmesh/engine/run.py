@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from agentmesh import metrics, schemas
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.aggregate import DelegatedAggregate, aggregate, check_result
+from agentmesh.circuits import AGENT_FAULTS
 from agentmesh.config import Settings
 from agentmesh.engine.link import Outcome
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
@@ -52,10 +53,6 @@ log = structlog.get_logger(__name__)
 
 class TaskFailed(AgentMeshError):
     """A required step failed for good; the task cannot finish."""
-
-
-#: Failure codes that say something about the agent's health (not about the input).
-_AGENT_FAULTS = frozenset({"agent_lost", "timeout", "error", "invalid_output"})
 
 
 def _now() -> datetime:
@@ -555,7 +552,7 @@ class TaskRun:
                 # the agent's, not the input's, so another agent may well answer correctly.
                 outcome.retryable = True
             circuit = self._registry.record(
-                link.name, elapsed, outcome.ok, agent_fault=outcome.code in _AGENT_FAULTS
+                link.name, elapsed, outcome.ok, agent_fault=outcome.code in AGENT_FAULTS
             )
             metrics.ATTEMPTS.labels(link.name, outcome.code or "ok").inc()
             metrics.ATTEMPT_SECONDS.labels(capability).observe(elapsed)
