@@ -28,7 +28,7 @@ from agentmesh.cache import Cache
 from agentmesh.circuits import AgentCircuit
 from agentmesh.config import Settings
 from agentmesh.engine.link import AgentLink
-from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
+from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, describe
 from agentmesh.matching import AgentStats, Candidate, Requirement, choose, eligible
 from agentmesh.models import AgentCard, Capability
 from agentmesh.security import Identity
@@ -166,11 +166,18 @@ class Registry:
             max_message_bytes=self._settings.max_message_bytes,
             on_lost=self._lost,
         )
+        wait = self._settings.agent_timeout_seconds + 2
         try:
-            await link.open(wait=self._settings.agent_timeout_seconds + 2)
-        except (TimeoutError, grpc.aio.AioRpcError) as exc:
+            await link.open(wait=wait)
+        except TimeoutError:
             raise AgentUnavailable(
-                f"cannot open a Session to {card.endpoint}: {exc}", field="card.endpoint"
+                f"cannot open a Session to {card.endpoint}: no answer on the Session stream"
+                f" within {wait:g}s",
+                field="card.endpoint",
+            ) from None
+        except grpc.aio.AioRpcError as exc:
+            raise AgentUnavailable(
+                f"cannot open a Session to {card.endpoint}: {describe(exc)}", field="card.endpoint"
             ) from None
         if current is not None:
             await current.close("replaced by a new registration")
