@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 from structlog.testing import capture_logs
 
@@ -21,6 +22,7 @@ from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.models import Plan, RetryPolicy, StepSpec
 from agentmesh.server import Orchestrator
+from tests.security.helpers import refusal
 from tests.support.events import step_events, steps, watch_all
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents
@@ -173,3 +175,23 @@ async def test_a_probe_cancelled_before_its_outcome_does_not_keep_the_agent_from
         done = await _state_becomes(alice, again, pb.TASK_STATE_SUCCEEDED)
         assert steps(done)["again"].agent == "flaky"
         await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_CLOSED)
+
+
+async def test_a_planning_agent_that_keeps_failing_opens_its_circuit_and_a_good_plan_closes_it(
+    settings: Settings, certs: Path, agents: AgentProcesses
+) -> None:
+    async with Orchestrator(settings) as orchestrator, client(orchestrator, certs) as alice:
+        agents.start("tests.support.planner", "echo-1", [f"localhost:{orchestrator.port}"])
+        await wait_for_agents(alice, "echo-1")
+        for _ in range(FAIL_MAX):
+            error = await refusal(alice.submit(goal="crash zebra marmalade"))
+            assert error.code() is grpc.StatusCode.UNAVAILABLE
+            assert "planning agent echo-1 failed: error" in (error.details() or "")
+        assert await _circuit(alice, "echo-1") == pb.CIRCUIT_STATE_OPEN
+
+        # The next plan asked for after the reset time is the probe; it succeeds.
+        await _circuit_becomes(alice, "echo-1", pb.CIRCUIT_STATE_HALF_OPEN)
+        planned = await alice.submit(goal="zebra quantum marmalade")
+        await _circuit_becomes(alice, "echo-1", pb.CIRCUIT_STATE_CLOSED)
+        done = await _state_becomes(alice, planned, pb.TASK_STATE_SUCCEEDED)
+        assert [s.spec.id for s in done.steps] == ["w0", "w1", "w2"]
