@@ -21,6 +21,18 @@ def field_path(base: str, key: str | int) -> str:
     return f"{base}[{json.dumps(key)}]"
 
 
+def describe(exc: BaseException) -> str:
+    """What went wrong, as text that is never empty nor ends in whitespace.
+
+    A bare ``TimeoutError()`` reads as ``""``, which left messages ending in ``": "`` (and a
+    status message ending in a space is dropped whole by Node's HTTP/2 stack). A gRPC error
+    reads as its code and details rather than its multi-line debug text.
+    """
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name} {exc.details() or ''}".strip()
+    return str(exc).strip() or type(exc).__name__
+
+
 class AgentMeshError(Exception):
     """Root of every error agentmesh raises on purpose."""
 

@@ -4,14 +4,15 @@ The sick agent fails every attempt with an internal error (an agent fault, retry
 while its control file exists. Its circuit opens after ``circuit_fail_max`` failures:
 ListAgents and the metrics say so, an error-level alert is logged, and matching sends its
 work elsewhere. After ``circuit_reset_seconds`` one probe may go through; it succeeds
-once the agent is healthy again, and the circuit closes.
+once the agent is healthy again, and the circuit closes. A probe that ends without an
+outcome (its task is cancelled) does not keep the circuit waiting for that outcome forever.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+import grpc
 import pytest
 from structlog.testing import capture_logs
 
@@ -20,7 +21,8 @@ from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.models import Plan, RetryPolicy, StepSpec
 from agentmesh.orchestrator import Orchestrator, metrics
-from tests.support.events import step_events, watch_all
+from tests.security.helpers import refusal
+from tests.support.events import step_events, steps, watch_all
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -54,7 +56,7 @@ async def _circuit(alice: Client, name: str) -> int:
     return status.circuit
 
 
-async def _circuit_becomes(alice: Client, name: str, state: int, within: float = 10) -> None:
+async def _circuit_becomes(alice: Client, name: str, state: int, within: float = 15) -> None:
     async def probe() -> int:
         return await _circuit(alice, name)
 
@@ -72,6 +74,24 @@ def _gauge(agent: str) -> float | None:
     return metrics.REGISTRY.get_sample_value("agentmesh_circuit_open", {"agent": agent})
 
 
+async def _open_circuit(alice: Client, name: str) -> list[pb.TaskEvent]:
+    """Run a step pinned to the (sick) agent ``name`` until its circuit opens; its events."""
+    failing = await alice.submit(plan=Plan(steps=(_echo("sick", pin=name),)))
+    failed = await watch_all(alice, failing)
+    assert failed[-1].task_state.state == pb.TASK_STATE_FAILED
+    assert [(a.agent, a.attempt) for a in _attempts(failed)] == [
+        (name, n) for n in range(1, FAIL_MAX + 1)
+    ]
+    return failed
+
+
+async def _state_becomes(alice: Client, task_id: str, state: int) -> pb.Task:
+    async def task() -> pb.Task:
+        return await alice.get(task_id)
+
+    return await eventually(task, lambda t: t.state == state, within=20)
+
+
 async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after_a_good_probe(
     settings: Settings, certs: Path, agents: AgentProcesses, tmp_path: Path
 ) -> None:
@@ -86,13 +106,7 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
             assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_CLOSED
 
             # Every attempt of a step pinned to the sick agent fails: the circuit opens.
-            failing = await alice.submit(plan=Plan(steps=(_echo("sick", pin="flaky"),)))
-            failed = await watch_all(alice, failing)
-            opened = time.monotonic()
-            assert failed[-1].task_state.state == pb.TASK_STATE_FAILED
-            assert [(a.agent, a.attempt) for a in _attempts(failed)] == [
-                ("flaky", n) for n in range(1, FAIL_MAX + 1)
-            ]
+            failed = await _open_circuit(alice, "flaky")
             assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_OPEN
             assert _gauge("flaky") == 1
             # The task's watchers are told too: the last failure names the opened circuit.
@@ -106,18 +120,17 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
             spread_events = await watch_all(alice, spread)
             assert spread_events[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
             assert {a.agent for a in _attempts(spread_events)} == {"echo-1"}
-            assert time.monotonic() - opened < RESET_SECONDS, "too slow to tell open from probing"
+            # Still open (no probe was due, none went out): the spread ran while it was open.
             assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_OPEN
 
             # After the reset time one probe may go through; the agent has recovered.
             sick.unlink()
             await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_HALF_OPEN)
-            assert time.monotonic() - opened >= RESET_SECONDS * 0.9
             probe = await alice.submit(plan=Plan(steps=(_echo("probe", pin="flaky"),)))
             probed = await watch_all(alice, probe)
             assert probed[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
             assert [a.agent for a in _attempts(probed)] == ["flaky"]
-            await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_CLOSED, within=2)
+            await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_CLOSED)
             assert _gauge("flaky") == 0
 
     changes = [
@@ -130,3 +143,54 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
         ("agent.circuit_half_open", "info"),
         ("agent.circuit_closed", "info"),
     ]
+
+
+async def test_a_probe_cancelled_before_its_outcome_does_not_keep_the_agent_from_work(
+    settings: Settings, certs: Path, agents: AgentProcesses, tmp_path: Path
+) -> None:
+    sick = tmp_path / "sick"
+    sick.touch()
+    async with Orchestrator(settings) as orchestrator, client(orchestrator, certs) as alice:
+        address = [f"localhost:{orchestrator.port}"]
+        agents.start(FAULTY, "flaky", address, **Faults(sick_file=str(sick)).env())
+        await wait_for_agents(alice, "flaky")
+        await _open_circuit(alice, "flaky")
+        await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_HALF_OPEN)
+
+        # The probe hangs on the agent, and its task is cancelled while it runs: no outcome.
+        hang = StepSpec(id="hang", capability="test.hang", pin_agent="flaky")
+        hung = await alice.submit(plan=Plan(steps=(hang,)))
+        await eventually(
+            lambda: alice.get(hung),
+            lambda t: steps(t)["hang"].state == pb.STEP_STATE_RUNNING,
+            within=20,
+        )
+        cancelled = await alice.cancel(hung, reason="probe cancelled")
+        assert cancelled.state == pb.TASK_STATE_CANCELLED
+
+        # The agent has recovered: the next step pinned to it is the next probe, and runs.
+        sick.unlink()
+        again = await alice.submit(plan=Plan(steps=(_echo("again", pin="flaky", attempts=1),)))
+        done = await _state_becomes(alice, again, pb.TASK_STATE_SUCCEEDED)
+        assert steps(done)["again"].agent == "flaky"
+        await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_CLOSED)
+
+
+async def test_a_planning_agent_that_keeps_failing_opens_its_circuit_and_a_good_plan_closes_it(
+    settings: Settings, certs: Path, agents: AgentProcesses
+) -> None:
+    async with Orchestrator(settings) as orchestrator, client(orchestrator, certs) as alice:
+        agents.start("tests.support.planner", "echo-1", [f"localhost:{orchestrator.port}"])
+        await wait_for_agents(alice, "echo-1")
+        for _ in range(FAIL_MAX):
+            error = await refusal(alice.submit(goal="crash zebra marmalade"))
+            assert error.code() is grpc.StatusCode.UNAVAILABLE
+            assert "planning agent echo-1 failed: error" in (error.details() or "")
+        assert await _circuit(alice, "echo-1") == pb.CIRCUIT_STATE_OPEN
+
+        # The next plan asked for after the reset time is the probe; it succeeds.
+        await _circuit_becomes(alice, "echo-1", pb.CIRCUIT_STATE_HALF_OPEN)
+        planned = await alice.submit(goal="zebra quantum marmalade")
+        await _circuit_becomes(alice, "echo-1", pb.CIRCUIT_STATE_CLOSED)
+        done = await _state_becomes(alice, planned, pb.TASK_STATE_SUCCEEDED)
+        assert [s.spec.id for s in done.steps] == ["w0", "w1", "w2"]

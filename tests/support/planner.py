@@ -26,10 +26,15 @@ class Planned(BaseModel):
 
 
 class GoalPlanner(PlanningAgent):
-    """Everything the fault-injecting agent does, plus planning goals."""
+    """Everything the fault-injecting agent does, plus planning goals (and failing, with an
+    internal error, those that start with "crash")."""
 
     @capability("plan", description="Plan a goal: one test.echo step per word of the goal.")
     async def plan(self, data: Goal, ctx: AssignmentContext) -> Planned:
+        if data.goal.startswith("crash"):
+            # An internal error, the kind that counts against the agent's circuit. (Raised as
+            # StepFailed: a crash's rich traceback of this large input stalls the agent.)
+            raise StepFailed("the planner is broken (the goal asked for it)", code="error")
         offered = {c["name"] for c in data.capabilities}
         if "test.echo" not in offered:
             raise StepFailed("test.echo is not offered", retryable=False)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 
-from agentmesh.errors import AgentUnavailable, CertificateError
+from agentmesh.errors import AgentUnavailable, CertificateError, describe
 from agentmesh.security.ca import CertFiles, identity_of
 from agentmesh.security.identity import Identity
 
@@ -40,9 +40,14 @@ async def endpoint_identity(endpoint: str, files: CertFiles, *, within: float = 
     try:
         async with asyncio.timeout(within):
             _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
-    except (OSError, TimeoutError) as exc:
+    except TimeoutError:  # before OSError, of which it is a kind
         raise AgentUnavailable(
-            f"cannot reach {endpoint} over TLS: {exc}", field="card.endpoint"
+            f"cannot reach {endpoint} over TLS: no TLS handshake within {within:g}s",
+            field="card.endpoint",
+        ) from None
+    except OSError as exc:
+        raise AgentUnavailable(
+            f"cannot reach {endpoint} over TLS: {describe(exc)}", field="card.endpoint"
         ) from None
     try:
         ssl_object = writer.get_extra_info("ssl_object")

@@ -24,7 +24,7 @@ import grpc
 import structlog
 
 from agentmesh.config import Settings
-from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
+from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, describe
 from agentmesh.models import AgentCard, AgentStatus, Capability
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
@@ -48,6 +48,8 @@ class _Waiter:
     sort_key: tuple[int, int]
     requirement: Requirement = field(compare=False)
     granted: asyncio.Future[AgentLink] = field(compare=False)
+    #: Set when the grant is its agent's half-open probe (see :meth:`AgentCircuit.started`).
+    probe: int | None = field(default=None, compare=False)
 
 
 class Registry:
@@ -156,11 +158,18 @@ class Registry:
             max_message_bytes=self._settings.max_message_bytes,
             on_lost=self._lost,
         )
+        wait = self._settings.agent_timeout_seconds + 2
         try:
-            await link.open(wait=self._settings.agent_timeout_seconds + 2)
-        except (TimeoutError, grpc.aio.AioRpcError) as exc:
+            await link.open(wait=wait)
+        except TimeoutError:
             raise AgentUnavailable(
-                f"cannot open a Session to {card.endpoint}: {exc}", field="card.endpoint"
+                f"cannot open a Session to {card.endpoint}: no answer on the Session stream"
+                f" within {wait:g}s",
+                field="card.endpoint",
+            ) from None
+        except grpc.aio.AioRpcError as exc:
+            raise AgentUnavailable(
+                f"cannot open a Session to {card.endpoint}: {describe(exc)}", field="card.endpoint"
             ) from None
         if current is not None:
             await current.close("replaced by a new registration")
@@ -320,7 +329,7 @@ class Registry:
             link = await waiter.granted
         except asyncio.CancelledError:
             if waiter.granted.done() and not waiter.granted.cancelled():
-                self._release(waiter.granted.result().name)
+                self._release(waiter.granted.result().name, waiter.probe)
             raise
         finally:
             if waiter in self._waiters:
@@ -329,9 +338,14 @@ class Registry:
         try:
             yield link
         finally:
-            self._release(link.name)
+            self._release(link.name, waiter.probe)
 
-    def _release(self, name: str) -> None:
+    def _release(self, name: str, probe: int | None) -> None:
+        # A probe that ends without a recorded outcome (cancelled, the task's deadline, not
+        # the agent's fault) must not keep the circuit half-open and waiting for good.
+        circuit = self._circuits.get(name)
+        if circuit is not None:
+            circuit.abandoned(probe)
         count = self._reserved.get(name, 0) - 1
         if count > 0:
             self._reserved[name] = count
@@ -364,7 +378,7 @@ class Registry:
             name = chosen.card.name
             self._reserved[name] = self._reserved.get(name, 0) + 1
             self._stats[name].last_assigned = time.monotonic()
-            self._circuits[name].started()
+            waiter.probe = self._circuits[name].started()
             waiter.granted.set_result(self._links[name])
             candidates[name] = dataclasses.replace(
                 chosen, active=self._reserved[name], usable=self._usable(name)

@@ -23,7 +23,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from agentmesh.errors import AgentMeshError, Unauthenticated, ValidationError
+from agentmesh.errors import AgentMeshError, Unauthenticated, ValidationError, describe
 from agentmesh.security import Identity, Peer, peer_certificate
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Concealed
@@ -107,7 +107,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             return decode(raw)
         except DecodeError as exc:
             raise ValidationError(
-                f"cannot be parsed (malformed, or nested too deeply): {exc}", field="request"
+                f"cannot be parsed (malformed, or nested too deeply): {describe(exc)}",
+                field="request",
             ) from None
 
     @staticmethod
@@ -130,7 +131,9 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                     code=exc.code.name,
                     reason=str(exc),
                 )
-            await context.abort(exc.code, str(exc))
+            # The last guard: a status message that ends in whitespace is dropped by some
+            # clients (Node's HTTP/2 stack rejects such header values).
+            await context.abort(exc.code, describe(exc))
         log.error("rpc.crashed", identity=identity, method=method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the orchestrator's log")
 

@@ -34,6 +34,7 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.orchestrator import metrics
+from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
 from agentmesh.orchestrator.agents.link import Outcome
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
@@ -53,10 +54,6 @@ log = structlog.get_logger(__name__)
 
 class TaskFailed(AgentMeshError):
     """A required step failed for good; the task cannot finish."""
-
-
-#: Failure codes that say something about the agent's health (not about the input).
-_AGENT_FAULTS = frozenset({"agent_lost", "timeout", "error", "invalid_output"})
 
 
 def _now() -> datetime:
@@ -556,7 +553,7 @@ class TaskRun:
                 # the agent's, not the input's, so another agent may well answer correctly.
                 outcome.retryable = True
             circuit = self._registry.record(
-                link.name, elapsed, outcome.ok, agent_fault=outcome.code in _AGENT_FAULTS
+                link.name, elapsed, outcome.ok, agent_fault=outcome.code in AGENT_FAULTS
             )
             metrics.ATTEMPTS.labels(link.name, outcome.code or "ok").inc()
             metrics.ATTEMPT_SECONDS.labels(capability).observe(elapsed)

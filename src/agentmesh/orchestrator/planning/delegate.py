@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Mapping
 
@@ -11,6 +12,8 @@ import pydantic
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.errors import AgentUnavailable, ValidationError
 from agentmesh.models import Capability, Plan, TaskRequest
+from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
+from agentmesh.orchestrator.agents.link import Outcome
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.planning import PlanLimits, validate_plan
@@ -58,13 +61,29 @@ class AgentPlanner:
             attempt=1,
             input=to_struct(payload),
         )
-        try:
-            async with asyncio.timeout(self._timeout), self._registry.slot(requirement) as link:
-                outcome = await link.run(assignment, lambda fraction, message: None)
-        except TimeoutError:
-            raise AgentUnavailable(
-                f"no plan from a planning agent within {self._timeout:g}s"
-            ) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    link = await stack.enter_async_context(self._registry.slot(requirement))
+            except TimeoutError:
+                raise AgentUnavailable(
+                    f"no planning agent had room within {self._timeout:g}s"
+                ) from None
+            started = loop.time()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    outcome = await link.run(assignment, lambda fraction, message: None)
+            except TimeoutError:
+                outcome = Outcome(code="timeout", message=f"no plan within {self._timeout:g}s")
+            # Like any step's attempt: its stats and circuit see it (a half-open probe ends).
+            self._registry.record(
+                link.name,
+                loop.time() - started,
+                outcome.ok,
+                agent_fault=outcome.code in AGENT_FAULTS,
+            )
         if not outcome.ok or outcome.output is None:
             raise AgentUnavailable(
                 f"planning agent {link.name} failed: {outcome.code} {outcome.message}".strip()
