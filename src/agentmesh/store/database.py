@@ -260,6 +260,22 @@ class Store:
             value = await session.scalar(select(TaskRow.last_sequence).where(TaskRow.id == task_id))
         return value or 0
 
+    async def stream_end(self, task_id: str) -> tuple[bool, int] | None:
+        """Whether the task is final, and its newest event's sequence; None when no such task.
+
+        One row read: state and sequence are committed together, so a final state here
+        comes with its final event's sequence.
+        """
+        async with self._read() as session:
+            row = (
+                await session.execute(
+                    select(TaskRow.state, TaskRow.last_sequence).where(TaskRow.id == task_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        return TaskState(row.state).final, row.last_sequence or 0
+
     async def commit(
         self,
         task: TaskRecord,
