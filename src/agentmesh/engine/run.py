@@ -23,6 +23,7 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.aggregate import DelegatedAggregate, aggregate, check_result
 from agentmesh.config import Settings
 from agentmesh.engine.link import Outcome
+from agentmesh.engine.progress import ProgressLimiter
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
 from agentmesh.events import EventBus
 from agentmesh.matching import Requirement
@@ -527,6 +528,7 @@ class TaskRun:
                     message=message,
                 )
 
+            limiter = ProgressLimiter(progress)
             self._log.info(
                 "step.assigned",
                 step=spec.id,
@@ -539,9 +541,11 @@ class TaskRun:
             started = asyncio.get_running_loop().time()
             try:
                 async with asyncio.timeout(timeout):
-                    outcome = await link.run(assignment, progress)
+                    outcome = await link.run(assignment, limiter.report)
             except TimeoutError:
                 outcome = Outcome(code="timeout", message=f"no result within {timeout:g}s")
+            finally:
+                limiter.close()  # the latest report held back goes out before the outcome
             elapsed = asyncio.get_running_loop().time() - started
             if outcome.ok:
                 declared = link.card.capability(capability)
