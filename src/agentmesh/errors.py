@@ -70,6 +70,12 @@ class NotFound(AgentMeshError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class OutOfRange(AgentMeshError):
+    """A position (a sequence number, an offset) lies past the end of what exists."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class AlreadyExists(AgentMeshError):
     """Something with that name or key exists already."""
 

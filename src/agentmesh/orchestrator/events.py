@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from agentmesh.errors import OutOfRange
 from agentmesh.models import EventKind, TaskEvent, TaskState
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.store import Store
@@ -64,6 +65,9 @@ class EventBus:
     ) -> AsyncIterator[TaskEvent]:
         """Yield the task's events after ``after_sequence`` in order; end after its final state.
 
+        A cursor past the task's newest event raises :class:`OutOfRange` (field
+        ``after_sequence``): the events it would wait for, the final one included, can never
+        come. A cursor at or past the final event of a final task ends the stream at once.
         ``poll_seconds`` bounds how long a lost wake-up can delay an event.
         """
         wakeup = asyncio.Event()
@@ -78,13 +82,31 @@ class EventBus:
                     yield event
                     if event.kind is EventKind.TASK_STATE and TaskState(event.state).final:
                         return
-                if not events:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(poll_seconds):
-                            await wakeup.wait()
+                if events:
+                    continue
+                if self._ended(await self._store.stream_end(task_id), last):
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll_seconds):
+                        await wakeup.wait()
         finally:
             watchers = self._wakeups.get(task_id)
             if watchers is not None:
                 watchers.discard(wakeup)
                 if not watchers:
                     del self._wakeups[task_id]
+
+    @staticmethod
+    def _ended(end: tuple[bool, int] | None, cursor: int) -> bool:
+        """True when a watch at ``cursor`` has nothing more to wait for (see :meth:`watch`)."""
+        if end is None:
+            return True  # no such task (any more): no event will ever come
+        final, last_sequence = end
+        if cursor > last_sequence:
+            # Only the caller's cursor can be past the newest event: ours come from the store.
+            raise OutOfRange(
+                f"beyond the task's last event (sequence {last_sequence})",
+                field="after_sequence",
+            )
+        # Events committed since our read (the final one among them) are still to be read.
+        return final and cursor == last_sequence

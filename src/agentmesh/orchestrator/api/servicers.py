@@ -103,16 +103,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     ) -> AsyncIterator[pb.TaskEvent]:
         validation.check_watch(request)
         task = await self._task(request.task_id, Action.WATCH_TASKS)
-        if task.state.final:
-            # The live record turns final before its last events are written. The stored
-            # state is committed together with them: read it first, then the last sequence.
-            stored = await self._store.get_task(task.id)
-            if (
-                stored is not None
-                and stored.state.final
-                and request.after_sequence >= await self._store.last_sequence(task.id)
-            ):
-                return
+        # A cursor past the last event is refused (OUT_OF_RANGE) by the bus, one at the end
+        # of a finished task ends at once.
         async for event in self._bus.watch(task.id, request.after_sequence):
             yield convert.event_to_proto(event)
 

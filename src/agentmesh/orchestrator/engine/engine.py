@@ -21,6 +21,7 @@ from agentmesh.models import StepRecord, TaskRecord, TaskRequest, TaskState
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.engine.idempotency import fingerprint
 from agentmesh.orchestrator.engine.run import TaskRun
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import Planner
@@ -152,7 +153,16 @@ class Engine:
             self._tasks.pop(run.task.id, None)
 
     async def submit(self, request: TaskRequest, owner: str) -> TaskRecord:
-        """Plan and persist a task, start running it, and return it at once."""
+        """Plan and persist a task, start running it, and return it at once.
+
+        With an idempotency key the caller used before: the first task when the request is
+        the same, AlreadyExists when it differs (checked before planning, which may cost a
+        model call, and again by the store, which settles concurrent submissions).
+        """
+        key = request.idempotency_key
+        digest = fingerprint(request) if key else ""
+        if key and (earlier := await self._store.task_for_key(owner, key, digest)) is not None:
+            return earlier
         plan = await self._planner.plan(request, self._registry.capabilities())
         now = datetime.now(UTC)
         task = TaskRecord(
@@ -167,7 +177,7 @@ class Engine:
             created_at=now,
             updated_at=now,
         )
-        stored = await self._store.create_task(task, request.idempotency_key, lease=self.lease)
+        stored = await self._store.create_task(task, key, fingerprint=digest, lease=self.lease)
         if stored.id == task.id:
             log.info("task.submitted", task_id=task.id, owner=owner, steps=len(plan.steps))
             metrics.TASKS_SUBMITTED.inc()

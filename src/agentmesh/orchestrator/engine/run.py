@@ -38,6 +38,7 @@ from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
 from agentmesh.orchestrator.agents.link import Outcome
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
+from agentmesh.orchestrator.engine.progress import ProgressLimiter
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import (
     dependencies,
@@ -525,6 +526,7 @@ class TaskRun:
                     message=message,
                 )
 
+            limiter = ProgressLimiter(progress)
             self._log.info(
                 "step.assigned",
                 step=spec.id,
@@ -537,9 +539,11 @@ class TaskRun:
             started = asyncio.get_running_loop().time()
             try:
                 async with asyncio.timeout(timeout):
-                    outcome = await link.run(assignment, progress)
+                    outcome = await link.run(assignment, limiter.report)
             except TimeoutError:
                 outcome = Outcome(code="timeout", message=f"no result within {timeout:g}s")
+            finally:
+                limiter.close()  # the latest report held back goes out before the outcome
             elapsed = asyncio.get_running_loop().time() - started
             if outcome.ok:
                 declared = link.card.capability(capability)

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from agentmesh.errors import AlreadyExists
 from agentmesh.models import (
     AgentCard,
     EventKind,
@@ -168,10 +169,19 @@ class Store:
     # -- tasks ------------------------------------------------------------------------------
 
     async def create_task(
-        self, task: TaskRecord, idempotency_key: str = "", *, lease: Lease | None = None
+        self,
+        task: TaskRecord,
+        idempotency_key: str = "",
+        *,
+        fingerprint: str = "",
+        lease: Lease | None = None,
     ) -> TaskRecord:
         """Persist a new task (leased to ``lease`` when given); with a key already used by the
-        same owner, return that task instead."""
+        same owner, return that task instead (see :meth:`task_for_key`).
+
+        Of two submissions racing with one key, the unique constraint lets exactly one in;
+        the other gets the winner's task, or AlreadyExists when its request differs.
+        """
         row = TaskRow(
             id=task.id,
             owner=task.owner,
@@ -185,6 +195,7 @@ class Store:
             error=task.error,
             partial=task.partial,
             idempotency_key=idempotency_key or None,
+            request_fingerprint=(fingerprint or None) if idempotency_key else None,
             last_sequence=0,
             lease_owner=lease.owner if lease else None,
             lease_expires_at=lease.expires_at() if lease else None,
@@ -201,18 +212,39 @@ class Store:
         except IntegrityError:
             if not idempotency_key:
                 raise
-            async with self._read() as session:
-                existing = await session.scalar(
-                    select(TaskRow.id).where(
-                        TaskRow.owner == task.owner, TaskRow.idempotency_key == idempotency_key
-                    )
-                )
-            if existing is None:
+            found = await self.task_for_key(task.owner, idempotency_key, fingerprint)
+            if found is None:
                 raise
-            found = await self.get_task(existing)
-            assert found is not None
             return found
         return task
+
+    async def task_for_key(
+        self, owner: str, idempotency_key: str, fingerprint: str = ""
+    ) -> TaskRecord | None:
+        """The owner's task submitted with ``idempotency_key``, or None.
+
+        AlreadyExists (field ``idempotency_key``) when that task was submitted with another
+        request than the one ``fingerprint`` stands for. A task stored without a fingerprint
+        (before revision 0003), or a lookup without one, matches any request.
+        """
+        async with self._read() as session:
+            found = (
+                await session.execute(
+                    select(TaskRow.id, TaskRow.request_fingerprint).where(
+                        TaskRow.owner == owner, TaskRow.idempotency_key == idempotency_key
+                    )
+                )
+            ).first()
+        if found is None:
+            return None
+        task_id, stored = found
+        if stored and fingerprint and stored != fingerprint:
+            raise AlreadyExists(
+                f"already used for task {task_id} with a different request; "
+                "a retry must repeat its request exactly, a new request needs a new key",
+                field="idempotency_key",
+            )
+        return await self.get_task(task_id)
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """The task with its steps, or None."""
@@ -259,6 +291,22 @@ class Store:
         async with self._read() as session:
             value = await session.scalar(select(TaskRow.last_sequence).where(TaskRow.id == task_id))
         return value or 0
+
+    async def stream_end(self, task_id: str) -> tuple[bool, int] | None:
+        """Whether the task is final, and its newest event's sequence; None when no such task.
+
+        One row read: state and sequence are committed together, so a final state here
+        comes with its final event's sequence.
+        """
+        async with self._read() as session:
+            row = (
+                await session.execute(
+                    select(TaskRow.state, TaskRow.last_sequence).where(TaskRow.id == task_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        return TaskState(row.state).final, row.last_sequence or 0
 
     async def commit(
         self,

@@ -49,6 +49,9 @@ class TaskRow(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     partial: Mapped[bool] = mapped_column(default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    #: sha256 of the request submitted with ``idempotency_key``; NULL for tasks from before
+    #: revision 0003 (any request with their key gets them).
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     last_sequence: Mapped[int] = mapped_column(Integer, default=0)
     #: The orchestrator replica running the task, until ``lease_expires_at``.
     lease_owner: Mapped[str | None] = mapped_column(String(256))

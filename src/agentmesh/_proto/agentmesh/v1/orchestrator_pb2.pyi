@@ -170,7 +170,9 @@ class SubmitTaskRequest(_message.Message):
     timeout_seconds: _builtins.float
     """Whole-task deadline; 0 for none."""
     idempotency_key: _builtins.str
-    """A retried submission with the same key returns the first task."""
+    """A retried submission with the same key and request returns the first
+    task; the same key with a different request is ALREADY_EXISTS.
+    """
     @_builtins.property
     def plan(self) -> Global___Plan: ...
     @_builtins.property
@@ -318,7 +320,9 @@ class WatchTaskRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     after_sequence: _builtins.int
-    """Resume after this sequence number; 0 for every event from the start."""
+    """Resume after this sequence number; 0 for every event from the start.
+    OUT_OF_RANGE when beyond the task's newest event.
+    """
     def __init__(
         self,
         *,
