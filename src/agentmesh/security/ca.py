@@ -235,3 +235,24 @@ def identity_of(cert_pem: bytes) -> Identity:
     if len(uris) != 1:
         raise CertificateError(f"certificate must carry exactly one SPIFFE ID, found {len(uris)}")
     return Identity.parse(uris[0])
+
+
+def own_identity(files: CertFiles, trust_domain: str, *, setting: str) -> Identity:
+    """The identity in a process's own certificate; CertificateError unless of ``trust_domain``.
+
+    A process whose certificate is of another domain than the one it enforces would refuse
+    every peer and be refused by them; better to say so at start-up, naming the ``setting``
+    that decides the domain.
+    """
+    try:
+        pem = files.cert.read_bytes()
+    except OSError as exc:
+        raise CertificateError(f"cannot read {files.cert}: {exc.strerror}") from None
+    identity = identity_of(pem)
+    if identity.trust_domain != trust_domain:
+        raise CertificateError(
+            f"{files.cert} is of trust domain {identity.trust_domain!r}, but this process is "
+            f"of {trust_domain!r} ({setting}); issue its certificate from the mesh CA or fix "
+            f"{setting}"
+        )
+    return identity
