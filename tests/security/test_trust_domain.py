@@ -171,6 +171,11 @@ async def test_the_agent_sdk_refuses_callers_of_another_trust_domain(
     _refused_for_domain(session)
     _refused_for_domain(described)
     assert not events(captured, "session.opened")
+    denied = events(captured, "security.denied")
+    assert [(d["method"], d["identity"], d["code"]) for d in denied] == [
+        ("Describe", f"spiffe://{EVIL}/client/alice", "UNAUTHENTICATED"),
+        ("Session", f"spiffe://{EVIL}/orchestrator/orchestrator", "UNAUTHENTICATED"),
+    ]
 
 
 def test_an_agent_defaults_to_the_trust_domain_of_its_ca_and_honours_an_explicit_one(
