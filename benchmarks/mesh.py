@@ -271,6 +271,7 @@ class Mesh:
         env = self._env(
             AGENTMESH_LISTEN="127.0.0.1:0",
             AGENTMESH_CERTS_DIR=str(self.certs),
+            AGENTMESH_TRUST_DOMAIN="agentmesh.bench",
             AGENTMESH_DATABASE_URL=f"sqlite+aiosqlite:///{self.folder / 'mesh.db'}",
             AGENTMESH_REDIS_URL=os.environ.get("AGENTMESH_REDIS_URL", ""),
             AGENTMESH_BENCH_PORT_FILE=str(port_file),

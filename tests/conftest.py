@@ -26,6 +26,8 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("AGENTMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+#: The trust domain of the test mesh's CA (and so of every orchestrator's settings).
+TRUST_DOMAIN = "agentmesh.test"
 #: Identities every test mesh has certificates for.
 AGENT_NAMES = ("splitter", "analyst-1", "analyst-2", "writer", "echo-1", "echo-2", "flaky", "slow")
 
@@ -34,7 +36,7 @@ AGENT_NAMES = ("splitter", "analyst-1", "analyst-2", "writer", "echo-1", "echo-2
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A mesh CA with an orchestrator, clients alice and bob, an admin and the test agents."""
     folder = tmp_path_factory.mktemp("certs")
-    create_ca(folder, "agentmesh.test")
+    create_ca(folder, TRUST_DOMAIN)
     issue(folder, IdentityKind.ORCHESTRATOR, "orchestrator")
     issue(folder, IdentityKind.CLIENT, "alice")
     issue(folder, IdentityKind.CLIENT, "bob")
@@ -89,6 +91,7 @@ def settings(certs: Path, tmp_path: Path) -> Settings:
     return Settings(
         listen="127.0.0.1:0",
         certs_dir=certs,
+        trust_domain=TRUST_DOMAIN,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}",
         redis_url="",
         ping_interval_seconds=0.3,

@@ -357,7 +357,7 @@ def test_an_invalid_policy_is_refused_naming_the_field(
     document: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigError) as refused:
-        parse_policy(document, source="policy.yaml")
+        parse_policy(document, source="policy.yaml", trust_domain="agentmesh.test")
     assert str(refused.value).startswith(f"policy.yaml: {message}")
 
 
@@ -366,9 +366,9 @@ def test_malformed_yaml_and_json_are_refused(tmp_path: Path) -> None:
     bad_yaml.write_text("rules: [\n")
     bad_json.write_text("{rules: []}")
     with pytest.raises(ConfigError, match="is not valid YAML"):
-        load_policy(bad_yaml)
+        load_policy(bad_yaml, trust_domain="agentmesh.test")
     with pytest.raises(ConfigError, match="is not valid JSON"):
-        load_policy(bad_json)
+        load_policy(bad_json, trust_domain="agentmesh.test")
 
 
 def test_identity_patterns_match_per_segment() -> None:
@@ -384,6 +384,7 @@ def test_identity_patterns_match_per_segment() -> None:
             ]
         },
         source="test",
+        trust_domain="agentmesh.test",
     )
     assert policy.allows(ALICE, Action.SUBMIT_TASKS).allowed
     assert [r.name for r in policy.rules_for(Identity("x", IdentityKind.AGENT, "analyst-1"))] == []
@@ -395,8 +396,8 @@ def test_identity_patterns_match_per_segment() -> None:
 
 
 def test_the_built_in_policy_is_the_historical_behaviour() -> None:
-    policy = default_policy()
-    admin = Identity("d", IdentityKind.ADMIN, "root")
+    policy = default_policy("agentmesh.test")
+    admin = Identity("agentmesh.test", IdentityKind.ADMIN, "root")
     assert policy.allows(ALICE, Action.SUBMIT_TASKS).allowed
     assert policy.allows(admin, Action.SUBMIT_TASKS).allowed
     assert not policy.allows(ECHO, Action.SUBMIT_TASKS).allowed
@@ -410,7 +411,7 @@ def test_the_built_in_policy_is_the_historical_behaviour() -> None:
 def test_a_json_policy_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     _write(path, RESTRICTED)
-    assert [r.name for r in load_policy(path).document.rules] == [
+    assert [r.name for r in load_policy(path, trust_domain="agentmesh.test").document.rules] == [
         "echo-agents",
         "alice",
         "auditors",

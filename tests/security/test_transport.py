@@ -91,7 +91,7 @@ async def test_plaintext_is_refused_when_not_in_insecure_mode(mesh: Orchestrator
 async def test_insecure_mode_serves_plaintext_as_a_dev_identity_and_warns_at_every_start(
     secure_settings: Settings, certs: Path, captured: list[dict[str, Any]]
 ) -> None:
-    settings = secure_settings.model_copy(update={"insecure": True, "trust_domain": "dev.test"})
+    settings = secure_settings.model_copy(update={"insecure": True})
     for _ in range(2):
         async with Orchestrator(settings) as orchestrator:
             async with grpc.aio.insecure_channel(f"localhost:{orchestrator.port}") as opened:
@@ -119,4 +119,4 @@ async def test_insecure_mode_serves_plaintext_as_a_dev_identity_and_warns_at_eve
     warnings = events(captured, "security.insecure_mode")
     assert len(warnings) == 2
     assert all(w["log_level"] == "warning" for w in warnings)
-    assert warnings[0]["identity"] == "spiffe://dev.test/admin/insecure-dev"
+    assert warnings[0]["identity"] == "spiffe://agentmesh.test/admin/insecure-dev"

@@ -13,7 +13,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentmesh.security import CertFiles, IdentityKind, channel_credentials
+from agentmesh.security import CertFiles, IdentityKind, channel_credentials, trust_domain_of
 from tests.support.network import free_port
 from tests.support.waiting import eventually
 
@@ -43,6 +43,7 @@ class OrchestratorProcess:
             **os.environ,
             "AGENTMESH_LISTEN": f"127.0.0.1:{self.port}",
             "AGENTMESH_CERTS_DIR": str(certs),
+            "AGENTMESH_TRUST_DOMAIN": trust_domain_of(certs),
             "AGENTMESH_REDIS_URL": "",
             "AGENTMESH_PING_INTERVAL_SECONDS": "0.2",
             "AGENTMESH_AGENT_TIMEOUT_SECONDS": "1.5",

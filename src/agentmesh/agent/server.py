@@ -23,6 +23,7 @@ from agentmesh.agent.servicer import AgentService
 from agentmesh.agent.settings import AgentSettings
 from agentmesh.models import AgentCard
 from agentmesh.security import CertFiles, IdentityKind, server_credentials
+from agentmesh.security.ca import own_identity
 from agentmesh.security.identity import check_name
 from agentmesh.wire import card_to_proto
 
@@ -84,6 +85,8 @@ class AgentServer:
     async def __aenter__(self) -> AgentServer:
         settings = self._settings
         files = CertFiles.of(settings.certs_dir, IdentityKind.AGENT, self.name)
+        trust_domain = settings.resolved_trust_domain()
+        own_identity(files, trust_domain, setting="AGENTMESH_AGENT_TRUST_DOMAIN")
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self._executor)
             # gRPC enables SO_REUSEPORT by default: a second agent on the same fixed
@@ -100,6 +103,7 @@ class AgentServer:
                     self._executor,
                     self._board,
                     self._log,
+                    trust_domain=trust_domain,
                     max_message_bytes=self._settings.max_message_bytes,
                 ),
                 server,

@@ -1,4 +1,5 @@
-"""The ``Agent`` gRPC service: Session only for orchestrators, Describe for anyone in the mesh."""
+"""The ``Agent`` gRPC service: Session only for orchestrators, Describe for anyone in the mesh
+(its trust domain: certificates of the mesh CA for other domains are refused)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,47 @@ from agentmesh.agent.board import SessionBoard
 from agentmesh.agent.executor import Executor
 from agentmesh.agent.session import Session
 from agentmesh.errors import AgentMeshError
-from agentmesh.security import Identity, IdentityKind, peer_identity
+from agentmesh.security import Identity, IdentityKind
+from agentmesh.security.identity import require_trust_domain
+from agentmesh.security.tls import presented_peer
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-async def authorize(context: Context, *, only: IdentityKind | None = None) -> Identity:
-    """The caller's mesh identity; aborts the call when it has none or is not of kind ``only``."""
+async def authorize(
+    context: Context,
+    trust_domain: str,
+    log: FilteringBoundLogger,
+    *,
+    method: str,
+    only: IdentityKind | None = None,
+) -> Identity:
+    """The caller's identity in mesh ``trust_domain``; aborts the call (logging
+    ``security.denied``) when it has none, is of another domain or not of kind ``only``."""
+    identity: Identity | None = None
     try:
-        identity = peer_identity(context)
+        # In two steps, so that a refusal for the domain logs whom it refused.
+        identity = presented_peer(context).identity
+        require_trust_domain(identity, trust_domain)
     except AgentMeshError as exc:
-        await context.abort(exc.code, exc.message)
-    if only is not None and identity.kind != only:
-        await context.abort(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"only {only} identities may call this; caller is {identity}",
+        log.warning(
+            "security.denied",
+            identity="" if identity is None else str(identity),
+            method=method,
+            code=exc.code.name,
+            reason=str(exc),
         )
+        await context.abort(exc.code, str(exc))
+    if only is not None and identity.kind != only:
+        reason = f"only {only} identities may call this; caller is {identity}"
+        log.warning(
+            "security.denied",
+            identity=str(identity),
+            method=method,
+            code=grpc.StatusCode.PERMISSION_DENIED.name,
+            reason=reason,
+        )
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
     return identity
 
 
@@ -42,8 +68,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         board: SessionBoard,
         log: FilteringBoundLogger,
         *,
+        trust_domain: str,
         max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
+        self._trust_domain = trust_domain
         self._max_message_bytes = max_message_bytes
         self._card = card
         self._executor = executor
@@ -58,7 +86,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         context: Context,
     ) -> None:
         """Serve one orchestrator's session until it or the agent closes it."""
-        peer = await authorize(context, only=IdentityKind.ORCHESTRATOR)
+        peer = await authorize(
+            context,
+            self._trust_domain,
+            self._log,
+            method="Session",
+            only=IdentityKind.ORCHESTRATOR,
+        )
         log = self._log.bind(peer=str(peer))
         session = Session(self._executor, peer, log, max_message_bytes=self._max_message_bytes)
         with self._board.track(session):
@@ -72,5 +106,5 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self, request: agent_pb2.DescribeRequest, context: Context
     ) -> common_pb2.AgentCard:
         """The card this agent registers."""
-        await authorize(context)
+        await authorize(context, self._trust_domain, self._log, method="Describe")
         return self._card

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agentmesh.security.ca import trust_domain_of
+
 
 class AgentSettings(BaseSettings):
     """Where an agent serves, which orchestrators it registers with, and how it shuts down."""
@@ -27,6 +29,9 @@ class AgentSettings(BaseSettings):
     certs_dir: Path = Path("certs")
     #: Registration name; empty means the Agent class's ``name``.
     name: str = ""
+    #: SPIFFE trust domain of the mesh: callers of any other are refused. Empty means the
+    #: trust domain of the CA in ``certs_dir`` (``ca.pem``), which is the mesh's.
+    trust_domain: str = ""
     #: How long a drain waits for running assignments before handing them back.
     drain_timeout_seconds: float = Field(default=10.0, ge=0)
     #: Re-register when no orchestrator opened a Session this long after registering.
@@ -39,6 +44,10 @@ class AgentSettings(BaseSettings):
     result_cache_size: int = Field(default=1024, ge=0)
     #: Pause before retrying a registration the orchestrator refused (its config may change).
     register_retry_seconds: float = Field(default=30.0, gt=0)
+
+    def resolved_trust_domain(self) -> str:
+        """``trust_domain``, or when empty the one the CA in ``certs_dir`` was made for."""
+        return self.trust_domain or trust_domain_of(self.certs_dir)
 
     @field_validator("orchestrators", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from agentmesh.orchestrator.planning import Planner, default_planner
 from agentmesh.orchestrator.planning.delegate import AgentPlanner
 from agentmesh.orchestrator.store import Store
 from agentmesh.security import CertFiles, Identity, IdentityKind, server_credentials
+from agentmesh.security.ca import own_identity
 from agentmesh.security.guard import Guard
 from agentmesh.security.peer_check import endpoint_identity
 from agentmesh.security.tls import RotatingChannelCredentials
@@ -72,8 +73,10 @@ class Orchestrator:
             raise CertificateError(
                 f"no orchestrator certificate at {files.cert}; run `agentmesh certs init`"
             )
+        own_identity(files, settings.trust_domain, setting="AGENTMESH_TRUST_DOMAIN")
         guard = await self._stack.enter_async_context(
             Guard(
+                trust_domain=settings.trust_domain,
                 policy_file=Path(settings.policy_file) if settings.policy_file else None,
                 revocation_file=Path(settings.revocation_file)
                 if settings.revocation_file
@@ -94,7 +97,9 @@ class Orchestrator:
                 cache,
                 settings,
                 RotatingChannelCredentials(files),
-                identify=functools.partial(endpoint_identity, files=files),
+                identify=functools.partial(
+                    endpoint_identity, files=files, trust_domain=settings.trust_domain
+                ),
             )
         )
         planner = self._planner or default_planner(

@@ -131,11 +131,29 @@ def _load_ca(certs_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 
 
 def trust_domain_of(certs_dir: Path) -> str:
-    """The trust domain the CA in ``certs_dir`` was made for."""
-    cert, _ = _load_ca(certs_dir)
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    uri = san.get_values_for_type(x509.UniformResourceIdentifier)[0]
-    return uri.removeprefix("spiffe://")
+    """The trust domain the CA in ``certs_dir`` was made for.
+
+    Reads only ``ca.pem``: agents and clients hold the CA certificate, never its key.
+    """
+    ca_pem = Path(certs_dir) / "ca.pem"
+    try:
+        cert = x509.load_pem_x509_certificate(ca_pem.read_bytes())
+    except OSError as exc:
+        raise CertificateError(f"cannot read {ca_pem}: {exc.strerror}") from None
+    except ValueError:
+        raise CertificateError(f"{ca_pem} is not a PEM certificate") from None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CertificateError(f"{ca_pem} names no trust domain (no spiffe:// URI)") from None
+    uris = [
+        u
+        for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.startswith("spiffe://")
+    ]
+    if not uris:
+        raise CertificateError(f"{ca_pem} names no trust domain (no spiffe:// URI)")
+    return uris[0].removeprefix("spiffe://")
 
 
 def issue(
@@ -146,15 +164,19 @@ def issue(
     hosts: Iterable[str] = DEFAULT_HOSTS,
     valid_for: timedelta = timedelta(days=365),
     not_before: datetime | None = None,
+    foreign_trust_domain: str | None = None,
 ) -> CertFiles:
     """Issue a certificate for workload ``kind``/``name`` signed by the CA in ``certs_dir``.
 
     The identity goes into a URI SAN; ``hosts`` into DNS/IP SANs so that the
     workload can also serve TLS. Every workload may act as client and server.
-    ``not_before`` exists so tests can make certificates that are already expired.
+    ``not_before`` exists so tests can make certificates that are already expired, and
+    ``foreign_trust_domain`` so they can make ones the mesh must refuse: signed by its CA
+    but for another trust domain than the CA's.
     """
     ca_cert, ca_key = _load_ca(certs_dir)
-    identity = Identity(trust_domain_of(certs_dir), IdentityKind(kind), check_name(name))
+    domain = foreign_trust_domain or trust_domain_of(certs_dir)
+    identity = Identity(domain, IdentityKind(kind), check_name(name))
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or datetime.now(UTC) - _CLOCK_SKEW
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
@@ -213,3 +235,24 @@ def identity_of(cert_pem: bytes) -> Identity:
     if len(uris) != 1:
         raise CertificateError(f"certificate must carry exactly one SPIFFE ID, found {len(uris)}")
     return Identity.parse(uris[0])
+
+
+def own_identity(files: CertFiles, trust_domain: str, *, setting: str) -> Identity:
+    """The identity in a process's own certificate; CertificateError unless of ``trust_domain``.
+
+    A process whose certificate is of another domain than the one it enforces would refuse
+    every peer and be refused by them; better to say so at start-up, naming the ``setting``
+    that decides the domain.
+    """
+    try:
+        pem = files.cert.read_bytes()
+    except OSError as exc:
+        raise CertificateError(f"cannot read {files.cert}: {exc.strerror}") from None
+    identity = identity_of(pem)
+    if identity.trust_domain != trust_domain:
+        raise CertificateError(
+            f"{files.cert} is of trust domain {identity.trust_domain!r}, but this process is "
+            f"of {trust_domain!r} ({setting}); issue its certificate from the mesh CA or fix "
+            f"{setting}"
+        )
+    return identity

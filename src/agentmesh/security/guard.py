@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from types import TracebackType
 import structlog
 
 from agentmesh.errors import PermissionDenied, Unauthenticated
-from agentmesh.security.identity import Identity, IdentityKind
+from agentmesh.security.identity import Identity, IdentityKind, require_trust_domain
 from agentmesh.security.policy import (
     Action,
     Concealed,
@@ -72,17 +73,22 @@ class Guard:
 
     ``async with Guard(...)`` loads the policy and revocation files (raising
     :class:`~agentmesh.errors.ConfigError` when one is invalid) and watches them for changes.
+    Only identities of ``trust_domain`` are let in, and the policy is read for that domain.
     """
 
     def __init__(
         self,
         *,
+        trust_domain: str,
         policy_file: Path | None = None,
         revocation_file: Path | None = None,
         reload_seconds: float = 1.0,
     ) -> None:
+        #: The mesh's trust domain: callers of any other are refused.
+        self.trust_domain = trust_domain
+        load = functools.partial(load_policy, trust_domain=trust_domain)
         self._policy_file = (
-            ReloadingFile(policy_file, load_policy, interval=reload_seconds, what="policy")
+            ReloadingFile(policy_file, load, interval=reload_seconds, what="policy")
             if policy_file is not None
             else None
         )
@@ -97,7 +103,7 @@ class Guard:
             if revocation_file is not None
             else None
         )
-        self._default = default_policy()
+        self._default = default_policy(trust_domain)
         self._streams: dict[int, StreamTicket] = {}
         #: Registered agents: identity → serial of the certificate it registered with.
         self._agents: dict[str, int | None] = {}
@@ -140,7 +146,9 @@ class Guard:
     # -- authentication ---------------------------------------------------------------------
 
     def authenticate(self, peer: Peer) -> None:
-        """Raise Unauthenticated when the peer's identity or certificate is revoked."""
+        """Raise Unauthenticated when the peer is of another trust domain, or its identity or
+        certificate is revoked."""
+        require_trust_domain(peer.identity, self.trust_domain)
         reason = self.revocations.reason(peer.identity, peer.serial)
         if reason is not None:
             raise Unauthenticated(reason)

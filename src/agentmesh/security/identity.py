@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from agentmesh.errors import ValidationError
+from agentmesh.errors import Unauthenticated, ValidationError
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 
@@ -64,3 +64,18 @@ class Identity:
         except ValueError:
             raise ValidationError(f"unknown identity kind {kind!r}", field="identity") from None
         return cls(domain, identity_kind, check_name(name, "identity"))
+
+
+def require_trust_domain(
+    identity: Identity, trust_domain: str, *, field: str | None = None
+) -> Identity:
+    """``identity`` when it belongs to ``trust_domain``, else Unauthenticated.
+
+    The mesh CA may sign identities of several trust domains (or be shared with another
+    mesh); a valid certificate alone therefore says nothing about membership of this one.
+    """
+    if identity.trust_domain != trust_domain:
+        raise Unauthenticated(
+            f"{identity} is not of this mesh's trust domain {trust_domain!r}", field=field
+        )
+    return identity

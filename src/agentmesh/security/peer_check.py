@@ -3,7 +3,8 @@
 gRPC Python does not show a client the server's certificate, so before the
 orchestrator trusts an agent's registered endpoint it shakes hands with it once
 over plain TLS (same CA, same client certificate, ALPN h2) and reads the SPIFFE
-ID. An agent therefore cannot register another agent's endpoint as its own.
+ID. An agent therefore cannot register another agent's endpoint as its own, nor one served
+with a certificate of another trust domain (UNAUTHENTICATED, as for such a caller).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import ssl
 
-from agentmesh.errors import AgentUnavailable, CertificateError, describe
+from agentmesh.errors import AgentUnavailable, CertificateError, Unauthenticated, describe
 from agentmesh.security.ca import CertFiles, identity_of
 from agentmesh.security.identity import Identity
 
@@ -33,8 +34,11 @@ def _context(files: CertFiles) -> ssl.SSLContext:
     return context
 
 
-async def endpoint_identity(endpoint: str, files: CertFiles, *, within: float = 5.0) -> Identity:
-    """The identity in the certificate served at ``endpoint`` (verified against the mesh CA)."""
+async def endpoint_identity(
+    endpoint: str, files: CertFiles, *, trust_domain: str, within: float = 5.0
+) -> Identity:
+    """The identity in the certificate served at ``endpoint`` (verified against the mesh CA);
+    Unauthenticated when it is not of ``trust_domain``."""
     host, port = _split(endpoint)
     context = await asyncio.to_thread(_context, files)  # file reads stay off the event loop
     try:
@@ -55,9 +59,16 @@ async def endpoint_identity(endpoint: str, files: CertFiles, *, within: float = 
         if not der:
             raise AgentUnavailable(f"{endpoint} presented no certificate", field="card.endpoint")
         try:
-            return identity_of(ssl.DER_cert_to_PEM_cert(der).encode())
+            identity = identity_of(ssl.DER_cert_to_PEM_cert(der).encode())
         except CertificateError as exc:
             raise AgentUnavailable(f"{endpoint}: {exc}", field="card.endpoint") from None
+        if identity.trust_domain != trust_domain:
+            raise Unauthenticated(
+                f"{endpoint} serves the certificate of {identity}, which is not of this mesh's "
+                f"trust domain {trust_domain!r}",
+                field="card.endpoint",
+            )
+        return identity
     finally:
         writer.close()
         # The peer may drop a connection that never speaks HTTP/2; we are done with it anyway.

@@ -21,7 +21,10 @@ and the widest task scope wins. Nothing is allowed unless a rule says so. Exampl
           list_agents: true
 
 Identity patterns are ``*`` (everyone) or ``spiffe://<domain>/<kind>/<name>`` where each of
-the three parts is a glob (``*``, ``?``, ``[...]``) that never spans a ``/``. Capability
+the three parts is a glob (``*``, ``?``, ``[...]``) that never spans a ``/``. A policy belongs
+to one trust domain: ``*`` and rules by ``kinds`` alone match only identities of that domain
+(only a pattern naming another domain matches one, and authentication refuses those callers
+before the policy is asked anyway). Capability
 patterns are globs over capability names. Two rules are not the policy's to relax: an agent
 registers only under its own name (and only agent identities register at all), and a caller
 deregisters only itself.
@@ -166,18 +169,19 @@ class Rule(_Strict):
             raise ValueError("a rule needs identities or kinds (use identities: ['*'] for all)")
         return self
 
-    def matches(self, identity: Identity) -> bool:
-        """True when this rule is about ``identity``."""
+    def matches(self, identity: Identity, trust_domain: str) -> bool:
+        """True when this rule is about ``identity``, in a policy for ``trust_domain``."""
         if self.kinds and identity.kind not in self.kinds:
             return False
         if not self.identities:
-            return True
-        return any(_identity_matches(p, identity) for p in self.identities)
+            # "every client" means every client of this mesh, not of any domain the CA signs.
+            return identity.trust_domain == trust_domain
+        return any(_identity_matches(p, identity, trust_domain) for p in self.identities)
 
 
-def _identity_matches(pattern: str, identity: Identity) -> bool:
+def _identity_matches(pattern: str, identity: Identity, trust_domain: str) -> bool:
     if pattern == "*":
-        return True
+        return identity.trust_domain == trust_domain
     domain, kind, name = pattern.removeprefix("spiffe://").split("/")
     return (
         fnmatch.fnmatchcase(identity.trust_domain, domain)
@@ -218,14 +222,16 @@ class Decision:
 class Policy:
     """A loaded policy, answering authorization questions about identities."""
 
-    def __init__(self, document: PolicyDocument, *, source: str) -> None:
+    def __init__(self, document: PolicyDocument, *, source: str, trust_domain: str) -> None:
         self.document = document
         #: Where the policy came from: a file path or "built-in default".
         self.source = source
+        #: The mesh's trust domain, the only one ``*`` and ``kinds`` rules match.
+        self.trust_domain = trust_domain
 
     def rules_for(self, identity: Identity) -> list[Rule]:
         """The rules that match ``identity``, in file order."""
-        return [rule for rule in self.document.rules if rule.matches(identity)]
+        return [r for r in self.document.rules if r.matches(identity, self.trust_domain)]
 
     def _denied(self, identity: Identity, what: str, rules: Sequence[Rule]) -> Decision:
         matched = ", ".join(r.name for r in rules) or "none"
@@ -275,7 +281,7 @@ class Policy:
 
 #: Today's behaviour as a policy: agents register as themselves with any capability, clients
 #: and admins submit, owners see and cancel their own tasks, admins see every task, any
-#: identity lists agents.
+#: identity lists agents (every rule here is by kind or ``*``, so of the policy's domain only).
 DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     "version": 1,
     "rules": [
@@ -288,9 +294,13 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
 }
 
 
-def default_policy() -> Policy:
-    """The built-in policy used when no policy file is configured."""
-    return Policy(PolicyDocument.model_validate(DEFAULT_POLICY_DOCUMENT), source="built-in")
+def default_policy(trust_domain: str) -> Policy:
+    """The built-in policy of the mesh ``trust_domain``, used when no policy file is configured."""
+    return Policy(
+        PolicyDocument.model_validate(DEFAULT_POLICY_DOCUMENT),
+        source="built-in",
+        trust_domain=trust_domain,
+    )
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -325,15 +335,17 @@ def read_document(path: Path) -> Any:
         raise ConfigError(f"{path} is not valid {'JSON' if is_json else 'YAML'}: {exc}") from None
 
 
-def parse_policy(data: Any, *, source: str) -> Policy:
-    """A policy from the parsed contents of a policy file; ConfigError naming the bad field."""
+def parse_policy(data: Any, *, source: str, trust_domain: str) -> Policy:
+    """The policy of mesh ``trust_domain`` in the parsed contents of a policy file;
+    ConfigError naming the bad field."""
     try:
         document = PolicyDocument.model_validate(data)
     except PydanticValidationError as exc:
         raise config_error(exc, source) from None
-    return Policy(document, source=source)
+    return Policy(document, source=source, trust_domain=trust_domain)
 
 
-def load_policy(path: Path) -> Policy:
-    """The policy in ``path`` (YAML, or JSON when it ends in .json); ConfigError when invalid."""
-    return parse_policy(read_document(path), source=str(path))
+def load_policy(path: Path, *, trust_domain: str) -> Policy:
+    """The policy in ``path`` (YAML, or JSON when it ends in .json) for mesh ``trust_domain``;
+    ConfigError when invalid."""
+    return parse_policy(read_document(path), source=str(path), trust_domain=trust_domain)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from agentmesh.errors import AgentMeshError, CertificateError, Unauthenticated
 from agentmesh.security.ca import CertFiles, identity_of
-from agentmesh.security.identity import Identity
+from agentmesh.security.identity import Identity, require_trust_domain
 
 log = structlog.get_logger(__name__)
 
@@ -155,8 +155,24 @@ def _peer_of_pem(pem: bytes) -> Peer:
     return Peer(identity_of(pem), serial)
 
 
-def peer_certificate(context: grpc.aio.ServicerContext[object, object]) -> Peer:
-    """The caller's identity and certificate serial, from the certificate it presented."""
+def peer_certificate(context: grpc.aio.ServicerContext[object, object], trust_domain: str) -> Peer:
+    """The caller's identity and certificate serial, from the certificate it presented.
+
+    Unauthenticated unless the identity is of ``trust_domain``: the CA's signature proves
+    the certificate genuine, not that its holder belongs to this mesh.
+    """
+    peer = presented_peer(context)
+    require_trust_domain(peer.identity, trust_domain)
+    return peer
+
+
+def presented_peer(context: grpc.aio.ServicerContext[object, object]) -> Peer:
+    """The identity and serial in the caller's certificate, of whatever trust domain.
+
+    Only for callers that check the domain themselves (the orchestrator's interceptor asks
+    the :class:`~agentmesh.security.guard.Guard`, which logs whom it refused);
+    everyone else uses :func:`peer_certificate`.
+    """
     auth = context.auth_context()
     certs = list(auth.get("x509_pem_cert") or ())
     if not certs:
@@ -167,6 +183,6 @@ def peer_certificate(context: grpc.aio.ServicerContext[object, object]) -> Peer:
         raise Unauthenticated(f"client certificate carries no usable identity: {exc}") from exc
 
 
-def peer_identity(context: grpc.aio.ServicerContext[object, object]) -> Identity:
-    """The verified identity of the caller, from the certificate it presented over mTLS."""
-    return peer_certificate(context).identity
+def peer_identity(context: grpc.aio.ServicerContext[object, object], trust_domain: str) -> Identity:
+    """The verified identity of the caller (of ``trust_domain``), from its mTLS certificate."""
+    return peer_certificate(context, trust_domain).identity

@@ -2,8 +2,9 @@
 
 Every handler runs with the verified caller in :func:`current_peer` (identity and the
 serial of its certificate), after the :class:`~agentmesh.security.guard.Guard` checked that
-neither is revoked. Requests are decoded here rather than by gRPC, so that a message protobuf
-cannot parse (too deeply nested, malformed) is INVALID_ARGUMENT, not UNKNOWN. Every
+the identity is of the mesh's trust domain and that neither is revoked. Requests are decoded
+here rather than by gRPC, so that a message protobuf cannot parse (too deeply nested,
+malformed) is INVALID_ARGUMENT, not UNKNOWN. Every
 :class:`~agentmesh.errors.AgentMeshError` a handler raises becomes the gRPC status that error
 names, with ``field: reason`` as the details; refusals for who the caller is (UNAUTHENTICATED,
 PERMISSION_DENIED, a concealed task) are logged as ``security.denied``; anything else a handler
@@ -24,9 +25,10 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from agentmesh.errors import AgentMeshError, Unauthenticated, ValidationError, describe
-from agentmesh.security import Identity, Peer, peer_certificate
+from agentmesh.security import Identity, Peer
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Concealed
+from agentmesh.security.tls import presented_peer
 
 log = structlog.get_logger(__name__)
 
@@ -88,12 +90,11 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_unary_rpc_method_handler(self._unguarded(method))
 
     def _peer(self, context: Context) -> Peer:
-        try:
-            return peer_certificate(context)
-        except Unauthenticated:
-            if self._insecure is None:
-                raise
+        # The trust domain is checked by the guard in _authenticate, with the peer already
+        # known so that the refusal's log names who was refused.
+        if self._insecure is not None and not context.auth_context().get("x509_pem_cert"):
             return self._insecure
+        return presented_peer(context)
 
     def _authenticate(self, peer: Peer) -> None:
         self._guard.authenticate(peer)
