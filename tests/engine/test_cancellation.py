@@ -162,6 +162,8 @@ async def test_a_cancel_cut_off_during_its_rollback_compensates_each_step_once(
     ]
     assert len(undo_sent) == 1, undo_sent
     assert [e.event for e in journal.entries() if e.entry == "room"] == ["start", "end"]
+    # As docs/protocol.rst has it: a cancelled task that compensated ends ROLLED_BACK,
+    # giving the (first) cancel's reason.
     assert cancelled.state == pb.TASK_STATE_ROLLED_BACK
     assert cancelled.error == "changed my mind"
     assert_gapless(events)
