@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import grpc
+import pytest
+from structlog.testing import capture_logs
+
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh.config import Settings
 from agentmesh.models import Plan, StepSpec
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import step_states, steps, task_states, watch_all
+from tests.support.events import assert_gapless, step_states, steps, task_states, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
+from tests.support.waiting import eventually
 
 AGENT = "tests.support.agents"
 
@@ -91,3 +97,82 @@ async def test_cancelling_a_task_rolls_back_the_steps_it_completed(
     assert step_states(events, "book")[-1] == pb.STEP_STATE_COMPENSATED
     assert step_states(events, "wait")[-1] == pb.STEP_STATE_CANCELLED
     assert task_states(events)[-2:] == [pb.TASK_STATE_COMPENSATING, pb.TASK_STATE_ROLLED_BACK]
+
+
+async def test_a_cancel_cut_off_during_its_rollback_compensates_each_step_once(
+    settings: Settings, certs: Path, agents: AgentProcesses, tmp_path: Path, journal: Journal
+) -> None:
+    gate = tmp_path / "undo-may-finish"
+    plan = Plan(
+        steps=(
+            StepSpec(
+                id="book",
+                capability="test.record",
+                # test.record ignores journal and gate; its compensation test.work (given the
+                # same input) journals each run and keeps undoing until the test opens the gate.
+                input={
+                    "log": str(tmp_path / "records.txt"),
+                    "entry": "room",
+                    "journal": str(journal),
+                    "gate": str(gate),
+                },
+                compensation="test.work",
+            ),
+            StepSpec(
+                id="wait",
+                capability="test.hang",
+                input={"journal": str(journal), "entry": "wait"},
+                needs=("book",),
+            ),
+        )
+    )
+    # Short leases: the lease loop comes round often while the rollback waits on the gate.
+    configured = settings.model_copy(update={"lease_seconds": 1.5})
+    with capture_logs() as logs:
+        async with Orchestrator(configured) as orchestrator, client(orchestrator, certs) as alice:
+            agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
+            await wait_for_agents(alice, "echo-1")
+            task_id = await alice.submit(plan=plan)
+            await journal.wait_for("start", "wait")
+
+            request = pb.CancelTaskRequest(task_id=task_id, reason="changed my mind")
+            with pytest.raises(grpc.aio.AioRpcError) as cut_off:
+                await alice.stub.CancelTask(request, timeout=0.5)
+            assert cut_off.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await journal.wait_for("start", "room")
+
+            # A second cancel while compensating: it changes nothing and answers once final.
+            again = asyncio.create_task(alice.cancel(task_id, reason="really"))
+
+            async def cancels() -> int:
+                return sum(e["event"] == "task.cancel_requested" for e in logs)
+
+            await eventually(cancels, lambda n: n == 2)
+            gate.touch()
+            async with asyncio.timeout(30):
+                cancelled = await again
+            events = await watch_all(alice, task_id)
+
+    # The agent's word: the undo was sent to it once (not replayed or attached to), and ran once.
+    undo_sent = [
+        line
+        for line in agents.log("echo-1").splitlines()
+        if "capability=test.work" in line
+        and any(f"assignment.{how}" in line for how in ("accepted", "replayed", "attached"))
+    ]
+    assert len(undo_sent) == 1, undo_sent
+    assert [e.event for e in journal.entries() if e.entry == "room"] == ["start", "end"]
+    # As docs/protocol.rst has it: a cancelled task that compensated ends ROLLED_BACK,
+    # giving the (first) cancel's reason.
+    assert cancelled.state == pb.TASK_STATE_ROLLED_BACK
+    assert cancelled.error == "changed my mind"
+    assert_gapless(events)
+    assert task_states(events) == [
+        pb.TASK_STATE_RUNNING,
+        pb.TASK_STATE_COMPENSATING,
+        pb.TASK_STATE_ROLLED_BACK,
+    ]
+    assert events[-1].task_state.reason == "changed my mind"
+    assert step_states(events, "book")[-1] == pb.STEP_STATE_COMPENSATED
+    assert step_states(events, "book").count(pb.STEP_STATE_COMPENSATED) == 1
+    assert step_states(events, "wait")[-1] == pb.STEP_STATE_CANCELLED

@@ -184,22 +184,35 @@ class Engine:
             self._start(task, 0)
         return stored
 
-    def _cancel_local(self, task_id: str, reason: str) -> bool:
-        run, handle = self._runs.get(task_id), self._tasks.get(task_id)
-        if run is None or handle is None:
-            return False
-        run.cancel(reason)
-        handle.cancel()
-        return True
+    def _cancel_local(self, task_id: str, reason: str) -> None:
+        # Only the run may stop itself: cancelling its asyncio task is what stopping the
+        # orchestrator does, and would cut a rollback off halfway.
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.cancel(reason)
+
+    async def _record_cancel(self, task_id: str, reason: str) -> None:
+        # The run has the request already; the store keeps it should we stop before the
+        # run has written its rollback: whoever resumes the task is asked again.
+        try:
+            await self._store.request_cancel(task_id, reason)
+        except Exception as exc:  # the run cancels all the same; the caller need not fail
+            log.warning("task.cancel_not_recorded", task_id=task_id, error=repr(exc))
 
     async def cancel(self, task_id: str, reason: str) -> None:
         """Cancel a task, wherever it runs: stop scheduling, cancel its steps, roll back.
 
-        Returns once the task has reached a final state.
+        Returns once the task has reached a final state. The run belongs to the engine,
+        not to the caller: a caller that gives up (a deadline, a second cancel) stops
+        waiting, never the run or its rollback.
         """
-        handle = self._tasks.get(task_id)
-        if handle is not None and self._cancel_local(task_id, reason):
-            await asyncio.gather(handle, return_exceptions=True)
+        log.info("task.cancel_requested", task_id=task_id, reason=reason)
+        run, handle = self._runs.get(task_id), self._tasks.get(task_id)
+        if run is not None and handle is not None:
+            if run.cancel(reason):
+                await self._record_cancel(task_id, reason)
+            # asyncio.wait, unlike gather, leaves the run alone when this call is cancelled.
+            await asyncio.wait([handle])
             return
         task = await self._store.get_task(task_id)
         if task is None:

@@ -93,6 +93,10 @@ class TaskRun:
         #: Set by every change; an idle task's flusher sleeps instead of polling.
         self._changed = asyncio.Event()
         self._cancel_reason = ""
+        #: The task's work (steps, aggregation) while it runs: a cancel cuts this short.
+        self._work: asyncio.Timeout | None = None
+        #: Past its work (rolling back or finishing): a cancel changes nothing any more.
+        self._settled = False
         self._fenced = False
         self._log = log.bind(task_id=task.id)
         self.finished = asyncio.Event()
@@ -201,9 +205,23 @@ class TaskRun:
 
     # -- the run ----------------------------------------------------------------------------
 
-    def cancel(self, reason: str) -> None:
-        """Ask the run to stop scheduling, cancel its running steps and roll back."""
+    def cancel(self, reason: str) -> bool:
+        """Ask the run to stop scheduling, cancel its running steps and roll back.
+
+        Only the task's work is cut short, never the run itself: once it rolls back (or
+        finishes), cancelling again changes nothing and the rollback runs each
+        compensation once. True if this request is the one that stops the task.
+        """
+        if self._settled or self._cancel_reason:
+            return False
+        if self._work is not None:
+            if self._work.expired():
+                return False  # the task's deadline came first; its rollback says so
+            # Expiring the work's own scope ends it with TimeoutError inside this run,
+            # whereas cancelling the runner would cut off the rollback that follows.
+            self._work.reschedule(asyncio.get_running_loop().time())
         self._cancel_reason = reason or "cancelled"
+        return True
 
     async def run(self) -> None:
         """Drive the task to a final state (or until the orchestrator stops)."""
@@ -234,27 +252,35 @@ class TaskRun:
                 if step.state is StepState.CANCELLED:
                     self._set_step_state(step, StepState.PENDING, "resumed after a stop")
         if self.task.state is TaskState.COMPENSATING:
+            self._settled = True
             await self._rollback(TaskState.FAILED, self.task.error or "resumed rollback")
+            return
+        if self._cancel_reason:  # cancelled before its work began
+            self._settled = True
+            await self._rollback(TaskState.CANCELLED, self._cancel_reason)
             return
         deadline = None
         if self.task.timeout_seconds:
             deadline = self.task.created_at + timedelta(seconds=self.task.timeout_seconds)
+        # A CancelledError from here on means the orchestrator is stopping (or lost the
+        # lease): it propagates and leaves the task, rollback included, for recovery.
         try:
-            async with asyncio.timeout(
-                None if deadline is None else max(0.0, (deadline - _now()).total_seconds())
-            ):
-                outputs = await self._execute()
-                result = await self._aggregate(outputs)
+            try:
+                async with asyncio.timeout(
+                    None if deadline is None else max(0.0, (deadline - _now()).total_seconds())
+                ) as self._work:
+                    outputs = await self._execute()
+                    result = await self._aggregate(outputs)
+            finally:
+                self._work, self._settled = None, True
         except TaskFailed as exc:
             await self._rollback(TaskState.FAILED, exc.message)
             return
         except TimeoutError:
-            await self._rollback(TaskState.FAILED, "task deadline exceeded")
-            return
-        except asyncio.CancelledError:
-            if not self._cancel_reason:
-                raise  # the orchestrator is stopping: leave the task for recovery
-            await asyncio.shield(self._rollback(TaskState.CANCELLED, self._cancel_reason))
+            if self._cancel_reason:
+                await self._rollback(TaskState.CANCELLED, self._cancel_reason)
+            else:
+                await self._rollback(TaskState.FAILED, "task deadline exceeded")
             return
         self.task.result = result
         self._set_task_state(TaskState.SUCCEEDED)
