@@ -22,6 +22,8 @@ from agentmesh import metrics, schemas
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.aggregate import DelegatedAggregate, aggregate, check_result
 from agentmesh.config import Settings
+from agentmesh.engine import readable
+from agentmesh.engine.intake import THREAD_BYTES
 from agentmesh.engine.link import Outcome
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
 from agentmesh.events import EventBus
@@ -64,6 +66,13 @@ def _now() -> datetime:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, StepFailed) and exc.retryable
+
+
+async def _schema_error(schema: Mapping[str, JSON], outcome: Outcome) -> str | None:
+    # Validating megabytes takes seconds: in a thread, so the orchestrator keeps answering.
+    if outcome.size > THREAD_BYTES:
+        return await asyncio.to_thread(schemas.first_error, schema, outcome.output)
+    return schemas.first_error(schema, outcome.output)
 
 
 class TaskRun:
@@ -246,6 +255,7 @@ class TaskRun:
             ):
                 outputs = await self._execute()
                 result = await self._aggregate(outputs)
+                await self._check_readable(result)
         except TaskFailed as exc:
             await self._rollback(TaskState.FAILED, exc.message)
             return
@@ -545,7 +555,7 @@ class TaskRun:
             elapsed = asyncio.get_running_loop().time() - started
             if outcome.ok:
                 declared = link.card.capability(capability)
-                problem = declared and schemas.first_error(declared.output_schema, outcome.output)
+                problem = declared and await _schema_error(declared.output_schema, outcome)
                 if problem:
                     # The agent broke its own contract: counted against it (before its
                     # circuit and stats see the attempt), tried elsewhere.
@@ -591,6 +601,13 @@ class TaskRun:
                 step, StepState.PENDING, f"attempt {number} failed: {message}", attempt=number
             )
         raise StepFailed(message, code=outcome.code, retryable=outcome.retryable)
+
+    async def _check_readable(self, result: JSON) -> None:
+        """TaskFailed when the task holding ``result`` would be too big for anyone to read."""
+        limit = self._settings.max_message_bytes
+        problem = await asyncio.to_thread(readable.oversize, self.task, result, limit)
+        if problem:
+            raise TaskFailed(problem)
 
     async def _aggregate(self, outputs: dict[str, JSON]) -> JSON:
         plan = self.task.plan
