@@ -15,7 +15,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "agentmesh"
 
 #: The shared vocabulary: no I/O beyond TLS files, usable by everyone.
-SHARED = ("models", "errors", "config", "schemas", "logs", "wire", "_tasks", "security", "_proto")
+SHARED = (
+    "models",
+    "errors",
+    "config",
+    "schemas",
+    "limits",
+    "logs",
+    "wire",
+    "_tasks",
+    "security",
+    "_proto",
+)
 
 #: Orchestrator layers, top to bottom; a module may import its own layer and those below.
 LAYERS = (

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
 
     #: Largest gRPC message accepted, in bytes.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    #: Largest step output accepted from an agent (wire bytes); a larger one fails its
+    #: attempt as ``invalid_output``. A task carries each output twice (in its step and in
+    #: the collected result) and must fit in one message to be read: at 256 KiB, seven
+    #: steps' outputs at the limit take 3.5 MiB of the default 4 MiB, leaving room for inputs.
+    max_output_bytes: int = Field(default=256 * 1024, gt=0)
     #: Folder of workflow specs (YAML/JSON) served as the catalog.
     workflows_dir: Path | None = None
     #: OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp) that plans goals no

@@ -144,5 +144,5 @@ async def test_an_output_that_is_not_json_fails_the_attempt_instead_of_the_sessi
         (status,) = mesh.registry.statuses()
 
     assert task.state == pb.TASK_STATE_FAILED
-    assert "invalid_output: result: Fail to serialize NaN" in task.error
+    assert "invalid_output: result.output.x: nan is not a JSON number" in task.error
     assert status.connected  # the Session survived the bad message

@@ -129,7 +129,10 @@ class Orchestrator:
             ],
         )
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-            OrchestratorServicer(engine, store, bus, registry, guard), server
+            OrchestratorServicer(
+                engine, store, bus, registry, guard, max_message_bytes=settings.max_message_bytes
+            ),
+            server,
         )
         orchestrator_pb2_grpc.add_RegistryServicer_to_server(
             RegistryServicer(registry, settings.ping_interval_seconds, guard), server

@@ -121,8 +121,8 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
         raise ValidationError.from_pydantic(exc, field="request") from None
 
 
-def task_to_proto(task: TaskRecord) -> pb.Task:
-    """A task with its steps on the wire."""
+def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
+    """A task with its steps on the wire; without outputs or result with ``omit_outputs``."""
     message = pb.Task(
         task_id=task.id,
         state=task_state_to_proto(task.state),
@@ -133,7 +133,7 @@ def task_to_proto(task: TaskRecord) -> pb.Task:
         owner=task.owner,
     )
     message.input.update(task.input)
-    if task.result is not None:
+    if task.result is not None and not omit_outputs:
         value_to_proto(task.result, message.result)
     for step in task.steps.values():
         item = message.steps.add(
@@ -143,7 +143,7 @@ def task_to_proto(task: TaskRecord) -> pb.Task:
             error=step.error,
         )
         step_to_proto(step.spec, item.spec)
-        if step.output is not None:
+        if step.output is not None and not omit_outputs:
             value_to_proto(step.output, item.output)
         _timestamp(step.started_at, item.started_at)
         _timestamp(step.finished_at, item.finished_at)

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-from pydantic import ValidationError as PydanticValidationError
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.errors import ValidationError
 from agentmesh.models import JSON, AgentCard, StepSpec
-from agentmesh.wire import from_struct, step_from_proto
+from agentmesh.orchestrator.agents.intake import THREAD_BYTES, Taken, take
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +37,8 @@ class Outcome:
     retryable: bool = True
     #: Steps the agent asked to add to the plan after this one.
     follow_ups: tuple[StepSpec, ...] = ()
+    #: Wire bytes of the output (big ones are schema-checked in a thread).
+    size: int = 0
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,7 @@ class AgentLink:
         ping_interval: float,
         timeout: float,
         max_message_bytes: int,
+        max_output_bytes: int | None = None,
         on_lost: Callable[[AgentLink, str], None],
     ) -> None:
         self.card = card
@@ -88,6 +90,8 @@ class AgentLink:
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
         self._on_lost = on_lost
+        #: Larger outputs are refused as invalid_output: the task must stay readable.
+        self._max_output_bytes = max_output_bytes or max_message_bytes
         self._pending: dict[str, _Pending] = {}
         self._sent: OrderedDict[str, None] = OrderedDict()
         self._write_lock = asyncio.Lock()
@@ -195,29 +199,45 @@ class AgentLink:
                 pending.on_progress(message.progress.fraction, message.progress.message)
         elif kind == "result":
             result = message.result
-            try:
-                follow_ups = tuple(step_from_proto(s) for s in result.follow_ups)
-                output = from_struct(result.output)
-            except PydanticValidationError as exc:
-                error = ValidationError.from_pydantic(exc, field="result.follow_ups")
-                self._finish(
-                    result.assignment_id,
-                    Outcome(code="invalid_output", message=str(error), retryable=False),
+            if result.ByteSize() > THREAD_BYTES:
+                # Checked and converted in a thread: the reader (and the loop) go on meanwhile.
+                task = asyncio.create_task(
+                    self._take_in_thread(result), name=f"link-{self.name}-result"
                 )
-                return
-            except ValueError as exc:
-                # NaN or an infinity somewhere: not JSON. Must not kill the reader.
-                self._finish(
-                    result.assignment_id,
-                    Outcome(code="invalid_output", message=f"result: {exc}", retryable=False),
-                )
-                return
-            self._finish(result.assignment_id, Outcome(output=output, follow_ups=follow_ups))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._take(result)
         elif kind == "failure":
             f = message.failure
             self._finish(
                 f.assignment_id, Outcome(code=f.code, message=f.message, retryable=f.retryable)
             )
+
+    def _take(self, result: agent_pb2.Result) -> None:
+        try:
+            taken = take(result, self._max_output_bytes)
+        except ValidationError as exc:
+            self._refuse(result.assignment_id, exc)
+            return
+        self._accept(result.assignment_id, taken)
+
+    async def _take_in_thread(self, result: agent_pb2.Result) -> None:
+        try:
+            taken = await asyncio.to_thread(take, result, self._max_output_bytes)
+        except ValidationError as exc:
+            self._refuse(result.assignment_id, exc)
+            return
+        self._accept(result.assignment_id, taken)
+
+    def _accept(self, assignment_id: str, taken: Taken) -> None:
+        outcome = Outcome(output=taken.output, follow_ups=taken.follow_ups, size=taken.size)
+        self._finish(assignment_id, outcome)
+
+    def _refuse(self, assignment_id: str, error: ValidationError) -> None:
+        # Too big, too deep, not JSON: the agent's fault, and it must not kill the reader.
+        self._log.warning("agent.invalid_output", assignment_id=assignment_id, error=str(error))
+        self._finish(assignment_id, Outcome(code="invalid_output", message=str(error)))
 
     def _finish(self, assignment_id: str, outcome: Outcome) -> None:
         # A late answer for an abandoned attempt finds nothing pending and is dropped.

@@ -156,6 +156,7 @@ class Registry:
             ping_interval=self._settings.ping_interval_seconds,
             timeout=self._settings.agent_timeout_seconds,
             max_message_bytes=self._settings.max_message_bytes,
+            max_output_bytes=self._settings.max_output_bytes,
             on_lost=self._lost,
         )
         wait = self._settings.agent_timeout_seconds + 2

@@ -15,7 +15,7 @@ import grpc
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
-from agentmesh.errors import NotFound
+from agentmesh.errors import FailedPrecondition, NotFound
 from agentmesh.models import TaskRecord
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
@@ -32,6 +32,8 @@ from agentmesh.wire import tasks as convert
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _DEFAULT_PAGE = 50
+#: Bytes of a response message besides its tasks (page token, framing), rounded up.
+_ENVELOPE = 1024
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
@@ -45,8 +47,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         registry: Registry,
         guard: Guard,
         limits: PlanLimits | None = None,
+        max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._engine = engine
+        self._max_message_bytes = max_message_bytes
         self._store = store
         self._bus = bus
         self._registry = registry
@@ -72,8 +76,22 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         task = await self._engine.submit(convert.request_from_proto(request), identity.uri)
         return pb.SubmitTaskResponse(task_id=task.id)
 
+    def _fitting(self, task: TaskRecord, omit_outputs: bool) -> pb.Task:
+        """The task on the wire; FailedPrecondition when it is too big for one message."""
+        message = convert.task_to_proto(task, omit_outputs=omit_outputs)
+        size = message.ByteSize()
+        if size > self._max_message_bytes - _ENVELOPE:
+            # Clearer than the transport's RESOURCE_EXHAUSTED, and says what to do.
+            raise FailedPrecondition(
+                f"task {task.id} takes {size} bytes, more than the {self._max_message_bytes}"
+                "-byte message limit: ask without its outputs",
+                field="omit_outputs",
+            )
+        return message
+
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
-        return convert.task_to_proto(await self._task(request.task_id, Action.GET_TASKS))
+        task = await self._task(request.task_id, Action.GET_TASKS)
+        return self._fitting(task, request.omit_outputs)
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
@@ -87,7 +105,18 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         tasks = await self._store.list_tasks(
             owner=owner, states=states, limit=size + 1, offset=offset
         )
-        response = pb.ListTasksResponse(tasks=[convert.task_to_proto(t) for t in tasks[:size]])
+        response = pb.ListTasksResponse()
+        room = self._max_message_bytes - _ENVELOPE
+        for task in tasks[:size]:
+            message = convert.task_to_proto(task, omit_outputs=request.omit_outputs)
+            room -= message.ByteSize() + 8
+            if room < 0 and response.tasks:
+                # The page ends before it outgrows one message; the next one starts here.
+                response.next_page_token = str(offset + len(response.tasks))
+                return response
+            if room < 0:
+                self._fitting(task, request.omit_outputs)  # a task too big on its own: say so
+            response.tasks.append(message)
         if len(tasks) > size:
             response.next_page_token = str(offset + size)
         return response
@@ -96,7 +125,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         validation.check_cancel(request)
         task = await self._task(request.task_id, Action.CANCEL_TASKS)
         await self._engine.cancel(task.id, request.reason or f"cancelled by {current_caller()}")
-        return convert.task_to_proto(await self._task(task.id, Action.CANCEL_TASKS))
+        task = await self._task(task.id, Action.CANCEL_TASKS)
+        message = convert.task_to_proto(task)
+        if message.ByteSize() > self._max_message_bytes - _ENVELOPE:
+            # The cancellation happened: answer with what fits rather than an error.
+            message = convert.task_to_proto(task, omit_outputs=True)
+        return message
 
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context

@@ -2,7 +2,9 @@
 
 Each check raises :class:`~agentmesh.errors.ValidationError` naming the field, as
 ``labels["env"]`` or ``card.capabilities[2].input_schema.properties``. JSON payloads
-(``google.protobuf.Struct``) are walked here, iteratively and with the limits of
+(``google.protobuf.Struct``) are walked by
+:func:`~agentmesh.limits.check_struct` (the same check as agents'
+outputs get), iteratively and with the limits of
 :class:`~agentmesh.orchestrator.planning.PlanLimits` (depth, string length, size), so
 that converting them afterwards is safe; plans are then checked in depth by
 :func:`agentmesh.orchestrator.planning.validate_plan`.
@@ -16,14 +18,12 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from google.protobuf import struct_pb2
-
 from agentmesh import schemas
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError, field_path
+from agentmesh.limits import ByteBudget, PlanLimits, check_struct
 from agentmesh.models import AgentCard
-from agentmesh.orchestrator.planning.limits import ByteBudget, PlanLimits
 from agentmesh.security.identity import check_name
 
 TASK_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -91,60 +91,6 @@ def check_labels(labels: Mapping[str, str], field: str = "labels") -> None:
         _length(value, MAX_LABEL_VALUE, where)
         if not value.isprintable():
             raise ValidationError("must not contain control characters", field=where)
-
-
-_JSONNode = struct_pb2.Struct | struct_pb2.ListValue | struct_pb2.Value
-
-
-def check_struct(
-    struct: struct_pb2.Struct, field: str, limits: PlanLimits, budget: ByteBudget | None = None
-) -> None:
-    """``struct`` is JSON within ``limits``: depth, string length, size, finite numbers.
-
-    Iterative, so a payload nested far beyond the interpreter's recursion limit is refused
-    cleanly rather than crashing the check.
-    """
-    budget = budget or ByteBudget(limits.max_input_bytes, what="payloads")
-    stack: list[tuple[_JSONNode, str, int]] = [(struct, field, 1)]
-    while stack:
-        node, path, depth = stack.pop()
-        if isinstance(node, struct_pb2.Struct | struct_pb2.ListValue):
-            if depth > limits.max_depth:
-                raise ValidationError(f"nested deeper than {limits.max_depth} levels", field=path)
-            if isinstance(node, struct_pb2.Struct):
-                budget.spend(2 + len(node.fields), path)
-                for key, value in node.fields.items():
-                    if len(key) > limits.max_string:
-                        raise ValidationError(
-                            f"a key of {len(key)} characters exceeds the limit of "
-                            f"{limits.max_string}",
-                            field=path,
-                        )
-                    budget.spend(len(key.encode()) + 3, path)
-                    stack.append((value, field_path(path, key[:64]), depth + 1))
-            else:
-                budget.spend(2 + len(node.values), path)
-                stack.extend((v, field_path(path, i), depth + 1) for i, v in enumerate(node.values))
-            continue
-        kind = node.WhichOneof("kind")
-        if kind == "struct_value":
-            stack.append((node.struct_value, path, depth))
-        elif kind == "list_value":
-            stack.append((node.list_value, path, depth))
-        elif kind == "string_value":
-            text = node.string_value
-            if len(text) > limits.max_string:
-                raise ValidationError(
-                    f"a string of {len(text)} characters exceeds the limit of {limits.max_string}",
-                    field=path,
-                )
-            budget.spend(len(text.encode()) + 2, path)
-        elif kind == "number_value":
-            if not math.isfinite(node.number_value):
-                raise ValidationError(f"{node.number_value} is not a JSON number", field=path)
-            budget.spend(8, path)
-        else:
-            budget.spend(5, path)
 
 
 # -- Orchestrator ---------------------------------------------------------------------------------

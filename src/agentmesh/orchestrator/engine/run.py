@@ -35,9 +35,11 @@ from agentmesh.models import (
 )
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
+from agentmesh.orchestrator.agents.intake import THREAD_BYTES
 from agentmesh.orchestrator.agents.link import Outcome
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
+from agentmesh.orchestrator.engine import readable
 from agentmesh.orchestrator.engine.progress import ProgressLimiter
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import (
@@ -63,6 +65,13 @@ def _now() -> datetime:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, StepFailed) and exc.retryable
+
+
+async def _schema_error(schema: Mapping[str, JSON], outcome: Outcome) -> str | None:
+    # Validating megabytes takes seconds: in a thread, so the orchestrator keeps answering.
+    if outcome.size > THREAD_BYTES:
+        return await asyncio.to_thread(schemas.first_error, schema, outcome.output)
+    return schemas.first_error(schema, outcome.output)
 
 
 class TaskRun:
@@ -271,6 +280,7 @@ class TaskRun:
                 ) as self._work:
                     outputs = await self._execute()
                     result = await self._aggregate(outputs)
+                    await self._check_readable(result)
             finally:
                 self._work, self._settled = None, True
         except TaskFailed as exc:
@@ -573,7 +583,7 @@ class TaskRun:
             elapsed = asyncio.get_running_loop().time() - started
             if outcome.ok:
                 declared = link.card.capability(capability)
-                problem = declared and schemas.first_error(declared.output_schema, outcome.output)
+                problem = declared and await _schema_error(declared.output_schema, outcome)
                 if problem:
                     # The agent broke its own contract: counted against it (before its
                     # circuit and stats see the attempt), tried elsewhere.
@@ -619,6 +629,13 @@ class TaskRun:
                 step, StepState.PENDING, f"attempt {number} failed: {message}", attempt=number
             )
         raise StepFailed(message, code=outcome.code, retryable=outcome.retryable)
+
+    async def _check_readable(self, result: JSON) -> None:
+        """TaskFailed when the task holding ``result`` would be too big for anyone to read."""
+        limit = self._settings.max_message_bytes
+        problem = await asyncio.to_thread(readable.oversize, self.task, result, limit)
+        if problem:
+            raise TaskFailed(problem)
 
     async def _aggregate(self, outputs: dict[str, JSON]) -> JSON:
         plan = self.task.plan

@@ -5,13 +5,13 @@ OpenAI-compatible endpoints, the ``${...}`` reference language of step inputs, `
 fan-out, and the checks every plan passes before it runs.
 """
 
+from agentmesh.limits import PlanLimits
 from agentmesh.orchestrator.planning.fanout import (
     expand_for_each,
     for_each_items,
     instance_id,
     split_instance_id,
 )
-from agentmesh.orchestrator.planning.limits import PlanLimits
 from agentmesh.orchestrator.planning.planner import (
     CatalogPlanner,
     ChainPlanner,

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from agentmesh.errors import ValidationError
+from agentmesh.limits import PlanLimits
 from agentmesh.models import JSON, StepSpec
-from agentmesh.orchestrator.planning.limits import PlanLimits
 from agentmesh.orchestrator.planning.references import Reference, bind_item, parse, resolve
 
 DEFAULT_MAX_FANOUT: Final = PlanLimits().max_fanout

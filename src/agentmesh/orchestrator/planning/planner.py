@@ -20,8 +20,8 @@ import structlog
 
 from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, FailedPrecondition, ValidationError
+from agentmesh.limits import PlanLimits
 from agentmesh.models import JSON, Capability, Plan, TaskRequest
-from agentmesh.orchestrator.planning.limits import PlanLimits
 from agentmesh.orchestrator.planning.similarity import Match, TfIdfIndex
 from agentmesh.orchestrator.planning.validate import validate_plan
 from agentmesh.orchestrator.planning.workflow import Catalog, Workflow

@@ -24,9 +24,9 @@ from typing import Final
 
 from agentmesh import schemas
 from agentmesh.errors import ValidationError, field_path
+from agentmesh.limits import ByteBudget, PlanLimits
 from agentmesh.models import JSON, Capability, Plan, StepSpec, version_matches
 from agentmesh.orchestrator.planning.aggregate import parse_aggregate_spec
-from agentmesh.orchestrator.planning.limits import ByteBudget, PlanLimits
 from agentmesh.orchestrator.planning.references import (
     STEP_ID_PATTERN,
     Reference,

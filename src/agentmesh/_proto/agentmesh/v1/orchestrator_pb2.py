@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from agentmesh._proto.agentmesh.v1 import common_pb2 as agentmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentmesh/v1/orchestrator.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x61gentmesh/v1/common.proto\"Y\n\x04Plan\x12%\n\x05steps\x18\x01 \x03(\x0b\x32\x16.agentmesh.v1.StepSpec\x12*\n\taggregate\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbb\x02\n\x11SubmitTaskRequest\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x12.agentmesh.v1.PlanH\x00\x12\x12\n\x08workflow\x18\x02 \x01(\tH\x00\x12\x0e\n\x04goal\x18\x03 \x01(\tH\x00\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12;\n\x06labels\x18\x07 \x03(\x0b\x32+.agentmesh.v1.SubmitTaskRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04spec\"%\n\x12SubmitTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"b\n\x10ListTasksRequest\x12\'\n\x06states\x18\x01 \x03(\x0e\x32\x17.agentmesh.v1.TaskState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListTasksResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.agentmesh.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\'\n\x11ListAgentsRequest\x12\x12\n\ncapability\x18\x01 \x01(\t\"?\n\x12ListAgentsResponse\x12)\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x19.agentmesh.v1.AgentStatus\"\x96\x02\n\x0b\x41gentStatus\x12%\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCard\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x1a\n\x12\x61\x63tive_assignments\x18\x05 \x01(\r\x12+\n\x07\x63ircuit\x18\x06 \x01(\x0e\x32\x1a.agentmesh.v1.CircuitState\x12\x31\n\rregistered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x04Step\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.agentmesh.v1.StepSpec\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.StepState\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12&\n\x06output\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12!\n\x05steps\x18\x04 \x03(\x0b\x32\x12.agentmesh.v1.Step\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x0f\n\x07partial\x18\x07 \x01(\x08\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12.\n\x06labels\x18\t \x03(\x0b\x32\x1e.agentmesh.v1.Task.LabelsEntry\x12\r\n\x05owner\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x02\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ntask_state\x18\n \x01(\x0b\x32\x1e.agentmesh.v1.TaskStateChangedH\x00\x12\x34\n\nstep_state\x18\x0b \x01(\x0b\x32\x1e.agentmesh.v1.StepStateChangedH\x00\x12\x33\n\rstep_progress\x18\x0c \x01(\x0b\x32\x1a.agentmesh.v1.StepProgressH\x00\x42\x06\n\x04kind\"\x83\x01\n\x10TaskStateChanged\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x07partial\x18\x04 \x01(\x08\"\xa3\x01\n\x10StepStateChanged\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.StepState\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12&\n\x06output\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"b\n\x0cStepProgress\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x10\n\x08\x66raction\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\"=\n\x14RegisterAgentRequest\x12%\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCard\"H\n\x15RegisterAgentResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x1d\n\x15ping_interval_seconds\x18\x02 \x01(\x01\"&\n\x16\x44\x65registerAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65registerAgentResponse*\xfb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05\x12\x1b\n\x17TASK_STATE_COMPENSATING\x10\x06\x12\x1a\n\x16TASK_STATE_ROLLED_BACK\x10\x07\x12\x1e\n\x1aTASK_STATE_ROLLBACK_FAILED\x10\x08*\xee\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_WAITING\x10\x02\x12\x16\n\x12STEP_STATE_RUNNING\x10\x03\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11STEP_STATE_FAILED\x10\x05\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x06\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x07\x12\x1a\n\x16STEP_STATE_COMPENSATED\x10\x08*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xc6\x03\n\x0cOrchestrator\x12O\n\nSubmitTask\x12\x1f.agentmesh.v1.SubmitTaskRequest\x1a .agentmesh.v1.SubmitTaskResponse\x12;\n\x07GetTask\x12\x1c.agentmesh.v1.GetTaskRequest\x1a\x12.agentmesh.v1.Task\x12L\n\tListTasks\x12\x1e.agentmesh.v1.ListTasksRequest\x1a\x1f.agentmesh.v1.ListTasksResponse\x12\x41\n\nCancelTask\x12\x1f.agentmesh.v1.CancelTaskRequest\x1a\x12.agentmesh.v1.Task\x12\x46\n\tWatchTask\x12\x1e.agentmesh.v1.WatchTaskRequest\x1a\x17.agentmesh.v1.TaskEvent0\x01\x12O\n\nListAgents\x12\x1f.agentmesh.v1.ListAgentsRequest\x1a .agentmesh.v1.ListAgentsResponse2\xc4\x01\n\x08Registry\x12X\n\rRegisterAgent\x12\".agentmesh.v1.RegisterAgentRequest\x1a#.agentmesh.v1.RegisterAgentResponse\x12^\n\x0f\x44\x65registerAgent\x12$.agentmesh.v1.DeregisterAgentRequest\x1a%.agentmesh.v1.DeregisterAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentmesh/v1/orchestrator.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x61gentmesh/v1/common.proto\"Y\n\x04Plan\x12%\n\x05steps\x18\x01 \x03(\x0b\x32\x16.agentmesh.v1.StepSpec\x12*\n\taggregate\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbb\x02\n\x11SubmitTaskRequest\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x12.agentmesh.v1.PlanH\x00\x12\x12\n\x08workflow\x18\x02 \x01(\tH\x00\x12\x0e\n\x04goal\x18\x03 \x01(\tH\x00\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12;\n\x06labels\x18\x07 \x03(\x0b\x32+.agentmesh.v1.SubmitTaskRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04spec\"%\n\x12SubmitTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"7\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0comit_outputs\x18\x02 \x01(\x08\"x\n\x10ListTasksRequest\x12\'\n\x06states\x18\x01 \x03(\x0e\x32\x17.agentmesh.v1.TaskState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x14\n\x0comit_outputs\x18\x04 \x01(\x08\"O\n\x11ListTasksResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.agentmesh.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\'\n\x11ListAgentsRequest\x12\x12\n\ncapability\x18\x01 \x01(\t\"?\n\x12ListAgentsResponse\x12)\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x19.agentmesh.v1.AgentStatus\"\x96\x02\n\x0b\x41gentStatus\x12%\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCard\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x1a\n\x12\x61\x63tive_assignments\x18\x05 \x01(\r\x12+\n\x07\x63ircuit\x18\x06 \x01(\x0e\x32\x1a.agentmesh.v1.CircuitState\x12\x31\n\rregistered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x04Step\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.agentmesh.v1.StepSpec\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.StepState\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12&\n\x06output\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12!\n\x05steps\x18\x04 \x03(\x0b\x32\x12.agentmesh.v1.Step\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x0f\n\x07partial\x18\x07 \x01(\x08\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12.\n\x06labels\x18\t \x03(\x0b\x32\x1e.agentmesh.v1.Task.LabelsEntry\x12\r\n\x05owner\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x02\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\ntask_state\x18\n \x01(\x0b\x32\x1e.agentmesh.v1.TaskStateChangedH\x00\x12\x34\n\nstep_state\x18\x0b \x01(\x0b\x32\x1e.agentmesh.v1.StepStateChangedH\x00\x12\x33\n\rstep_progress\x18\x0c \x01(\x0b\x32\x1a.agentmesh.v1.StepProgressH\x00\x42\x06\n\x04kind\"\x83\x01\n\x10TaskStateChanged\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x17.agentmesh.v1.TaskState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x07partial\x18\x04 \x01(\x08\"\xa3\x01\n\x10StepStateChanged\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.agentmesh.v1.StepState\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12&\n\x06output\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"b\n\x0cStepProgress\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x10\n\x08\x66raction\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\"=\n\x14RegisterAgentRequest\x12%\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x17.agentmesh.v1.AgentCard\"H\n\x15RegisterAgentResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x1d\n\x15ping_interval_seconds\x18\x02 \x01(\x01\"&\n\x16\x44\x65registerAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65registerAgentResponse*\xfb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05\x12\x1b\n\x17TASK_STATE_COMPENSATING\x10\x06\x12\x1a\n\x16TASK_STATE_ROLLED_BACK\x10\x07\x12\x1e\n\x1aTASK_STATE_ROLLBACK_FAILED\x10\x08*\xee\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_WAITING\x10\x02\x12\x16\n\x12STEP_STATE_RUNNING\x10\x03\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11STEP_STATE_FAILED\x10\x05\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x06\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x07\x12\x1a\n\x16STEP_STATE_COMPENSATED\x10\x08*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xc6\x03\n\x0cOrchestrator\x12O\n\nSubmitTask\x12\x1f.agentmesh.v1.SubmitTaskRequest\x1a .agentmesh.v1.SubmitTaskResponse\x12;\n\x07GetTask\x12\x1c.agentmesh.v1.GetTaskRequest\x1a\x12.agentmesh.v1.Task\x12L\n\tListTasks\x12\x1e.agentmesh.v1.ListTasksRequest\x1a\x1f.agentmesh.v1.ListTasksResponse\x12\x41\n\nCancelTask\x12\x1f.agentmesh.v1.CancelTaskRequest\x1a\x12.agentmesh.v1.Task\x12\x46\n\tWatchTask\x12\x1e.agentmesh.v1.WatchTaskRequest\x1a\x17.agentmesh.v1.TaskEvent0\x01\x12O\n\nListAgents\x12\x1f.agentmesh.v1.ListAgentsRequest\x1a .agentmesh.v1.ListAgentsResponse2\xc4\x01\n\x08Registry\x12X\n\rRegisterAgent\x12\".agentmesh.v1.RegisterAgentRequest\x1a#.agentmesh.v1.RegisterAgentResponse\x12^\n\x0f\x44\x65registerAgent\x12$.agentmesh.v1.DeregisterAgentRequest\x1a%.agentmesh.v1.DeregisterAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_TASK_LABELSENTRY']._loaded_options = None
   _globals['_TASK_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=2879
-  _globals['_TASKSTATE']._serialized_end=3130
-  _globals['_STEPSTATE']._serialized_start=3133
-  _globals['_STEPSTATE']._serialized_end=3371
-  _globals['_CIRCUITSTATE']._serialized_start=3373
-  _globals['_CIRCUITSTATE']._serialized_end=3497
+  _globals['_TASKSTATE']._serialized_start=2923
+  _globals['_TASKSTATE']._serialized_end=3174
+  _globals['_STEPSTATE']._serialized_start=3177
+  _globals['_STEPSTATE']._serialized_end=3415
+  _globals['_CIRCUITSTATE']._serialized_start=3417
+  _globals['_CIRCUITSTATE']._serialized_end=3541
   _globals['_PLAN']._serialized_start=139
   _globals['_PLAN']._serialized_end=228
   _globals['_SUBMITTASKREQUEST']._serialized_start=231
@@ -54,45 +54,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITTASKRESPONSE']._serialized_start=548
   _globals['_SUBMITTASKRESPONSE']._serialized_end=585
   _globals['_GETTASKREQUEST']._serialized_start=587
-  _globals['_GETTASKREQUEST']._serialized_end=620
-  _globals['_LISTTASKSREQUEST']._serialized_start=622
-  _globals['_LISTTASKSREQUEST']._serialized_end=720
-  _globals['_LISTTASKSRESPONSE']._serialized_start=722
-  _globals['_LISTTASKSRESPONSE']._serialized_end=801
-  _globals['_CANCELTASKREQUEST']._serialized_start=803
-  _globals['_CANCELTASKREQUEST']._serialized_end=855
-  _globals['_WATCHTASKREQUEST']._serialized_start=857
-  _globals['_WATCHTASKREQUEST']._serialized_end=916
-  _globals['_LISTAGENTSREQUEST']._serialized_start=918
-  _globals['_LISTAGENTSREQUEST']._serialized_end=957
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=959
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1022
-  _globals['_AGENTSTATUS']._serialized_start=1025
-  _globals['_AGENTSTATUS']._serialized_end=1303
-  _globals['_STEP']._serialized_start=1306
-  _globals['_STEP']._serialized_end=1575
-  _globals['_TASK']._serialized_start=1578
-  _globals['_TASK']._serialized_end=2012
+  _globals['_GETTASKREQUEST']._serialized_end=642
+  _globals['_LISTTASKSREQUEST']._serialized_start=644
+  _globals['_LISTTASKSREQUEST']._serialized_end=764
+  _globals['_LISTTASKSRESPONSE']._serialized_start=766
+  _globals['_LISTTASKSRESPONSE']._serialized_end=845
+  _globals['_CANCELTASKREQUEST']._serialized_start=847
+  _globals['_CANCELTASKREQUEST']._serialized_end=899
+  _globals['_WATCHTASKREQUEST']._serialized_start=901
+  _globals['_WATCHTASKREQUEST']._serialized_end=960
+  _globals['_LISTAGENTSREQUEST']._serialized_start=962
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1001
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1003
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1066
+  _globals['_AGENTSTATUS']._serialized_start=1069
+  _globals['_AGENTSTATUS']._serialized_end=1347
+  _globals['_STEP']._serialized_start=1350
+  _globals['_STEP']._serialized_end=1619
+  _globals['_TASK']._serialized_start=1622
+  _globals['_TASK']._serialized_end=2056
   _globals['_TASK_LABELSENTRY']._serialized_start=493
   _globals['_TASK_LABELSENTRY']._serialized_end=538
-  _globals['_TASKEVENT']._serialized_start=2015
-  _globals['_TASKEVENT']._serialized_end=2272
-  _globals['_TASKSTATECHANGED']._serialized_start=2275
-  _globals['_TASKSTATECHANGED']._serialized_end=2406
-  _globals['_STEPSTATECHANGED']._serialized_start=2409
-  _globals['_STEPSTATECHANGED']._serialized_end=2572
-  _globals['_STEPPROGRESS']._serialized_start=2574
-  _globals['_STEPPROGRESS']._serialized_end=2672
-  _globals['_REGISTERAGENTREQUEST']._serialized_start=2674
-  _globals['_REGISTERAGENTREQUEST']._serialized_end=2735
-  _globals['_REGISTERAGENTRESPONSE']._serialized_start=2737
-  _globals['_REGISTERAGENTRESPONSE']._serialized_end=2809
-  _globals['_DEREGISTERAGENTREQUEST']._serialized_start=2811
-  _globals['_DEREGISTERAGENTREQUEST']._serialized_end=2849
-  _globals['_DEREGISTERAGENTRESPONSE']._serialized_start=2851
-  _globals['_DEREGISTERAGENTRESPONSE']._serialized_end=2876
-  _globals['_ORCHESTRATOR']._serialized_start=3500
-  _globals['_ORCHESTRATOR']._serialized_end=3954
-  _globals['_REGISTRY']._serialized_start=3957
-  _globals['_REGISTRY']._serialized_end=4153
+  _globals['_TASKEVENT']._serialized_start=2059
+  _globals['_TASKEVENT']._serialized_end=2316
+  _globals['_TASKSTATECHANGED']._serialized_start=2319
+  _globals['_TASKSTATECHANGED']._serialized_end=2450
+  _globals['_STEPSTATECHANGED']._serialized_start=2453
+  _globals['_STEPSTATECHANGED']._serialized_end=2616
+  _globals['_STEPPROGRESS']._serialized_start=2618
+  _globals['_STEPPROGRESS']._serialized_end=2716
+  _globals['_REGISTERAGENTREQUEST']._serialized_start=2718
+  _globals['_REGISTERAGENTREQUEST']._serialized_end=2779
+  _globals['_REGISTERAGENTRESPONSE']._serialized_start=2781
+  _globals['_REGISTERAGENTRESPONSE']._serialized_end=2853
+  _globals['_DEREGISTERAGENTREQUEST']._serialized_start=2855
+  _globals['_DEREGISTERAGENTREQUEST']._serialized_end=2893
+  _globals['_DEREGISTERAGENTRESPONSE']._serialized_start=2895
+  _globals['_DEREGISTERAGENTRESPONSE']._serialized_end=2920
+  _globals['_ORCHESTRATOR']._serialized_start=3544
+  _globals['_ORCHESTRATOR']._serialized_end=3998
+  _globals['_REGISTRY']._serialized_start=4001
+  _globals['_REGISTRY']._serialized_end=4197
 # @@protoc_insertion_point(module_scope)
