@@ -26,11 +26,21 @@ import structlog
 from agentmesh import metrics
 from agentmesh.cache import Cache
 from agentmesh.circuits import AgentCircuit
+from agentmesh.claims import MayRedefine, check_claims
 from agentmesh.config import Settings
 from agentmesh.engine.link import AgentLink
-from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied
-from agentmesh.matching import AgentStats, Candidate, Requirement, choose, eligible
-from agentmesh.models import AgentCard, Capability
+from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, StepFailed
+from agentmesh.matching import (
+    AgentStats,
+    Candidate,
+    Requirement,
+    choose,
+    eligible,
+    refusal,
+    rejection,
+)
+from agentmesh.models import AgentCard
+from agentmesh.planning.offers import Offer, Offers
 from agentmesh.security import Identity
 from agentmesh.store import Store
 
@@ -81,7 +91,8 @@ class Registry:
         self._registered_at: dict[str, datetime] = {}
         self._stats: dict[str, AgentStats] = {}
         self._circuits: dict[str, AgentCircuit] = {}
-        self._known: dict[str, Capability] = {}
+        #: Capability names offered since start-up (their schemas live on the agents' cards).
+        self._known: set[str] = set()
         #: Notified whenever an agent registers (waking :meth:`wait_for_agent`).
         self._registered = asyncio.Condition()
         self._ticker: asyncio.Task[None] | None = None
@@ -131,12 +142,28 @@ class Registry:
     # -- registration -----------------------------------------------------------------------
 
     def _learn(self, card: AgentCard) -> None:
-        for capability in card.capabilities:
-            self._known[capability.name] = capability
+        self._known.update(capability.name for capability in card.capabilities)
 
-    async def register(self, card: AgentCard, identity: str) -> None:
-        """Open (or keep) a Session with the agent and make it available for matching."""
+    def _check_claims(self, card: AgentCard, identity: str, may_redefine: MayRedefine) -> None:
+        check_claims(
+            card,
+            identity,
+            ((link.card, link.identity) for link in self._links.values() if link.alive),
+            may_redefine,
+        )
+
+    async def register(
+        self, card: AgentCard, identity: str, *, may_redefine: MayRedefine | None = None
+    ) -> None:
+        """Open (or keep) a Session with the agent and make it available for matching.
+
+        With ``may_redefine``, a capability another identity's connected agent offers with
+        other schemas is refused unless ``may_redefine(name)`` (see :mod:`agentmesh.claims`).
+        """
         current = self._links.get(card.name)
+        if may_redefine is not None:
+            # Before dialing the agent; checked again when it becomes visible (see below).
+            self._check_claims(card, identity, may_redefine)
         if current is not None and current.alive and current.card.endpoint == card.endpoint:
             if current.identity != identity:
                 raise PermissionDenied(
@@ -176,9 +203,19 @@ class Registry:
         # Durable (and cached for other replicas) before anyone can see or use the agent.
         await self._store.save_agent(card, identity, now)
         await self._cache_card(link)
-        if not link.alive:  # lost while we were writing: it never becomes visible
+        refused: PermissionDenied | None = None
+        if may_redefine is not None:
+            # Another agent may have registered its own schemas while we were dialing.
+            try:
+                self._check_claims(card, identity, may_redefine)
+            except PermissionDenied as exc:
+                refused = exc
+        if refused is not None or not link.alive:  # it never becomes visible
             await self._store.delete_agent(card.name)
             await self._cache.delete(f"agents:{card.name}")
+            if refused is not None:
+                await link.close("registration refused")
+                raise refused
             raise AgentUnavailable(
                 f"the Session to {card.endpoint} ended during registration", field="card.endpoint"
             )
@@ -257,13 +294,22 @@ class Registry:
             )
         return result
 
-    def capabilities(self) -> dict[str, Capability]:
-        """Every capability an agent has offered since start-up, by name (for plan validation).
+    def capabilities(self) -> Offers:
+        """What each connected agent offers, with its own schemas (for plan validation).
 
-        Agents that died still count: their steps wait for a capable agent to come
-        back instead of the plan being refused.
+        An agent's schemas go with it when it leaves. The names of capabilities offered since
+        start-up stay known: steps for them wait for a capable agent to come back instead of
+        the plan being refused.
         """
-        return dict(self._known)
+        return Offers(
+            (
+                Offer(name, capability)
+                for name, link in self._links.items()
+                if link.alive
+                for capability in link.card.capabilities
+            ),
+            known=self._known,
+        )
 
     def _usable(self, name: str) -> bool:
         link = self._links[name]
@@ -289,7 +335,10 @@ class Registry:
 
     def could_serve(self, requirement: Requirement) -> bool:
         """True when some live agent could take this step once it has room."""
-        return any(eligible(c, requirement) and c.usable for c in self._candidates())
+        return any(
+            eligible(c, requirement) and c.usable and rejection(c.card, requirement) is None
+            for c in self._candidates()
+        )
 
     def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> str:
         """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit.
@@ -316,8 +365,13 @@ class Registry:
     ) -> AsyncIterator[AgentLink]:
         """Wait for, then hold, one assignment slot on the best matching agent.
 
-        ``on_wait`` is called once if no agent has room right away.
+        ``on_wait`` is called once if no agent has room right away. Raises StepFailed
+        (``invalid_input``, final) when every connected agent that could serve the step refuses
+        its payload, now or while it waits.
         """
+        reason = refusal(self._candidates(), requirement)
+        if reason is not None:
+            raise StepFailed(reason, code="invalid_input", retryable=False)
         loop = asyncio.get_running_loop()
         waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
         heapq.heappush(self._waiters, waiter)
@@ -327,7 +381,8 @@ class Registry:
         try:
             link = await waiter.granted
         except asyncio.CancelledError:
-            if waiter.granted.done() and not waiter.granted.cancelled():
+            granted = waiter.granted
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
                 self._release(waiter.granted.result().name)
             raise
         finally:
@@ -367,7 +422,13 @@ class Registry:
                 continue
             chosen = choose(candidates.values(), waiter.requirement)
             if chosen is None:
-                still_waiting.append(waiter)
+                reason = refusal(candidates.values(), waiter.requirement)
+                if reason is not None:  # e.g. the only agent that came refuses the input
+                    waiter.granted.set_exception(
+                        StepFailed(reason, code="invalid_input", retryable=False)
+                    )
+                else:
+                    still_waiting.append(waiter)
                 continue
             name = chosen.card.name
             self._reserved[name] = self._reserved.get(name, 0) + 1

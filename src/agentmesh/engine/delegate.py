@@ -9,9 +9,9 @@ from collections.abc import Mapping
 import pydantic
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh.errors import AgentUnavailable, ValidationError
+from agentmesh.errors import AgentUnavailable, StepFailed, ValidationError
 from agentmesh.matching import Requirement
-from agentmesh.models import Capability, Plan, TaskRequest
+from agentmesh.models import JSON, Capability, Plan, TaskRequest
 from agentmesh.planning import PlanLimits, validate_plan
 from agentmesh.registry import Registry
 from agentmesh.wire import to_struct
@@ -37,12 +37,9 @@ class AgentPlanner:
 
     async def plan(self, request: TaskRequest, capabilities: Mapping[str, Capability]) -> Plan:
         """The plan the planning agent proposes for ``request.goal``, validated."""
-        requirement = Requirement(PLAN_CAPABILITY)
         if not request.goal:
             raise ValidationError("only goals are delegated to planning agents", field="goal")
-        if not self._registry.could_serve(requirement):
-            raise ValidationError(f"no agent offers {PLAN_CAPABILITY!r}", field="goal")
-        payload = {
+        payload: dict[str, JSON] = {
             "goal": request.goal,
             "input": request.input,
             "capabilities": [
@@ -51,6 +48,10 @@ class AgentPlanner:
                 if c.name != PLAN_CAPABILITY
             ],
         }
+        # Only a planning agent whose own schema accepts the request gets it.
+        requirement = Requirement(PLAN_CAPABILITY, payload=payload)
+        if not self._registry.could_serve(requirement):
+            raise ValidationError(f"no agent offers {PLAN_CAPABILITY!r}", field="goal")
         assignment = agent_pb2.Assignment(
             assignment_id=uuid.uuid4().hex,
             capability=PLAN_CAPABILITY,
@@ -61,6 +62,8 @@ class AgentPlanner:
         try:
             async with asyncio.timeout(self._timeout), self._registry.slot(requirement) as link:
                 outcome = await link.run(assignment, lambda fraction, message: None)
+        except StepFailed as exc:  # every planning agent's schema refuses this request
+            raise ValidationError(str(exc), field="goal") from None
         except TimeoutError:
             raise AgentUnavailable(
                 f"no plan from a planning agent within {self._timeout:g}s"

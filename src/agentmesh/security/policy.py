@@ -22,9 +22,11 @@ and the widest task scope wins. Nothing is allowed unless a rule says so. Exampl
 
 Identity patterns are ``*`` (everyone) or ``spiffe://<domain>/<kind>/<name>`` where each of
 the three parts is a glob (``*``, ``?``, ``[...]``) that never spans a ``/``. Capability
-patterns are globs over capability names. Two rules are not the policy's to relax: an agent
-registers only under its own name (and only agent identities register at all), and a caller
-deregisters only itself.
+patterns are globs over capability names. A capability that an agent of another identity
+offers with other schemas is registered only where ``redefine_capabilities`` matches it
+(:mod:`agentmesh.claims`); nothing does by default. Two rules are not the policy's to relax:
+an agent registers only under its own name (and only agent identities register at all), and a
+caller deregisters only itself.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ class Allow(_Strict):
     list_agents: bool = False
     #: Globs of the capability names an agent may register.
     register_capabilities: tuple[str, ...] = ()
+    #: Globs of the capability names an agent may register even while an agent of another
+    #: identity offers them with other schemas (see :mod:`agentmesh.claims`).
+    redefine_capabilities: tuple[str, ...] = ()
 
     @field_validator(
         "tasks", "get_tasks", "watch_tasks", "cancel_tasks", "list_tasks", mode="before"
@@ -117,7 +122,7 @@ class Allow(_Strict):
     def _scope(cls, value: object) -> Scope | None:
         return None if value is None else Scope.parse(value)
 
-    @field_validator("register_capabilities")
+    @field_validator("register_capabilities", "redefine_capabilities")
     @classmethod
     def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
@@ -271,6 +276,15 @@ class Policy:
                     field=f"card.capabilities[{index}].name",
                 )
         return Decision(True, ", ".join(sorted({name for _, name in patterns})))
+
+    def allows_redefining(self, identity: Identity, capability: str) -> bool:
+        """Whether agent ``identity`` may offer ``capability`` with its own schemas while an
+        agent of another identity offers it with other ones."""
+        return any(
+            fnmatch.fnmatchcase(capability, pattern)
+            for rule in self.rules_for(identity)
+            for pattern in rule.allow.redefine_capabilities
+        )
 
 
 #: Today's behaviour as a policy: agents register as themselves with any capability, clients
