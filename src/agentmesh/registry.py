@@ -161,14 +161,13 @@ class Registry:
         other schemas is refused unless ``may_redefine(name)`` (see :mod:`agentmesh.claims`).
         """
         current = self._links.get(card.name)
-        if may_redefine is not None:
-            # Before dialing the agent; checked again when it becomes visible (see below).
-            self._check_claims(card, identity, may_redefine)
         if current is not None and current.alive and current.card.endpoint == card.endpoint:
             if current.identity != identity:
                 raise PermissionDenied(
                     f"agent {card.name!r} is registered by another identity", field="card.name"
                 )
+            if may_redefine is not None:
+                self._check_claims(card, identity, may_redefine)
             # A re-registration (e.g. after a network blip) with the link still healthy.
             current.card = card
             self._learn(card)
@@ -181,6 +180,9 @@ class Registry:
                     f"{card.endpoint} serves the certificate of {served}, not of {identity}",
                     field="card.endpoint",
                 )
+        if may_redefine is not None:
+            # Before dialing the agent; checked again when it becomes visible (see below).
+            self._check_claims(card, identity, may_redefine)
         link = AgentLink(
             card,
             identity,
