@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     cert_name: str = "orchestrator"
     #: Authorization policy file (YAML, or JSON when it ends in .json), reloaded when it
     #: changes; empty for the built-in policy: agents register as themselves with any
-    #: capability, clients and admins submit, owners see and cancel their own tasks, admins
-    #: every task, and anyone lists agents.
+    #: capability that no agent of another identity offers with other schemas, clients and
+    #: admins submit, owners see and cancel their own tasks, admins every task, and anyone
+    #: lists agents.
     policy_file: str = ""
     #: Revocation list (SPIFFE IDs and certificate serial numbers), reloaded when it changes
     #: and edited by ``agentmesh certs revoke``; empty for none.

@@ -9,6 +9,7 @@ import pytest
 
 from agentmesh.errors import ValidationError
 from agentmesh.models import Capability, Plan, StepSpec, version_matches
+from agentmesh.orchestrator.agents.offers import Offer, Offers
 from agentmesh.orchestrator.planning import (
     PlanLimits,
     dependencies,
@@ -462,6 +463,56 @@ def test_a_capability_with_an_invalid_input_schema_is_reported() -> None:
     error = rejected(make_plan({"id": "a", "capability": "c"}), capabilities=capabilities)
     assert error.field == "plan.steps[0].capability"
     assert "invalid input schema" in error.message
+
+
+# -- schemas per agent ------------------------------------------------------------------------
+
+TEXT = {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
+
+
+def _op(schema: dict[str, Any], version: str = "1.0.0") -> Capability:
+    return Capability(name="victim.op", version=version, input_schema=schema)
+
+
+def test_an_input_one_serving_agent_accepts_is_accepted_whatever_the_others_declare() -> None:
+    offers = Offers([Offer("squatter", _op({"not": {}})), Offer("victim", _op(TEXT))])
+    validate_plan(
+        make_plan({"id": "a", "capability": "victim.op", "input": {"text": "hi"}}),
+        capabilities=offers,
+    )
+    error = rejected(
+        make_plan({"id": "a", "capability": "victim.op", "input": {"text": 5}}),
+        capabilities=offers,
+    )
+    # The first serving agent's reason.
+    assert error.field == "plan.steps[0].input"
+    assert "should not be valid under {}" in error.message
+
+
+def test_only_the_agents_that_could_serve_the_step_judge_its_input() -> None:
+    offers = Offers(
+        [Offer("squatter", _op({"not": {}}, version="9.0.0")), Offer("victim", _op(TEXT))]
+    )
+    step = {"id": "a", "capability": "victim.op", "input": {"text": "hi"}}
+    validate_plan(make_plan({**step, "pin_agent": "victim"}), capabilities=offers)
+    validate_plan(make_plan({**step, "version": "1"}), capabilities=offers)
+    for alone in ({"pin_agent": "squatter"}, {"exclude_agents": ["victim"]}, {"version": "9"}):
+        error = rejected(make_plan({**step, **alone}), capabilities=offers)
+        assert error.field == "plan.steps[0].input"
+    wrong = rejected(make_plan({**step, "version": "2"}), capabilities=offers)
+    assert wrong.message == "victim.op is at version 1.0.0, 9.0.0, not 2"
+
+
+def test_a_capability_no_connected_agent_offers_but_one_did_is_accepted_unchecked() -> None:
+    offers = Offers(known={"victim.op"})
+    assert dict(offers) == {}
+    validate_plan(
+        make_plan({"id": "a", "capability": "victim.op", "input": {"text": 5}, "version": "7"}),
+        capabilities=offers,
+    )
+    assert rejected(
+        make_plan({"id": "a", "capability": "other.op"}), capabilities=offers
+    ).field == ("plan.steps[0].capability")
 
 
 # -- the graph ------------------------------------------------------------------------------

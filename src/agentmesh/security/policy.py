@@ -24,10 +24,12 @@ Identity patterns are ``*`` (everyone) or ``spiffe://<domain>/<kind>/<name>`` wh
 the three parts is a glob (``*``, ``?``, ``[...]``) that never spans a ``/``. A policy belongs
 to one trust domain: ``*`` and rules by ``kinds`` alone match only identities of that domain
 (only a pattern naming another domain matches one, and authentication refuses those callers
-before the policy is asked anyway). Capability
-patterns are globs over capability names. Two rules are not the policy's to relax: an agent
-registers only under its own name (and only agent identities register at all), and a caller
-deregisters only itself.
+before the policy is asked anyway). Capability patterns are globs over capability names. A
+capability that an agent of another identity offers with other schemas is registered only
+where ``redefine_capabilities`` matches it (:mod:`agentmesh.orchestrator.agents.claims`);
+nothing does by default. Two rules are not the policy's to relax: an agent registers only
+under its own name (and only agent identities register at all), and a caller deregisters
+only itself.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ class Allow(_Strict):
     list_agents: bool = False
     #: Globs of the capability names an agent may register.
     register_capabilities: tuple[str, ...] = ()
+    #: Globs of the capability names an agent may register even while an agent of another
+    #: identity offers them with other schemas (see :mod:`agentmesh.orchestrator.agents.claims`).
+    redefine_capabilities: tuple[str, ...] = ()
 
     @field_validator(
         "tasks", "get_tasks", "watch_tasks", "cancel_tasks", "list_tasks", mode="before"
@@ -120,7 +125,7 @@ class Allow(_Strict):
     def _scope(cls, value: object) -> Scope | None:
         return None if value is None else Scope.parse(value)
 
-    @field_validator("register_capabilities")
+    @field_validator("register_capabilities", "redefine_capabilities")
     @classmethod
     def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
@@ -277,6 +282,15 @@ class Policy:
                     field=f"card.capabilities[{index}].name",
                 )
         return Decision(True, ", ".join(sorted({name for _, name in patterns})))
+
+    def allows_redefining(self, identity: Identity, capability: str) -> bool:
+        """Whether agent ``identity`` may offer ``capability`` with its own schemas while an
+        agent of another identity offers it with other ones."""
+        return any(
+            fnmatch.fnmatchcase(capability, pattern)
+            for rule in self.rules_for(identity)
+            for pattern in rule.allow.redefine_capabilities
+        )
 
 
 #: Today's behaviour as a policy: agents register as themselves with any capability, clients

@@ -1,12 +1,13 @@
-"""Which agent gets a step: capability and version, pins and exclusions, spare
-capacity, recent latency and success rate, spread fairly."""
+"""Which agent gets a step: capability and version, pins and exclusions, an input its
+schema accepts, spare capacity, recent latency and success rate, spread fairly."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agentmesh.models import AgentCard, version_matches
+from agentmesh import schemas
+from agentmesh.models import JSON, AgentCard, Capability, version_matches
 
 
 @dataclass(slots=True)
@@ -53,6 +54,13 @@ class Requirement:
     avoid: frozenset[str] = frozenset()
     #: An agent to choose whenever it has room (e.g. the one already running a resumed step).
     prefer: str = ""
+    #: The step's input, when known: only an agent whose own input schema accepts it gets
+    #: the step (a schema belongs to its agent, not to the capability's name).
+    payload: JSON | None = field(default=None, compare=False)
+    #: Each agent's verdict on ``payload``, by capability declaration: matching runs often.
+    _verdicts: dict[int, tuple[Capability, str | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,37 @@ def offers(card: AgentCard, requirement: Requirement) -> bool:
     return not requirement.version or version_matches(requirement.version, capability.version)
 
 
+def rejection(card: AgentCard, requirement: Requirement) -> str | None:
+    """Why ``card``'s input schema refuses the step's payload, or None when it accepts it
+    (or the payload is unknown, or the agent does not offer the capability)."""
+    capability = card.capability(requirement.capability)
+    if requirement.payload is None or capability is None or not capability.input_schema:
+        return None
+    cached = requirement._verdicts.get(id(capability))
+    # The declaration is kept with its verdict, so that a recycled id() never matches.
+    if cached is None or cached[0] is not capability:
+        problem = schemas.first_error(capability.input_schema, requirement.payload)
+        cached = requirement._verdicts[id(capability)] = (capability, problem)
+    return cached[1]
+
+
+def refusal(candidates: Iterable[Candidate], requirement: Requirement) -> str | None:
+    """Why no agent will ever take the step: every connected agent that could serve it
+    refuses its input. None while one accepts it, or while none could serve it at all (the
+    step then waits for an agent to come)."""
+    reason: str | None = None
+    for candidate in candidates:
+        if not eligible(candidate, requirement):
+            continue
+        problem = rejection(candidate.card, requirement)
+        if problem is None:
+            return None
+        reason = reason or f"the input schema of {candidate.card.name} refuses it: {problem}"
+    if reason is None:
+        return None
+    return f"no agent offering {requirement.capability!r} accepts this input; {reason}"
+
+
 def eligible(candidate: Candidate, requirement: Requirement) -> bool:
     """True when the agent may ever take the step (ignoring its current load)."""
     name = candidate.card.name
@@ -87,7 +126,7 @@ def choose(candidates: Iterable[Candidate], requirement: Requirement) -> Candida
     for candidate in candidates:
         if not candidate.usable or candidate.active >= candidate.card.max_concurrency:
             continue
-        if not eligible(candidate, requirement):
+        if not eligible(candidate, requirement) or rejection(candidate.card, requirement):
             continue
         stats = candidate.stats
         score = (

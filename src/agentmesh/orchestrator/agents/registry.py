@@ -24,10 +24,11 @@ import grpc
 import structlog
 
 from agentmesh.config import Settings
-from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, describe
-from agentmesh.models import AgentCard, AgentStatus, Capability
+from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, StepFailed, describe
+from agentmesh.models import AgentCard, AgentStatus
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
+from agentmesh.orchestrator.agents.claims import MayRedefine, check_claims
 from agentmesh.orchestrator.agents.link import AgentLink
 from agentmesh.orchestrator.agents.matching import (
     AgentStats,
@@ -35,7 +36,10 @@ from agentmesh.orchestrator.agents.matching import (
     Requirement,
     choose,
     eligible,
+    refusal,
+    rejection,
 )
+from agentmesh.orchestrator.agents.offers import Offer, Offers
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.store import Store
 from agentmesh.security import Identity
@@ -75,7 +79,8 @@ class Registry:
         self._registered_at: dict[str, datetime] = {}
         self._stats: dict[str, AgentStats] = {}
         self._circuits: dict[str, AgentCircuit] = {}
-        self._known: dict[str, Capability] = {}
+        #: Capability names offered since start-up (their schemas live on the agents' cards).
+        self._known: set[str] = set()
         #: Notified whenever an agent registers (waking :meth:`wait_for_agent`).
         self._registered = asyncio.Condition()
         self._ticker: asyncio.Task[None] | None = None
@@ -125,17 +130,33 @@ class Registry:
     # -- registration -----------------------------------------------------------------------
 
     def _learn(self, card: AgentCard) -> None:
-        for capability in card.capabilities:
-            self._known[capability.name] = capability
+        self._known.update(capability.name for capability in card.capabilities)
 
-    async def register(self, card: AgentCard, identity: str) -> None:
-        """Open (or keep) a Session with the agent and make it available for matching."""
+    def _check_claims(self, card: AgentCard, identity: str, may_redefine: MayRedefine) -> None:
+        check_claims(
+            card,
+            identity,
+            ((link.card, link.identity) for link in self._links.values() if link.alive),
+            may_redefine,
+        )
+
+    async def register(
+        self, card: AgentCard, identity: str, *, may_redefine: MayRedefine | None = None
+    ) -> None:
+        """Open (or keep) a Session with the agent and make it available for matching.
+
+        With ``may_redefine``, a capability another identity's connected agent offers with
+        other schemas is refused unless ``may_redefine(name)`` (see
+        :mod:`agentmesh.orchestrator.agents.claims`).
+        """
         current = self._links.get(card.name)
         if current is not None and current.alive and current.card.endpoint == card.endpoint:
             if current.identity != identity:
                 raise PermissionDenied(
                     f"agent {card.name!r} is registered by another identity", field="card.name"
                 )
+            if may_redefine is not None:
+                self._check_claims(card, identity, may_redefine)
             # A re-registration (e.g. after a network blip) with the link still healthy.
             current.card = card
             self._learn(card)
@@ -148,6 +169,9 @@ class Registry:
                     f"{card.endpoint} serves the certificate of {served}, not of {identity}",
                     field="card.endpoint",
                 )
+        if may_redefine is not None:
+            # Before dialing the agent; checked again when it becomes visible (see below).
+            self._check_claims(card, identity, may_redefine)
         link = AgentLink(
             card,
             identity,
@@ -178,9 +202,19 @@ class Registry:
         # Durable (and cached for other replicas) before anyone can see or use the agent.
         await self._store.save_agent(card, identity, now)
         await self._cache_card(link)
-        if not link.alive:  # lost while we were writing: it never becomes visible
+        refused: PermissionDenied | None = None
+        if may_redefine is not None:
+            # Another agent may have registered its own schemas while we were dialing.
+            try:
+                self._check_claims(card, identity, may_redefine)
+            except PermissionDenied as exc:
+                refused = exc
+        if refused is not None or not link.alive:  # it never becomes visible
             await self._store.delete_agent(card.name)
             await self._cache.delete(f"agents:{card.name}")
+            if refused is not None:
+                await link.close("registration refused")
+                raise refused
             raise AgentUnavailable(
                 f"the Session to {card.endpoint} ended during registration", field="card.endpoint"
             )
@@ -259,13 +293,22 @@ class Registry:
             )
         return result
 
-    def capabilities(self) -> dict[str, Capability]:
-        """Every capability an agent has offered since start-up, by name (for plan validation).
+    def capabilities(self) -> Offers:
+        """What each connected agent offers, with its own schemas (for plan validation).
 
-        Agents that died still count: their steps wait for a capable agent to come
-        back instead of the plan being refused.
+        An agent's schemas go with it when it leaves. The names of capabilities offered since
+        start-up stay known: steps for them wait for a capable agent to come back instead of
+        the plan being refused.
         """
-        return dict(self._known)
+        return Offers(
+            (
+                Offer(name, capability)
+                for name, link in self._links.items()
+                if link.alive
+                for capability in link.card.capabilities
+            ),
+            known=self._known,
+        )
 
     def _usable(self, name: str) -> bool:
         link = self._links[name]
@@ -291,7 +334,10 @@ class Registry:
 
     def could_serve(self, requirement: Requirement) -> bool:
         """True when some live agent could take this step once it has room."""
-        return any(eligible(c, requirement) and c.usable for c in self._candidates())
+        return any(
+            eligible(c, requirement) and c.usable and rejection(c.card, requirement) is None
+            for c in self._candidates()
+        )
 
     def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> str:
         """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit.
@@ -318,8 +364,13 @@ class Registry:
     ) -> AsyncIterator[AgentLink]:
         """Wait for, then hold, one assignment slot on the best matching agent.
 
-        ``on_wait`` is called once if no agent has room right away.
+        ``on_wait`` is called once if no agent has room right away. Raises StepFailed
+        (``invalid_input``, final) when every connected agent that could serve the step refuses
+        its payload, now or while it waits.
         """
+        reason = refusal(self._candidates(), requirement)
+        if reason is not None:
+            raise StepFailed(reason, code="invalid_input", retryable=False)
         loop = asyncio.get_running_loop()
         waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
         heapq.heappush(self._waiters, waiter)
@@ -329,8 +380,9 @@ class Registry:
         try:
             link = await waiter.granted
         except asyncio.CancelledError:
-            if waiter.granted.done() and not waiter.granted.cancelled():
-                self._release(waiter.granted.result().name, waiter.probe)
+            granted = waiter.granted
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
+                self._release(granted.result().name, waiter.probe)
             raise
         finally:
             if waiter in self._waiters:
@@ -374,7 +426,13 @@ class Registry:
                 continue
             chosen = choose(candidates.values(), waiter.requirement)
             if chosen is None:
-                still_waiting.append(waiter)
+                reason = refusal(candidates.values(), waiter.requirement)
+                if reason is not None:  # e.g. the only agent that came refuses the input
+                    waiter.granted.set_exception(
+                        StepFailed(reason, code="invalid_input", retryable=False)
+                    )
+                else:
+                    still_waiting.append(waiter)
                 continue
             name = chosen.card.name
             self._reserved[name] = self._reserved.get(name, 0) + 1

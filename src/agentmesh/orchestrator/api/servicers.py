@@ -178,7 +178,13 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         self._guard.check_capabilities(identity, [c.name for c in request.card.capabilities])
         card = card_from_proto(request.card)
         await asyncio.to_thread(validation.check_schemas, card)
-        await self._registry.register(card, identity.uri)
+        guard = self._guard
+        await self._registry.register(
+            card,
+            identity.uri,
+            # Asked when needed: a policy file reloaded meanwhile applies.
+            may_redefine=lambda name: guard.policy.allows_redefining(identity, name),
+        )
         await self._guard.registered(peer)
         return pb.RegisterAgentResponse(
             identity=identity.uri, ping_interval_seconds=self._ping_interval

@@ -518,6 +518,7 @@ class TaskRun:
             pin=spec.pin_agent,
             exclude=frozenset(spec.exclude_agents),
             avoid=frozenset(failed_on),
+            payload=payload,
         )
 
         def waiting() -> None:

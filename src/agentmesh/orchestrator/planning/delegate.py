@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import pydantic
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh.errors import AgentUnavailable, ValidationError
-from agentmesh.models import Capability, Plan, TaskRequest
+from agentmesh.errors import AgentUnavailable, StepFailed, ValidationError
+from agentmesh.models import JSON, Capability, Plan, TaskRequest
 from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
 from agentmesh.orchestrator.agents.link import Outcome
 from agentmesh.orchestrator.agents.matching import Requirement
@@ -40,12 +40,9 @@ class AgentPlanner:
 
     async def plan(self, request: TaskRequest, capabilities: Mapping[str, Capability]) -> Plan:
         """The plan the planning agent proposes for ``request.goal``, validated."""
-        requirement = Requirement(PLAN_CAPABILITY)
         if not request.goal:
             raise ValidationError("only goals are delegated to planning agents", field="goal")
-        if not self._registry.could_serve(requirement):
-            raise ValidationError(f"no agent offers {PLAN_CAPABILITY!r}", field="goal")
-        payload = {
+        payload: dict[str, JSON] = {
             "goal": request.goal,
             "input": request.input,
             "capabilities": [
@@ -54,6 +51,10 @@ class AgentPlanner:
                 if c.name != PLAN_CAPABILITY
             ],
         }
+        # Only a planning agent whose own schema accepts the request gets it.
+        requirement = Requirement(PLAN_CAPABILITY, payload=payload)
+        if not self._registry.could_serve(requirement):
+            raise ValidationError(f"no agent offers {PLAN_CAPABILITY!r}", field="goal")
         assignment = agent_pb2.Assignment(
             assignment_id=uuid.uuid4().hex,
             capability=PLAN_CAPABILITY,
@@ -67,6 +68,8 @@ class AgentPlanner:
             try:
                 async with asyncio.timeout_at(deadline):
                     link = await stack.enter_async_context(self._registry.slot(requirement))
+            except StepFailed as exc:  # every planning agent's schema refuses this request
+                raise ValidationError(str(exc), field="goal") from None
             except TimeoutError:
                 raise AgentUnavailable(
                     f"no planning agent had room within {self._timeout:g}s"

@@ -5,13 +5,18 @@ offending part as ``plan.steps[2].input.url`` or ``plan.steps[1].needs[0]``. The
 cheapest first: the step count before anything else, so an oversized plan is refused before
 any graph is built.
 
-With ``capabilities``, each step's literal input is also checked against its capability's
-``input_schema`` (JSON Schema 2020-12). A value holding a reference is known only at run time,
-so it is left out: its key counts as present for ``required`` (and ``minProperties`` and
-``dependentRequired``), and ``anyOf``/``oneOf``/``not``/``if``/``contains`` errors on an object
-that had such keys removed are not reported, since the missing value could have satisfied them.
-Every other literal value is checked fully; the run-time values are checked by whoever runs
-the step.
+With ``capabilities``, each step's literal input is also checked against the ``input_schema``
+(JSON Schema 2020-12) of the connected agents that could serve the step (capability, version
+prefix, pin and exclusions): it is acceptable when one of them accepts it. A schema belongs to
+the agent that declares it, so an agent declaring a schema nothing fits does not get other
+agents' steps refused. A capability no connected agent offers, but one did since start-up, is
+accepted unchecked: its steps wait for an agent to come.
+
+A value holding a reference is known only at run time, so it is left out: its key counts as
+present for ``required`` (and ``minProperties`` and ``dependentRequired``), and
+``anyOf``/``oneOf``/``not``/``if``/``contains`` errors on an object that had such keys removed
+are not reported, since the missing value could have satisfied them. Every other literal value
+is checked fully; the run-time values are checked by whoever runs the step.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from agentmesh import schemas
 from agentmesh.errors import ValidationError, field_path
 from agentmesh.limits import ByteBudget, PlanLimits
 from agentmesh.models import JSON, Capability, Plan, StepSpec, version_matches
+from agentmesh.orchestrator.agents.offers import Offer, Offers
 from agentmesh.orchestrator.planning.aggregate import parse_aggregate_spec
 from agentmesh.orchestrator.planning.references import (
     STEP_ID_PATTERN,
@@ -55,9 +61,10 @@ def validate_plan(
 ) -> Plan:
     """``plan`` itself, once it is a well-formed DAG within ``limits``.
 
-    With ``capabilities`` (name → capability), every step's capability and compensation must
-    be known, its version prefix must match, and its literal input must fit the input schema.
-    Raises :class:`~agentmesh.errors.ValidationError` naming the first problem found.
+    With ``capabilities`` (name → capability, or the registry's :class:`Offers` of each
+    connected agent), every step's capability and compensation must be known, its version
+    prefix must match, and its literal input must fit the input schema of one agent that could
+    serve it. Raises :class:`~agentmesh.errors.ValidationError` naming the first problem found.
     """
     steps = plan.steps
     if not steps:
@@ -73,8 +80,9 @@ def validate_plan(
     }
     _scan(plan.aggregate, "plan.aggregate", limits, budget, references=False)
     if capabilities is not None:
+        offers = Offers.of(capabilities)
         for i, step in enumerate(steps):
-            _check_capability(i, step, capabilities)
+            _check_capability(i, step, offers)
     _order(steps, graph, position)
     parse_aggregate_spec(plan.aggregate, step_ids=position)
     return plan
@@ -242,33 +250,61 @@ def _check_string(text: str, field: str, limits: PlanLimits) -> None:
         )
 
 
-def _check_capability(i: int, step: StepSpec, capabilities: Mapping[str, Capability]) -> None:
+def _check_capability(i: int, step: StepSpec, offers: Offers) -> None:
     where = f"plan.steps[{i}]"
-    capability = capabilities.get(step.capability)
-    if capability is None:
+    if not offers.known(step.capability):
         raise ValidationError(
             f"unknown capability {step.capability!r}: no agent offers it",
             field=f"{where}.capability",
         )
-    if step.version and not version_matches(step.version, capability.version):
-        raise ValidationError(
-            f"{step.capability} is at version {capability.version}, not {step.version}",
-            field=f"{where}.version",
-        )
-    if step.compensation and step.compensation not in capabilities:
+    serving = offers.serving(step.capability, pin=step.pin_agent, exclude=step.exclude_agents)
+    if step.version and serving:
+        fitting = tuple(o for o in serving if version_matches(step.version, o.capability.version))
+        if not fitting:
+            versions = ", ".join(sorted({o.capability.version for o in serving}))
+            raise ValidationError(
+                f"{step.capability} is at version {versions}, not {step.version}",
+                field=f"{where}.version",
+            )
+        serving = fitting
+    if step.compensation and not offers.known(step.compensation):
         raise ValidationError(
             f"unknown capability {step.compensation!r}: no agent offers it",
             field=f"{where}.compensation",
         )
-    if capability.input_schema:
-        _check_literal_input(step, capability, f"{where}.input")
+    _check_literal_input(step, serving, f"{where}.input")
 
 
-def _check_literal_input(step: StepSpec, capability: Capability, field: str) -> None:
-    literal, pruned = _literal_view(step.input)
+def _check_literal_input(step: StepSpec, serving: tuple[Offer, ...], field: str) -> None:
+    """Refuse the input when every offer refuses it, with the first offer's reason.
+
+    No offer (no connected agent could serve the step): nothing to check it against yet.
+    """
+    literal: dict[str, JSON] | None = None
+    pruned: set[tuple[tuple[str | int, ...], str]] = set()
+    first: ValidationError | None = None
+    for offer in serving:
+        if not offer.capability.input_schema:
+            return
+        if literal is None:
+            literal, pruned = _literal_view(step.input)
+        problem = _literal_problem(literal, pruned, offer.capability, field)
+        if problem is None:
+            return
+        first = first or problem
+    if first is not None:
+        raise first
+
+
+def _literal_problem(
+    literal: dict[str, JSON],
+    pruned: set[tuple[tuple[str | int, ...], str]],
+    capability: Capability,
+    field: str,
+) -> ValidationError | None:
     validator = schemas.validator(capability.input_schema)
     if validator is None:
-        raise ValidationError(
+        return ValidationError(
             f"capability {capability.name!r} declares an invalid input schema",
             field=field.removesuffix(".input") + ".capability",
         )
@@ -295,9 +331,10 @@ def _check_literal_input(step: StepSpec, capability: Capability, field: str) -> 
         path = field
         for key in at:
             path = field_path(path, key)
-        raise ValidationError(
+        return ValidationError(
             f"does not match {capability.name}'s input schema: {message}", field=path
         )
+    return None
 
 
 def _literal_view(
