@@ -5,7 +5,8 @@ serial of its certificate), after the :class:`~agentmesh.security.guard.Guard` c
 neither is revoked. Requests are decoded here rather than by gRPC, so that a message protobuf
 cannot parse (too deeply nested, malformed) is INVALID_ARGUMENT, not UNKNOWN. Every
 :class:`~agentmesh.errors.AgentMeshError` a handler raises becomes the gRPC status that error
-names, with ``field: reason`` as the details; refusals for who the caller is (UNAUTHENTICATED,
+names, with ``field: reason`` as the details and the field alone in the
+``agentmesh-field-bin`` trailing metadata; refusals for who the caller is (UNAUTHENTICATED,
 PERMISSION_DENIED, a concealed task) are logged as ``security.denied``; anything else a handler
 raises is a bug, logged as ``rpc.crashed`` and answered INTERNAL without details.
 Server streams are tracked by the guard, which closes those of an identity that is revoked.
@@ -23,7 +24,12 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from agentmesh.errors import AgentMeshError, Unauthenticated, ValidationError
+from agentmesh.errors import (
+    FIELD_METADATA_KEY,
+    AgentMeshError,
+    Unauthenticated,
+    ValidationError,
+)
 from agentmesh.security import Identity, Peer, peer_certificate
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Concealed
@@ -130,7 +136,10 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                     code=exc.code.name,
                     reason=str(exc),
                 )
-            await context.abort(exc.code, str(exc))
+            # The field also goes separately: a client cannot tell from "a: b: c" alone
+            # where a field ends and the message begins.
+            field = () if not exc.field else ((FIELD_METADATA_KEY, exc.field.encode()),)
+            await context.abort(exc.code, str(exc), trailing_metadata=field)
         log.error("rpc.crashed", identity=identity, method=method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the orchestrator's log")
 
