@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import step_states, steps, task_states, watch_all
+from tests.support.events import step_states, task_states, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -38,18 +37,18 @@ async def test_cancelling_a_task_cancels_its_running_step_on_the_agent(
             cancelled = await alice.cancel(task_id, reason="changed my mind")
         events = await watch_all(alice, task_id)
 
-    assert cancelled.state == pb.TASK_STATE_CANCELLED
+    assert cancelled.state == TaskState.CANCELLED
     # The agent's own word: its handler was interrupted (by the Cancel on the Session).
     heard = await journal.wait_for("cancelled", "wait", within=5)
     assert heard.agent == "echo-1"
     assert "assignment.cancelling" in agents.log("echo-1")
     assert journal.events("end") == []
 
-    assert step_states(events, "wait")[-1] == pb.STEP_STATE_CANCELLED
+    assert step_states(events, "wait")[-1] == StepState.CANCELLED
     assert step_states(events, "after") == []
-    assert task_states(events)[-1] == pb.TASK_STATE_CANCELLED
-    assert events[-1].task_state.reason == "changed my mind"
-    assert steps(cancelled)["after"].state == pb.STEP_STATE_PENDING
+    assert task_states(events)[-1] == TaskState.CANCELLED
+    assert events[-1].reason == "changed my mind"
+    assert cancelled.steps["after"].state == StepState.PENDING
 
 
 async def test_cancelling_a_task_rolls_back_the_steps_it_completed(
@@ -85,9 +84,9 @@ async def test_cancelling_a_task_rolls_back_the_steps_it_completed(
             cancelled = await alice.cancel(task_id)
         events = await watch_all(alice, task_id)
 
-    assert cancelled.state == pb.TASK_STATE_ROLLED_BACK
+    assert cancelled.state == TaskState.ROLLED_BACK
     assert record.read_text().splitlines() == ["do room", "undo room"]
     await journal.wait_for("cancelled", "wait", within=5)
-    assert step_states(events, "book")[-1] == pb.STEP_STATE_COMPENSATED
-    assert step_states(events, "wait")[-1] == pb.STEP_STATE_CANCELLED
-    assert task_states(events)[-2:] == [pb.TASK_STATE_COMPENSATING, pb.TASK_STATE_ROLLED_BACK]
+    assert step_states(events, "book")[-1] == StepState.COMPENSATED
+    assert step_states(events, "wait")[-1] == StepState.CANCELLED
+    assert task_states(events)[-2:] == [TaskState.COMPENSATING, TaskState.ROLLED_BACK]

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.config import Settings
-from agentmesh.models import Plan, RetryPolicy, StepSpec
+from agentmesh.models import Plan, RetryPolicy, StepSpec, StepState, TaskEvent, TaskState
 from agentmesh.orchestrator import Orchestrator, metrics
-from tests.support.events import step_events, watch_all
+from tests.support.events import final_state, step_events, watch_all
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -50,7 +49,7 @@ def _echo(step_id: str, *, pin: str = "", attempts: int = FAIL_MAX) -> StepSpec:
 
 
 async def _circuit(alice: Client, name: str) -> int:
-    status = {a.card.name: a for a in await alice.agents()}[name]
+    status = {a.card.name: a for a in await alice.list_agents()}[name]
     return status.circuit
 
 
@@ -61,11 +60,9 @@ async def _circuit_becomes(alice: Client, name: str, state: int, within: float =
     await eventually(probe, lambda value: value == state, within=within)
 
 
-def _attempts(events: list[pb.TaskEvent]) -> list[pb.StepStateChanged]:
+def _attempts(events: list[TaskEvent]) -> list[TaskEvent]:
     """Every attempt's RUNNING event, in order: who ran what."""
-    return [
-        e.step_state for e in step_events(events) if e.step_state.state == pb.STEP_STATE_RUNNING
-    ]
+    return [e for e in step_events(events) if e.state == StepState.RUNNING]
 
 
 def _gauge(agent: str) -> float | None:
@@ -83,20 +80,20 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
             agents.start(FAULTY, "flaky", address, **Faults(sick_file=str(sick)).env())
             agents.start(FAULTY, "echo-1", address)
             await wait_for_agents(alice, "flaky", "echo-1")
-            assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_CLOSED
+            assert await _circuit(alice, "flaky") == "closed"
 
             # Every attempt of a step pinned to the sick agent fails: the circuit opens.
             failing = await alice.submit(plan=Plan(steps=(_echo("sick", pin="flaky"),)))
             failed = await watch_all(alice, failing)
             opened = time.monotonic()
-            assert failed[-1].task_state.state == pb.TASK_STATE_FAILED
+            assert final_state(failed) == TaskState.FAILED
             assert [(a.agent, a.attempt) for a in _attempts(failed)] == [
                 ("flaky", n) for n in range(1, FAIL_MAX + 1)
             ]
-            assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_OPEN
+            assert await _circuit(alice, "flaky") == "open"
             assert _gauge("flaky") == 1
             # The task's watchers are told too: the last failure names the opened circuit.
-            reasons = [e.step_state.reason for e in step_events(failed)]
+            reasons = [e.reason for e in step_events(failed)]
             assert any("circuit of flaky is open" in r for r in reasons), reasons
 
             # While it is open, matching sends everything to the healthy agent.
@@ -104,20 +101,20 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
                 plan=Plan(steps=tuple(_echo(f"s{i}", attempts=1) for i in range(6)))
             )
             spread_events = await watch_all(alice, spread)
-            assert spread_events[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+            assert final_state(spread_events) == TaskState.SUCCEEDED
             assert {a.agent for a in _attempts(spread_events)} == {"echo-1"}
             assert time.monotonic() - opened < RESET_SECONDS, "too slow to tell open from probing"
-            assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_OPEN
+            assert await _circuit(alice, "flaky") == "open"
 
             # After the reset time one probe may go through; the agent has recovered.
             sick.unlink()
-            await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_HALF_OPEN)
+            await _circuit_becomes(alice, "flaky", "half_open")
             assert time.monotonic() - opened >= RESET_SECONDS * 0.9
             probe = await alice.submit(plan=Plan(steps=(_echo("probe", pin="flaky"),)))
             probed = await watch_all(alice, probe)
-            assert probed[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+            assert final_state(probed) == TaskState.SUCCEEDED
             assert [a.agent for a in _attempts(probed)] == ["flaky"]
-            await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_CLOSED, within=2)
+            await _circuit_becomes(alice, "flaky", "closed", within=2)
             assert _gauge("flaky") == 0
 
     changes = [
