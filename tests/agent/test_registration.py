@@ -12,7 +12,6 @@ from pathlib import Path
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.models import AgentStatus
-from agentmesh.wire import card_from_proto
 from tests.agent.agent_support import PATIENCE, Recorder
 from tests.agent.conftest import (
     Connect,
@@ -68,7 +67,7 @@ async def test_the_agent_registers_its_card_with_every_orchestrator(
             async with mesh_client(orchestrator) as alice:
                 status = listed(await wait_for_agents(alice, "recorder", within=PATIENCE))
             assert status.identity == IDENTITY
-            assert card_from_proto(status.card) == server.card
+            assert status.card == server.card
             assert {c.name for c in status.card.capabilities} == {
                 "test.echo",
                 "test.fail",
