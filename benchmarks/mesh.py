@@ -23,25 +23,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from google.protobuf import json_format
-
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
-from agentmesh.models import Plan
+from agentmesh.models import EventKind, Plan, StepState, TaskState
 from agentmesh.security import IdentityKind, create_ca, issue
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = "bench"
 AGENT_MODULE = "benchmarks.agent"
-FINAL_TASK_STATES = frozenset(
-    {
-        pb.TASK_STATE_SUCCEEDED,
-        pb.TASK_STATE_FAILED,
-        pb.TASK_STATE_CANCELLED,
-        pb.TASK_STATE_ROLLED_BACK,
-        pb.TASK_STATE_ROLLBACK_FAILED,
-    }
-)
 
 Process = asyncio.subprocess.Process
 
@@ -73,7 +61,8 @@ class TaskRun:
     submitted: float = 0.0
     accepted: float = 0.0
     finished: float = 0.0
-    state: int = pb.TASK_STATE_UNSPECIFIED
+    #: The final state; None until the final event arrived.
+    state: TaskState | None = None
     steps: dict[str, StepTiming] = field(default_factory=dict)
     #: Sequence numbers of the events received, in order of arrival.
     sequences: list[int] = field(default_factory=list)
@@ -86,7 +75,7 @@ class TaskRun:
     @property
     def succeeded(self) -> bool:
         """True when the task ended in SUCCEEDED."""
-        return self.state == pb.TASK_STATE_SUCCEEDED
+        return self.state is TaskState.SUCCEEDED
 
     @property
     def complete(self) -> bool:
@@ -113,38 +102,35 @@ async def watch_task(client: Client, run: TaskRun) -> None:
     """Follow ``run``'s task to its final event, filling in its state, steps and end time."""
     async for event in client.watch(run.task_id):
         run.sequences.append(event.sequence)
-        kind = event.WhichOneof("kind")
-        if kind == "step_state" and event.step_state.state == pb.STEP_STATE_SUCCEEDED:
-            timing = _step_timing(json_format.MessageToDict(event.step_state.output))
+        if event.kind is EventKind.STEP_STATE and event.state == StepState.SUCCEEDED:
+            timing = _step_timing(event.output)
             if timing is not None:
-                run.steps[event.step_state.step_id] = timing
-        elif kind == "task_state" and event.task_state.state in FINAL_TASK_STATES:
+                run.steps[event.step_id] = timing
+        elif event.kind is EventKind.TASK_STATE and TaskState(event.state).final:
             run.finished = time.time()
-            run.state = event.task_state.state
+            run.state = TaskState(event.state)
             return
     raise RuntimeError(f"the watch of task {run.task_id} ended without a final state")
 
 
-async def task_states(client: Client) -> Counter[str]:
-    """How many of the client's tasks are in each state (names like ``TASK_STATE_SUCCEEDED``)."""
-    states: Counter[str] = Counter()
+async def task_states(client: Client) -> Counter[TaskState]:
+    """How many of the client's tasks are in each state."""
+    states: Counter[TaskState] = Counter()
     token = ""
     while True:
-        page = await client.stub.ListTasks(
-            pb.ListTasksRequest(page_size=500, page_token=token), timeout=30
-        )
-        states.update(pb.TaskState.Name(t.state) for t in page.tasks)
+        page = await client.list_tasks(page_size=500, page_token=token)
+        states.update(t.state for t in page.tasks)
         token = page.next_page_token
         if not token:
             return states
 
 
-async def settle(client: Client, within: float = 60) -> Counter[str]:
+async def settle(client: Client, within: float = 60) -> Counter[TaskState]:
     """Wait until none of the client's tasks is pending or running; their states then."""
     async with asyncio.timeout(within):
         while True:
             states = await task_states(client)
-            if not states.keys() & {"TASK_STATE_PENDING", "TASK_STATE_RUNNING"}:
+            if not states.keys() & {TaskState.PENDING, TaskState.RUNNING}:
                 return states
             await asyncio.sleep(0.2)
 
@@ -356,7 +342,7 @@ class Mesh:
         """Wait until exactly ``count`` agents are listed as connected."""
         async with asyncio.timeout(within):
             while True:
-                agents = await client.agents()
+                agents = await client.list_agents()
                 if sum(a.connected for a in agents) == count:
                     return
                 dead = [n for n, p in self._agents.items() if p.returncode is not None]

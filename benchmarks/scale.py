@@ -74,7 +74,7 @@ async def _batch(mesh: Mesh) -> tuple[list[TaskRun | BaseException], float, floa
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(mesh.client()) for _ in range(CHANNELS)]
         for client in clients:  # connect each channel before the clock starts
-            await client.agents()
+            await client.list_agents()
         cpu = cpu_seconds(mesh.orchestrator_pid)
         started = time.time()
         async with asyncio.timeout(BATCH_TIMEOUT):

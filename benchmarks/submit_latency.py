@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, TaskState
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
 from agentmesh.wire.tasks import plan_to_proto
 from benchmarks.mesh import CLIENT, Mesh, Profiling, cpu_seconds, settle
@@ -119,8 +119,8 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
         async with mesh.client() as client:
             states = await settle(client)
     submitted = sum(states.values())
-    succeeded = states.get("TASK_STATE_SUCCEEDED", 0)
-    print(f"  the {submitted} tasks submitted ended: {dict(states)}")
+    succeeded = states.get(TaskState.SUCCEEDED, 0)
+    print(f"  the {submitted} tasks submitted ended: { {str(s): n for s, n in states.items()} }")
 
     print(
         f"  {CLIENTS} clients: orchestrator CPU {cpu['submit'] / N * 1000:.1f} ms per SubmitTask "

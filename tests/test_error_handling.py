@@ -20,7 +20,6 @@ from typing import TypeVar
 import pytest
 from structlog.testing import capture_logs
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.models import (
@@ -128,17 +127,17 @@ async def _submit_twice(alice: Client, number: int, markers: Path) -> str:
     return first
 
 
-async def _states(alice: Client) -> dict[str, int]:
-    response = await alice.stub.ListTasks(pb.ListTasksRequest(page_size=500), timeout=10)
-    return {t.task_id: t.state for t in response.tasks}
+async def _states(alice: Client) -> dict[str, TaskState]:
+    page = await alice.list_tasks(page_size=500)
+    return {t.id: t.state for t in page.tasks}
 
 
 _FINAL = {
-    pb.TASK_STATE_SUCCEEDED,
-    pb.TASK_STATE_FAILED,
-    pb.TASK_STATE_CANCELLED,
-    pb.TASK_STATE_ROLLED_BACK,
-    pb.TASK_STATE_ROLLBACK_FAILED,
+    TaskState.SUCCEEDED,
+    TaskState.FAILED,
+    TaskState.CANCELLED,
+    TaskState.ROLLED_BACK,
+    TaskState.ROLLBACK_FAILED,
 }
 
 
@@ -232,9 +231,7 @@ async def test_tasks_finish_despite_crashes_hangs_slow_and_malformed_answers_and
                     problems[number] = found
 
     failures = Counter((e["agent"], e["code"]) for e in logs if e["event"] == "step.attempt_failed")
-    outcome = Counter(
-        pb.TaskState.Name(state).removeprefix("TASK_STATE_") for state in states.values()
-    )
+    outcome = Counter(state.name for state in states.values())
     succeeded = outcome["SUCCEEDED"]
     print(  # the numbers the issue asks for; shown with -s
         f"\n{succeeded}/{TASKS} tasks succeeded ({succeeded / TASKS:.1%}) in {elapsed:.1f}s; "

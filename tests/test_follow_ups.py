@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf import json_format
-
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import EventKind, Plan, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -31,20 +28,16 @@ async def test_follow_up_steps_run_after_the_step_that_added_them(
         events = [e async for e in alice.watch(task_id)]
         task = await alice.get(task_id)
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED, task.error
+    assert task.state == TaskState.SUCCEEDED, task.error
     added = ["plan_more0", "plan_more1", "plan_more2"]
-    assert [s.spec.id for s in task.steps] == ["plan", "other", *added]
-    result = json_format.MessageToDict(task.result)
+    assert [s.spec.id for s in task.steps.values()] == ["plan", "other", *added]
+    result = task.result
     assert [result[step]["value"] for step in added] == added
-    order = [
-        (e.step_state.step_id, e.step_state.state)
-        for e in events
-        if e.WhichOneof("kind") == "step_state"
-    ]
-    plan_done = order.index(("plan", pb.STEP_STATE_SUCCEEDED))
+    order = [(e.step_id, e.state) for e in events if e.kind is EventKind.STEP_STATE]
+    plan_done = order.index(("plan", StepState.SUCCEEDED))
     for step in added:
-        assert order.index((step, pb.STEP_STATE_PENDING)) < plan_done
-        assert order.index((step, pb.STEP_STATE_RUNNING)) > plan_done
+        assert order.index((step, StepState.PENDING)) < plan_done
+        assert order.index((step, StepState.RUNNING)) > plan_done
 
 
 async def test_follow_ups_naming_an_unknown_capability_fail_the_step_without_retry(
@@ -65,8 +58,8 @@ async def test_follow_ups_naming_an_unknown_capability_fail_the_step_without_ret
         task_id = await alice.submit(plan=plan)
         _ = [e async for e in alice.watch(task_id)]
         task = await alice.get(task_id)
-    assert task.state == pb.TASK_STATE_FAILED
+    assert task.state == TaskState.FAILED
     assert "invalid follow-up steps" in task.error
     assert "no.such.thing" in task.error
-    (step,) = task.steps
+    (step,) = task.steps.values()
     assert step.attempts == 1

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, TaskEvent, TaskRecord, TaskState
 from tests.conftest import REDIS_URL
 from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
@@ -19,11 +18,11 @@ from tests.support.waiting import eventually
 
 AGENT = "tests.support.agents"
 FINAL = {
-    pb.TASK_STATE_SUCCEEDED,
-    pb.TASK_STATE_FAILED,
-    pb.TASK_STATE_CANCELLED,
-    pb.TASK_STATE_ROLLED_BACK,
-    pb.TASK_STATE_ROLLBACK_FAILED,
+    TaskState.SUCCEEDED,
+    TaskState.FAILED,
+    TaskState.CANCELLED,
+    TaskState.ROLLED_BACK,
+    TaskState.ROLLBACK_FAILED,
 }
 
 
@@ -72,7 +71,7 @@ async def test_a_killed_replicas_tasks_are_finished_by_the_other(
         async with asyncio.timeout(40):
             events = await watched
             finals = [await _final(on_b, task_id) for task_id in task_ids]
-    assert all(t.state == pb.TASK_STATE_SUCCEEDED for t in finals), [t.error for t in finals]
+    assert all(t.state == TaskState.SUCCEEDED for t in finals), [t.error for t in finals]
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert "task.resumed" in b.log()
 
@@ -91,16 +90,16 @@ async def test_cancel_sent_to_the_other_replica_reaches_the_owner(
         await asyncio.sleep(0.5)
         async with asyncio.timeout(20):
             task = await on_b.cancel(task_id, "changed my mind")
-    assert task.state == pb.TASK_STATE_CANCELLED
+    assert task.state == TaskState.CANCELLED
     assert "replica" not in task.error
 
 
-async def _collect(client: Client, task_id: str) -> list[pb.TaskEvent]:
+async def _collect(client: Client, task_id: str) -> list[TaskEvent]:
     return [event async for event in client.watch(task_id)]
 
 
-async def _final(client: Client, task_id: str) -> pb.Task:
-    async def probe() -> pb.Task:
+async def _final(client: Client, task_id: str) -> TaskRecord:
+    async def probe() -> TaskRecord:
         return await client.get(task_id)
 
     return await eventually(probe, lambda task: task.state in FINAL, within=30)

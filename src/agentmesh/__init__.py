@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         NotFound,
         PermissionDenied,
         StepFailed,
+        Unavailable,
         ValidationError,
     )
     from agentmesh.models import Capability, Plan, RetryPolicy, StepSpec, StepState, TaskState
@@ -54,6 +55,7 @@ _HOMES = {
         "NotFound",
         "PermissionDenied",
         "StepFailed",
+        "Unavailable",
         "ValidationError",
     ),
     "agentmesh.models": ("Capability", "Plan", "RetryPolicy", "StepSpec", "StepState", "TaskState"),
@@ -80,6 +82,7 @@ __all__ = [
     "StepSpec",
     "StepState",
     "TaskState",
+    "Unavailable",
     "ValidationError",
     "capability",
     "run",

@@ -1,8 +1,13 @@
-"""A Python client of the Orchestrator service: submit, watch, inspect, cancel."""
+"""A Python client of the Orchestrator service: submit, watch, inspect, cancel.
+
+Every method returns domain objects (:mod:`agentmesh.models`) and raises
+:class:`~agentmesh.errors.AgentMeshError` subclasses; protobuf and gRPC errors stay inside.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -10,9 +15,33 @@ import grpc
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
-from agentmesh.models import JSON, Plan
+from agentmesh.errors import FIELD_METADATA_KEY, error_from_status
+from agentmesh.models import JSON, AgentStatus, Plan, TaskEvent, TaskPage, TaskRecord, TaskState
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
-from agentmesh.wire.tasks import plan_to_proto
+from agentmesh.wire.tasks import (
+    event_from_proto,
+    page_from_proto,
+    plan_to_proto,
+    status_from_proto,
+    task_from_proto,
+    task_state_to_proto,
+)
+
+
+def _field_of(error: grpc.aio.AioRpcError) -> str | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == FIELD_METADATA_KEY:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
+@contextlib.contextmanager
+def _domain_errors() -> Iterator[None]:
+    """Turn a failed call into the AgentMeshError its status stands for."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_status(exc.code(), exc.details() or "", field=_field_of(exc)) from exc
 
 
 class Client:
@@ -29,11 +58,11 @@ class Client:
         self.address = address
         self._files = CertFiles.of(certs_dir, kind, name)
         self._channel: grpc.aio.Channel | None = None
-        self.stub: pb_grpc.OrchestratorAsyncStub
+        self._stub: pb_grpc.OrchestratorAsyncStub
 
     async def __aenter__(self) -> Client:
         self._channel = grpc.aio.secure_channel(self.address, channel_credentials(self._files))
-        self.stub = pb_grpc.OrchestratorStub(self._channel)
+        self._stub = pb_grpc.OrchestratorStub(self._channel)
         return self
 
     async def __aexit__(
@@ -67,31 +96,49 @@ class Client:
         elif goal:
             request.goal = goal
         request.input.update(input or {})
-        response = await self.stub.SubmitTask(request, timeout=30)
+        with _domain_errors():
+            response = await self._stub.SubmitTask(request, timeout=30)
         return response.task_id
 
-    async def get(self, task_id: str) -> pb.Task:
+    async def get(self, task_id: str) -> TaskRecord:
         """The task as the orchestrator sees it now."""
-        return await self.stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=10)
+        with _domain_errors():
+            task = await self._stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=10)
+        return task_from_proto(task)
 
-    async def cancel(self, task_id: str, reason: str = "") -> pb.Task:
+    async def cancel(self, task_id: str, reason: str = "") -> TaskRecord:
         """Cancel a task; returns it once cancellation (and rollback) finished."""
-        return await self.stub.CancelTask(pb.CancelTaskRequest(task_id=task_id, reason=reason))
+        with _domain_errors():
+            task = await self._stub.CancelTask(pb.CancelTaskRequest(task_id=task_id, reason=reason))
+        return task_from_proto(task)
 
-    async def watch(self, task_id: str, after_sequence: int = 0) -> AsyncIterator[pb.TaskEvent]:
-        """The task's events in order, from ``after_sequence`` on, until its final state."""
-        call = self.stub.WatchTask(
-            pb.WatchTaskRequest(task_id=task_id, after_sequence=after_sequence)
-        )
+    async def watch(self, task_id: str, *, after: int = 0) -> AsyncIterator[TaskEvent]:
+        """The task's events in order, those after sequence ``after``, until its final state."""
+        call = self._stub.WatchTask(pb.WatchTaskRequest(task_id=task_id, after_sequence=after))
         try:
-            async for event in call:
-                yield event
+            with _domain_errors():
+                async for event in call:
+                    yield event_from_proto(event)
         finally:
             call.cancel()
 
-    async def agents(self, capability: str = "") -> list[pb.AgentStatus]:
-        """The live agents, optionally only those offering ``capability``."""
-        response = await self.stub.ListAgents(
-            pb.ListAgentsRequest(capability=capability), timeout=10
+    async def list_tasks(
+        self, *, states: Iterable[TaskState] = (), page_size: int = 0, page_token: str = ""
+    ) -> TaskPage:
+        """One page of the caller's tasks (every task for an admin), optionally in ``states``."""
+        request = pb.ListTasksRequest(
+            states=[task_state_to_proto(s) for s in states],
+            page_size=page_size,
+            page_token=page_token,
         )
-        return list(response.agents)
+        with _domain_errors():
+            response = await self._stub.ListTasks(request, timeout=10)
+        return page_from_proto(response)
+
+    async def list_agents(self, capability: str = "") -> list[AgentStatus]:
+        """The live agents, optionally only those offering ``capability``."""
+        with _domain_errors():
+            response = await self._stub.ListAgents(
+                pb.ListAgentsRequest(capability=capability), timeout=10
+            )
+        return [status_from_proto(s) for s in response.agents]

@@ -70,12 +70,6 @@ class NotFound(AgentMeshError):
     code = grpc.StatusCode.NOT_FOUND
 
 
-class OutOfRange(AgentMeshError):
-    """A position (a sequence number, an offset) lies past the end of what exists."""
-
-    code = grpc.StatusCode.OUT_OF_RANGE
-
-
 class AlreadyExists(AgentMeshError):
     """Something with that name or key exists already."""
 
@@ -100,10 +94,38 @@ class FailedPrecondition(AgentMeshError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class AgentUnavailable(AgentMeshError):
-    """No capable agent can take the work (none registered, all busy or broken)."""
+class Unavailable(AgentMeshError):
+    """Something needed is unreachable: the orchestrator (seen by a client) or an agent."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class AgentUnavailable(Unavailable):
+    """No capable agent can take the work (none registered, all busy or broken)."""
+
+
+class DeadlineExceeded(AgentMeshError):
+    """A call did not finish within its deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ResourceExhausted(AgentMeshError):
+    """A limit was hit: a message too large, too many requests or streams."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class OutOfRange(AgentMeshError):
+    """A position (a page token, a sequence number) lies outside what exists."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Cancelled(AgentMeshError):
+    """The call was cancelled before it finished (e.g. the orchestrator is shutting down)."""
+
+    code = grpc.StatusCode.CANCELLED
 
 
 class StepFailed(AgentMeshError):
@@ -127,3 +149,45 @@ class CertificateError(AgentMeshError):
     """A certificate or key is missing, malformed or does not fit the mesh."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+#: Trailing metadata key carrying an error's ``field`` (UTF-8), so that a client need not
+#: guess where the field ends in ``field: message`` details.
+FIELD_METADATA_KEY = "agentmesh-field-bin"
+
+_CLASS_OF_CODE: dict[grpc.StatusCode, type[AgentMeshError]] = {
+    cls.code: cls
+    for cls in (
+        ValidationError,
+        NotFound,
+        AlreadyExists,
+        Unauthenticated,
+        PermissionDenied,
+        FailedPrecondition,
+        Unavailable,
+        DeadlineExceeded,
+        ResourceExhausted,
+        OutOfRange,
+        Cancelled,
+    )
+}
+
+
+def error_from_status(
+    code: grpc.StatusCode, details: str, *, field: str | None = None
+) -> AgentMeshError:
+    """The error a gRPC status stands for: the inverse of each class's ``code``.
+
+    ``details`` is what the server's interceptor sent (``field: message`` when the error
+    named a field); with ``field`` given, that prefix is taken off again. A code no class
+    claims (INTERNAL, UNKNOWN, ABORTED, ...) gives an :class:`AgentMeshError` carrying it.
+    """
+    message = details or code.name.lower()
+    if field and message.startswith(f"{field}: "):
+        message = message[len(field) + 2 :]
+    cls = _CLASS_OF_CODE.get(code)
+    if cls is None:
+        error = AgentMeshError(message, field=field or None)
+        error.code = code
+        return error
+    return cls(message, field=field or None)

@@ -172,6 +172,14 @@ class TaskRecord(BaseModel):
     updated_at: datetime
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of ``ListTasks``: the tasks, and the token of the next page ("" at the end)."""
+
+    tasks: tuple[TaskRecord, ...]
+    next_page_token: str = ""
+
+
 class EventKind(enum.StrEnum):
     """Which of the three event shapes a :class:`TaskEvent` carries."""
 

@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.wire import card_from_proto
+from agentmesh.models import AgentStatus
 from tests.agent.agent_support import PATIENCE, Recorder
 from tests.agent.conftest import (
     Connect,
@@ -48,7 +47,7 @@ async def logged(captured: Log, event: str, orchestrator: str = "", count: int =
     )
 
 
-def listed(agents: list[pb.AgentStatus], name: str = "recorder") -> pb.AgentStatus:
+def listed(agents: list[AgentStatus], name: str = "recorder") -> AgentStatus:
     (status,) = [a for a in agents if a.card.name == name]
     return status
 
@@ -68,7 +67,7 @@ async def test_the_agent_registers_its_card_with_every_orchestrator(
             async with mesh_client(orchestrator) as alice:
                 status = listed(await wait_for_agents(alice, "recorder", within=PATIENCE))
             assert status.identity == IDENTITY
-            assert card_from_proto(status.card) == server.card
+            assert status.card == server.card
             assert {c.name for c in status.card.capabilities} == {
                 "test.echo",
                 "test.fail",
@@ -123,12 +122,12 @@ async def test_the_agent_registers_again_when_its_session_ends_with_a_restarted_
             await wait_for_agents(alice, "recorder", within=PATIENCE)
 
             # The orchestrator's Session keeps the agent registered past session_wait.
-            async def current() -> pb.AgentStatus:
-                return listed(await alice.agents())
+            async def current() -> AgentStatus:
+                return listed(await alice.list_agents())
 
-            def session_outlived_the_wait(found: pb.AgentStatus) -> bool:
-                alive = found.last_seen.ToNanoseconds() - found.registered_at.ToNanoseconds()
-                return found.connected and alive > 2 * session_wait * 1e9
+            def session_outlived_the_wait(found: AgentStatus) -> bool:
+                alive = (found.last_seen - found.registered_at).total_seconds()
+                return found.connected and alive > 2 * session_wait
 
             await eventually(current, session_outlived_the_wait, within=PATIENCE)
             assert len(events(captured, "registration.registered", address)) == 1
@@ -187,7 +186,7 @@ async def test_a_refused_registration_is_retried_slowly_and_succeeds_once_allowe
         assert f"{IDENTITY} may not register capability 'test.echo'" in refused["reason"]
         # Refusals wait register_retry_seconds, not the 0.1-0.2 s of an unreachable backoff.
         assert refused["retry_in"] == retry
-        assert "recorder" not in {a.card.name for a in await alice.agents()}
+        assert "recorder" not in {a.card.name for a in await alice.list_agents()}
         assert not events(captured, "registration.registered")
 
         write_policy(policy, "test.*")
@@ -227,4 +226,4 @@ async def test_draining_deregisters_from_every_orchestrator(
         # No re-registering after the drain.
         assert len(events(captured, "registration.registered")) == registrations
         for alice in (at_first, at_second):
-            assert "recorder" not in {a.card.name for a in await alice.agents()}
+            assert "recorder" not in {a.card.name for a in await alice.list_agents()}

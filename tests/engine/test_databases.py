@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import as_json, assert_gapless, step_states, steps, watch_all
+from tests.support.events import assert_gapless, step_states, watch_all
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
 
@@ -40,19 +39,19 @@ async def test_a_plan_runs_on_agents_and_its_record_is_read_back_from_the_databa
             events = await watch_all(alice, task_id)
         # Finished tasks are no longer live: these come from the database.
         task = await alice.get(task_id)
-        listed = await alice.stub.ListTasks(pb.ListTasksRequest(states=[pb.TASK_STATE_SUCCEEDED]))
+        listed = await alice.list_tasks(states=[TaskState.SUCCEEDED])
         replayed = await watch_all(alice, task_id)
 
     assert orchestrator_on_database.engine.live(task_id) is None
-    assert task.state == pb.TASK_STATE_SUCCEEDED
-    assert as_json(task.result) == {"value": "why? 42", "agent": "echo-1"}
-    assert as_json(task.input) == {"question": "why?"}
+    assert task.state == TaskState.SUCCEEDED
+    assert task.result == {"value": "why? 42", "agent": "echo-1"}
+    assert task.input == {"question": "why?"}
     assert task.priority == 3
-    assert {i: (s.state, s.agent, s.attempts) for i, s in steps(task).items()} == {
-        "ask": (pb.STEP_STATE_SUCCEEDED, "echo-1", 1),
-        "answer": (pb.STEP_STATE_SUCCEEDED, "echo-1", 1),
+    assert {i: (s.state, s.agent, s.attempts) for i, s in task.steps.items()} == {
+        "ask": (StepState.SUCCEEDED, "echo-1", 1),
+        "answer": (StepState.SUCCEEDED, "echo-1", 1),
     }
-    assert [t.task_id for t in listed.tasks] == [task_id]
+    assert [t.id for t in listed.tasks] == [task_id]
     assert_gapless(events)
-    assert step_states(events, "answer") == [pb.STEP_STATE_RUNNING, pb.STEP_STATE_SUCCEEDED]
-    assert [e.SerializeToString() for e in replayed] == [e.SerializeToString() for e in events]
+    assert step_states(events, "answer") == [StepState.RUNNING, StepState.SUCCEEDED]
+    assert replayed == events

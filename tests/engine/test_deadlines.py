@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.models import Plan, RetryPolicy, StepSpec
+from agentmesh.models import Plan, RetryPolicy, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import as_json, step_events, step_states, steps, watch_all
+from tests.support.events import step_events, step_states, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -34,13 +33,13 @@ async def test_a_task_past_its_deadline_fails_with_the_reason_and_its_step_is_ca
             events = await watch_all(alice, task_id)
         task = await alice.get(task_id)
 
-    assert task.state == pb.TASK_STATE_FAILED
+    assert task.state == TaskState.FAILED
     assert task.error == "task deadline exceeded"
-    assert events[-1].task_state.reason == "task deadline exceeded"
-    assert step_states(events, "wait")[-1] == pb.STEP_STATE_CANCELLED
+    assert events[-1].reason == "task deadline exceeded"
+    assert step_states(events, "wait")[-1] == StepState.CANCELLED
     # Running out of time stops the work on the agent too.
     await journal.wait_for("cancelled", "wait", within=5)
-    elapsed = task.updated_at.ToDatetime() - task.created_at.ToDatetime()
+    elapsed = task.updated_at - task.created_at
     assert 1.0 <= elapsed.total_seconds() < 5.0
 
 
@@ -67,17 +66,17 @@ async def test_an_attempt_past_the_step_deadline_times_out_and_the_step_is_retri
             events = await watch_all(alice, task_id)
         task = await alice.get(task_id)
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED, task.error
-    assert steps(task)["slow_once"].attempts == 2
-    assert as_json(task.result)["slow_once"] == {"entry": "slow_once"}
-    changes = [(e.step_state.state, e.step_state.attempt) for e in step_events(events, "slow_once")]
+    assert task.state == TaskState.SUCCEEDED, task.error
+    assert task.steps["slow_once"].attempts == 2
+    assert task.result["slow_once"] == {"entry": "slow_once"}
+    changes = [(e.state, e.attempt) for e in step_events(events, "slow_once")]
     assert changes == [
-        (pb.STEP_STATE_RUNNING, 1),
-        (pb.STEP_STATE_PENDING, 1),
-        (pb.STEP_STATE_RUNNING, 2),
-        (pb.STEP_STATE_SUCCEEDED, 2),
+        (StepState.RUNNING, 1),
+        (StepState.PENDING, 1),
+        (StepState.RUNNING, 2),
+        (StepState.SUCCEEDED, 2),
     ]
-    retried = step_events(events, "slow_once")[1].step_state
+    retried = step_events(events, "slow_once")[1]
     assert "timeout" in retried.reason
     # The agent saw the first attempt stopped at its deadline, the second one finish.
     assert [(e.event, e.attempt) for e in journal.entries()] == [

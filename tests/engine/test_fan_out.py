@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.examples import sample_document
+from agentmesh.models import StepRecord, StepState, TaskRecord, TaskState
 from agentmesh.orchestrator import Orchestrator
 from tests.support.events import (
-    as_json,
     assert_gapless,
     first_sequence,
     step_events,
     step_states,
-    steps,
     task_states,
     watch_all,
 )
@@ -34,9 +32,9 @@ def start_demo_agents(agents: AgentProcesses, address: str) -> None:
     agents.start("agentmesh.examples.writer", "writer", [address], **latency)
 
 
-def instances(task: pb.Task) -> dict[str, pb.Step]:
+def instances(task: TaskRecord) -> dict[str, StepRecord]:
     """The fan-out instances ``analyze[i]`` of a document-brief task, by id."""
-    return {i: s for i, s in steps(task).items() if i.startswith("analyze[")}
+    return {i: s for i, s in task.steps.items() if i.startswith("analyze[")}
 
 
 async def test_join_starts_only_after_every_fan_out_instance_succeeded(
@@ -52,25 +50,25 @@ async def test_join_starts_only_after_every_fan_out_instance_succeeded(
             events = await watch_all(alice, task_id)
         task = await alice.get(task_id)
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED, task.error
+    assert task.state == TaskState.SUCCEEDED, task.error
     assert_gapless(events)
-    sections = as_json(steps(task)["split"].output)["sections"]
+    sections = task.steps["split"].output["sections"]
     fanned = instances(task)
     assert len(sections) > 2
     assert sorted(fanned) == sorted(f"analyze[{i}]" for i in range(len(sections)))
-    assert all(s.state == pb.STEP_STATE_SUCCEEDED for s in fanned.values())
+    assert all(s.state == StepState.SUCCEEDED for s in fanned.values())
 
     # The join waits for every instance, and for the fan-out step they make up.
-    summarize_started = first_sequence(events, "summarize", pb.STEP_STATE_RUNNING)
+    summarize_started = first_sequence(events, "summarize", StepState.RUNNING)
     for step_id in fanned:
-        assert first_sequence(events, step_id, pb.STEP_STATE_SUCCEEDED) < summarize_started
-    assert first_sequence(events, "analyze", pb.STEP_STATE_SUCCEEDED) < summarize_started
-    assert step_states(events, "summarize") == [pb.STEP_STATE_RUNNING, pb.STEP_STATE_SUCCEEDED]
+        assert first_sequence(events, step_id, StepState.SUCCEEDED) < summarize_started
+    assert first_sequence(events, "analyze", StepState.SUCCEEDED) < summarize_started
+    assert step_states(events, "summarize") == [StepState.RUNNING, StepState.SUCCEEDED]
 
-    result = as_json(task.result)
+    result = task.result
     assert result["summary"].startswith(TITLE)
-    assert result["words"] == sum(as_json(s.output)["words"] for s in fanned.values())
-    assert task_states(events)[-1] == pb.TASK_STATE_SUCCEEDED
+    assert result["words"] == sum(s.output["words"] for s in fanned.values())
+    assert task_states(events)[-1] == TaskState.SUCCEEDED
 
 
 async def test_fan_out_instances_run_in_parallel_across_both_analysts(
@@ -86,17 +84,15 @@ async def test_fan_out_instances_run_in_parallel_across_both_analysts(
             events = await watch_all(alice, task_id)
         task = await alice.get(task_id)
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED, task.error
+    assert task.state == TaskState.SUCCEEDED, task.error
     fanned = list(instances(task))
     spans: dict[str, tuple[str, int, int]] = {}
     for step_id in fanned:
-        running = [
-            e for e in step_events(events, step_id) if e.step_state.state == pb.STEP_STATE_RUNNING
-        ]
+        running = [e for e in step_events(events, step_id) if e.state == StepState.RUNNING]
         spans[step_id] = (
-            running[-1].step_state.agent,
+            running[-1].agent,
             running[-1].sequence,
-            first_sequence(events, step_id, pb.STEP_STATE_SUCCEEDED),
+            first_sequence(events, step_id, StepState.SUCCEEDED),
         )
     assert {agent for agent, _, _ in spans.values()} == {"analyst-1", "analyst-2"}
     # Some instance on one analyst was running while another ran on the other analyst.

@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh.errors import ValidationError
 from agentmesh.examples import sample_document
+from agentmesh.models import TaskRecord, TaskState
 from agentmesh.orchestrator import Orchestrator
 from tests.support.chat import ChatServer
-from tests.support.events import as_json, steps, watch_all
+from tests.support.events import watch_all
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
 
@@ -38,11 +38,11 @@ UNKNOWN_CAPABILITY_PLAN: dict[str, Any] = {
 }
 
 
-async def finished(alice: Any, task_id: str) -> pb.Task:
+async def finished(alice: Any, task_id: str) -> TaskRecord:
     """Watch the task to its final state; return it."""
     async with asyncio.timeout(20):
         await watch_all(alice, task_id)
-    task: pb.Task = await alice.get(task_id)
+    task: TaskRecord = await alice.get(task_id)
     return task
 
 
@@ -61,23 +61,22 @@ async def test_a_goal_alone_is_planned_from_the_catalog_and_runs_on_the_agents(
         )
         task = await finished(alice, task_id)
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED, task.error
+    assert task.state == TaskState.SUCCEEDED, task.error
     # document-brief, not publish-brief: nothing was published.
-    assert [s.spec.id for s in task.steps][:3] == ["split", "analyze", "summarize"]
-    assert "publish" not in steps(task)
-    assert as_json(task.result)["summary"].startswith("Solar")
+    assert [s.spec.id for s in task.steps.values()][:3] == ["split", "analyze", "summarize"]
+    assert "publish" not in task.steps
+    assert task.result["summary"].startswith("Solar")
 
 
 async def test_a_goal_no_workflow_fits_is_refused_naming_the_goal(
     orchestrator: Orchestrator, certs: Path
 ) -> None:
     async with client(orchestrator, certs) as alice:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
+        with pytest.raises(ValidationError) as refused:
             await alice.submit(goal="Bake a chocolate cake", input={"text": "flour"})
-        listed = await alice.stub.ListTasks(pb.ListTasksRequest())
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (refused.value.details() or "").startswith("goal:")
-    assert "no workflow fits the goal" in (refused.value.details() or "")
+        listed = await alice.list_tasks()
+    assert refused.value.field == "goal"
+    assert "no workflow fits the goal" in refused.value.message
     assert list(listed.tasks) == []
 
 
@@ -91,9 +90,9 @@ async def test_a_goal_no_workflow_fits_is_planned_by_the_model_and_runs_on_the_a
         task_id = await alice.submit(goal=GREETING_GOAL, input={"name": "Ada"})
         task = await finished(alice, task_id)
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED, task.error
-    assert as_json(task.result) == {"value": "hello Ada!!", "agent": "echo-1"}
-    assert [s.agent for s in task.steps] == ["echo-1", "echo-1"]
+    assert task.state == TaskState.SUCCEEDED, task.error
+    assert task.result == {"value": "hello Ada!!", "agent": "echo-1"}
+    assert [s.agent for s in task.steps.values()] == ["echo-1", "echo-1"]
     (request,) = chat_server.requests
     system, user = request["json"]["messages"]
     # The model was shown what the live agents offer, and the goal with its input.
@@ -120,8 +119,8 @@ async def test_an_invalid_model_plan_is_repaired_in_one_round_and_runs(
     assert "test.shout" in repair[-2]["content"]
     assert repair[-1]["role"] == "user"
     assert "test.shout" in repair[-1]["content"]
-    assert task.state == pb.TASK_STATE_SUCCEEDED, task.error
-    assert as_json(task.result)["value"] == "hello Ada!!"
+    assert task.state == TaskState.SUCCEEDED, task.error
+    assert task.result["value"] == "hello Ada!!"
 
 
 async def test_a_model_plan_still_invalid_after_the_repair_is_refused_naming_the_goal(
@@ -132,13 +131,12 @@ async def test_a_model_plan_still_invalid_after_the_repair_is_refused_naming_the
     chat_server.answer(UNKNOWN_CAPABILITY_PLAN)
     async with client(llm_orchestrator, certs) as alice:
         await wait_for_agents(alice, "echo-1")
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
+        with pytest.raises(ValidationError) as refused:
             await alice.submit(goal=GREETING_GOAL, input={"name": "Ada"})
-        listed = await alice.stub.ListTasks(pb.ListTasksRequest())
+        listed = await alice.list_tasks()
 
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    details = refused.value.details() or ""
-    assert details.startswith("goal:")
+    assert refused.value.field == "goal"
+    details = refused.value.message
     assert "no valid plan after one repair" in details
     assert "test.shout" in details
     assert len(chat_server.requests) == 2

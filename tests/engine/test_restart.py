@@ -14,14 +14,13 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskEvent, TaskRecord, TaskState
 from tests.support.events import (
     ResumingWatcher,
     assert_gapless,
+    final_state,
     step_events,
-    steps,
     watch_all,
 )
 from tests.support.journal import Journal
@@ -37,9 +36,9 @@ AGENT = "tests.support.agents"
 class Crash:
     """What one run of the crash scenario left behind, for the tests to judge."""
 
-    task: pb.Task
+    task: TaskRecord
     #: Every event the task has, read after the end from sequence 0.
-    events: list[pb.TaskEvent]
+    events: list[TaskEvent]
     #: The watcher that was connected when the orchestrator died.
     watcher: ResumingWatcher
     agent_log: str
@@ -49,11 +48,7 @@ class Crash:
 
 def running(watcher: ResumingWatcher, *step_ids: str) -> bool:
     """True once the watcher saw every one of ``step_ids`` RUNNING (so it is in the store)."""
-    seen = {
-        e.step_state.step_id
-        for e in step_events(watcher.events)
-        if e.step_state.state == pb.STEP_STATE_RUNNING
-    }
+    seen = {e.step_id for e in step_events(watcher.events) if e.state == StepState.RUNNING}
     return set(step_ids) <= seen
 
 
@@ -139,11 +134,11 @@ async def test_after_kill_9_the_task_finishes_and_no_step_runs_twice(
     database: dict[str, str],
 ) -> None:
     crash = await crash_mid_task(certs, agents, journal, tmp_path, database)
-    task_id = crash.task.task_id
+    task_id = crash.task.id
 
     assert crash.starts == 2
     assert '"task.resumed"' in crash.orchestrator_log
-    assert crash.task.state == pb.TASK_STATE_SUCCEEDED, crash.task.error
+    assert crash.task.state == TaskState.SUCCEEDED, crash.task.error
     # Counted by the agent: every step ran exactly once, the one done before the crash too.
     assert sorted(journal.started()) == ["attached", "last", "one", "replayed"]
     assert sorted(e.entry for e in journal.events("end")) == ["attached", "last", "one", "replayed"]
@@ -156,7 +151,7 @@ async def test_after_kill_9_the_task_finishes_and_no_step_runs_twice(
     # The step completed before the crash was not even re-sent.
     assert not _logged(crash.agent_log, "assignment.replayed", f"{task_id}/one/")
     assert not _logged(crash.agent_log, "assignment.attached", f"{task_id}/one/")
-    by_id = steps(crash.task)
+    by_id = crash.task.steps
     assert [by_id[s].attempts for s in ("one", "attached", "replayed", "last")] == [1, 1, 1, 1]
 
 
@@ -168,7 +163,5 @@ async def test_a_watcher_resumes_across_the_orchestrator_restart_without_a_gap(
 
     assert crash.watcher.reconnects >= 1
     assert_gapless(crash.watcher.events)
-    assert [e.SerializeToString() for e in crash.watcher.events] == [
-        e.SerializeToString() for e in crash.events
-    ]
-    assert crash.watcher.events[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+    assert crash.watcher.events == crash.events
+    assert final_state(crash.watcher.events) == TaskState.SUCCEEDED

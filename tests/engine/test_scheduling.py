@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import steps, watch_all
+from tests.support.events import watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -35,9 +34,9 @@ async def wait_until_waiting(alice: Client, task_id: str) -> None:
     """Wait until the task's step is queued for an agent slot."""
 
     async def state() -> int:
-        return steps(await alice.get(task_id))["work"].state
+        return (await alice.get(task_id)).steps["work"].state
 
-    await eventually(state, lambda s: s == pb.STEP_STATE_WAITING, within=10)
+    await eventually(state, lambda s: s == StepState.WAITING, within=10)
 
 
 async def test_a_high_priority_step_gets_a_busy_agent_before_earlier_low_priority_ones(
@@ -62,7 +61,7 @@ async def test_a_high_priority_step_gets_a_busy_agent_before_earlier_low_priorit
         async with asyncio.timeout(15):
             for task_id in (blocker, *queued):
                 await watch_all(alice, task_id)
-                assert (await alice.get(task_id)).state == pb.TASK_STATE_SUCCEEDED
+                assert (await alice.get(task_id)).state == TaskState.SUCCEEDED
 
     assert journal.started() == ["blocker", "high", "low-1", "low-2"]
     assert journal.max_concurrent() == 1
@@ -95,11 +94,11 @@ async def test_an_agent_never_runs_more_assignments_than_its_declared_concurrenc
                 await watch_all(alice, task_id)
         tasks = [await alice.get(task_id) for task_id in task_ids]
 
-    assert all(t.state == pb.TASK_STATE_SUCCEEDED for t in tasks)
+    assert all(t.state == TaskState.SUCCEEDED for t in tasks)
     assert len(journal.events("end")) == 6
     # Counted by the agent itself: busy, but never over its limit ...
     assert journal.max_concurrent("echo-1") == 2
     # ... and never asked to be: an agent refuses work beyond its limit as "busy",
     # which would show up as a failed first attempt.
-    assert all(s.attempts == 1 for t in tasks for s in t.steps)
+    assert all(s.attempts == 1 for t in tasks for s in t.steps.values())
     assert "assignment.refused" not in agents.log("echo-1")

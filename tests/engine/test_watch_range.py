@@ -11,7 +11,6 @@ import grpc
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.orchestrator import Orchestrator
 from tests.security.helpers import RawAgent, echo, hang, orchestrator_stub, plan_request, refusal
-from tests.support.events import kind
 
 
 async def _drain(call: Any) -> list[pb.TaskEvent]:
@@ -21,7 +20,10 @@ async def _drain(call: Any) -> list[pb.TaskEvent]:
 async def _running(alice: Any, task_id: str) -> int:
     """Watch until the step runs; the sequence of that event."""
     async for event in alice.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=20):
-        if kind(event) == "step_state" and event.step_state.state == pb.STEP_STATE_RUNNING:
+        if (
+            event.WhichOneof("kind") == "step_state"
+            and event.step_state.state == pb.STEP_STATE_RUNNING
+        ):
             return int(event.sequence)
     raise AssertionError("the task ended before its step ran")
 

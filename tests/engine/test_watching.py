@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, TaskEvent, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import assert_gapless, kind, watch_all
+from tests.support.events import assert_gapless, final_state, kind, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -40,23 +39,21 @@ async def test_a_watcher_that_disconnects_while_the_task_runs_resumes_without_a_
     async with client(orchestrator, certs) as alice:
         await wait_for_agents(alice, "echo-1")
         task_id = await alice.submit(plan=plan)
-        before: list[pb.TaskEvent] = []
+        before: list[TaskEvent] = []
         async with asyncio.timeout(10):
             async for event in alice.watch(task_id):
                 before.append(event)
-                if kind(event) == "step_state" and event.step_state.step_id == "held":
+                if kind(event) == "step_state" and event.step_id == "held":
                     break  # the watcher goes away while "held" runs
-        assert (await alice.get(task_id)).state == pb.TASK_STATE_RUNNING
+        assert (await alice.get(task_id)).state == TaskState.RUNNING
         # Work goes on without the watcher; what it misses meanwhile is kept for it.
         gate.touch()
         await journal.wait_for("end", "held")
         async with asyncio.timeout(10):
-            after = await watch_all(alice, task_id, after_sequence=before[-1].sequence)
+            after = await watch_all(alice, task_id, after=before[-1].sequence)
             everything = await watch_all(alice, task_id)
 
     assert_gapless(before + after)
-    assert [e.SerializeToString() for e in before + after] == [
-        e.SerializeToString() for e in everything
-    ]
-    assert after[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
-    assert any(e.step_state.step_id == "last" for e in after if kind(e) == "step_state")
+    assert before + after == everything
+    assert final_state(after) == TaskState.SUCCEEDED
+    assert any(e.step_id == "last" for e in after if kind(e) == "step_state")

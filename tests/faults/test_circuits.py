@@ -16,13 +16,20 @@ import grpc
 import pytest
 from structlog.testing import capture_logs
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.config import Settings
-from agentmesh.models import Plan, RetryPolicy, StepSpec
+from agentmesh.errors import Unavailable
+from agentmesh.models import (
+    Plan,
+    RetryPolicy,
+    StepSpec,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+)
 from agentmesh.orchestrator import Orchestrator, metrics
-from tests.security.helpers import refusal
-from tests.support.events import step_events, steps, watch_all
+from tests.support.events import final_state, step_events, watch_all
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -51,42 +58,40 @@ def _echo(step_id: str, *, pin: str = "", attempts: int = FAIL_MAX) -> StepSpec:
     )
 
 
-async def _circuit(alice: Client, name: str) -> int:
-    status = {a.card.name: a for a in await alice.agents()}[name]
+async def _circuit(alice: Client, name: str) -> str:
+    status = {a.card.name: a for a in await alice.list_agents()}[name]
     return status.circuit
 
 
-async def _circuit_becomes(alice: Client, name: str, state: int, within: float = 15) -> None:
-    async def probe() -> int:
+async def _circuit_becomes(alice: Client, name: str, state: str, within: float = 15) -> None:
+    async def probe() -> str:
         return await _circuit(alice, name)
 
     await eventually(probe, lambda value: value == state, within=within)
 
 
-def _attempts(events: list[pb.TaskEvent]) -> list[pb.StepStateChanged]:
+def _attempts(events: list[TaskEvent]) -> list[TaskEvent]:
     """Every attempt's RUNNING event, in order: who ran what."""
-    return [
-        e.step_state for e in step_events(events) if e.step_state.state == pb.STEP_STATE_RUNNING
-    ]
+    return [e for e in step_events(events) if e.state == StepState.RUNNING]
 
 
 def _gauge(agent: str) -> float | None:
     return metrics.REGISTRY.get_sample_value("agentmesh_circuit_open", {"agent": agent})
 
 
-async def _open_circuit(alice: Client, name: str) -> list[pb.TaskEvent]:
+async def _open_circuit(alice: Client, name: str) -> list[TaskEvent]:
     """Run a step pinned to the (sick) agent ``name`` until its circuit opens; its events."""
     failing = await alice.submit(plan=Plan(steps=(_echo("sick", pin=name),)))
     failed = await watch_all(alice, failing)
-    assert failed[-1].task_state.state == pb.TASK_STATE_FAILED
+    assert final_state(failed) == TaskState.FAILED
     assert [(a.agent, a.attempt) for a in _attempts(failed)] == [
         (name, n) for n in range(1, FAIL_MAX + 1)
     ]
     return failed
 
 
-async def _state_becomes(alice: Client, task_id: str, state: int) -> pb.Task:
-    async def task() -> pb.Task:
+async def _state_becomes(alice: Client, task_id: str, state: TaskState) -> TaskRecord:
+    async def task() -> TaskRecord:
         return await alice.get(task_id)
 
     return await eventually(task, lambda t: t.state == state, within=20)
@@ -103,14 +108,14 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
             agents.start(FAULTY, "flaky", address, **Faults(sick_file=str(sick)).env())
             agents.start(FAULTY, "echo-1", address)
             await wait_for_agents(alice, "flaky", "echo-1")
-            assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_CLOSED
+            assert await _circuit(alice, "flaky") == "closed"
 
             # Every attempt of a step pinned to the sick agent fails: the circuit opens.
             failed = await _open_circuit(alice, "flaky")
-            assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_OPEN
+            assert await _circuit(alice, "flaky") == "open"
             assert _gauge("flaky") == 1
             # The task's watchers are told too: the last failure names the opened circuit.
-            reasons = [e.step_state.reason for e in step_events(failed)]
+            reasons = [e.reason for e in step_events(failed)]
             assert any("circuit of flaky is open" in r for r in reasons), reasons
 
             # While it is open, matching sends everything to the healthy agent.
@@ -118,19 +123,19 @@ async def test_a_failing_agent_opens_its_circuit_loses_its_work_and_closes_after
                 plan=Plan(steps=tuple(_echo(f"s{i}", attempts=1) for i in range(6)))
             )
             spread_events = await watch_all(alice, spread)
-            assert spread_events[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+            assert final_state(spread_events) == TaskState.SUCCEEDED
             assert {a.agent for a in _attempts(spread_events)} == {"echo-1"}
             # Still open (no probe was due, none went out): the spread ran while it was open.
-            assert await _circuit(alice, "flaky") == pb.CIRCUIT_STATE_OPEN
+            assert await _circuit(alice, "flaky") == "open"
 
             # After the reset time one probe may go through; the agent has recovered.
             sick.unlink()
-            await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_HALF_OPEN)
+            await _circuit_becomes(alice, "flaky", "half_open")
             probe = await alice.submit(plan=Plan(steps=(_echo("probe", pin="flaky"),)))
             probed = await watch_all(alice, probe)
-            assert probed[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+            assert final_state(probed) == TaskState.SUCCEEDED
             assert [a.agent for a in _attempts(probed)] == ["flaky"]
-            await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_CLOSED)
+            await _circuit_becomes(alice, "flaky", "closed")
             assert _gauge("flaky") == 0
 
     changes = [
@@ -155,25 +160,25 @@ async def test_a_probe_cancelled_before_its_outcome_does_not_keep_the_agent_from
         agents.start(FAULTY, "flaky", address, **Faults(sick_file=str(sick)).env())
         await wait_for_agents(alice, "flaky")
         await _open_circuit(alice, "flaky")
-        await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_HALF_OPEN)
+        await _circuit_becomes(alice, "flaky", "half_open")
 
         # The probe hangs on the agent, and its task is cancelled while it runs: no outcome.
         hang = StepSpec(id="hang", capability="test.hang", pin_agent="flaky")
         hung = await alice.submit(plan=Plan(steps=(hang,)))
         await eventually(
             lambda: alice.get(hung),
-            lambda t: steps(t)["hang"].state == pb.STEP_STATE_RUNNING,
+            lambda t: t.steps["hang"].state == StepState.RUNNING,
             within=20,
         )
         cancelled = await alice.cancel(hung, reason="probe cancelled")
-        assert cancelled.state == pb.TASK_STATE_CANCELLED
+        assert cancelled.state == TaskState.CANCELLED
 
         # The agent has recovered: the next step pinned to it is the next probe, and runs.
         sick.unlink()
         again = await alice.submit(plan=Plan(steps=(_echo("again", pin="flaky", attempts=1),)))
-        done = await _state_becomes(alice, again, pb.TASK_STATE_SUCCEEDED)
-        assert steps(done)["again"].agent == "flaky"
-        await _circuit_becomes(alice, "flaky", pb.CIRCUIT_STATE_CLOSED)
+        done = await _state_becomes(alice, again, TaskState.SUCCEEDED)
+        assert done.steps["again"].agent == "flaky"
+        await _circuit_becomes(alice, "flaky", "closed")
 
 
 async def test_a_planning_agent_that_keeps_failing_opens_its_circuit_and_a_good_plan_closes_it(
@@ -183,14 +188,15 @@ async def test_a_planning_agent_that_keeps_failing_opens_its_circuit_and_a_good_
         agents.start("tests.support.planner", "echo-1", [f"localhost:{orchestrator.port}"])
         await wait_for_agents(alice, "echo-1")
         for _ in range(FAIL_MAX):
-            error = await refusal(alice.submit(goal="crash zebra marmalade"))
-            assert error.code() is grpc.StatusCode.UNAVAILABLE
-            assert "planning agent echo-1 failed: error" in (error.details() or "")
-        assert await _circuit(alice, "echo-1") == pb.CIRCUIT_STATE_OPEN
+            with pytest.raises(Unavailable) as error:
+                await alice.submit(goal="crash zebra marmalade")
+            assert error.value.code is grpc.StatusCode.UNAVAILABLE
+            assert "planning agent echo-1 failed: error" in error.value.message
+        assert await _circuit(alice, "echo-1") == "open"
 
         # The next plan asked for after the reset time is the probe; it succeeds.
-        await _circuit_becomes(alice, "echo-1", pb.CIRCUIT_STATE_HALF_OPEN)
+        await _circuit_becomes(alice, "echo-1", "half_open")
         planned = await alice.submit(goal="zebra quantum marmalade")
-        await _circuit_becomes(alice, "echo-1", pb.CIRCUIT_STATE_CLOSED)
-        done = await _state_becomes(alice, planned, pb.TASK_STATE_SUCCEEDED)
-        assert [s.spec.id for s in done.steps] == ["w0", "w1", "w2"]
+        await _circuit_becomes(alice, "echo-1", "closed")
+        done = await _state_becomes(alice, planned, TaskState.SUCCEEDED)
+        assert list(done.steps) == ["w0", "w1", "w2"]

@@ -11,11 +11,10 @@ import asyncio
 import time
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskEvent, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import as_json, first_sequence, step_events, steps, watch_all
+from tests.support.events import first_sequence, step_events, watch_all
 from tests.support.mesh import client, wait_for_agent_gone, wait_for_agents
 from tests.support.processes import AgentProcesses
 
@@ -31,12 +30,12 @@ async def _only_agent_dies(alice: Client, agents: AgentProcesses, address: str) 
     await wait_for_agent_gone(alice, "echo-1")
 
 
-async def _waiting_seen(alice: Client, task_id: str) -> pb.StepStateChanged:
+async def _waiting_seen(alice: Client, task_id: str) -> TaskEvent:
     """Watch the task until a step says it is waiting; that event."""
     async with asyncio.timeout(10):
         async for event in alice.watch(task_id):
-            if event.step_state.state == pb.STEP_STATE_WAITING:
-                return event.step_state
+            if event.state == StepState.WAITING:
+                return event
     raise AssertionError("the task ended without a step waiting")
 
 
@@ -50,17 +49,17 @@ async def test_a_step_with_no_capable_agent_waits_until_one_registers_then_finis
         waiting = await _waiting_seen(alice, task_id)
         assert waiting.step_id == "echo"
         assert "test.echo" in waiting.reason
-        assert (await alice.get(task_id)).state == pb.TASK_STATE_RUNNING
+        assert (await alice.get(task_id)).state == TaskState.RUNNING
 
         agents.start(AGENT, "echo-2", [address])
         events = await watch_all(alice, task_id)
         task = await alice.get(task_id)
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED
-    assert steps(task)["echo"].agent == "echo-2"
-    assert as_json(steps(task)["echo"].output) == {"value": "hi", "agent": "echo-2"}
-    assert first_sequence(events, "echo", pb.STEP_STATE_WAITING) < first_sequence(
-        events, "echo", pb.STEP_STATE_RUNNING
+    assert task.state == TaskState.SUCCEEDED
+    assert task.steps["echo"].agent == "echo-2"
+    assert task.steps["echo"].output == {"value": "hi", "agent": "echo-2"}
+    assert first_sequence(events, "echo", StepState.WAITING) < first_sequence(
+        events, "echo", StepState.RUNNING
     )
 
 
@@ -76,13 +75,13 @@ async def test_a_step_waiting_for_an_agent_fails_when_the_task_deadline_passes(
         waited = time.monotonic() - submitted
         task = await alice.get(task_id)
 
-    assert task.state == pb.TASK_STATE_FAILED
+    assert task.state == TaskState.FAILED
     assert task.error == "task deadline exceeded"
-    assert events[-1].task_state.reason == "task deadline exceeded"
+    assert events[-1].reason == "task deadline exceeded"
     assert 1.0 <= waited < 5.0
-    assert [e.step_state.state for e in step_events(events, "echo")] == [
-        pb.STEP_STATE_WAITING,
-        pb.STEP_STATE_CANCELLED,
+    assert [e.state for e in step_events(events, "echo")] == [
+        StepState.WAITING,
+        StepState.CANCELLED,
     ]
 
 
@@ -119,16 +118,16 @@ async def test_a_failed_optional_step_is_skipped_with_its_reason_and_the_result_
         events = await watch_all(alice, task_id)
         task = await alice.get(task_id)
 
-    def last(step_id: str) -> pb.StepStateChanged:
-        return step_events(events, step_id)[-1].step_state
+    def last(step_id: str) -> TaskEvent:
+        return step_events(events, step_id)[-1]
 
-    assert task.state == pb.TASK_STATE_SUCCEEDED
+    assert task.state == TaskState.SUCCEEDED
     assert task.partial
-    assert events[-1].task_state.partial
-    assert last("enrich").state == pb.STEP_STATE_SKIPPED
+    assert events[-1].partial
+    assert last("enrich").state == StepState.SKIPPED
     assert "optional step failed" in last("enrich").reason
     assert "enrichment service down" in last("enrich").reason
-    assert last("cite").state == pb.STEP_STATE_SKIPPED
+    assert last("cite").state == StepState.SKIPPED
     assert "enrich" in last("cite").reason
-    assert last("final").state == pb.STEP_STATE_SUCCEEDED
-    assert set(as_json(task.result)) == {"draft", "final"}
+    assert last("final").state == StepState.SUCCEEDED
+    assert set(task.result) == {"draft", "final"}

@@ -13,11 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.config import Settings
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import as_json, step_events, steps, watch_all
+from tests.support.events import step_events, watch_all
 from tests.support.journal import Entry, Journal
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -81,19 +80,19 @@ async def test_a_frozen_agents_step_fails_over_and_its_late_result_is_ignored(
     assert late.attempt == 1
 
     attempts = [
-        (e.step_state.state, e.step_state.agent, e.step_state.attempt)
+        (e.state, e.agent, e.attempt)
         for e in step_events(events, "work")
-        if e.step_state.state != pb.STEP_STATE_WAITING
+        if e.state != StepState.WAITING
     ]
     assert attempts == [
-        (pb.STEP_STATE_RUNNING, first.agent, 1),
-        (pb.STEP_STATE_PENDING, first.agent, 1),
-        (pb.STEP_STATE_RUNNING, other, 2),
-        (pb.STEP_STATE_SUCCEEDED, other, 2),
+        (StepState.RUNNING, first.agent, 1),
+        (StepState.PENDING, first.agent, 1),
+        (StepState.RUNNING, other, 2),
+        (StepState.SUCCEEDED, other, 2),
     ]
-    assert "agent_lost" in step_events(events, "work")[1].step_state.reason
+    assert "agent_lost" in step_events(events, "work")[1].reason
     # The late result changed nothing: same events, the other agent's output.
     assert after == events
-    assert task.state == pb.TASK_STATE_SUCCEEDED
-    assert steps(task)["work"].agent == other
-    assert as_json(steps(task)["work"].output) == {"entry": "work"}
+    assert task.state == TaskState.SUCCEEDED
+    assert task.steps["work"].agent == other
+    assert task.steps["work"].output == {"entry": "work"}

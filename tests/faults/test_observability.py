@@ -20,12 +20,11 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
-from agentmesh.models import Plan, RetryPolicy, StepSpec
+from agentmesh.models import Plan, RetryPolicy, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import step_events, watch_all
+from tests.support.events import final_state, step_events, watch_all
 from tests.support.faulty import Faults
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
@@ -95,21 +94,17 @@ async def test_agent_interactions_are_logged_as_json_with_their_ids_and_metrics_
         events = await watch_all(alice, task_id)
         after = await _scrape(orchestrator.metrics_port)
 
-    assert events[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+    assert final_state(events) == TaskState.SUCCEEDED
     lines = [json.loads(line) for line in json_log.getvalue().splitlines() if line.strip()]
     assert all({"event", "level", "timestamp"} <= set(line) for line in lines)
     ours = [line for line in lines if line.get("task_id") == task_id]
 
     # Every attempt the events show was logged when assigned, then with its outcome.
     attempts = {
-        (e.step_state.step_id, e.step_state.attempt, e.step_state.agent)
-        for e in step_events(events)
-        if e.step_state.state == pb.STEP_STATE_RUNNING
+        (e.step_id, e.attempt, e.agent) for e in step_events(events) if e.state == StepState.RUNNING
     }
     failed = {
-        (e.step_state.step_id, e.step_state.attempt, e.step_state.agent)
-        for e in step_events(events)
-        if e.step_state.state == pb.STEP_STATE_PENDING
+        (e.step_id, e.attempt, e.agent) for e in step_events(events) if e.state == StepState.PENDING
     }
     assert failed, "no attempt failed"
     assert {a[2] for a in failed} == {"flaky"}

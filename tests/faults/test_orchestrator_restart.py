@@ -13,13 +13,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
-
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
-from agentmesh.models import EventKind, Plan, StepSpec, TaskState
+from agentmesh.errors import DeadlineExceeded, Unavailable
+from agentmesh.models import EventKind, Plan, StepSpec, TaskEvent, TaskRecord, TaskState
 from agentmesh.orchestrator.store import Store
-from tests.support.events import as_json, assert_gapless, steps, watch_all
+from tests.support.events import assert_gapless, final_state, watch_all
 from tests.support.journal import Journal
 from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
@@ -43,15 +41,13 @@ def _plan(number: int, journal: Journal) -> Plan:
     return Plan(steps=(work("a"), work("b", "a"), work("c", "b")))
 
 
-async def _states(alice: Client) -> dict[str, int]:
+async def _states(alice: Client) -> dict[str, TaskState]:
     """Task states by id; empty while the orchestrator is away."""
     try:
-        response = await alice.stub.ListTasks(pb.ListTasksRequest(page_size=100), timeout=5)
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return {}
-        raise
-    return {t.task_id: t.state for t in response.tasks}
+        page = await alice.list_tasks(page_size=100)
+    except (Unavailable, DeadlineExceeded):
+        return {}
+    return {t.id: t.state for t in page.tasks}
 
 
 async def _interrupted_mid_run(
@@ -59,7 +55,7 @@ async def _interrupted_mid_run(
     agents: AgentProcesses,
     tmp_path: Path,
     interrupt: Callable[[OrchestratorProcess], Awaitable[None]],
-) -> tuple[list[pb.Task], dict[str, list[pb.TaskEvent]], Journal, int]:
+) -> tuple[list[TaskRecord], dict[str, list[TaskEvent]], Journal, int]:
     """Run TASKS tasks, ``interrupt`` the orchestrator with all of them in flight, wait for
     the end; returns the tasks, their events, the agents' journal and the final events
     counted in the database."""
@@ -90,10 +86,7 @@ async def _interrupted_mid_run(
 
             states = await eventually(
                 lambda: _states(alice),
-                lambda found: (
-                    set(found) == set(ids)
-                    and all(TaskState(_name(s)).final for s in found.values())
-                ),
+                lambda found: set(found) == set(ids) and all(s.final for s in found.values()),
                 within=40,
                 interval=0.2,
             )
@@ -117,22 +110,16 @@ def _sync(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return probe
 
 
-def _name(state: int) -> str:
-    return pb.TaskState.Name(state).removeprefix("TASK_STATE_").lower()
-
-
 def _every_task_finished_with_every_output(
-    tasks: list[pb.Task], events: dict[str, list[pb.TaskEvent]], finals: int
+    tasks: list[TaskRecord], events: dict[str, list[TaskEvent]], finals: int
 ) -> None:
-    assert Counter(_name(t.state) for t in tasks) == {"succeeded": TASKS}
+    assert Counter(t.state.value for t in tasks) == {"succeeded": TASKS}
     for number, task in enumerate(tasks):
-        by_id = steps(task)
-        assert {s: as_json(by_id[s].output) for s in STEPS} == {
-            s: {"entry": f"{number}-{s}"} for s in STEPS
-        }
-        history = events[task.task_id]
+        by_id = task.steps
+        assert {s: by_id[s].output for s in STEPS} == {s: {"entry": f"{number}-{s}"} for s in STEPS}
+        history = events[task.id]
         assert_gapless(history)
-        assert history[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+        assert final_state(history) == TaskState.SUCCEEDED
     assert finals == TASKS, "a task reached a final state more than once"
 
 
@@ -152,7 +139,7 @@ async def test_after_kill_9_with_20_tasks_in_flight_all_finish_and_no_agent_reru
     assert max(starts.values()) == 1, [run for run, count in starts.items() if count > 1]
     every_entry = Counter(f"{n}-{s}" for n in range(TASKS) for s in STEPS)
     assert set(journal.started()) == set(every_entry)
-    assert all(s.attempts == 1 for task in tasks for s in task.steps)
+    assert all(s.attempts == 1 for task in tasks for s in task.steps.values())
 
 
 async def test_after_a_graceful_stop_with_20_tasks_in_flight_the_stopped_steps_run_again(
@@ -171,6 +158,6 @@ async def test_after_a_graceful_stop_with_20_tasks_in_flight_the_stopped_steps_r
     cancelled = {e.entry for e in journal.events("cancelled")}
     assert cancelled, "no step was in flight at the stop"
     for task in tasks:
-        for step in task.steps:
+        for step in task.steps.values():
             if f"{tasks.index(task)}-{step.spec.id}" in cancelled:
                 assert step.attempts == 2

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
 from agentmesh.config import Settings
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
-from tests.support.events import ResumingWatcher, as_json, assert_gapless, steps
+from tests.support.events import ResumingWatcher, assert_gapless, final_state
 from tests.support.mesh import client, wait_for_agents
 from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
@@ -73,7 +72,7 @@ async def _logged(logs: list[dict[str, Any]], event: str) -> bool:
 
 async def _succeeded_steps(alice: Client, ids: list[str]) -> int:
     tasks = [await alice.get(task_id) for task_id in ids]
-    return sum(s.state == pb.STEP_STATE_SUCCEEDED for t in tasks for s in t.steps)
+    return sum(s.state == StepState.SUCCEEDED for t in tasks for s in t.steps.values())
 
 
 async def test_tasks_run_on_through_a_redis_restart_and_the_agent_cards_return_to_redis(
@@ -119,11 +118,11 @@ async def test_tasks_run_on_through_a_redis_restart_and_the_agent_cards_return_t
                 lambda: _cards(redis_server), lambda cards: cards == expected_cards, within=10
             )
 
-    assert [t.state for t in tasks] == [pb.TASK_STATE_SUCCEEDED] * TASKS
+    assert [t.state for t in tasks] == [TaskState.SUCCEEDED] * TASKS
     for number, task in enumerate(tasks):
-        assert [as_json(s.output)["value"] for s in steps(task).values()] == [
+        assert [s.output["value"] for s in task.steps.values()] == [
             f"{number}-{i}" for i in range(3)
         ]
     for watcher in watchers:
         assert_gapless(watcher.events)
-        assert watcher.events[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
+        assert final_state(watcher.events) == TaskState.SUCCEEDED

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.config import Settings
-from agentmesh.models import Plan, StepSpec
+from agentmesh.models import Plan, StepSpec, StepState, TaskEvent, TaskState
 from agentmesh.orchestrator import Orchestrator
 from tests.support.events import assert_gapless, step_events, task_states, watch_all
 from tests.support.mesh import client, wait_for_agents
@@ -59,12 +58,8 @@ def _order_plan(log: Path, *, charge_undo: str = "test.undo") -> Plan:
     )
 
 
-def _compensated(events: list[pb.TaskEvent]) -> list[str]:
-    return [
-        e.step_state.step_id
-        for e in step_events(events)
-        if e.step_state.state == pb.STEP_STATE_COMPENSATED
-    ]
+def _compensated(events: list[TaskEvent]) -> list[str]:
+    return [e.step_id for e in step_events(events) if e.state == StepState.COMPENSATED]
 
 
 async def test_a_failed_task_undoes_its_completed_steps_in_reverse_completion_order(
@@ -88,24 +83,22 @@ async def test_a_failed_task_undoes_its_completed_steps_in_reverse_completion_or
     ]
     assert_gapless(events)
     assert task_states(events) == [
-        pb.TASK_STATE_RUNNING,
-        pb.TASK_STATE_COMPENSATING,
-        pb.TASK_STATE_ROLLED_BACK,
+        TaskState.RUNNING,
+        TaskState.COMPENSATING,
+        TaskState.ROLLED_BACK,
     ]
     assert _compensated(events) == ["ship", "charge", "reserve"]
-    failed = [
-        e for e in step_events(events, "notify") if e.step_state.state == pb.STEP_STATE_FAILED
-    ]
+    failed = [e for e in step_events(events, "notify") if e.state == StepState.FAILED]
     assert len(failed) == 1
-    assert "record told to fail" in failed[0].step_state.reason
-    assert task.state == pb.TASK_STATE_ROLLED_BACK
+    assert "record told to fail" in failed[0].reason
+    assert task.state == TaskState.ROLLED_BACK
     assert "notify" in task.error
-    states = {s.spec.id: s.state for s in task.steps}
+    states = {s.spec.id: s.state for s in task.steps.values()}
     assert states == {
-        "ship": pb.STEP_STATE_COMPENSATED,
-        "reserve": pb.STEP_STATE_COMPENSATED,
-        "charge": pb.STEP_STATE_COMPENSATED,
-        "notify": pb.STEP_STATE_FAILED,
+        "ship": StepState.COMPENSATED,
+        "reserve": StepState.COMPENSATED,
+        "charge": StepState.COMPENSATED,
+        "notify": StepState.FAILED,
     }
 
 
@@ -131,11 +124,11 @@ async def test_a_compensation_that_fails_leaves_the_task_rollback_failed_naming_
         "undo ship",
         "undo reserve",
     ]
-    assert task_states(events)[-1] == pb.TASK_STATE_ROLLBACK_FAILED
+    assert task_states(events)[-1] == TaskState.ROLLBACK_FAILED
     assert _compensated(events) == ["ship", "reserve"]
-    assert task.state == pb.TASK_STATE_ROLLBACK_FAILED
+    assert task.state == TaskState.ROLLBACK_FAILED
     assert "compensation failed for ['charge']" in task.error
-    assert {s.spec.id: s.state for s in task.steps}["charge"] == pb.STEP_STATE_SUCCEEDED
+    assert {s.spec.id: s.state for s in task.steps.values()}["charge"] == StepState.SUCCEEDED
     alerts = [e for e in logs if e["event"] == "task.rollback_failed"]
     assert len(alerts) == 1
     assert alerts[0]["log_level"] == "error"

@@ -13,7 +13,6 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.orchestrator import Orchestrator
 from tests.security.helpers import RawAgent, echo, orchestrator_stub, plan_request
-from tests.support.events import kind
 
 #: What the orchestrator keeps of a progress message (UTF-8 bytes).
 MAX_MESSAGE_BYTES = 4096
@@ -64,7 +63,7 @@ def _progress_events(events: list[pb.TaskEvent], step_id: str = "a") -> list[pb.
     return [
         e.step_progress
         for e in events
-        if kind(e) == "step_progress" and e.step_progress.step_id == step_id
+        if e.WhichOneof("kind") == "step_progress" and e.step_progress.step_id == step_id
     ]
 
 
@@ -77,11 +76,11 @@ async def test_a_burst_of_ten_thousand_progress_reports_becomes_a_few_events_end
     assert 1 <= len(progress) < 1_000, len(progress)
     # The latest report is kept, and comes before the step's success.
     assert progress[-1].message == "9999"
-    last_progress = max(e.sequence for e in events if kind(e) == "step_progress")
+    last_progress = max(e.sequence for e in events if e.WhichOneof("kind") == "step_progress")
     succeeded = min(
         e.sequence
         for e in events
-        if kind(e) == "step_state" and e.step_state.state == pb.STEP_STATE_SUCCEEDED
+        if e.WhichOneof("kind") == "step_state" and e.step_state.state == pb.STEP_STATE_SUCCEEDED
     )
     assert last_progress < succeeded
 
@@ -119,5 +118,10 @@ async def test_fractions_outside_zero_to_one_never_reach_watchers(
     for (step_id, _, _), expected in zip(steps, ODD_FRACTIONS.values(), strict=True):
         fractions = [p.fraction for p in _progress_events(events, step_id)]
         assert fractions == [expected], (step_id, fractions)
-    every = [p.fraction for e in events if kind(e) == "step_progress" for p in [e.step_progress]]
+    every = [
+        p.fraction
+        for e in events
+        if e.WhichOneof("kind") == "step_progress"
+        for p in [e.step_progress]
+    ]
     assert all(math.isfinite(f) and (0 <= f <= 1 or f == -1) for f in every), every

@@ -47,7 +47,7 @@ async def test_agent_process_registers_over_mtls_with_its_certificate_identity(
     assert echo.connected
     assert [c.name for c in echo.card.capabilities][:2] == ["test.echo", "test.fail"]
     assert echo.card.capabilities[0].input_schema["type"] == "object"
-    assert echo.circuit == pb.CIRCUIT_STATE_CLOSED
+    assert echo.circuit == "closed"
 
 
 async def test_agent_that_dies_leaves_list_agents(
@@ -60,7 +60,7 @@ async def test_agent_that_dies_leaves_list_agents(
         await wait_for_agents(alice, "echo-1", "echo-2")
         agents.kill("echo-1")
         await wait_for_agent_gone(alice, "echo-1", within=10)
-        assert [a.card.name for a in await alice.agents()] == ["echo-2"]
+        assert [a.card.name for a in await alice.list_agents()] == ["echo-2"]
 
 
 async def test_agent_stopped_with_sigterm_deregisters_and_exits_cleanly(

@@ -5,57 +5,58 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import grpc
-from google.protobuf import json_format, struct_pb2
-
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
+from agentmesh.errors import Cancelled, Unavailable
+from agentmesh.models import EventKind, StepState, TaskEvent, TaskState
 
-#: Statuses a watch ends with when the orchestrator goes away under it.
-_OUTAGE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+#: Errors a watch ends with when the orchestrator goes away under it.
+_OUTAGE = (Unavailable, Cancelled)
 
 
-def kind(event: pb.TaskEvent) -> str:
+def kind(event: TaskEvent) -> EventKind:
     """Which of task_state, step_state and step_progress the event carries."""
-    return event.WhichOneof("kind") or ""
+    return event.kind
 
 
-def step_events(events: Sequence[pb.TaskEvent], step_id: str | None = None) -> list[pb.TaskEvent]:
+def step_events(events: Sequence[TaskEvent], step_id: str | None = None) -> list[TaskEvent]:
     """The step_state events, optionally of one step, in stream order."""
-    return [
-        e for e in events if kind(e) == "step_state" and step_id in (None, e.step_state.step_id)
-    ]
+    return [e for e in events if e.kind is EventKind.STEP_STATE and step_id in (None, e.step_id)]
 
 
-def step_states(events: Sequence[pb.TaskEvent], step_id: str) -> list[int]:
+def step_states(events: Sequence[TaskEvent], step_id: str) -> list[str]:
     """The states a step went through, in order."""
-    return [e.step_state.state for e in step_events(events, step_id)]
+    return [e.state for e in step_events(events, step_id)]
 
 
-def first_sequence(events: Sequence[pb.TaskEvent], step_id: str, state: int) -> int:
+def first_sequence(events: Sequence[TaskEvent], step_id: str, state: StepState) -> int:
     """The sequence number of the first event putting ``step_id`` in ``state``."""
     for event in step_events(events, step_id):
-        if event.step_state.state == state:
+        if event.state == state:
             return event.sequence
-    raise AssertionError(f"step {step_id!r} never reached state {pb.StepState.Name(state)}")
+    raise AssertionError(f"step {step_id!r} never reached state {state}")
 
 
-def task_states(events: Sequence[pb.TaskEvent]) -> list[int]:
+def task_states(events: Sequence[TaskEvent]) -> list[str]:
     """The states the task went through, in order."""
-    return [e.task_state.state for e in events if kind(e) == "task_state"]
+    return [e.state for e in events if e.kind is EventKind.TASK_STATE]
 
 
-def assert_gapless(events: Sequence[pb.TaskEvent]) -> None:
+def final_state(events: Sequence[TaskEvent]) -> TaskState:
+    """The state the last event put the task in (it must be a task event)."""
+    assert events[-1].kind is EventKind.TASK_STATE, events[-1]
+    return TaskState(events[-1].state)
+
+
+def assert_gapless(events: Sequence[TaskEvent]) -> None:
     """Sequence numbers run 1, 2, 3 ... without a hole or a repeat."""
     sequences = [e.sequence for e in events]
     assert sequences == list(range(1, len(events) + 1)), sequences
 
 
-async def watch_all(client: Client, task_id: str, after_sequence: int = 0) -> list[pb.TaskEvent]:
-    """Every event after ``after_sequence`` up to the task's final state."""
-    return [e async for e in client.watch(task_id, after_sequence=after_sequence)]
+async def watch_all(client: Client, task_id: str, after: int = 0) -> list[TaskEvent]:
+    """Every event after sequence ``after`` up to the task's final state."""
+    return [e async for e in client.watch(task_id, after=after)]
 
 
 @dataclass
@@ -64,7 +65,7 @@ class ResumingWatcher:
 
     client: Client
     task_id: str
-    events: list[pb.TaskEvent] = field(default_factory=list)
+    events: list[TaskEvent] = field(default_factory=list)
     #: How many times the stream broke and was resumed.
     reconnects: int = 0
 
@@ -73,25 +74,13 @@ class ResumingWatcher:
         """The sequence of the last event received (0 before any)."""
         return self.events[-1].sequence if self.events else 0
 
-    async def run(self) -> list[pb.TaskEvent]:
+    async def run(self) -> list[TaskEvent]:
         """Watch until the final task state; return every event received."""
         while True:
             try:
-                async for event in self.client.watch(self.task_id, self.last_sequence):
+                async for event in self.client.watch(self.task_id, after=self.last_sequence):
                     self.events.append(event)
                 return self.events
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _OUTAGE:
-                    raise
+            except _OUTAGE:
                 self.reconnects += 1
                 await asyncio.sleep(0.1)  # the orchestrator is restarting
-
-
-def steps(task: pb.Task) -> dict[str, pb.Step]:
-    """A task's steps by id."""
-    return {s.spec.id: s for s in task.steps}
-
-
-def as_json(value: struct_pb2.Value) -> Any:
-    """A protobuf Value (a step output, a task result) as plain JSON."""
-    return json_format.MessageToDict(value)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
+from agentmesh.models import AgentStatus
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind
 from tests.support.waiting import eventually
@@ -18,11 +18,11 @@ def client(
     return Client(f"localhost:{orchestrator.port}", certs, name, **kw)
 
 
-async def wait_for_agents(client: Client, *names: str, within: float = 20) -> list[pb.AgentStatus]:
+async def wait_for_agents(client: Client, *names: str, within: float = 20) -> list[AgentStatus]:
     """Wait until every named agent is in ListAgents; return the list."""
 
-    async def listed() -> list[pb.AgentStatus]:
-        return await client.agents()
+    async def listed() -> list[AgentStatus]:
+        return await client.list_agents()
 
     return await eventually(
         listed, lambda agents: set(names) <= {a.card.name for a in agents}, within=within
@@ -32,8 +32,8 @@ async def wait_for_agents(client: Client, *names: str, within: float = 20) -> li
 async def wait_for_agent_gone(client: Client, name: str, within: float = 10) -> None:
     """Wait until the named agent has left ListAgents."""
 
-    async def listed() -> list[pb.AgentStatus]:
-        return await client.agents()
+    async def listed() -> list[AgentStatus]:
+        return await client.list_agents()
 
     await eventually(
         listed, lambda agents: name not in {a.card.name for a in agents}, within=within

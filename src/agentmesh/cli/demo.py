@@ -27,6 +27,7 @@ from agentmesh.cli.progress import watch_task
 from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
+from agentmesh.models import TaskState
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind, create_ca, issue
 
@@ -92,7 +93,7 @@ async def _wait_for_agents(client: Client, count: int, console: Console) -> None
     with console.status(f"waiting for {count} agents to register…"):
         async with asyncio.timeout(60):
             while True:
-                agents = await client.agents()
+                agents = await client.list_agents()
                 if len(agents) >= count:
                     break
                 await asyncio.sleep(0.2)
@@ -142,7 +143,7 @@ async def run_demo(folder: Path, workflow: str, latency: float, console: Console
                 console.print(
                     f"\nfinished in {time.perf_counter() - started:.2f}s; logs in {folder}/"
                 )
-                return bool(task.state == 3)  # TASK_STATE_SUCCEEDED
+                return task.state is TaskState.SUCCEEDED
 
 
 def demo(

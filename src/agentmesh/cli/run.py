@@ -47,11 +47,11 @@ def agents(
 
     async def main() -> None:
         async with Client(address, certs_dir, name) as client:
-            for agent in await client.agents():
+            for agent in await client.list_agents():
                 capabilities = ", ".join(c.name for c in agent.card.capabilities)
                 typer.echo(
                     f"{agent.card.name:20} {agent.card.endpoint:22} "
-                    f"{agent.active_assignments}/{agent.card.max_concurrency}  {capabilities}"
+                    f"{agent.active}/{agent.card.max_concurrency}  {capabilities}"
                 )
 
     asyncio.run(main())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -15,12 +15,16 @@ from agentmesh.models import (
     AgentStatus,
     EventKind,
     Plan,
+    StepRecord,
+    StepState,
     TaskEvent,
+    TaskPage,
     TaskRecord,
     TaskRequest,
     TaskState,
 )
 from agentmesh.wire import (
+    card_from_proto,
     card_to_proto,
     from_struct,
     step_from_proto,
@@ -48,14 +52,44 @@ def _step_state(value: str) -> int:
     return int(pb.StepState.Value(f"STEP_STATE_{value.upper()}"))
 
 
+_STEP_STATES_BACK = {_step_state(s.value): s for s in StepState}
+
+
+def step_state_from_proto(value: int, field: str) -> StepState:
+    """The domain step state of a wire enum value; ValidationError when unknown."""
+    try:
+        return _STEP_STATES_BACK[value]
+    except KeyError:
+        raise ValidationError(f"unknown step state {value}", field=field) from None
+
+
 def value_to_proto(value: JSON, target: struct_pb2.Value) -> None:
     """Fill a ``google.protobuf.Value`` from any JSON value."""
     json_format.ParseDict(value, target)
 
 
+def _value(message: Any, name: str) -> JSON:
+    """The JSON in ``message.name`` (a ``google.protobuf.Value``), None when it is unset."""
+    if not message.HasField(name):
+        return None
+    return json_format.MessageToDict(getattr(message, name))
+
+
 def _timestamp(value: datetime | None, target: timestamp_pb2.Timestamp) -> None:
     if value is not None:
         target.FromDatetime(value)
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    """The aware UTC datetime in ``message.name``, None when it is unset."""
+    if not message.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _time_required(message: Any, name: str) -> datetime:
+    return _time(message, name) or datetime.fromtimestamp(0, UTC)
 
 
 # -- agents -------------------------------------------------------------------------------------
@@ -74,6 +108,20 @@ def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
     _timestamp(status.registered_at, message.registered_at)
     _timestamp(status.last_seen, message.last_seen)
     return message
+
+
+def status_from_proto(message: pb.AgentStatus) -> AgentStatus:
+    """A ListAgents entry as a domain object."""
+    return AgentStatus(
+        card=card_from_proto(message.card),
+        identity=message.identity,
+        connected=message.connected,
+        draining=message.draining,
+        active=message.active_assignments,
+        circuit=pb.CircuitState.Name(message.circuit).removeprefix("CIRCUIT_STATE_").lower(),
+        registered_at=_time_required(message, "registered_at"),
+        last_seen=_time_required(message, "last_seen"),
+    )
 
 
 # -- tasks --------------------------------------------------------------------------------------
@@ -152,6 +200,50 @@ def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
     return message
 
 
+def task_from_proto(message: pb.Task) -> TaskRecord:
+    """A task as the client sees it. The wire carries no plan and no deadline, so ``plan``
+    is None and ``timeout_seconds`` 0; ``steps`` are keyed by step id."""
+    steps: dict[str, StepRecord] = {}
+    for index, step in enumerate(message.steps):
+        where = f"steps[{index}]"
+        try:
+            spec = step_from_proto(step.spec)
+        except PydanticValidationError as exc:
+            raise ValidationError.from_pydantic(exc, field=f"{where}.spec") from None
+        steps[spec.id] = StepRecord(
+            spec=spec,
+            state=step_state_from_proto(step.state, f"{where}.state"),
+            agent=step.agent,
+            attempts=step.attempts,
+            output=_value(step, "output"),
+            error=step.error,
+            started_at=_time(step, "started_at"),
+            finished_at=_time(step, "finished_at"),
+        )
+    return TaskRecord(
+        id=message.task_id,
+        owner=message.owner,
+        state=task_state_from_proto(message.state, "state"),
+        input=from_struct(message.input),
+        priority=message.priority,
+        labels=dict(message.labels),
+        steps=steps,
+        result=_value(message, "result"),
+        error=message.error,
+        partial=message.partial,
+        created_at=_time_required(message, "created_at"),
+        updated_at=_time_required(message, "updated_at"),
+    )
+
+
+def page_from_proto(message: pb.ListTasksResponse) -> TaskPage:
+    """One ListTasks page as a domain object."""
+    return TaskPage(
+        tasks=tuple(task_from_proto(t) for t in message.tasks),
+        next_page_token=message.next_page_token,
+    )
+
+
 def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
     """A task event on the wire."""
     message = pb.TaskEvent(task_id=event.task_id, sequence=event.sequence)
@@ -178,3 +270,49 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         message.step_progress.fraction = event.fraction
         message.step_progress.message = event.message
     return message
+
+
+def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
+    """A streamed task event as a domain object; ValidationError when it has no kind."""
+    common: dict[str, Any] = {
+        "task_id": message.task_id,
+        "sequence": message.sequence,
+        "time": _time_required(message, "time"),
+    }
+    kind = message.WhichOneof("kind")
+    if kind == "task_state":
+        change = message.task_state
+        return TaskEvent(
+            **common,
+            kind=EventKind.TASK_STATE,
+            state=task_state_from_proto(change.state, "task_state.state").value,
+            reason=change.reason,
+            partial=change.partial,
+            output=_value(change, "result"),
+        )
+    if kind == "step_state":
+        step = message.step_state
+        return TaskEvent(
+            **common,
+            kind=EventKind.STEP_STATE,
+            state=step_state_from_proto(step.state, "step_state.state").value,
+            step_id=step.step_id,
+            agent=step.agent,
+            attempt=step.attempt,
+            reason=step.reason,
+            output=_value(step, "output"),
+        )
+    if kind == "step_progress":
+        progress = message.step_progress
+        return TaskEvent(
+            **common,
+            kind=EventKind.STEP_PROGRESS,
+            step_id=progress.step_id,
+            agent=progress.agent,
+            attempt=progress.attempt,
+            fraction=progress.fraction,
+            message=progress.message,
+        )
+    raise ValidationError(
+        "one of task_state, step_state or step_progress is required", field="kind"
+    )

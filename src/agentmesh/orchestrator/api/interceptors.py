@@ -6,7 +6,8 @@ the identity is of the mesh's trust domain and that neither is revoked. Requests
 here rather than by gRPC, so that a message protobuf cannot parse (too deeply nested,
 malformed) is INVALID_ARGUMENT, not UNKNOWN. Every
 :class:`~agentmesh.errors.AgentMeshError` a handler raises becomes the gRPC status that error
-names, with ``field: reason`` as the details; refusals for who the caller is (UNAUTHENTICATED,
+names, with ``field: reason`` as the details and the field alone in the
+``agentmesh-field-bin`` trailing metadata; refusals for who the caller is (UNAUTHENTICATED,
 PERMISSION_DENIED, a concealed task) are logged as ``security.denied``; anything else a handler
 raises is a bug, logged as ``rpc.crashed`` and answered INTERNAL without details.
 Server streams are tracked by the guard, which closes those of an identity that is revoked.
@@ -24,7 +25,13 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from agentmesh.errors import AgentMeshError, Unauthenticated, ValidationError, describe
+from agentmesh.errors import (
+    FIELD_METADATA_KEY,
+    AgentMeshError,
+    Unauthenticated,
+    ValidationError,
+    describe,
+)
 from agentmesh.security import Identity, Peer
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Concealed
@@ -132,9 +139,12 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                     code=exc.code.name,
                     reason=str(exc),
                 )
-            # The last guard: a status message that ends in whitespace is dropped by some
-            # clients (Node's HTTP/2 stack rejects such header values).
-            await context.abort(exc.code, describe(exc))
+            # The field also goes separately: a client cannot tell from "a: b: c" alone
+            # where a field ends and the message begins. describe() is the last guard: a
+            # status message that ends in whitespace is dropped by some clients (Node's
+            # HTTP/2 stack rejects such header values).
+            field = () if not exc.field else ((FIELD_METADATA_KEY, exc.field.encode()),)
+            await context.abort(exc.code, describe(exc), trailing_metadata=field)
         log.error("rpc.crashed", identity=identity, method=method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the orchestrator's log")
 
