@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+import pytest
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
@@ -25,6 +26,9 @@ from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
+
+#: Starts real processes of its own (see PROCESS_FIXTURES in tests/conftest.py).
+pytestmark = pytest.mark.slow
 
 AGENT = "tests.support.agents"
 TASKS = 20
