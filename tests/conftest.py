@@ -28,8 +28,27 @@ REDIS_URL = os.environ.get("AGENTMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/1
 
 #: The trust domain of the test mesh's CA (and so of every orchestrator's settings).
 TRUST_DOMAIN = "agentmesh.test"
+
+#: Fixtures that start real processes (agent subprocesses, ``agentmesh serve`` subprocesses,
+#: private redis-servers). A test whose fixture closure holds one is in the slow tier; modules
+#: that start processes themselves say so with ``pytestmark = pytest.mark.slow``.
+PROCESS_FIXTURES = frozenset(
+    {
+        "agents",  # AgentProcesses (tests/support/processes.py); Supervisor restarts these
+        "redis_server",  # RedisServer (tests/support/redis_server.py)
+        "splitter_process",  # an agent subprocess drained by signal (tests/agent/test_drain.py)
+    }
+)
+
 #: Identities every test mesh has certificates for.
 AGENT_NAMES = ("splitter", "analyst-1", "analyst-2", "writer", "echo-1", "echo-2", "flaky", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test that needs a process-starting fixture in the slow tier."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,9 @@ from tests.support.orchestrator import OrchestratorProcess
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
 
+#: Starts real processes of its own (see PROCESS_FIXTURES in tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 AGENT = "tests.support.agents"
 FINAL = {
     TaskState.SUCCEEDED,

@@ -14,6 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from agentmesh.client import Client
 from agentmesh.models import Plan, StepSpec, StepState, TaskEvent, TaskRecord, TaskState
 from tests.support.events import (
@@ -28,6 +30,9 @@ from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
+
+#: Starts real processes of its own (see PROCESS_FIXTURES in tests/conftest.py).
+pytestmark = pytest.mark.slow
 
 AGENT = "tests.support.agents"
 

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from agentmesh.client import Client
 from agentmesh.errors import DeadlineExceeded, Unavailable
 from agentmesh.models import EventKind, Plan, StepSpec, TaskEvent, TaskRecord, TaskState
@@ -23,6 +25,9 @@ from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
+
+#: Starts real processes of its own (see PROCESS_FIXTURES in tests/conftest.py).
+pytestmark = pytest.mark.slow
 
 AGENT = "tests.support.agents"
 TASKS = 20

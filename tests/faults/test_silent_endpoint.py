@@ -11,12 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import pytest
 
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind
 from tests.security.helpers import capability, refusal, registry_stub
+
+#: Each test waits out the registration's own timeouts (over 3 s).
+pytestmark = pytest.mark.slow
 
 AGENT = "echo-1"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from agentmesh.config import Settings
@@ -13,6 +14,9 @@ from agentmesh.security import IdentityKind, issue
 from agentmesh.security.revocation import revoke
 from tests.support.mesh import client, wait_for_agents
 from tests.support.processes import AgentProcesses
+
+#: Starts real processes of its own (see PROCESS_FIXTURES in tests/conftest.py).
+pytestmark = pytest.mark.slow
 
 
 def _serial(cert: Path) -> int:

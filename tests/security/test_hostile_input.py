@@ -274,6 +274,7 @@ def cards(draw: st.DrawFn, endpoint: str) -> common_pb2.AgentCard:
 # -- generated messages, one test per RPC ---------------------------------------------------------
 
 
+@pytest.mark.slow  # over 3 s on a busy 2-core machine
 @EXAMPLES
 @given(data=st.data())
 async def test_submit_task_survives_anything(target: Target, data: st.DataObject) -> None:
@@ -324,6 +325,7 @@ async def test_cancel_task_survives_anything(target: Target, data: st.DataObject
     await target.check()
 
 
+@pytest.mark.slow  # over 3 s on a busy 2-core machine
 @EXAMPLES
 @given(data=st.data())
 async def test_watch_task_survives_anything(target: Target, data: st.DataObject) -> None:
