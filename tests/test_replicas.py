@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentmesh.client import Client
-from agentmesh.models import Plan, StepSpec, TaskEvent, TaskRecord, TaskState
+from agentmesh.models import Plan, StepSpec, StepState, TaskEvent, TaskRecord, TaskState
 from tests.conftest import REDIS_URL
 from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
@@ -20,6 +20,8 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.slow
 
 AGENT = "tests.support.agents"
+#: A step that has been given to an agent (or has already finished).
+STARTED = {StepState.RUNNING, StepState.SUCCEEDED}
 FINAL = {
     TaskState.SUCCEEDED,
     TaskState.FAILED,
@@ -69,7 +71,8 @@ async def test_a_killed_replicas_tasks_are_finished_by_the_other(
         task_ids = [await on_a.submit(plan=_slow_plan(0.6)) for _ in range(5)]
         # A watcher on replica b follows a task that replica a runs (Redis fan-out).
         watched = asyncio.create_task(_collect(on_b, task_ids[0]))
-        await asyncio.sleep(0.5)  # let a start them
+        # Killed with every task under way on a.
+        await eventually(lambda: _states(on_a, task_ids, "first"), lambda found: found <= STARTED)
         a.kill()
         async with asyncio.timeout(40):
             events = await watched
@@ -90,11 +93,19 @@ async def test_cancel_sent_to_the_other_replica_reaches_the_owner(
         await wait_for_agents(on_a, "echo-1")
         plan = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={"seconds": 60}),))
         task_id = await on_a.submit(plan=plan)
-        await asyncio.sleep(0.5)
+        await eventually(
+            lambda: _states(on_a, [task_id], "wait"), lambda found: found == {StepState.RUNNING}
+        )
         async with asyncio.timeout(20):
             task = await on_b.cancel(task_id, "changed my mind")
     assert task.state == TaskState.CANCELLED
     assert "replica" not in task.error
+
+
+async def _states(client: Client, task_ids: list[str], step_id: str) -> set[StepState]:
+    """The states that step ``step_id`` of the tasks is in."""
+    tasks = [await client.get(task_id) for task_id in task_ids]
+    return {t.steps[step_id].state for t in tasks if step_id in t.steps}
 
 
 async def _collect(client: Client, task_id: str) -> list[TaskEvent]:

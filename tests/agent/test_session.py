@@ -15,6 +15,7 @@ from tests.agent.agent_support import (
     timestamp,
 )
 from tests.agent.conftest import OpenSession
+from tests.support.waiting import eventually
 
 
 async def test_an_assignment_is_accepted_then_reports_progress_then_its_result(
@@ -208,15 +209,35 @@ async def test_work_outlives_its_session_and_its_outcome_awaits_a_resend(
     async with open_session(server) as doomed:
         aid = await doomed.assign("test.echo", {"text": "orphan", "delay": 0.3}, key="k-3")
         assert kind_of(await doomed.next_for(aid)) == "accepted"
-    # The orchestrator "restarted": a new session re-sends the same attempt.
-    await asyncio.sleep(0.5)
+    # The orchestrator "restarted": a new session re-sends the same attempt, once the run
+    # has ended with no session to tell.
     async with open_session(server) as revived:
+        await eventually(lambda: revived.ping(1), lambda pong: pong.active == 0)
         resent = await revived.assign("test.echo", {"text": "orphan", "delay": 0.3}, key="k-3")
         replies = await revived.replies(resent)
 
     assert [kind_of(m) for m in replies] == ["accepted", "result"]
     assert output_of(replies[-1]) == {"text": "orphan"}
     assert recorder.runs["orphan"] == 1
+
+
+async def test_a_resent_key_whose_run_is_being_cancelled_is_refused_as_busy_not_joined(
+    server: AgentServer, open_session: OpenSession, recorder: Recorder
+) -> None:
+    # An orchestrator that stopped cancelled the run; restarted, it sends the same attempt
+    # again while the handler is still unwinding. Joining would report the cancellation,
+    # which is final; busy is retried.
+    async with open_session(server) as stopped, open_session(server) as restarted:
+        aid = await stopped.assign("test.stubborn", {"seconds": 30}, key="k-5")
+        assert kind_of(await stopped.next_for(aid)) == "accepted"
+        await stopped.cancel(aid)
+        await eventually(lambda: asyncio.sleep(0, recorder.cancelled), lambda seen: seen == [aid])
+
+        resent = await restarted.assign("test.stubborn", {"seconds": 30}, key="k-5")
+        refusal = await restarted.next_for(resent)
+
+    assert kind_of(refusal) == "failure"
+    assert (refusal.failure.code, refusal.failure.retryable) == ("busy", True)
 
 
 async def test_a_half_closed_session_ends_once_its_assignments_are_answered(

@@ -109,11 +109,16 @@ def test_constructor_rejects_bad_settings(kwargs: dict[str, object], match: str)
         Cache(None, **kwargs)  # type: ignore[arg-type]
 
 
-def test_from_settings_takes_url_and_ttl() -> None:
-    cache = Cache.from_settings(Settings(redis_url="", cache_ttl_seconds=7.5), namespace="ns")
-    assert cache._url is None
-    assert cache._default_ttl == 7.5
-    assert cache._namespace == "ns"
+async def test_from_settings_without_a_url_is_memory_only_with_the_configured_ttl() -> None:
+    settings = Settings(redis_url="", cache_ttl_seconds=0.5)
+    async with Cache.from_settings(settings, namespace="ns") as cache:
+        assert not cache.available
+        await cache.set("kept", 1, ttl=60)
+        await cache.set("default", 1)
+        assert await cache.get("kept") == 1
+        # Gone long before the constructor's own default TTL (30 s) would end it.
+        await eventually(lambda: cache.get("default"), lambda value: value is None, within=10)
+        assert await cache.get("kept") == 1
 
 
 async def test_publish_reaches_every_local_subscriber_exactly_once() -> None:
@@ -149,14 +154,17 @@ async def test_subscription_is_dropped_when_its_consumer_is_cancelled() -> None:
 
         task = asyncio.create_task(consume())
         await subscribed.wait()
-        assert cache._fanout.count("c") == 1
         await cache.publish("c", 1)
         await until(lambda: received == [1])
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert cache._fanout.count("c") == 0
         await cache.publish("c", 2)
+        # The channel still works for a new subscriber; the cancelled one heard nothing more.
+        async with cache.subscribe("c") as messages:
+            await cache.publish("c", 3)
+            async with asyncio.timeout(5):
+                assert await anext(messages) == 3
         assert received == [1]
 
 

@@ -46,13 +46,19 @@ async def redis_server() -> AsyncIterator[RedisServer]:
         await server.kill()
 
 
-def _plan(number: int) -> Plan:
+def _plan(number: int, journal: Path, gate: Path) -> Plan:
+    """Three steps; the last waits on ``gate``, so that work is left whenever Redis goes."""
     return Plan(
         steps=tuple(
             StepSpec(
                 id=f"s{i}",
-                capability="test.echo",
-                input={"value": f"{number}-{i}", "delay": 0.3},
+                capability="test.work",
+                input={
+                    "journal": str(journal),
+                    "entry": f"{number}-{i}",
+                    "delay": 0.3,
+                    **({"gate": str(gate)} if i == 2 else {}),
+                },
                 needs=(f"s{i - 1}",) if i else (),
             )
             for i in range(3)
@@ -76,7 +82,11 @@ async def _succeeded_steps(alice: Client, ids: list[str]) -> int:
 
 
 async def test_tasks_run_on_through_a_redis_restart_and_the_agent_cards_return_to_redis(
-    settings: Settings, certs: Path, agents: AgentProcesses, redis_server: RedisServer
+    settings: Settings,
+    certs: Path,
+    agents: AgentProcesses,
+    redis_server: RedisServer,
+    tmp_path: Path,
 ) -> None:
     # A short TTL: cards that are not kept fresh would also vanish within the test.
     configured = settings.model_copy(
@@ -92,7 +102,10 @@ async def test_tasks_run_on_through_a_redis_restart_and_the_agent_cards_return_t
             await wait_for_agents(alice, *AGENTS)
             assert await _cards(redis_server) == expected_cards
 
-            ids = await asyncio.gather(*(alice.submit(plan=_plan(n)) for n in range(TASKS)))
+            gate = tmp_path / "gate"
+            ids = await asyncio.gather(
+                *(alice.submit(plan=_plan(n, tmp_path / "journal", gate)) for n in range(TASKS))
+            )
             watchers = [ResumingWatcher(alice, task_id) for task_id in ids]
             watching = [asyncio.create_task(w.run()) for w in watchers]
             await eventually(lambda: _succeeded_steps(alice, ids), lambda done: done >= TASKS // 2)
@@ -101,9 +114,13 @@ async def test_tasks_run_on_through_a_redis_restart_and_the_agent_cards_return_t
             await eventually(lambda: _logged(logs, "cache.redis_down"), bool)
             down_at = await _succeeded_steps(alice, ids)
             heard_before = sum(len(w.events) for w in watchers)
-            # Without Redis, steps still finish and watchers still hear of them.
+            # Without Redis, steps still finish and watchers still hear of them; the last
+            # steps were held until now, so there is work left however quickly the rest went.
+            gate.touch()
             await eventually(
-                lambda: _succeeded_steps(alice, ids), lambda done: done >= down_at + TASKS // 2
+                lambda: _succeeded_steps(alice, ids),
+                lambda done: done >= down_at + TASKS // 2,
+                within=30,
             )
             assert sum(len(w.events) for w in watchers) > heard_before
             assert not await _logged(logs, "cache.redis_restored")
@@ -120,7 +137,7 @@ async def test_tasks_run_on_through_a_redis_restart_and_the_agent_cards_return_t
 
     assert [t.state for t in tasks] == [TaskState.SUCCEEDED] * TASKS
     for number, task in enumerate(tasks):
-        assert [s.output["value"] for s in task.steps.values()] == [
+        assert [s.output["entry"] for s in task.steps.values()] == [
             f"{number}-{i}" for i in range(3)
         ]
     for watcher in watchers:

@@ -12,6 +12,7 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.orchestrator import Orchestrator
 from tests.security.helpers import RawAgent, events, orchestrator_stub, plan_request, struct
+from tests.support.waiting import eventually
 
 ROGUE = "spiffe://agentmesh.test/agent/echo-2"
 
@@ -54,7 +55,10 @@ async def test_a_result_for_someone_elses_assignment_is_ignored_and_logged(
                 )
             )
         # Its own assignment it answers properly, after the forgeries were read.
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: asyncio.sleep(0, events(captured, "security.foreign_assignment")),
+            lambda found: len(found) == 8,
+        )
         await agent.send(
             agent_pb2.AgentMessage(
                 result=agent_pb2.Result(
@@ -98,8 +102,10 @@ async def test_a_result_for_someone_elses_assignment_is_ignored_and_logged(
 async def test_a_late_answer_for_an_abandoned_attempt_is_not_a_security_event(
     mesh: Orchestrator, certs: Path, captured: list[dict[str, Any]]
 ) -> None:
+    abandoned = asyncio.Event()
+
     async def slow(agent: RawAgent, assignment: agent_pb2.Assignment) -> None:
-        await asyncio.sleep(0.6)  # past the step's timeout
+        await abandoned.wait()  # answers once the attempt has timed out
         await agent.send(
             agent_pb2.AgentMessage(
                 result=agent_pb2.Result(assignment_id=assignment.assignment_id, output=struct({}))
@@ -115,11 +121,11 @@ async def test_a_late_answer_for_an_abandoned_attempt_is_not_a_security_event(
             task_id = (await alice.SubmitTask(request, timeout=10)).task_id
             [e async for e in alice.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=20)]
             task = await alice.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=10)
-        await asyncio.sleep(0.8)
+        abandoned.set()
+        await eventually(lambda: asyncio.sleep(0, events(captured, "assignment.late_reply")), bool)
 
     assert task.state == pb.TASK_STATE_FAILED
     assert events(captured, "security.foreign_assignment") == []
-    assert events(captured, "assignment.late_reply")
 
 
 async def test_an_output_that_is_not_json_fails_the_attempt_instead_of_the_session(

@@ -98,6 +98,13 @@ async def _opened(gate: str) -> None:
         await asyncio.sleep(0.02)
 
 
+def seeded_random(*parts: object) -> random.Random:
+    """Random numbers seeded by ``AGENTMESH_TEST_SEED`` (default 0) and ``parts``: a test run
+    draws what the previous one drew."""
+    seed = os.environ.get("AGENTMESH_TEST_SEED", "0")
+    return random.Random("/".join(map(str, (seed, *parts))))
+
+
 def _journal(path: str, event: str, entry: str, ctx: AssignmentContext) -> None:
     """One JSON line about a run, read back by :mod:`tests.support.journal`."""
     record = {
@@ -131,7 +138,9 @@ class FaultyAgent(Agent):
 
     @capability("test.flaky", description="Fail (retryably) at a given rate.")
     async def flaky(self, data: Flaky, ctx: AssignmentContext) -> Echoed:
-        if random.random() < data.failure_rate:
+        # Seeded by the work itself, not by the order assignments arrive in.
+        draw = seeded_random(ctx.step_id, json.dumps(data.value), ctx.attempt).random()
+        if draw < data.failure_rate:
             raise StepFailed("injected failure", code="injected", retryable=True)
         return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
 

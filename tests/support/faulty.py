@@ -25,6 +25,9 @@ test can run a fleet of healthy agents next to broken ones:
     internal error (``error``, retryable), the kind of failure that opens a circuit.
 ``TEST_AGENT_MAX_CONCURRENCY``
     Overrides the agent's declared concurrency.
+``AGENTMESH_TEST_SEED``
+    Seeds the chance (with the agent's name; default ``0``): each agent process draws the
+    same sequence on every test run.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import random
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -41,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh.agent import AssignmentContext, run
 from agentmesh.agent.capability import CapabilitySpec
-from tests.support.agents import Echoed, FaultyAgent, Flaky, Recorded, Value, Work
+from tests.support.agents import Echoed, FaultyAgent, Flaky, Recorded, Value, Work, seeded_random
 
 #: Names of the faults that strike at random, in the order they are tried.
 RANDOM_FAULTS = ("hang", "slow", "malformed", "garbage", "oversized")
@@ -89,6 +91,8 @@ class MisbehavingAgent(FaultyAgent):
     faults: Faults = Faults()
     #: Work assignments taken so far (for ``Faults.first``).
     _served = 0
+    #: One sequence of draws per agent process, the same on every test run.
+    _chance = seeded_random(_agent_name())
 
     @classmethod
     def specs(cls) -> Mapping[str, CapabilitySpec]:
@@ -105,13 +109,14 @@ class MisbehavingAgent(FaultyAgent):
         ``field`` is a string field of the capability's output, to fill for ``oversized``.
         """
         faults = self.faults
+        rng = self._chance
         if faults.sick_file and await asyncio.to_thread(os.path.exists, faults.sick_file):
             raise RuntimeError("the agent is sick (injected)")
         if self._served < len(faults.first):
             name = faults.first[self._served]
             self._served += 1
         else:
-            draw = random.random()
+            draw = rng.random()
             for name in RANDOM_FAULTS:
                 chance: float = getattr(faults, name)
                 if draw < chance:
@@ -122,7 +127,7 @@ class MisbehavingAgent(FaultyAgent):
         if name == "hang":
             await asyncio.sleep(3600)
         elif name == "slow":
-            await asyncio.sleep(random.uniform(0.6, 1.3) * max(0.0, ctx.time_left() or 1.0))
+            await asyncio.sleep(rng.uniform(0.6, 1.3) * max(0.0, ctx.time_left() or 1.0))
             return None
         elif name == "oversized":
             return {field: "x" * OVERSIZED_BYTES, "agent": _agent_name()}

@@ -151,6 +151,12 @@ class Executor:
             return None
         running = self._by_key.get(key) if key else None
         running = running or self._by_assignment.get(aid)
+        if running is not None and running.interruption is not None:
+            # Its run is being stopped (the orchestrator cancelled it, then restarted and sent
+            # it again): joining would report that cancellation; try again once it is gone.
+            return self._refuse(
+                log, replies, aid, FailureCode.BUSY, "the previous run of this work is stopping"
+            )
         if running is not None:
             # The same work sent again (an orchestrator restarted or failed over):
             # report the run in progress instead of starting a second one.

@@ -47,6 +47,7 @@ from agentmesh.orchestrator.planning import (
     expand_for_each,
     for_each_items,
     resolve,
+    split_instance_id,
     validate_plan,
 )
 from agentmesh.orchestrator.planning.aggregate import DelegatedAggregate, aggregate, check_result
@@ -255,11 +256,14 @@ class TaskRun:
         if self.task.state is TaskState.PENDING:
             self._set_task_state(TaskState.RUNNING)
         elif self.task.state is TaskState.RUNNING:
-            # Resumed: steps cancelled because the run stopped (orchestrator stopping, lease
-            # lost) never finished; they run again instead of counting as done.
+            # Resumed: steps cancelled because the run stopped (orchestrator stopping) do not
+            # count as done. One that had an attempt out resumes that attempt (RUNNING: the
+            # same idempotency key is sent again) instead of starting a new one: its agent may
+            # have finished it before our Cancel arrived, and then answers from its cache.
             for step in self.task.steps.values():
-                if step.state is StepState.CANCELLED:
-                    self._set_step_state(step, StepState.PENDING, "resumed after a stop")
+                if step.state is StepState.CANCELLED and not self._parent_final(step):
+                    resumed = StepState.RUNNING if step.attempts else StepState.PENDING
+                    self._set_step_state(step, resumed, "resumed after a stop")
         if self.task.state is TaskState.COMPENSATING:
             self._settled = True
             await self._rollback(TaskState.FAILED, self.task.error or "resumed rollback")
@@ -294,6 +298,13 @@ class TaskRun:
             return
         self.task.result = result
         self._set_task_state(TaskState.SUCCEEDED)
+
+    def _parent_final(self, step: StepRecord) -> bool:
+        """True for a fan-out instance whose fan-out has ended (it will not run again)."""
+        parent, index = split_instance_id(step.spec.id)
+        return (
+            index is not None and parent in self.task.steps and self.task.steps[parent].state.final
+        )
 
     def _outputs(self) -> dict[str, JSON]:
         return {
