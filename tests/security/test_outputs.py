@@ -201,16 +201,21 @@ async def test_an_output_deeper_than_clients_decode_is_refused_and_the_task_read
     assert len(agent.assignments) == 3
 
 
-def probe_health(orchestrator: Orchestrator, certs: Path, until: threading.Event) -> list[str]:
+def probe_health(
+    orchestrator: Orchestrator, certs: Path, ready: threading.Event, until: threading.Event
+) -> list[str]:
     """Health checks, back to back, until ``until`` is set: each one's code (OK or not).
 
     A thread with a blocking channel of its own: its deadlines run on the clock, not on the
-    event loop under test.
+    event loop under test. The connection is made (and ``ready`` set) before the first timed
+    check, so that only answering is measured, not a TLS handshake on a busy machine.
     """
     credentials = channel_credentials(CertFiles.of(certs, IdentityKind.CLIENT, "bob"))
     codes = []
     with grpc.secure_channel(f"localhost:{orchestrator.port}", credentials) as opened:
         health = health_pb2_grpc.HealthStub(opened)  # type: ignore[no-untyped-call]
+        health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+        ready.set()
         while not until.is_set():
             try:
                 answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
@@ -235,18 +240,21 @@ async def test_the_health_check_answers_while_a_big_result_is_taken_in(
     items = {"type": "array", "items": {"type": "string"}}
     schema = struct({"type": "object", "properties": {"items": items}})
     echo = common_pb2.Capability(name="test.echo", version="1.0.0", output_schema=schema)
-    done = threading.Event()
+    ready, done = threading.Event(), threading.Event()
     async with (
         Orchestrator(settings) as orchestrator,
         RawAgent(certs, "echo-1", big) as agent,
         orchestrator_stub(orchestrator, certs) as alice,
     ):
         await agent.register(orchestrator, capabilities=[echo])
-        request = one_shot(plan_request(("a", "test.echo", {})))
-        task_id = (await alice.SubmitTask(request, timeout=10)).task_id
-        await sent.wait()
-        probing = asyncio.create_task(asyncio.to_thread(probe_health, orchestrator, certs, done))
+        probing = asyncio.create_task(
+            asyncio.to_thread(probe_health, orchestrator, certs, ready, done)
+        )
         try:
+            await asyncio.to_thread(ready.wait, 30)
+            request = one_shot(plan_request(("a", "test.echo", {})))
+            task_id = (await alice.SubmitTask(request, timeout=10)).task_id
+            await sent.wait()
             # The store, not GetTask: this task will be too big to read in full.
             await eventually(
                 lambda: orchestrator.store.get_task(task_id),
