@@ -50,8 +50,9 @@ apt_install() {
         apt-get update -qq
         APT_UPDATED=1
     fi
-    say "apt-get install -y $*"
-    apt-get install -y -qq "$@" </dev/null
+    say "apt-get install -y --no-install-recommends $*"
+    # -qq still lets dpkg print a line per unpacked file: errors go to stderr regardless.
+    apt-get install -y -qq --no-install-recommends "$@" </dev/null >/dev/null
 }
 
 have_redis() { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; }

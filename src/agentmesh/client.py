@@ -16,7 +16,16 @@ import grpc
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FIELD_METADATA_KEY, error_from_status
-from agentmesh.models import JSON, AgentStatus, Plan, TaskEvent, TaskPage, TaskRecord, TaskState
+from agentmesh.models import (
+    JSON,
+    AgentStatus,
+    Plan,
+    TaskEvent,
+    TaskPage,
+    TaskRecord,
+    TaskState,
+    WorkflowInfo,
+)
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
 from agentmesh.wire.tasks import (
     event_from_proto,
@@ -26,6 +35,7 @@ from agentmesh.wire.tasks import (
     task_from_proto,
     task_state_to_proto,
 )
+from agentmesh.wire.workflows import workflow_from_proto
 
 
 def _field_of(error: grpc.aio.AioRpcError) -> str | None:
@@ -142,3 +152,9 @@ class Client:
                 pb.ListAgentsRequest(capability=capability), timeout=10
             )
         return [status_from_proto(s) for s in response.agents]
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        """The workflows of the orchestrator's catalog, by name; submit one with ``workflow=``."""
+        with _domain_errors():
+            response = await self._stub.ListWorkflows(pb.ListWorkflowsRequest(), timeout=10)
+        return [workflow_from_proto(w) for w in response.workflows]

@@ -126,6 +126,16 @@ class Plan(_Frozen):
     aggregate: dict[str, JSON] = Field(default_factory=dict)
 
 
+class WorkflowInfo(_Frozen):
+    """A workflow of an orchestrator's catalog as a client sees it: submitted by ``name``."""
+
+    name: str
+    description: str = ""
+    #: JSON Schema the task input must fit; None for any input.
+    input_schema: dict[str, JSON] | None = None
+    plan: Plan
+
+
 class TaskRequest(_Frozen):
     """A validated SubmitTask request, before planning."""
 

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from agentmesh.cli import certs, demo, run
+from agentmesh.cli import agent, certs, common, demo, dev, run, tasks, workflows
 
-app = typer.Typer(help="agentmesh: a gRPC service mesh for AI agents.", no_args_is_help=True)
+app = typer.Typer(
+    help="agentmesh: a gRPC service mesh for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="AGENTMESH_DEBUG", help="show tracebacks of errors")
+    ] = False,
+) -> None:
+    common.debug = debug
+
+
 app.add_typer(certs.app, name="certs")
+app.add_typer(tasks.app, name="tasks")
+app.add_typer(workflows.app, name="workflows")
+app.add_typer(agent.app, name="agent")
 app.command("serve")(run.serve)
 app.command("agents")(run.agents)
 app.command("submit")(run.submit)
+app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)
 
 
 def main() -> None:
     """Entry point of the ``agentmesh`` console script."""
-    app()
+    common.main_guard(app)

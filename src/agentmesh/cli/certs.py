@@ -31,7 +31,8 @@ def init(
         list[str] | None, typer.Option(help="extra DNS name or IP of the orchestrator")
     ] = None,
 ) -> None:
-    """Create the mesh CA and the orchestrator's certificate."""
+    """Create the mesh CA, the orchestrator's certificate and the CLI's (client ``cli``,
+    the identity every ``agentmesh`` command uses by default)."""
     folder = _dir(certs_dir)
     domain = trust_domain or Settings().trust_domain
     try:
@@ -42,10 +43,12 @@ def init(
             Settings().cert_name,
             hosts=("localhost", "127.0.0.1", "::1", *(host or ())),
         )
+        cli = issue(folder, IdentityKind.CLIENT, "cli")
     except AgentMeshError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"CA            {ca}  (spiffe://{domain})")
     typer.echo(f"orchestrator  {files.cert}  key {files.key} (0600)")
+    typer.echo(f"client cli    {cli.cert}  key {cli.key} (0600)")
 
 
 @app.command("issue")

@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from agentmesh.cli.progress import watch_task
 from agentmesh.client import Client
@@ -52,7 +53,11 @@ def _prepare(folder: Path, trust_domain: str) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def _agents(folder: Path, certs: Path, address: str, latency: float) -> AsyncIterator[None]:
+async def agent_processes(
+    folder: Path, certs: Path, address: str, latency: float
+) -> AsyncIterator[None]:
+    """The example agents as processes of this machine, logging into ``folder``; on exit
+    each is sent SIGTERM (it drains and deregisters) and waited for."""
     processes: list[asyncio.subprocess.Process] = []
     try:
         for name, module in AGENTS:
@@ -89,7 +94,8 @@ async def _agents(folder: Path, certs: Path, address: str, latency: float) -> As
                 await process.wait()
 
 
-async def _wait_for_agents(client: Client, count: int, console: Console) -> None:
+async def wait_for_agents(client: Client, count: int, console: Console) -> None:
+    """Wait until ``count`` agents are registered, then show them in a table."""
     with console.status(f"waiting for {count} agents to register…"):
         async with asyncio.timeout(60):
             while True:
@@ -102,10 +108,10 @@ async def _wait_for_agents(client: Client, count: int, console: Console) -> None
         table.add_column(column)
     for agent in agents:
         table.add_row(
-            agent.card.name,
-            agent.card.endpoint,
+            Text(agent.card.name),
+            Text(agent.card.endpoint),
             str(agent.card.max_concurrency),
-            ", ".join(c.name for c in agent.card.capabilities),
+            Text(", ".join(c.name for c in agent.card.capabilities)),
         )
     console.print(table)
 
@@ -129,10 +135,10 @@ async def run_demo(folder: Path, workflow: str, latency: float, console: Console
                 f"cache: {'Redis ' + settings.redis_url if settings.redis_url else 'in-memory'}"
             )
             async with (
-                _agents(folder, settings.certs_dir, address, latency),
+                agent_processes(folder, settings.certs_dir, address, latency),
                 Client(address, settings.certs_dir, "demo") as client,
             ):
-                await _wait_for_agents(client, len(AGENTS), console)
+                await wait_for_agents(client, len(AGENTS), console)
                 started = time.perf_counter()
                 task_id = await client.submit(
                     workflow=workflow,

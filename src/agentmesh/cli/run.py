@@ -9,17 +9,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from pydantic import ValidationError as PydanticValidationError
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-from agentmesh.cli.progress import watch_task
-from agentmesh.client import Client
+from agentmesh.cli import common
+from agentmesh.cli.common import (
+    DEFAULT_ADDRESS,
+    DEFAULT_CERTS,
+    DEFAULT_NAME,
+    Address,
+    CertsDir,
+    Name,
+    Output,
+    OutputOption,
+    connect,
+    echo_json,
+)
+from agentmesh.cli.tasks import follow
 from agentmesh.config import Settings
+from agentmesh.errors import ValidationError
 from agentmesh.logs import configure_logging
+from agentmesh.models import JSON, AgentStatus, Plan, TaskState
 from agentmesh.orchestrator import Orchestrator
-
-Address = Annotated[str, typer.Option(help="orchestrator host:port")]
-Name = Annotated[str, typer.Option(help="client certificate name (certs/client/NAME.pem)")]
-CertsDir = Annotated[Path, typer.Option("--certs-dir", help="certificates folder")]
 
 
 def serve(
@@ -37,46 +51,113 @@ def serve(
         async with Orchestrator(Settings()):
             await stop.wait()
 
-    asyncio.run(main())
+    settings = Settings()
+    common.run(main, certs_dir=settings.certs_dir, name=settings.cert_name)
+
+
+def agent_json(status: AgentStatus) -> dict[str, JSON]:
+    """An agent's status as scripts read it."""
+    return {
+        "card": status.card.model_dump(mode="json"),
+        "identity": status.identity,
+        "connected": status.connected,
+        "draining": status.draining,
+        "active": status.active,
+        "circuit": status.circuit,
+        "registered_at": status.registered_at.isoformat(),
+        "last_seen": status.last_seen.isoformat(),
+    }
 
 
 def agents(
-    address: Address = "localhost:50051", name: Name = "cli", certs_dir: CertsDir = Path("certs")
+    capability: Annotated[str, typer.Option(help="only agents offering this")] = "",
+    address: Address = DEFAULT_ADDRESS,
+    name: Name = DEFAULT_NAME,
+    certs_dir: CertsDir = DEFAULT_CERTS,
+    output: OutputOption = Output.TEXT,
 ) -> None:
-    """List the live agents."""
+    """The live agents: endpoint, load, circuit and capabilities."""
 
-    async def main() -> None:
-        async with Client(address, certs_dir, name) as client:
-            for agent in await client.list_agents():
-                capabilities = ", ".join(c.name for c in agent.card.capabilities)
-                typer.echo(
-                    f"{agent.card.name:20} {agent.card.endpoint:22} "
-                    f"{agent.active}/{agent.card.max_concurrency}  {capabilities}"
-                )
+    async def body() -> list[AgentStatus]:
+        async with connect(address, certs_dir, name) as client:
+            return await client.list_agents(capability)
 
-    asyncio.run(main())
+    statuses = common.run(body, certs_dir=certs_dir, name=name)
+    if output is Output.JSON:
+        echo_json([agent_json(s) for s in statuses])
+        return
+    if not statuses:
+        typer.echo("no agents" + (f" offer {capability}" if capability else " registered"))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("agent", "endpoint", "load", "circuit", "capabilities"):
+        table.add_column(column)
+    for status in statuses:
+        card = status.card
+        state = status.circuit + (", draining" if status.draining else "")
+        table.add_row(
+            Text(card.name),
+            Text(card.endpoint),
+            f"{status.active}/{card.max_concurrency}",
+            state,
+            Text(", ".join(c.name for c in card.capabilities)),
+        )
+    Console().print(table)
+
+
+def _read_plan(path: Path) -> Plan:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return Plan.model_validate(data)
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}", field="--plan") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        if isinstance(exc, PydanticValidationError):
+            error = ValidationError.from_pydantic(exc, field=str(path))
+            raise error from None
+        raise ValidationError(f"{path} is not JSON or YAML: {exc}", field="--plan") from None
 
 
 def submit(
     workflow: Annotated[str, typer.Option(help="catalog workflow name")] = "",
     goal: Annotated[str, typer.Option(help="a goal in words")] = "",
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="a plan file (YAML or JSON: steps, aggregate)")
+    ] = None,
     input_json: Annotated[str, typer.Option("--input", help="task input as JSON")] = "{}",
-    address: Address = "localhost:50051",
-    name: Name = "cli",
-    certs_dir: CertsDir = Path("certs"),
-    watch: Annotated[bool, typer.Option(help="show live progress until the task ends")] = True,
+    priority: Annotated[int, typer.Option(help="higher runs first when agents are scarce")] = 0,
+    address: Address = DEFAULT_ADDRESS,
+    name: Name = DEFAULT_NAME,
+    certs_dir: CertsDir = DEFAULT_CERTS,
+    watch: Annotated[
+        bool | None,
+        typer.Option(help="follow the task live to its end [default: with --output text]"),
+    ] = None,
+    output: OutputOption = Output.TEXT,
 ) -> None:
-    """Submit a task and (by default) watch it to the end."""
+    """Submit a task (a workflow, a goal or a plan file) and, by default, watch it live."""
     try:
         payload = json.loads(input_json)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--input is not JSON: {exc}") from None
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    if not isinstance(payload, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--input")
 
-    async def main() -> None:
-        async with Client(address, certs_dir, name) as client:
-            task_id = await client.submit(workflow=workflow, goal=goal, input=payload)
-            typer.echo(task_id)
-            if watch:
-                await watch_task(client, task_id, Console())
+    async def body() -> str:
+        plan = _read_plan(plan_file) if plan_file is not None else None
+        async with connect(address, certs_dir, name) as client:
+            return await client.submit(
+                plan=plan, workflow=workflow, goal=goal, input=payload, priority=priority
+            )
 
-    asyncio.run(main())
+    task_id = common.run(body, certs_dir=certs_dir, name=name)
+    if output is Output.JSON:
+        echo_json({"task_id": task_id})
+    else:
+        typer.echo(f"submitted task {task_id}")
+    if watch if watch is not None else output is Output.TEXT:
+        task = follow(
+            task_id, after=0, address=address, name=name, certs_dir=certs_dir, output=output
+        )
+        raise typer.Exit(0 if task.state is TaskState.SUCCEEDED else 1)

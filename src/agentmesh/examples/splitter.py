@@ -21,7 +21,9 @@ class Splitter(Agent):
         pause = latency_for(len(data.text)) / 2
         await step(ctx, 0.1, "reading document", pause)
         sections = text.split_sections(data.text, data.max_sections)
-        await step(ctx, 0.7, f"found {len(sections)} sections", pause)
+        await step(
+            ctx, 0.7, f"found {len(sections)} section{'' if len(sections) == 1 else 's'}", pause
+        )
         return SplitOut(sections=sections)
 
 

@@ -40,7 +40,12 @@ class Writer(Agent):
         """Pick each section's best sentence by keyword weight and join them into a brief."""
         size = sum(len(s) for a in data.analyses for s in a.sentences)
         pause = latency_for(size) / 2
-        await step(ctx, 0.1, f"reading {len(data.analyses)} analyses", pause)
+        await step(
+            ctx,
+            0.1,
+            f"reading {len(data.analyses)} analys{'i' if len(data.analyses) == 1 else 'e'}s",
+            pause,
+        )
         ranked = text.rank_keywords(a.keywords for a in data.analyses)
         weights = {word: len(ranked) - i for i, word in enumerate(ranked)}
         best: list[tuple[float, int, str]] = []
@@ -49,7 +54,9 @@ class Writer(Agent):
                 sentence = max(analysis.sentences, key=lambda s: text.sentence_score(s, weights))
                 best.append((text.sentence_score(sentence, weights), index, sentence))
         chosen = sorted(sorted(best, reverse=True)[:MAX_SENTENCES], key=lambda b: b[1])
-        await step(ctx, 0.6, f"chose {len(chosen)} sentences", pause)
+        await step(
+            ctx, 0.6, f"chose {len(chosen)} sentence{'' if len(chosen) == 1 else 's'}", pause
+        )
         body = " ".join(sentence for _, _, sentence in chosen)
         words = sum(a.words for a in data.analyses)
         mood = sum(a.sentiment * a.words for a in data.analyses) / words if words else 0.0

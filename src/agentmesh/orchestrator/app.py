@@ -23,7 +23,7 @@ from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.engine import Engine
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.metrics import serving_metrics
-from agentmesh.orchestrator.planning import Planner, default_planner
+from agentmesh.orchestrator.planning import Planner, catalog_of, default_planner
 from agentmesh.orchestrator.planning.delegate import AgentPlanner
 from agentmesh.orchestrator.store import Store
 from agentmesh.security import CertFiles, Identity, IdentityKind, server_credentials
@@ -130,7 +130,13 @@ class Orchestrator:
         )
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
             OrchestratorServicer(
-                engine, store, bus, registry, guard, max_message_bytes=settings.max_message_bytes
+                engine,
+                store,
+                bus,
+                registry,
+                guard,
+                max_message_bytes=settings.max_message_bytes,
+                catalog=catalog_of(planner),
             ),
             server,
         )

@@ -76,6 +76,7 @@ class Action(enum.StrEnum):
     CANCEL_TASKS = "cancel_tasks"
     LIST_TASKS = "list_tasks"
     LIST_AGENTS = "list_agents"
+    LIST_WORKFLOWS = "list_workflows"
     REGISTER_CAPABILITIES = "register_capabilities"
 
 
@@ -112,6 +113,8 @@ class Allow(_Strict):
     cancel_tasks: Scope | None = None
     list_tasks: Scope | None = None
     list_agents: bool = False
+    #: Read the orchestrator's workflow catalog (names, descriptions, input schemas, steps).
+    list_workflows: bool = False
     #: Globs of the capability names an agent may register.
     register_capabilities: tuple[str, ...] = ()
     #: Globs of the capability names an agent may register even while an agent of another
@@ -245,7 +248,7 @@ class Policy:
         )
 
     def allows(self, identity: Identity, action: Action) -> Decision:
-        """Whether ``identity`` may submit tasks or list agents."""
+        """Whether ``identity`` may submit tasks, list agents or list workflows."""
         rules = self.rules_for(identity)
         for rule in rules:
             if getattr(rule.allow, action.value) is True:
@@ -294,13 +297,18 @@ class Policy:
 
 
 #: Today's behaviour as a policy: agents register as themselves with any capability, clients
-#: and admins submit, owners see and cancel their own tasks, admins see every task, any
-#: identity lists agents (every rule here is by kind or ``*``, so of the policy's domain only).
+#: and admins submit and list the workflows they can submit, owners see and cancel their own
+#: tasks, admins see every task, any identity lists agents (every rule here is by kind or
+#: ``*``, so of the policy's domain only).
 DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     "version": 1,
     "rules": [
         {"name": "agents", "kinds": ["agent"], "allow": {"register_capabilities": ["*"]}},
-        {"name": "submitters", "kinds": ["client", "admin"], "allow": {"submit_tasks": True}},
+        {
+            "name": "submitters",
+            "kinds": ["client", "admin"],
+            "allow": {"submit_tasks": True, "list_workflows": True},
+        },
         {"name": "owners", "identities": ["*"], "allow": {"tasks": "own"}},
         {"name": "admins", "kinds": ["admin"], "allow": {"tasks": "any"}},
         {"name": "everyone", "identities": ["*"], "allow": {"list_agents": True}},

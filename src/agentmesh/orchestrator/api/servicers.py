@@ -16,18 +16,19 @@ import grpc
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FailedPrecondition, NotFound
-from agentmesh.models import TaskRecord
+from agentmesh.models import TaskRecord, WorkflowInfo
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
 from agentmesh.orchestrator.api.interceptors import current_caller, current_peer
 from agentmesh.orchestrator.engine import Engine
 from agentmesh.orchestrator.events import EventBus
-from agentmesh.orchestrator.planning import PlanLimits
+from agentmesh.orchestrator.planning import Catalog, PlanLimits
 from agentmesh.orchestrator.store import Store
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Action
 from agentmesh.wire import card_from_proto
 from agentmesh.wire import tasks as convert
+from agentmesh.wire.workflows import workflow_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -37,7 +38,8 @@ _ENVELOPE = 1024
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
-    """The client-facing API: submit, inspect, cancel and watch tasks; list agents."""
+    """The client-facing API: submit, inspect, cancel and watch tasks; list agents and
+    workflows."""
 
     def __init__(
         self,
@@ -48,8 +50,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         guard: Guard,
         limits: PlanLimits | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
+        catalog: Catalog | None = None,
     ) -> None:
         self._engine = engine
+        self._catalog = catalog or Catalog()
         self._max_message_bytes = max_message_bytes
         self._store = store
         self._bus = bus
@@ -149,6 +153,24 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         validation.check_list_agents(request)
         return pb.ListAgentsResponse(
             agents=[convert.status_to_proto(s) for s in self._registry.statuses(request.capability)]
+        )
+
+    async def ListWorkflows(
+        self, request: pb.ListWorkflowsRequest, context: Context
+    ) -> pb.ListWorkflowsResponse:
+        self._guard.require(current_caller(), Action.LIST_WORKFLOWS)
+        return pb.ListWorkflowsResponse(
+            workflows=[
+                workflow_to_proto(
+                    WorkflowInfo(
+                        name=w.name,
+                        description=w.description,
+                        input_schema=w.input_schema,
+                        plan=w.to_plan(),
+                    )
+                )
+                for w in self._catalog
+            ]
         )
 
 

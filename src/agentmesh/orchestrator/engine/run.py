@@ -433,7 +433,8 @@ class TaskRun:
         self._add_steps(fresh)
         if step.state is not StepState.RUNNING:
             step.started_at = _now()
-            self._set_step_state(step, StepState.RUNNING, f"fan-out over {len(specs)} items")
+            count = f"{len(specs)} item{'' if len(specs) == 1 else 's'}"
+            self._set_step_state(step, StepState.RUNNING, f"fan-out over {count}")
         instances = [self.task.steps[s.id] for s in specs]
         try:
             async with asyncio.TaskGroup() as group:

@@ -69,6 +69,19 @@ def default_planner(settings: Settings, *, delegate: Planner | None = None) -> P
     return planners[0] if len(planners) == 1 else ChainPlanner(planners)
 
 
+def catalog_of(planner: Planner) -> Catalog:
+    """The workflow catalog ``planner`` plans from (that of the first catalog planner in a
+    chain); an empty catalog when it plans from none."""
+    if isinstance(planner, CatalogPlanner):
+        return planner.catalog
+    if isinstance(planner, ChainPlanner):
+        for member in planner.planners:
+            catalog = catalog_of(member)
+            if len(catalog):
+                return catalog
+    return Catalog()
+
+
 class CatalogPlanner:
     """Plans from a catalog: the request's own plan, a named workflow, or the best-fitting one.
 
@@ -88,6 +101,11 @@ class CatalogPlanner:
         self._min_score = min_score
         self._limits = limits
         self._index = TfIdfIndex({w.name: f"{w.name} {w.description}" for w in catalog})
+
+    @property
+    def catalog(self) -> Catalog:
+        """The workflows this planner plans from."""
+        return self._catalog
 
     def rank(self, goal: str) -> list[Match]:
         """Every workflow's fit to ``goal``, best first, with the terms they share."""
@@ -140,6 +158,11 @@ class ChainPlanner:
         if not planners:
             raise ValueError("ChainPlanner needs at least one planner")
         self._planners = tuple(planners)
+
+    @property
+    def planners(self) -> tuple[Planner, ...]:
+        """The planners asked, in order."""
+        return self._planners
 
     async def plan(self, request: TaskRequest, capabilities: Mapping[str, Capability]) -> Plan:
         """The first plan a planner makes; the reasons of all when every one declines."""

@@ -66,6 +66,11 @@ class OrchestratorStub:
                 request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/agentmesh.v1.Orchestrator/ListWorkflows',
+                request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -112,6 +117,13 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkflows(self, request, context):
+        """The workflows of the orchestrator's catalog, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +156,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListAgentsRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +326,33 @@ class Orchestrator:
             '/agentmesh.v1.Orchestrator/ListAgents',
             agentmesh_dot_v1_dot_orchestrator__pb2.ListAgentsRequest.SerializeToString,
             agentmesh_dot_v1_dot_orchestrator__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Orchestrator/ListWorkflows',
+            agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsRequest.SerializeToString,
+            agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class OrchestratorStub:
     task's final event.
     """
     ListAgents: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]
+    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]
+    """The workflows of the orchestrator's catalog, sorted by name."""
 
 @_typing.type_check_only
 class OrchestratorAsyncStub(OrchestratorStub):
@@ -63,6 +65,8 @@ class OrchestratorAsyncStub(OrchestratorStub):
     task's final event.
     """
     ListAgents: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    ListWorkflows: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
+    """The workflows of the orchestrator's catalog, sorted by name."""
 
 class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
     """Served by the orchestrator to clients and progress subscribers."""
@@ -114,6 +118,14 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.ListAgentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListAgentsResponse, _abc.Awaitable[_orchestrator_pb2.ListAgentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListWorkflows(
+        self,
+        request: _orchestrator_pb2.ListWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ListWorkflowsResponse, _abc.Awaitable[_orchestrator_pb2.ListWorkflowsResponse]]:
+        """The workflows of the orchestrator's catalog, sorted by name."""
 
 def add_OrchestratorServicer_to_server(servicer: OrchestratorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
