@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from agentmesh.config import Settings
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.cache._memory import MemoryStore
 from tests.cache.cache_support import until
@@ -107,13 +106,6 @@ async def test_bad_ttls_and_non_json_values_are_caller_errors() -> None:
 def test_constructor_rejects_bad_settings(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Cache(None, **kwargs)  # type: ignore[arg-type]
-
-
-def test_from_settings_takes_url_and_ttl() -> None:
-    cache = Cache.from_settings(Settings(redis_url="", cache_ttl_seconds=7.5), namespace="ns")
-    assert cache._url is None
-    assert cache._default_ttl == 7.5
-    assert cache._namespace == "ns"
 
 
 async def test_publish_reaches_every_local_subscriber_exactly_once() -> None:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import grpc
 import structlog
 
+from agentmesh._tasks import TaskSet
 from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, StepFailed, describe
 from agentmesh.models import AgentCard, AgentStatus
@@ -83,17 +84,18 @@ class Registry:
         self._known: set[str] = set()
         #: Notified whenever an agent registers (waking :meth:`wait_for_agent`).
         self._registered = asyncio.Condition()
+        #: The ticker and the drops of lost agents.
+        self._tasks = TaskSet()
         self._ticker: asyncio.Task[None] | None = None
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
         #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
         self._reserved: dict[str, int] = {}
-        self._cleanup: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Registry:
         for card, _, _ in await self._store.agents():
             self._learn(card)
-        self._ticker = asyncio.create_task(self._tick(), name="registry-tick")
+        self._ticker = self._tasks.spawn(self._tick(), name="registry-tick")
         return self
 
     async def _tick(self) -> None:
@@ -118,11 +120,12 @@ class Registry:
     async def __aexit__(self, *_: object) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
         links = list(self._links.values())
         self._links.clear()
         await asyncio.gather(*(link.close("orchestrator stopping") for link in links))
-        await asyncio.gather(*self._cleanup, return_exceptions=True)
+        # Drops in flight finish: a lost agent's row must leave the store.
+        await self._tasks.join()
+        await self._tasks.aclose()
         for waiter in self._waiters:
             if not waiter.granted.done():
                 waiter.granted.set_exception(AgentUnavailable("orchestrator stopping"))
@@ -256,9 +259,8 @@ class Registry:
         return len(links)
 
     def _lost(self, link: AgentLink, reason: str) -> None:
-        task = asyncio.create_task(self._drop(link, reason), name=f"drop-{link.name}")
-        self._cleanup.add(task)
-        task.add_done_callback(self._cleanup.discard)
+        if self._links.get(link.name) is link:  # not after a replacement, nor once stopping
+            self._tasks.spawn(self._drop(link, reason), name=f"drop-{link.name}")
 
     async def _drop(self, link: AgentLink, reason: str) -> None:
         if self._links.get(link.name) is not link:

@@ -18,7 +18,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from agentmesh.config import Settings
+from agentmesh._tasks import TaskSet
 from agentmesh.models import JSON
 from agentmesh.orchestrator.cache._fanout import LocalFanout, Subscription
 from agentmesh.orchestrator.cache._link import RedisLink, Unavailable
@@ -96,12 +96,8 @@ class Cache:
         self._entered = False
         self._link: RedisLink | None = None
         self._remote: RemoteChannels | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, namespace: str = "agentmesh") -> Cache:
-        """A cache configured from ``AGENTMESH_REDIS_URL`` and ``AGENTMESH_CACHE_TTL_SECONDS``."""
-        return cls(settings.redis_url, namespace=namespace, default_ttl=settings.cache_ttl_seconds)
+        #: The supervisor (see :meth:`_supervise`); a crash of it is logged with its name.
+        self._tasks = TaskSet()
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -131,11 +127,9 @@ class Cache:
         except BaseException:
             await link.aclose()
             raise
-        self._supervisor = asyncio.create_task(
-            self._supervise(link, self._remote, pubsub),
-            name=f"agentmesh.cache[{self._namespace}]",
+        self._tasks.spawn(
+            self._supervise(link, self._remote, pubsub), name=f"agentmesh.cache[{self._namespace}]"
         )
-        self._supervisor.add_done_callback(self._on_supervisor_done)
         return self
 
     async def __aexit__(
@@ -148,10 +142,7 @@ class Cache:
         self._remote = None
         self._fanout.close_all()
         try:
-            if self._supervisor is not None:
-                self._supervisor.cancel()
-                # wait() rather than await: a crash was logged by the done-callback already.
-                await asyncio.wait([self._supervisor])
+            await self._tasks.aclose()
         finally:
             if self._link is not None:
                 self._link.up = False
@@ -315,10 +306,6 @@ class Cache:
             else:
                 await remote.listen(pubsub)
                 pubsub = None
-
-    def _on_supervisor_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self._log.error("cache.supervisor_crashed", exc_info=exc)
 
     async def _attempt(self, link: RedisLink, remote: RemoteChannels) -> PubSub | None:
         """One try at bringing Redis back: ping, reopen pub/sub, replay the journal."""
