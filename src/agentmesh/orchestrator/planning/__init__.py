@@ -18,8 +18,8 @@ from agentmesh.orchestrator.planning.planner import (
     LLMPlanner,
     Planner,
     default_planner,
-    system_prompt,
 )
+from agentmesh.orchestrator.planning.prompts import system_prompt
 from agentmesh.orchestrator.planning.references import (
     STEP_ID_PATTERN,
     Reference,
