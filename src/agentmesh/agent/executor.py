@@ -119,11 +119,6 @@ class Executor:
         """Handlers running right now."""
         return len(self._runs)
 
-    @property
-    def accepting(self) -> bool:
-        """False once draining started: every new assignment is refused."""
-        return self._accepting
-
     def submit(self, assignment: Assignment, replies: Replies) -> None:
         """Take ``assignment`` or refuse it; either way ``replies`` hears the answer."""
         aid = assignment.assignment_id

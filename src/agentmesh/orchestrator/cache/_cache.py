@@ -21,7 +21,7 @@ from redis.asyncio.client import PubSub
 from agentmesh._tasks import TaskSet
 from agentmesh.models import JSON
 from agentmesh.orchestrator.cache._fanout import LocalFanout, Subscription
-from agentmesh.orchestrator.cache._link import RedisLink, Unavailable
+from agentmesh.orchestrator.cache._link import RedisCallFailed, RedisLink
 from agentmesh.orchestrator.cache._memory import MemoryStore
 from agentmesh.orchestrator.cache._remote import RemoteChannels
 
@@ -169,7 +169,7 @@ class Cache:
             names = [self._key(k) for k in wanted]
             try:
                 raws, pttls = await link.call(partial(_mget_with_pttl, names))
-            except Unavailable:
+            except RedisCallFailed:
                 pass  # logged by the link; memory answers instead
             else:
                 if writes == self._writes:
@@ -206,7 +206,7 @@ class Cache:
             pattern = _GLOB_SPECIAL.sub(r"\\\1", self._key(prefix)) + "*"
             try:
                 names = await link.call(partial(_scan, pattern))
-            except Unavailable:
+            except RedisCallFailed:
                 pass  # logged by the link; memory answers instead
             else:
                 start = len(self._namespace) + 1
@@ -225,7 +225,7 @@ class Cache:
         self._fanout.deliver(channel, raw)
         if (link := self._usable()) is not None and self._remote is not None:
             name, envelope = self._key(channel), self._remote.envelope(message)
-            with contextlib.suppress(Unavailable):  # logged by the link; local delivery stands
+            with contextlib.suppress(RedisCallFailed):  # logged by the link; local delivery stands
                 await link.call(lambda r: r.publish(name, envelope))
 
     @contextlib.asynccontextmanager
@@ -262,7 +262,7 @@ class Cache:
             try:
                 await link.call(op)
                 return
-            except Unavailable:
+            except RedisCallFailed:
                 pass  # logged by the link; the journal below makes up for it
         # Latest write per key wins; the value itself is read from memory at replay time.
         self._dirty[key] = kind
@@ -313,14 +313,14 @@ class Cache:
         try:
             await link.call(lambda r: r.ping())
             pubsub = await link.call(remote.open)
-        except Unavailable as exc:
+        except RedisCallFailed as exc:
             self._log.debug("cache.reconnect_failed", error=str(exc))
             return None
         try:
             replayed = await self._catch_up(link)
         except BaseException as exc:
             await remote.close(pubsub)
-            if isinstance(exc, Unavailable):
+            if isinstance(exc, RedisCallFailed):
                 self._log.debug("cache.catch_up_failed", error=str(exc))
                 return None
             raise
