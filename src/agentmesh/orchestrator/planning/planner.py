@@ -156,12 +156,7 @@ class ChainPlanner:
             self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_: object) -> None:
         await self._stack.aclose()
 
     async def plan(self, request: TaskRequest, capabilities: Mapping[str, Capability]) -> Plan:
