@@ -8,9 +8,11 @@ from typing import Any, TypeVar
 
 import structlog
 
+from agentmesh.logs import exception_fields
+
 T = TypeVar("T")
 
-_log = structlog.get_logger("agentmesh.agent")
+_log = structlog.get_logger("agentmesh.tasks")
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
@@ -28,8 +30,9 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
 class TaskSet:
     """Owns background tasks so that none is fired and forgotten.
 
-    Finished tasks drop out by themselves; an error nobody else collected is logged.
-    :meth:`aclose` cancels whatever still runs and waits for it to finish.
+    Finished tasks drop out by themselves; an error nobody else collected is logged as
+    ``background.crashed`` with the task's name. :meth:`aclose` cancels whatever still
+    runs and waits for it to finish; one of the set's own tasks may call it.
     """
 
     def __init__(self) -> None:
@@ -52,9 +55,19 @@ class TaskSet:
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            _log.error("task.crashed", task=task.get_name(), exc_info=exc)
+            _log.error("background.crashed", task=task.get_name(), **exception_fields(exc))
+
+    def _others(self) -> list[asyncio.Task[Any]]:
+        # A task of the set that closes it must not wait for itself.
+        current = asyncio.current_task()
+        return [task for task in self._tasks if task is not current]
+
+    async def join(self) -> None:
+        """Wait until the tasks running now (and any they start) have finished on their own."""
+        while others := self._others():
+            await asyncio.wait(others)
 
     async def aclose(self) -> None:
         """Refuse new tasks, cancel the running ones and wait for them."""
         self._closed = True
-        await cancel_and_wait(*self._tasks)
+        await cancel_and_wait(*self._others())

@@ -10,7 +10,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Everything an orchestrator or agent process can be configured with."""
+    """Everything an orchestrator process can be configured with.
+
+    Agents have their own settings, :class:`agentmesh.agent.AgentSettings`
+    (``AGENTMESH_AGENT_*``).
+    """
 
     model_config = SettingsConfigDict(env_prefix="AGENTMESH_", env_file=".env", extra="ignore")
 
@@ -81,7 +85,8 @@ class Settings(BaseSettings):
     #: the collected result) and must fit in one message to be read: at 256 KiB, seven
     #: steps' outputs at the limit take 3.5 MiB of the default 4 MiB, leaving room for inputs.
     max_output_bytes: int = Field(default=256 * 1024, gt=0)
-    #: Folder of workflow specs (YAML/JSON) served as the catalog.
+    #: Folder of workflow specs (YAML/JSON) overlaid on the built-in workflows (same name:
+    #: the folder's wins); together they are the catalog.
     workflows_dir: Path | None = None
     #: OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp) that plans goals no
     #: workflow fits; empty for none.

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import TextIO
 
 import structlog
+
+#: An exception's message in a log line is cut here (it may quote a whole input).
+_ERROR_CHARS = 2000
 
 
 def configure_logging(
@@ -43,3 +47,17 @@ def configure_logging(
         )
     )
     logging.basicConfig(level=numeric, handlers=[handler], force=True)
+
+
+def exception_fields(exc: BaseException) -> dict[str, str]:
+    """Log fields for ``exc``: ``error`` (type and message) and a plain ``exception`` traceback.
+
+    Use these instead of ``exc_info``: structlog's default console renderer draws rich
+    tracebacks with every frame's local variables, and with a large input among them that
+    held an agent's event loop long enough for its Session to be dropped. A plain traceback
+    never shows locals, whatever renderer is configured.
+    """
+    return {
+        "error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
+        "exception": "".join(traceback.format_exception(exc)),
+    }

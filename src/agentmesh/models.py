@@ -1,7 +1,7 @@
 """The domain: agents and their capabilities, tasks, plans, steps and events.
 
 These are the types every module speaks; protobuf messages appear only at the
-wire and are converted in :mod:`agentmesh.wire.tasks`.
+wire and are converted in :mod:`agentmesh.wire` (``tasks`` and ``cards``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from agentmesh.config import Settings
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.cache._memory import MemoryStore
 from tests.cache.cache_support import until
@@ -107,18 +106,6 @@ async def test_bad_ttls_and_non_json_values_are_caller_errors() -> None:
 def test_constructor_rejects_bad_settings(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Cache(None, **kwargs)  # type: ignore[arg-type]
-
-
-async def test_from_settings_without_a_url_is_memory_only_with_the_configured_ttl() -> None:
-    settings = Settings(redis_url="", cache_ttl_seconds=0.5)
-    async with Cache.from_settings(settings, namespace="ns") as cache:
-        assert not cache.available
-        await cache.set("kept", 1, ttl=60)
-        await cache.set("default", 1)
-        assert await cache.get("kept") == 1
-        # Gone long before the constructor's own default TTL (30 s) would end it.
-        await eventually(lambda: cache.get("default"), lambda value: value is None, within=10)
-        assert await cache.get("kept") == 1
 
 
 async def test_publish_reaches_every_local_subscriber_exactly_once() -> None:

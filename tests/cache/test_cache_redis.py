@@ -11,7 +11,6 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from agentmesh.config import Settings
 from agentmesh.orchestrator.cache import Cache, Subscription
 from tests.cache.cache_support import FAST, SHARED_REDIS_URL, stored
 from tests.support.waiting import eventually
@@ -50,17 +49,6 @@ async def test_writes_go_through_to_redis_with_their_ttl(
     assert 0 < await plain.pttl(f"{namespace}:agent:x") <= 20_000
     await a.delete("agent:x")
     assert await plain.exists(f"{namespace}:agent:x") == 0
-
-
-async def test_from_settings_writes_to_its_redis_under_the_namespace_with_the_ttl(
-    plain: Redis, namespace: str
-) -> None:
-    settings = Settings(redis_url=SHARED_REDIS_URL, cache_ttl_seconds=7.5)
-    async with Cache.from_settings(settings, namespace=namespace) as cache:
-        await eventually(lambda: asyncio.sleep(0, cache.available), bool)
-        await cache.set("k", {"v": 1})
-    assert await stored(plain, f"{namespace}:k") == {"v": 1}
-    assert 0 < await plain.pttl(f"{namespace}:k") <= 7_500
 
 
 async def test_entries_expire_in_redis(

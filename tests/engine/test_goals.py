@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from agentmesh.agent import AgentServer, AgentSettings
 from agentmesh.errors import ValidationError
 from agentmesh.examples import sample_document
 from agentmesh.models import TaskRecord, TaskState
 from agentmesh.orchestrator import Orchestrator
+from tests.support.agents import FaultyAgent
 from tests.support.chat import ChatServer
 from tests.support.events import watch_all
 from tests.support.mesh import client, wait_for_agents
@@ -141,3 +143,20 @@ async def test_a_model_plan_still_invalid_after_the_repair_is_refused_naming_the
     assert "test.shout" in details
     assert len(chat_server.requests) == 2
     assert list(listed.tasks) == []
+
+
+async def test_every_goal_the_model_plans_goes_over_the_orchestrators_one_connection_pool(
+    llm_orchestrator: Orchestrator, chat_server: ChatServer, certs: Path
+) -> None:
+    config = AgentSettings(
+        certs_dir=certs, name="echo-1", orchestrators=[f"localhost:{llm_orchestrator.port}"]
+    )
+    chat_server.answer(GREETING_PLAN)
+    chat_server.answer(GREETING_PLAN)
+    async with AgentServer(FaultyAgent(), config), client(llm_orchestrator, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        for name in ("Ada", "Grace"):
+            await alice.submit(goal=GREETING_GOAL, input={"name": name})
+
+    # The planner was opened with the orchestrator: no plan dialed a connection of its own.
+    assert [r["connection"] for r in chat_server.requests] == [1, 1]

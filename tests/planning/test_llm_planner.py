@@ -49,7 +49,8 @@ async def test_a_valid_answer_becomes_the_plan(
     chat_server: ChatServer, demo_capabilities: dict[str, Capability]
 ) -> None:
     chat_server.answer(VALID)
-    plan = await llm(chat_server).plan(REQUEST, demo_capabilities)
+    async with llm(chat_server) as planner:
+        plan = await planner.plan(REQUEST, demo_capabilities)
     assert [s.id for s in plan.steps] == ["split", "analyze"]
     assert plan.steps[1].for_each == "${steps.split.output.sections}"
     assert plan.aggregate == VALID["aggregate"]
@@ -60,7 +61,8 @@ async def test_the_request_speaks_the_openai_chat_completions_protocol(
     chat_server: ChatServer, demo_capabilities: dict[str, Capability]
 ) -> None:
     chat_server.answer(VALID)
-    await llm(chat_server, temperature=0.3).plan(REQUEST, demo_capabilities)
+    async with llm(chat_server, temperature=0.3) as planner:
+        await planner.plan(REQUEST, demo_capabilities)
     (request,) = chat_server.requests
     assert (request["method"], request["path"]) == ("POST", "/v1/chat/completions")
     assert request["headers"]["authorization"] == "Bearer sk-test"
@@ -96,7 +98,8 @@ async def test_long_task_inputs_are_shortened_in_the_prompt(
         goal=GOAL,
         input={"text": "x" * 10_000, "items": list(range(50)), "deep": [[[[[[[["bottom"]]]]]]]]},
     )
-    await llm(chat_server).plan(request, demo_capabilities)
+    async with llm(chat_server) as planner:
+        await planner.plan(request, demo_capabilities)
     user = chat_server.messages(0)[1]["content"]
     assert "x" * 200 + "..." in user
     assert "x" * 201 not in user
@@ -109,7 +112,8 @@ async def test_an_invalid_plan_gets_one_repair_round_with_the_validation_error(
 ) -> None:
     chat_server.answer(INVALID)
     chat_server.answer(VALID)
-    plan = await llm(chat_server).plan(REQUEST, demo_capabilities)
+    async with llm(chat_server) as planner:
+        plan = await planner.plan(REQUEST, demo_capabilities)
     assert [s.id for s in plan.steps] == ["split", "analyze"]
     assert len(chat_server.requests) == 2
     first, repair = chat_server.messages(0), chat_server.messages(1)
@@ -128,7 +132,8 @@ async def test_a_plan_still_invalid_after_the_repair_is_rejected_with_the_reason
     chat_server.answer(INVALID)
     chat_server.answer({"steps": [{"id": "a", "capability": "text.split", "needs": ["b"]}]})
     with pytest.raises(ValidationError) as caught:
-        await llm(chat_server).plan(REQUEST, demo_capabilities)
+        async with llm(chat_server) as planner:
+            await planner.plan(REQUEST, demo_capabilities)
     assert caught.value.field == "goal"
     assert caught.value.message == (
         "the model gave no valid plan after one repair:"
@@ -152,7 +157,8 @@ async def test_answers_that_are_no_plan_are_repaired_too(
 ) -> None:
     chat_server.answer(answer)
     chat_server.answer(VALID)
-    await llm(chat_server).plan(REQUEST, demo_capabilities)
+    async with llm(chat_server) as planner:
+        await planner.plan(REQUEST, demo_capabilities)
     assert reason in chat_server.messages(1)[3]["content"]
 
 
@@ -161,9 +167,9 @@ async def test_a_plan_in_a_code_fence_or_under_a_plan_key_is_accepted(
 ) -> None:
     chat_server.answer("```json\n" + json.dumps(VALID) + "\n```")
     chat_server.answer({"plan": VALID})
-    planner = llm(chat_server)
-    first = await planner.plan(REQUEST, demo_capabilities)
-    second = await planner.plan(REQUEST, demo_capabilities)
+    async with llm(chat_server) as planner:
+        first = await planner.plan(REQUEST, demo_capabilities)
+        second = await planner.plan(REQUEST, demo_capabilities)
     assert first == second
     assert len(chat_server.requests) == 2
 
@@ -174,11 +180,11 @@ async def test_an_unreachable_endpoint_is_unavailable(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    planner = LLMPlanner(f"http://127.0.0.1:{port}/v1", "test-model")
     with pytest.raises(
         AgentUnavailable, match=f"127.0.0.1:{port}/v1/chat/completions is unreachable"
     ):
-        await planner.plan(REQUEST, demo_capabilities)
+        async with LLMPlanner(f"http://127.0.0.1:{port}/v1", "test-model") as planner:
+            await planner.plan(REQUEST, demo_capabilities)
 
 
 async def test_an_endpoint_that_does_not_answer_in_time_is_unavailable(
@@ -187,7 +193,8 @@ async def test_an_endpoint_that_does_not_answer_in_time_is_unavailable(
     chat_server.delay = 5.0
     chat_server.answer(VALID)
     with pytest.raises(AgentUnavailable, match=r"did not answer within 0\.2s"):
-        await llm(chat_server, timeout=0.2).plan(REQUEST, demo_capabilities)
+        async with llm(chat_server, timeout=0.2) as planner:
+            await planner.plan(REQUEST, demo_capabilities)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +215,8 @@ async def test_http_errors_map_to_mesh_errors(
 ) -> None:
     chat_server.reply(status, {"error": {"message": "scripted failure"}})
     with pytest.raises(error, match=f"{status}.*scripted failure"):
-        await llm(chat_server).plan(REQUEST, demo_capabilities)
+        async with llm(chat_server) as planner:
+            await planner.plan(REQUEST, demo_capabilities)
 
 
 @pytest.mark.parametrize("body", ["not json", {"choices": []}, {"object": "list"}])
@@ -217,7 +225,8 @@ async def test_a_response_that_is_no_chat_completion_is_unavailable(
 ) -> None:
     chat_server.reply(200, body)
     with pytest.raises(AgentUnavailable, match="answered no chat completion"):
-        await llm(chat_server).plan(REQUEST, demo_capabilities)
+        async with llm(chat_server) as planner:
+            await planner.plan(REQUEST, demo_capabilities)
 
 
 async def test_an_empty_content_counts_as_an_invalid_plan(
@@ -225,11 +234,12 @@ async def test_an_empty_content_counts_as_an_invalid_plan(
 ) -> None:
     chat_server.reply(200, {"choices": [{"message": {"role": "assistant", "content": None}}]})
     chat_server.answer(VALID)
-    await llm(chat_server).plan(REQUEST, demo_capabilities)
+    async with llm(chat_server) as planner:
+        await planner.plan(REQUEST, demo_capabilities)
     assert "the answer is not JSON" in chat_server.messages(1)[3]["content"]
 
 
-async def test_as_a_context_manager_it_keeps_one_connection_for_all_requests(
+async def test_it_keeps_one_connection_for_all_requests_from_entry_to_exit(
     chat_server: ChatServer, demo_capabilities: dict[str, Capability]
 ) -> None:
     chat_server.answer(VALID)
@@ -237,18 +247,19 @@ async def test_as_a_context_manager_it_keeps_one_connection_for_all_requests(
     async with llm(chat_server) as planner:
         await planner.plan(REQUEST, demo_capabilities)
         await planner.plan(REQUEST, demo_capabilities)
-    assert len(chat_server.requests) == 2
-    # Without an open pool, every plan() opens its own connection (and closes it).
-    chat_server.answer(VALID)
-    await planner.plan(REQUEST, demo_capabilities)
-    await planner.aclose()
+    assert [r["connection"] for r in chat_server.requests] == [1, 1]
+    # Outside the block there is no pool, and no plan() opens one of its own.
+    with pytest.raises(RuntimeError, match="outside 'async with'"):
+        await planner.plan(REQUEST, demo_capabilities)
+    assert chat_server.connections == 1
 
 
 async def test_no_api_key_sends_no_authorization(
     chat_server: ChatServer, demo_capabilities: dict[str, Capability]
 ) -> None:
     chat_server.answer(VALID)
-    await LLMPlanner(chat_server.base_url + "/", "m").plan(REQUEST, demo_capabilities)
+    async with LLMPlanner(chat_server.base_url + "/", "m") as planner:
+        await planner.plan(REQUEST, demo_capabilities)
     assert "authorization" not in chat_server.requests[0]["headers"]
     assert chat_server.requests[0]["path"] == "/v1/chat/completions"
 
@@ -257,16 +268,19 @@ async def test_a_given_plan_is_only_validated_and_a_workflow_is_not_its_business
     chat_server: ChatServer, demo_capabilities: dict[str, Capability]
 ) -> None:
     plan = make_plan({"id": "a", "capability": "text.analyze", "input": {"text": "x"}})
-    assert await llm(chat_server).plan(TaskRequest(plan=plan), demo_capabilities) is plan
+    async with llm(chat_server) as planner:
+        assert await planner.plan(TaskRequest(plan=plan), demo_capabilities) is plan
     with pytest.raises(ValidationError) as caught:
-        await llm(chat_server).plan(TaskRequest(workflow="document-brief"), demo_capabilities)
+        async with llm(chat_server) as planner:
+            await planner.plan(TaskRequest(workflow="document-brief"), demo_capabilities)
     assert caught.value.field == "workflow"
     assert chat_server.requests == []
 
 
 async def test_without_capabilities_there_is_nothing_to_plan_with(chat_server: ChatServer) -> None:
     with pytest.raises(ValidationError, match="no capabilities") as caught:
-        await llm(chat_server).plan(REQUEST, {})
+        async with llm(chat_server) as planner:
+            await planner.plan(REQUEST, {})
     assert caught.value.field == "goal"
     assert chat_server.requests == []
 
@@ -276,14 +290,15 @@ async def test_the_catalog_goes_first_and_the_model_gets_the_goals_it_declines(
 ) -> None:
     chain = ChainPlanner([CatalogPlanner(Catalog.builtin()), llm(chat_server)])
     brief = TaskRequest(goal="summarize this document", input={"text": "t", "title": "T"})
-    assert await chain.plan(brief, demo_capabilities) == (
-        Catalog.builtin().get("document-brief").to_plan()
-    )
-    assert chat_server.requests == []
-    chat_server.answer(VALID)
-    plan = await chain.plan(
-        TaskRequest(goal="Find cheap flights to Paris", input={}), demo_capabilities
-    )
+    async with chain:  # enters the LLM planner
+        assert await chain.plan(brief, demo_capabilities) == (
+            Catalog.builtin().get("document-brief").to_plan()
+        )
+        assert chat_server.requests == []
+        chat_server.answer(VALID)
+        plan = await chain.plan(
+            TaskRequest(goal="Find cheap flights to Paris", input={}), demo_capabilities
+        )
     assert [s.id for s in plan.steps] == ["split", "analyze"]
     assert len(chat_server.requests) == 1
 
@@ -301,6 +316,7 @@ async def test_the_default_planner_asks_the_configured_model_for_goals_no_workfl
     planner = default_planner(settings)  # type: ignore[arg-type]
     assert isinstance(planner, ChainPlanner)
     chat_server.answer(VALID)
-    plan = await planner.plan(TaskRequest(goal="Find cheap flights"), demo_capabilities)
+    async with planner:
+        plan = await planner.plan(TaskRequest(goal="Find cheap flights"), demo_capabilities)
     assert [s.id for s in plan.steps] == ["split", "analyze"]
     assert chat_server.requests[0]["json"]["model"] == "local-model"

@@ -136,6 +136,11 @@ class FaultyAgent(Agent):
     async def fail(self, data: Failing, ctx: AssignmentContext) -> Echoed:
         raise StepFailed(data.message, code="told_to_fail", retryable=data.retryable)
 
+    @capability("test.raise", description="Raise an unexpected exception (a bug) on any input.")
+    async def raise_(self, data: Value, ctx: AssignmentContext) -> Echoed:
+        size = len(json.dumps(data.value))
+        raise ValueError(f"this capability is broken (input of {size} bytes)")
+
     @capability("test.flaky", description="Fail (retryably) at a given rate.")
     async def flaky(self, data: Flaky, ctx: AssignmentContext) -> Echoed:
         # Seeded by the work itself, not by the order assignments arrive in.

@@ -32,7 +32,8 @@ class ChatServer:
     """A real HTTP/1.1 server on 127.0.0.1 speaking just enough of ``/chat/completions``.
 
     Replies are scripted in order (:meth:`answer`, :meth:`reply`); every request is recorded
-    with its parsed JSON body. Keep-alive connections are served until the client closes.
+    with its parsed JSON body and the number of the connection it came on (``connection``,
+    counting from 1). Keep-alive connections are served until the client closes.
     """
 
     def __init__(self) -> None:
@@ -43,6 +44,8 @@ class ChatServer:
         self.base_url = ""
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        #: Connections accepted so far.
+        self.connections = 0
 
     def answer(self, content: JSONObject | str) -> None:
         """Script a completion whose content is ``content`` (a dict is sent as JSON text)."""
@@ -84,6 +87,8 @@ class ChatServer:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self.connections += 1
+        connection = self.connections
         try:
             while request_line := await reader.readline():
                 method, path, _ = request_line.decode().split(" ", 2)
@@ -98,6 +103,7 @@ class ChatServer:
                         "path": path,
                         "headers": headers,
                         "json": json.loads(body) if body else None,
+                        "connection": connection,
                     }
                 )
                 if self.delay:

@@ -32,9 +32,8 @@ class GoalPlanner(PlanningAgent):
     @capability("plan", description="Plan a goal: one test.echo step per word of the goal.")
     async def plan(self, data: Goal, ctx: AssignmentContext) -> Planned:
         if data.goal.startswith("crash"):
-            # An internal error, the kind that counts against the agent's circuit. (Raised as
-            # StepFailed: a crash's rich traceback of this large input stalls the agent.)
-            raise StepFailed("the planner is broken (the goal asked for it)", code="error")
+            # An internal error (a bug), the kind that counts against the agent's circuit.
+            raise RuntimeError("the planner is broken (the goal asked for it)")
         offered = {c["name"] for c in data.capabilities}
         if "test.echo" not in offered:
             raise StepFailed("test.echo is not offered", retryable=False)

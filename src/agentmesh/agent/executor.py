@@ -33,6 +33,7 @@ from agentmesh.agent.work import (
     Outcome,
 )
 from agentmesh.errors import StepFailed
+from agentmesh.logs import exception_fields
 from agentmesh.models import StepSpec
 
 #: How long cancelled handlers get to unwind before a drain stops waiting for them.
@@ -117,11 +118,6 @@ class Executor:
     def active(self) -> int:
         """Handlers running right now."""
         return len(self._runs)
-
-    @property
-    def accepting(self) -> bool:
-        """False once draining started: every new assignment is refused."""
-        return self._accepting
 
     def submit(self, assignment: Assignment, replies: Replies) -> None:
         """Take ``assignment`` or refuse it; either way ``replies`` hears the answer."""
@@ -292,7 +288,9 @@ class Executor:
         return _validated_output(run.spec, value, ctx.follow_ups)
 
     def _crashed(self, run: _Run, exc: Exception) -> Failed:
-        run.log.error("assignment.crashed", exc_info=exc)
+        # Never exc_info: a rich traceback with the frames' locals (the input among them)
+        # can hold the loop for seconds, long enough to lose the Session (see agentmesh.logs).
+        run.log.error("assignment.crashed", **exception_fields(exc))
         return Failed.of(FailureCode.ERROR, f"{type(exc).__name__}: {exc}")
 
     def _progress(self, run: _Run, fraction: float, message: str) -> None:

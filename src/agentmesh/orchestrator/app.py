@@ -41,7 +41,11 @@ _SERVICES = (
 
 
 class Orchestrator:
-    """``async with Orchestrator(settings) as orch:`` serves until the block ends."""
+    """``async with Orchestrator(settings) as orch:`` serves until the block ends.
+
+    A ``planner`` given here is the caller's to open and close; the default one is entered
+    (and closed) with the orchestrator.
+    """
 
     def __init__(self, settings: Settings | None = None, *, planner: Planner | None = None) -> None:
         self.settings = settings or Settings()
@@ -102,9 +106,14 @@ class Orchestrator:
                 ),
             )
         )
-        planner = self._planner or default_planner(
-            settings, delegate=AgentPlanner(registry, timeout=settings.llm_timeout_seconds)
-        )
+        planner = self._planner
+        if planner is None:
+            planner = default_planner(
+                settings, delegate=AgentPlanner(registry, timeout=settings.llm_timeout_seconds)
+            )
+            # Ours to open and close: an LLM planner keeps one connection pool for our life.
+            if isinstance(planner, contextlib.AbstractAsyncContextManager):
+                await self._stack.enter_async_context(planner)
         engine = await self._stack.enter_async_context(
             Engine(
                 store=store,

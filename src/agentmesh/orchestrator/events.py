@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from agentmesh._tasks import TaskSet
 from agentmesh.errors import OutOfRange
 from agentmesh.models import EventKind, TaskEvent, TaskState
 from agentmesh.orchestrator.cache import Cache
@@ -32,17 +33,14 @@ class EventBus:
         self._store = store
         self._cache = cache
         self._wakeups: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
-        self._listener: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()
 
     async def __aenter__(self) -> EventBus:
-        self._listener = asyncio.create_task(self._listen(), name="events-listener")
+        self._tasks.spawn(self._listen(), name="events-listener")
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        await self._tasks.aclose()
 
     async def _listen(self) -> None:
         # Other replicas announce committed events; we only need to know which task moved.

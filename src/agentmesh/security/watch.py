@@ -12,7 +12,9 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from agentmesh._tasks import TaskSet
 from agentmesh.errors import ConfigError
+from agentmesh.logs import exception_fields
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +58,8 @@ class ReloadingFile(Generic[T]):
         self._stamp: _Stamp = None
         self._value: T | None = None
         self._listeners: list[Listener[T]] = []
-        self._task: asyncio.Task[None] | None = None
+        #: The watcher; a crash of it is logged with its name, the file then no longer reloads.
+        self._tasks = TaskSet()
 
     @property
     def value(self) -> T:
@@ -81,7 +84,7 @@ class ReloadingFile(Generic[T]):
         self._stamp, self._value = await asyncio.to_thread(self._read)
         if self._stamp is None:
             log.warning("config.missing", what=self._what, path=str(self.path))
-        self._task = asyncio.create_task(self._watch(), name=f"watch-{self.path.name}")
+        self._tasks.spawn(self._watch(), name=f"watch-{self.path.name}")
         return self
 
     async def __aexit__(
@@ -90,10 +93,7 @@ class ReloadingFile(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._tasks.aclose()
 
     async def _watch(self) -> None:
         while True:
@@ -134,7 +134,12 @@ class ReloadingFile(Generic[T]):
                 outcome = listener(value)
                 if inspect.isawaitable(outcome):
                     await outcome
-            except Exception:
+            except Exception as exc:
                 # One failing reaction must not stop the others, nor the watching.
-                log.exception("config.listener_failed", what=self._what, path=str(self.path))
+                log.error(
+                    "config.listener_failed",
+                    what=self._what,
+                    path=str(self.path),
+                    **exception_fields(exc),
+                )
         return True

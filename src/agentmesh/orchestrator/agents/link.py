@@ -20,6 +20,7 @@ import grpc
 import structlog
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh._tasks import TaskSet
 from agentmesh.errors import ValidationError
 from agentmesh.models import JSON, AgentCard, StepSpec
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES, Taken, take
@@ -80,7 +81,6 @@ class AgentLink:
         self.identity = identity
         self.draining = False
         self.active = 0
-        self.connected_at = time.monotonic()
         self.last_seen = time.monotonic()
         self._credentials = credentials
         self._ping_interval = ping_interval
@@ -97,7 +97,8 @@ class AgentLink:
         self._write_lock = asyncio.Lock()
         self._nonces = itertools.count(1)
         self._first_pong = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The reader, the pinger, results taken in threads and the closing of the channel.
+        self._tasks = TaskSet()
         self._channel: grpc.aio.Channel | None = None
         self._call: (
             grpc.aio.StreamStreamCall[agent_pb2.OrchestratorMessage, agent_pb2.AgentMessage] | None
@@ -121,9 +122,8 @@ class AgentLink:
             self.card.endpoint, self._credentials, options=self._options
         )
         self._call = agent_pb2_grpc.AgentStub(self._channel).Session()
-        for coro, name in ((self._read(), "read"), (self._ping(), "ping")):
-            task = asyncio.create_task(coro, name=f"link-{self.name}-{name}")
-            self._tasks.add(task)
+        self._tasks.spawn(self._read(), name=f"link-{self.name}-read")
+        self._tasks.spawn(self._ping(), name=f"link-{self.name}-ping")
         try:
             async with asyncio.timeout(wait):
                 await self._first_pong.wait()
@@ -201,11 +201,7 @@ class AgentLink:
             result = message.result
             if result.ByteSize() > THREAD_BYTES:
                 # Checked and converted in a thread: the reader (and the loop) go on meanwhile.
-                task = asyncio.create_task(
-                    self._take_in_thread(result), name=f"link-{self.name}-result"
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._take_in_thread(result), name=f"link-{self.name}-result")
             else:
                 self._take(result)
         elif kind == "failure":
@@ -289,19 +285,14 @@ class AgentLink:
         self._closed = True
         self._on_lost(self, reason)
         # Closing the channel must not cancel the task calling us; do it on its own.
-        task = asyncio.create_task(self._shutdown(), name=f"link-{self.name}-close")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._shutdown(), name=f"link-{self.name}-close")
 
     def _fail_pending(self, reason: str) -> None:
         for assignment_id in list(self._pending):
             self._finish(assignment_id, Outcome(code="agent_lost", message=reason, retryable=True))
 
     async def _shutdown(self) -> None:
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+        await self._tasks.aclose()
         if self._call is not None:
             self._call.cancel()
         if self._channel is not None:
@@ -313,6 +304,3 @@ class AgentLink:
             self._fail_pending(reason)
             self._closed = True
         await self._shutdown()
-        current = asyncio.current_task()
-        pending = [t for t in self._tasks if t is not current]
-        await asyncio.gather(*pending, return_exceptions=True)

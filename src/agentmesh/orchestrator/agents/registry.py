@@ -1,30 +1,25 @@
 """Live agents: their cards, Session links, load and health.
 
 Registration is persisted in SQL (so ``ListAgents`` history survives) and
-cached for other replicas; liveness is what this process's links say. The
-registry also hands out assignment slots, so an agent never gets more work
-than its declared concurrency and, when agents are scarce, higher-priority
-steps are served first.
+cached for other replicas; liveness is what this process's links say. Slots on
+the agents are handed out by :class:`~agentmesh.orchestrator.agents.slots.Slots`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import heapq
-import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 import grpc
 import structlog
 
+from agentmesh._tasks import TaskSet
 from agentmesh.config import Settings
-from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, StepFailed, describe
+from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, describe
 from agentmesh.models import AgentCard, AgentStatus
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
@@ -32,14 +27,12 @@ from agentmesh.orchestrator.agents.claims import MayRedefine, check_claims
 from agentmesh.orchestrator.agents.link import AgentLink
 from agentmesh.orchestrator.agents.matching import (
     AgentStats,
-    Candidate,
     Requirement,
-    choose,
     eligible,
-    refusal,
     rejection,
 )
 from agentmesh.orchestrator.agents.offers import Offer, Offers
+from agentmesh.orchestrator.agents.slots import Slots
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.store import Store
 from agentmesh.security import Identity
@@ -47,17 +40,8 @@ from agentmesh.security import Identity
 log = structlog.get_logger(__name__)
 
 
-@dataclass(order=True)
-class _Waiter:
-    sort_key: tuple[int, int]
-    requirement: Requirement = field(compare=False)
-    granted: asyncio.Future[AgentLink] = field(compare=False)
-    #: Set when the grant is its agent's half-open probe (see :meth:`AgentCircuit.started`).
-    probe: int | None = field(default=None, compare=False)
-
-
 class Registry:
-    """The agents this orchestrator has Sessions with, and the slots they offer."""
+    """The agents this orchestrator has Sessions with: their cards, links, stats and circuits."""
 
     def __init__(
         self,
@@ -83,17 +67,15 @@ class Registry:
         self._known: set[str] = set()
         #: Notified whenever an agent registers (waking :meth:`wait_for_agent`).
         self._registered = asyncio.Condition()
+        #: The ticker and the drops of lost agents.
+        self._tasks = TaskSet()
         self._ticker: asyncio.Task[None] | None = None
-        self._waiters: list[_Waiter] = []
-        self._order = itertools.count()
-        #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
-        self._reserved: dict[str, int] = {}
-        self._cleanup: set[asyncio.Task[None]] = set()
+        self._slots = Slots(self._links, self._stats, self._circuits)
 
     async def __aenter__(self) -> Registry:
         for card, _, _ in await self._store.agents():
             self._learn(card)
-        self._ticker = asyncio.create_task(self._tick(), name="registry-tick")
+        self._ticker = self._tasks.spawn(self._tick(), name="registry-tick")
         return self
 
     async def _tick(self) -> None:
@@ -102,7 +84,7 @@ class Registry:
         refreshed = time.monotonic()
         while True:
             await asyncio.sleep(0.25)
-            self._dispatch()
+            self._slots.dispatch()
             if time.monotonic() - refreshed >= refresh_every:
                 # Cached cards expire unless renewed: a dead replica's agents fade from Redis.
                 refreshed = time.monotonic()
@@ -118,14 +100,13 @@ class Registry:
     async def __aexit__(self, *_: object) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
         links = list(self._links.values())
         self._links.clear()
         await asyncio.gather(*(link.close("orchestrator stopping") for link in links))
-        await asyncio.gather(*self._cleanup, return_exceptions=True)
-        for waiter in self._waiters:
-            if not waiter.granted.done():
-                waiter.granted.set_exception(AgentUnavailable("orchestrator stopping"))
+        # Drops in flight finish: a lost agent's row must leave the store.
+        await self._tasks.join()
+        await self._tasks.aclose()
+        self._slots.fail_waiters(AgentUnavailable("orchestrator stopping"))
 
     # -- registration -----------------------------------------------------------------------
 
@@ -160,7 +141,7 @@ class Registry:
             # A re-registration (e.g. after a network blip) with the link still healthy.
             current.card = card
             self._learn(card)
-            self._dispatch()
+            self._slots.dispatch()
             return
         if self._identify is not None:
             served = await self._identify(card.endpoint)
@@ -234,7 +215,7 @@ class Registry:
         )
         metrics.AGENTS.set(len(self._links))
         log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
-        self._dispatch()
+        self._slots.dispatch()
 
     async def deregister(self, name: str, identity: str) -> None:
         """Remove an agent at its own request; its work in flight fails over."""
@@ -256,9 +237,8 @@ class Registry:
         return len(links)
 
     def _lost(self, link: AgentLink, reason: str) -> None:
-        task = asyncio.create_task(self._drop(link, reason), name=f"drop-{link.name}")
-        self._cleanup.add(task)
-        task.add_done_callback(self._cleanup.discard)
+        if self._links.get(link.name) is link:  # not after a replacement, nor once stopping
+            self._tasks.spawn(self._drop(link, reason), name=f"drop-{link.name}")
 
     async def _drop(self, link: AgentLink, reason: str) -> None:
         if self._links.get(link.name) is not link:
@@ -310,19 +290,6 @@ class Registry:
             known=self._known,
         )
 
-    def _usable(self, name: str) -> bool:
-        link = self._links[name]
-        return link.alive and not link.draining and self._circuits[name].allows()
-
-    def _candidates(self) -> Iterator[Candidate]:
-        for name, link in self._links.items():
-            yield Candidate(
-                card=link.card,
-                active=self._reserved.get(name, 0),
-                usable=self._usable(name),
-                stats=self._stats[name],
-            )
-
     async def wait_for_agent(self, name: str, within: float) -> bool:
         """Wait up to ``within`` seconds for agent ``name`` to be live; True if it is."""
         if name in self._links:
@@ -336,7 +303,7 @@ class Registry:
         """True when some live agent could take this step once it has room."""
         return any(
             eligible(c, requirement) and c.usable and rejection(c.card, requirement) is None
-            for c in self._candidates()
+            for c in self._slots.candidates()
         )
 
     def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> str:
@@ -350,99 +317,17 @@ class Registry:
         circuit = self._circuits.get(agent)
         if circuit is not None and (ok or agent_fault):
             circuit.record(ok)
-        self._dispatch()
+        self._slots.dispatch()
         return circuit.state if circuit is not None else "closed"
 
-    # -- slots ------------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def slot(
+    def slot(
         self,
         requirement: Requirement,
         priority: int = 0,
         on_wait: Callable[[], None] | None = None,
-    ) -> AsyncIterator[AgentLink]:
+    ) -> AbstractAsyncContextManager[AgentLink]:
         """Wait for, then hold, one assignment slot on the best matching agent.
 
-        ``on_wait`` is called once if no agent has room right away. Raises StepFailed
-        (``invalid_input``, final) when every connected agent that could serve the step refuses
-        its payload, now or while it waits.
+        See :meth:`Slots.slot <agentmesh.orchestrator.agents.slots.Slots.slot>`.
         """
-        reason = refusal(self._candidates(), requirement)
-        if reason is not None:
-            raise StepFailed(reason, code="invalid_input", retryable=False)
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
-        heapq.heappush(self._waiters, waiter)
-        self._dispatch()
-        if on_wait is not None and not waiter.granted.done():
-            on_wait()
-        try:
-            link = await waiter.granted
-        except asyncio.CancelledError:
-            granted = waiter.granted
-            if granted.done() and not granted.cancelled() and granted.exception() is None:
-                self._release(granted.result().name, waiter.probe)
-            raise
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-                heapq.heapify(self._waiters)
-        try:
-            yield link
-        finally:
-            self._release(link.name, waiter.probe)
-
-    def _release(self, name: str, probe: int | None) -> None:
-        # A probe that ends without a recorded outcome (cancelled, the task's deadline, not
-        # the agent's fault) must not keep the circuit half-open and waiting for good.
-        circuit = self._circuits.get(name)
-        if circuit is not None:
-            circuit.abandoned(probe)
-        count = self._reserved.get(name, 0) - 1
-        if count > 0:
-            self._reserved[name] = count
-        else:
-            self._reserved.pop(name, None)
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        """Grant free slots to waiters, highest priority first (FIFO within a priority)."""
-        if not self._waiters:
-            return
-        # One snapshot per pass, updated as slots are granted: rebuilding it per waiter made
-        # dispatching quadratic in the number of waiting steps.
-        candidates = {c.card.name: c for c in self._candidates()}
-
-        def room() -> bool:
-            return any(c.usable and c.active < c.card.max_concurrency for c in candidates.values())
-
-        if not room():
-            return
-        still_waiting: list[_Waiter] = []
-        while self._waiters:
-            waiter = heapq.heappop(self._waiters)
-            if waiter.granted.done():
-                continue
-            chosen = choose(candidates.values(), waiter.requirement)
-            if chosen is None:
-                reason = refusal(candidates.values(), waiter.requirement)
-                if reason is not None:  # e.g. the only agent that came refuses the input
-                    waiter.granted.set_exception(
-                        StepFailed(reason, code="invalid_input", retryable=False)
-                    )
-                else:
-                    still_waiting.append(waiter)
-                continue
-            name = chosen.card.name
-            self._reserved[name] = self._reserved.get(name, 0) + 1
-            self._stats[name].last_assigned = time.monotonic()
-            waiter.probe = self._circuits[name].started()
-            waiter.granted.set_result(self._links[name])
-            candidates[name] = dataclasses.replace(
-                chosen, active=self._reserved[name], usable=self._usable(name)
-            )
-            if not room():
-                break
-        for waiter in still_waiting:
-            heapq.heappush(self._waiters, waiter)
+        return self._slots.slot(requirement, priority, on_wait)

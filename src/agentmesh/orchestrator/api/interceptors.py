@@ -32,6 +32,7 @@ from agentmesh.errors import (
     ValidationError,
     describe,
 )
+from agentmesh.logs import exception_fields
 from agentmesh.security import Identity, Peer
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Concealed
@@ -145,7 +146,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             # HTTP/2 stack rejects such header values).
             field = () if not exc.field else ((FIELD_METADATA_KEY, exc.field.encode()),)
             await context.abort(exc.code, describe(exc), trailing_metadata=field)
-        log.error("rpc.crashed", identity=identity, method=method, exc_info=exc)
+        log.error("rpc.crashed", identity=identity, method=method, **exception_fields(exc))
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the orchestrator's log")
 
     def _unary(

@@ -51,7 +51,6 @@ MAX_TAGS: Final = 32
 MAX_TAG: Final = 64
 MAX_ENDPOINT: Final = 255
 MAX_CONCURRENCY: Final = 10_000
-MAX_AGENT_LIST: Final = 256
 
 
 def _length(value: str, limit: int, field: str) -> None:

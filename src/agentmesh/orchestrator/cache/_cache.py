@@ -18,10 +18,10 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from agentmesh.config import Settings
+from agentmesh._tasks import TaskSet
 from agentmesh.models import JSON
 from agentmesh.orchestrator.cache._fanout import LocalFanout, Subscription
-from agentmesh.orchestrator.cache._link import RedisLink, Unavailable
+from agentmesh.orchestrator.cache._link import RedisCallFailed, RedisLink
 from agentmesh.orchestrator.cache._memory import MemoryStore
 from agentmesh.orchestrator.cache._remote import RemoteChannels
 
@@ -96,12 +96,8 @@ class Cache:
         self._entered = False
         self._link: RedisLink | None = None
         self._remote: RemoteChannels | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, namespace: str = "agentmesh") -> Cache:
-        """A cache configured from ``AGENTMESH_REDIS_URL`` and ``AGENTMESH_CACHE_TTL_SECONDS``."""
-        return cls(settings.redis_url, namespace=namespace, default_ttl=settings.cache_ttl_seconds)
+        #: The supervisor (see :meth:`_supervise`); a crash of it is logged with its name.
+        self._tasks = TaskSet()
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -131,11 +127,9 @@ class Cache:
         except BaseException:
             await link.aclose()
             raise
-        self._supervisor = asyncio.create_task(
-            self._supervise(link, self._remote, pubsub),
-            name=f"agentmesh.cache[{self._namespace}]",
+        self._tasks.spawn(
+            self._supervise(link, self._remote, pubsub), name=f"agentmesh.cache[{self._namespace}]"
         )
-        self._supervisor.add_done_callback(self._on_supervisor_done)
         return self
 
     async def __aexit__(
@@ -148,10 +142,7 @@ class Cache:
         self._remote = None
         self._fanout.close_all()
         try:
-            if self._supervisor is not None:
-                self._supervisor.cancel()
-                # wait() rather than await: a crash was logged by the done-callback already.
-                await asyncio.wait([self._supervisor])
+            await self._tasks.aclose()
         finally:
             if self._link is not None:
                 self._link.up = False
@@ -178,7 +169,7 @@ class Cache:
             names = [self._key(k) for k in wanted]
             try:
                 raws, pttls = await link.call(partial(_mget_with_pttl, names))
-            except Unavailable:
+            except RedisCallFailed:
                 pass  # logged by the link; memory answers instead
             else:
                 if writes == self._writes:
@@ -215,7 +206,7 @@ class Cache:
             pattern = _GLOB_SPECIAL.sub(r"\\\1", self._key(prefix)) + "*"
             try:
                 names = await link.call(partial(_scan, pattern))
-            except Unavailable:
+            except RedisCallFailed:
                 pass  # logged by the link; memory answers instead
             else:
                 start = len(self._namespace) + 1
@@ -234,7 +225,7 @@ class Cache:
         self._fanout.deliver(channel, raw)
         if (link := self._usable()) is not None and self._remote is not None:
             name, envelope = self._key(channel), self._remote.envelope(message)
-            with contextlib.suppress(Unavailable):  # logged by the link; local delivery stands
+            with contextlib.suppress(RedisCallFailed):  # logged by the link; local delivery stands
                 await link.call(lambda r: r.publish(name, envelope))
 
     @contextlib.asynccontextmanager
@@ -271,7 +262,7 @@ class Cache:
             try:
                 await link.call(op)
                 return
-            except Unavailable:
+            except RedisCallFailed:
                 pass  # logged by the link; the journal below makes up for it
         # Latest write per key wins; the value itself is read from memory at replay time.
         self._dirty[key] = kind
@@ -316,24 +307,20 @@ class Cache:
                 await remote.listen(pubsub)
                 pubsub = None
 
-    def _on_supervisor_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self._log.error("cache.supervisor_crashed", exc_info=exc)
-
     async def _attempt(self, link: RedisLink, remote: RemoteChannels) -> PubSub | None:
         """One try at bringing Redis back: ping, reopen pub/sub, replay the journal."""
         link.went_down.clear()
         try:
             await link.call(lambda r: r.ping())
             pubsub = await link.call(remote.open)
-        except Unavailable as exc:
+        except RedisCallFailed as exc:
             self._log.debug("cache.reconnect_failed", error=str(exc))
             return None
         try:
             replayed = await self._catch_up(link)
         except BaseException as exc:
             await remote.close(pubsub)
-            if isinstance(exc, Unavailable):
+            if isinstance(exc, RedisCallFailed):
                 self._log.debug("cache.catch_up_failed", error=str(exc))
                 return None
             raise

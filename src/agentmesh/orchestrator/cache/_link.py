@@ -13,6 +13,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from agentmesh.errors import describe
+
 T = TypeVar("T")
 
 #: What a dead, restarting, stalled or refusing Redis looks like from here. The built-in
@@ -20,13 +22,12 @@ T = TypeVar("T")
 FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, pybreaker.CircuitBreakerError)
 
 
-def describe(exc: BaseException) -> str:
-    """``Type: message`` for logs; redis-py's own repr hides the message."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+class RedisCallFailed(Exception):
+    """Redis could not serve a call; the caller serves it from memory instead.
 
-
-class Unavailable(Exception):
-    """Redis could not serve a call; the caller serves it from memory instead."""
+    Internal to the cache (never raised to its callers), unlike the mesh's own
+    :class:`agentmesh.errors.Unavailable`.
+    """
 
 
 class RedisLink:
@@ -73,7 +74,7 @@ class RedisLink:
         self._down_logged = False
 
     async def call(self, op: Callable[[Redis], Awaitable[T]]) -> T:
-        """Run ``op`` on the client within ``op_timeout``; raise :class:`Unavailable` on failure."""
+        """Run ``op`` on the client within ``op_timeout``; :class:`RedisCallFailed` on failure."""
         try:
             # pybreaker's own async support needs Tornado; its context manager works for
             # asyncio because the state check and the bookkeeping are synchronous.
@@ -82,7 +83,7 @@ class RedisLink:
                     return await op(self.client)
         except FAILURES as exc:
             self.mark_down(exc)
-            raise Unavailable(describe(exc)) from exc
+            raise RedisCallFailed(describe(exc)) from exc
 
     def mark_down(self, exc: BaseException) -> None:
         """Record that Redis failed; logs ``cache.redis_down`` once per outage."""

@@ -11,9 +11,10 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from agentmesh.errors import describe
 from agentmesh.models import JSON
 from agentmesh.orchestrator.cache._fanout import LocalFanout
-from agentmesh.orchestrator.cache._link import FAILURES, RedisLink, Unavailable, describe
+from agentmesh.orchestrator.cache._link import FAILURES, RedisCallFailed, RedisLink
 
 
 class RemoteChannels:
@@ -101,7 +102,7 @@ class RemoteChannels:
             # Confirmed means a message published right after we return reaches us.
             async with asyncio.timeout(self._op_timeout):
                 await ack.wait()
-        except Unavailable:
+        except RedisCallFailed:
             pass  # logged by the link; resubscribed by open() after the outage
         except TimeoutError:
             self._log.debug("cache.subscribe_unconfirmed", channel=channel)
@@ -115,7 +116,7 @@ class RemoteChannels:
         if pubsub is None:
             return
         name = self._prefix + channel
-        with contextlib.suppress(Unavailable):  # logged by the link
+        with contextlib.suppress(RedisCallFailed):  # logged by the link
             await self._link.call(lambda _: pubsub.unsubscribe(name))
 
     async def close(self, pubsub: PubSub) -> None:

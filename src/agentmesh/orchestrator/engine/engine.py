@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 
 import structlog
 
+from agentmesh._tasks import TaskSet
 from agentmesh.config import Settings
 from agentmesh.errors import FailedPrecondition, NotFound
+from agentmesh.logs import exception_fields
 from agentmesh.models import StepRecord, TaskRecord, TaskRequest, TaskState
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.registry import Registry
@@ -53,24 +55,21 @@ class Engine:
         self._settings = settings
         self.lease = Lease(settings.replica, settings.lease_seconds)
         self._runs: dict[str, TaskRun] = {}
+        #: Every run's asyncio task by task id (the handles live in ``_background`` too).
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._background: list[asyncio.Task[None]] = []
+        #: The lease keeper, the cancel listener and every run.
+        self._background = TaskSet()
 
     async def __aenter__(self) -> Engine:
         await self._claim()  # resume our own unfinished tasks before serving
-        self._background = [
-            asyncio.create_task(self._keep_leases(), name="engine-leases"),
-            asyncio.create_task(self._listen_for_cancels(), name="engine-cancels"),
-        ]
+        self._background.spawn(self._keep_leases(), name="engine-leases")
+        self._background.spawn(self._listen_for_cancels(), name="engine-cancels")
         return self
 
     async def __aexit__(self, *_: object) -> None:
         # Stopping is not cancelling: runs stop where they are and resume after a restart
         # (here, or on another replica once the lease runs out).
-        tasks = [*self._background, *self._tasks.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.aclose()
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -130,7 +129,7 @@ class Engine:
             lease=self.lease,
         )
         self._runs[task.id] = run
-        self._tasks[task.id] = asyncio.create_task(self._drive(run), name=f"task-{task.id}")
+        self._tasks[task.id] = self._background.spawn(self._drive(run), name=f"task-{task.id}")
         return run
 
     def _stop(self, task_id: str) -> None:
@@ -141,13 +140,20 @@ class Engine:
     async def _drive(self, run: TaskRun) -> None:
         try:
             await run.run()
-        except Exception:
+        except Exception as exc:
             # A bug must not leave the task silently stuck: record it as failed.
-            log.exception("task.crashed", task_id=run.task.id)
+            log.error("task.crashed", task_id=run.task.id, **exception_fields(exc))
             run.task.error = "internal error; see orchestrator logs"
             run.task.state = TaskState.FAILED
-            with contextlib.suppress(Exception):
+            try:
                 await run.flush()
+            except Exception as flush_error:  # CancelledError (stopping) goes through
+                # Stays unfinished in the store: whoever resumes it runs it again.
+                log.error(
+                    "task.failure_not_recorded",
+                    task_id=run.task.id,
+                    **exception_fields(flush_error),
+                )
         finally:
             self._runs.pop(run.task.id, None)
             self._tasks.pop(run.task.id, None)

@@ -19,8 +19,8 @@ from agentmesh.orchestrator.planning.planner import (
     Planner,
     catalog_of,
     default_planner,
-    system_prompt,
 )
+from agentmesh.orchestrator.planning.prompts import system_prompt
 from agentmesh.orchestrator.planning.references import (
     STEP_ID_PATTERN,
     Reference,

@@ -9,10 +9,9 @@ capability is one more :class:`Planner`, built where assignments can be sent (th
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, runtime_checkable
+from typing import Final, Protocol, Self, runtime_checkable
 
 import httpx
 import pydantic
@@ -21,7 +20,13 @@ import structlog
 from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, FailedPrecondition, ValidationError
 from agentmesh.limits import PlanLimits
-from agentmesh.models import JSON, Capability, Plan, TaskRequest
+from agentmesh.models import Capability, Plan, TaskRequest
+from agentmesh.orchestrator.planning.prompts import (
+    goal_prompt,
+    json_object,
+    repair_prompt,
+    system_prompt,
+)
 from agentmesh.orchestrator.planning.similarity import Match, TfIdfIndex
 from agentmesh.orchestrator.planning.validate import validate_plan
 from agentmesh.orchestrator.planning.workflow import Catalog, Workflow
@@ -151,13 +156,26 @@ class ChainPlanner:
     """Asks each planner in turn; the next one gets a goal only if the previous declined it.
 
     Typically ``ChainPlanner([CatalogPlanner(catalog), llm_planner])``: known workflows first,
-    the model for goals no workflow fits. Every other error is final.
+    the model for goals no workflow fits. Every other error is final. ``async with`` enters
+    the planners that are async context managers (an :class:`LLMPlanner`) and closes them.
     """
 
     def __init__(self, planners: Sequence[Planner]) -> None:
         if not planners:
             raise ValueError("ChainPlanner needs at least one planner")
         self._planners = tuple(planners)
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            for planner in self._planners:
+                if isinstance(planner, contextlib.AbstractAsyncContextManager):
+                    await stack.enter_async_context(planner)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._stack.aclose()
 
     @property
     def planners(self) -> tuple[Planner, ...]:
@@ -183,8 +201,8 @@ class LLMPlanner:
 
     Works with OpenAI, vLLM, Ollama and the llama.cpp server. The model sees the capabilities
     with their schemas and the reference syntax, and answers with a JSON plan; an invalid plan
-    gets one repair round with the validation error. Use it as an async context manager to
-    keep one connection pool; otherwise each :meth:`plan` opens its own.
+    gets one repair round with the validation error. Use it as an async context manager: it
+    holds one connection pool (one ``httpx.AsyncClient``) from entry to exit, for every plan.
     """
 
     def __init__(
@@ -206,6 +224,8 @@ class LLMPlanner:
         self._client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> Self:
+        if self._client is not None:
+            raise RuntimeError("an LLMPlanner can be entered only once at a time")
         self._client = httpx.AsyncClient(timeout=self._timeout)
         return self
 
@@ -238,35 +258,29 @@ class LLMPlanner:
             raise ValidationError("the LLM planner knows no workflows", field="workflow")
         if not capabilities:
             raise ValidationError("no capabilities are registered to plan with", field="goal")
+        client = self._client
+        if client is None:
+            raise RuntimeError("LLMPlanner.plan used outside 'async with'")
         messages = [
             {"role": "system", "content": system_prompt(capabilities)},
-            {"role": "user", "content": _goal_prompt(request)},
+            {"role": "user", "content": goal_prompt(request)},
         ]
-        async with self._session() as client:
-            answer = await self._complete(client, messages)
-            try:
-                return self._accept(answer, capabilities)
-            except ValidationError as exc:
-                log.info("plan.llm_repair", model=self._model, error=str(exc))
-                messages += [
-                    {"role": "assistant", "content": answer},
-                    {"role": "user", "content": _repair_prompt(exc)},
-                ]
-            answer = await self._complete(client, messages)
-            try:
-                return self._accept(answer, capabilities)
-            except ValidationError as exc:
-                raise ValidationError(
-                    f"the model gave no valid plan after one repair: {exc}", field="goal"
-                ) from None
-
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._client is not None:
-            yield self._client
-            return
-        async with httpx.AsyncClient(timeout=self._timeout) as client:
-            yield client
+        answer = await self._complete(client, messages)
+        try:
+            return self._accept(answer, capabilities)
+        except ValidationError as exc:
+            log.info("plan.llm_repair", model=self._model, error=str(exc))
+            messages += [
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": repair_prompt(exc)},
+            ]
+        answer = await self._complete(client, messages)
+        try:
+            return self._accept(answer, capabilities)
+        except ValidationError as exc:
+            raise ValidationError(
+                f"the model gave no valid plan after one repair: {exc}", field="goal"
+            ) from None
 
     async def _complete(self, client: httpx.AsyncClient, messages: list[dict[str, str]]) -> str:
         body = {
@@ -303,114 +317,12 @@ class LLMPlanner:
         return content if isinstance(content, str) else ""
 
     def _accept(self, answer: str, capabilities: Mapping[str, Capability]) -> Plan:
-        data = _json_object(answer)
+        data = json_object(answer)
         try:
             plan = Plan.model_validate(data)
         except pydantic.ValidationError as exc:
             raise ValidationError.from_pydantic(exc, field="plan") from None
         return validate_plan(plan, capabilities=capabilities, limits=self._limits)
-
-
-def system_prompt(capabilities: Mapping[str, Capability]) -> str:
-    """What the model is told: the plan format, the reference syntax, the capabilities."""
-    listed = [
-        {
-            "name": c.name,
-            "version": c.version,
-            "description": c.description,
-            "input_schema": c.input_schema,
-            "output_schema": c.output_schema,
-        }
-        for c in sorted(capabilities.values(), key=lambda c: c.name)
-    ]
-    return _SYSTEM.replace("{capabilities}", json.dumps(listed, indent=1, ensure_ascii=False))
-
-
-_SYSTEM: Final = """\
-You plan work for agentmesh, a mesh of AI agents. Turn the user's goal into a plan: a DAG
-of steps, each run by an agent that offers the step's capability.
-
-Answer with one JSON object and nothing else, shaped like:
-{"steps": [{"id": "fetch", "capability": "NAME", "input": {...}},
-           {"id": "next", "capability": "NAME", "input": {"x": "${steps.fetch.output.x}"}}],
- "aggregate": {"strategy": "pick", "step": "next"}}
-
-Rules:
-- "id": a letter, then up to 63 letters, digits, "_" or "-"; unique in the plan.
-- "capability": one of the capabilities listed below; "input" must fit its input_schema.
-- A value in "input" may be a reference, filled in when the step runs:
-  "${input.KEY}" is a value of the task input shown by the user;
-  "${steps.ID.output}" or "${steps.ID.output.FIELD}" is an output of step ID (see the
-  capability's output_schema; numbers index lists, as in "${steps.ID.output.items.0}").
-  A string that is exactly one reference becomes the referenced value, of any type; inside
-  longer text it is inserted as text. Write "$$" for a literal "$".
-- A step runs after every step it references; "needs": ["ID"] adds more such dependencies.
-  No cycles.
-- "for_each": "${steps.ID.output.LIST}" runs the step once per element of that list; in its
-  input "${item}" is the element and "${index}" its position. A later reference to
-  "${steps.THIS.output}" is the list of all those outputs.
-- Optional step fields: "optional": true (its failure is skipped), "timeout_seconds",
-  "compensation": "CAPABILITY" (undoes the step if the task fails later).
-- "aggregate" (optional) makes the task result: {"strategy": "pick", "step": "ID"} for one
-  step's output; "collect" (every output by step id, the default), "merge", "concat"
-  (with "field"), "vote" (with "field"), "best" (with "field" and "order": "max" or "min").
-- Use as few steps as the goal needs.
-
-Capabilities:
-{capabilities}
-"""
-
-_PREVIEW_TEXT: Final = 200
-_PREVIEW_ITEMS: Final = 10
-_PREVIEW_DEPTH: Final = 6
-
-
-def _goal_prompt(request: TaskRequest) -> str:
-    shown = json.dumps(_preview(request.input, 0), indent=1, ensure_ascii=False)
-    return (
-        f"Goal: {request.goal}\n\n"
-        f"Task input (long values shortened; reference it as ${{input.KEY}}):\n{shown}"
-    )
-
-
-def _preview(value: JSON, depth: int) -> JSON:
-    # The model needs the input's shape, not all of it: the plan references it.
-    if isinstance(value, str):
-        return value if len(value) <= _PREVIEW_TEXT else value[:_PREVIEW_TEXT] + "..."
-    if depth >= _PREVIEW_DEPTH and isinstance(value, dict | list):
-        return "..."
-    if isinstance(value, dict):
-        return {key: _preview(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, list):
-        shown = [_preview(item, depth + 1) for item in value[:_PREVIEW_ITEMS]]
-        return shown + (
-            [f"... {len(value) - _PREVIEW_ITEMS} more"] if len(value) > _PREVIEW_ITEMS else []
-        )
-    return value
-
-
-def _repair_prompt(error: ValidationError) -> str:
-    return (
-        f"That plan was rejected: {error}\n"
-        "Answer with the corrected plan, as one JSON object and nothing else."
-    )
-
-
-def _json_object(answer: str) -> dict[str, Any]:
-    text = answer.strip()
-    # Some servers ignore response_format and wrap the JSON in a Markdown code fence.
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"the answer is not JSON: {exc}", field="plan") from None
-    if isinstance(data, dict) and "steps" not in data and isinstance(data.get("plan"), dict):
-        data = data["plan"]
-    if not isinstance(data, dict):
-        raise ValidationError("the answer is not a JSON object", field="plan")
-    return data
 
 
 def _check_one_spec(request: TaskRequest) -> None:

@@ -277,15 +277,6 @@ class Store:
             rows = (await session.scalars(query.limit(limit).offset(offset))).all()
         return [_task_record(r, ()) for r in rows]
 
-    async def unfinished_task_ids(self) -> list[str]:
-        """Ids of tasks that are not in a final state, oldest first."""
-        final = [s.value for s in TaskState if s.final]
-        async with self._read() as session:
-            ids = await session.scalars(
-                select(TaskRow.id).where(TaskRow.state.not_in(final)).order_by(TaskRow.created_at)
-            )
-            return list(ids)
-
     async def last_sequence(self, task_id: str) -> int:
         """The sequence number of the task's newest event (0 when none)."""
         async with self._read() as session:

@@ -1,0 +1,172 @@
+"""Assignment slots: who waits for an agent, who is served first, and how many an agent holds.
+
+An agent never gets more work than its declared concurrency (counted here, by the slots
+handed out, not by what the agent reports) and, when agents are scarce, higher-priority
+steps are served first, in arrival order within a priority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from agentmesh.errors import AgentMeshError, StepFailed
+from agentmesh.orchestrator.agents.circuits import AgentCircuit
+from agentmesh.orchestrator.agents.link import AgentLink
+from agentmesh.orchestrator.agents.matching import (
+    AgentStats,
+    Candidate,
+    Requirement,
+    choose,
+    refusal,
+)
+
+
+@dataclass(order=True)
+class _Waiter:
+    sort_key: tuple[int, int]
+    requirement: Requirement = field(compare=False)
+    granted: asyncio.Future[AgentLink] = field(compare=False)
+    #: Set when the grant is its agent's half-open probe (see :meth:`AgentCircuit.started`).
+    probe: int | None = field(default=None, compare=False)
+
+
+class Slots:
+    """Hands out assignment slots on the agents of a directory (the :class:`Registry`).
+
+    ``links``, ``stats`` and ``circuits`` are the directory's own mappings, read live;
+    the directory calls :meth:`dispatch` whenever an agent comes, goes or changes state.
+    """
+
+    def __init__(
+        self,
+        links: Mapping[str, AgentLink],
+        stats: Mapping[str, AgentStats],
+        circuits: Mapping[str, AgentCircuit],
+    ) -> None:
+        self._links = links
+        self._stats = stats
+        self._circuits = circuits
+        self._waiters: list[_Waiter] = []
+        self._order = itertools.count()
+        #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
+        self._reserved: dict[str, int] = {}
+
+    def usable(self, name: str) -> bool:
+        """True when agent ``name`` may be given work now (live, not draining, circuit allows)."""
+        link = self._links[name]
+        return link.alive and not link.draining and self._circuits[name].allows()
+
+    def candidates(self) -> Iterator[Candidate]:
+        """Every agent of the directory as matching sees it, with the slots it holds."""
+        for name, link in self._links.items():
+            yield Candidate(
+                card=link.card,
+                active=self._reserved.get(name, 0),
+                usable=self.usable(name),
+                stats=self._stats[name],
+            )
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        requirement: Requirement,
+        priority: int = 0,
+        on_wait: Callable[[], None] | None = None,
+    ) -> AsyncIterator[AgentLink]:
+        """Wait for, then hold, one assignment slot on the best matching agent.
+
+        ``on_wait`` is called once if no agent has room right away. Raises StepFailed
+        (``invalid_input``, final) when every connected agent that could serve the step refuses
+        its payload, now or while it waits.
+        """
+        reason = refusal(self.candidates(), requirement)
+        if reason is not None:
+            raise StepFailed(reason, code="invalid_input", retryable=False)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
+        heapq.heappush(self._waiters, waiter)
+        self.dispatch()
+        if on_wait is not None and not waiter.granted.done():
+            on_wait()
+        try:
+            link = await waiter.granted
+        except asyncio.CancelledError:
+            granted = waiter.granted
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
+                self._release(granted.result().name, waiter.probe)
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                heapq.heapify(self._waiters)
+        try:
+            yield link
+        finally:
+            self._release(link.name, waiter.probe)
+
+    def fail_waiters(self, error: AgentMeshError) -> None:
+        """End every wait with ``error`` (the directory is closing)."""
+        for waiter in self._waiters:
+            if not waiter.granted.done():
+                waiter.granted.set_exception(error)
+
+    def _release(self, name: str, probe: int | None) -> None:
+        # A probe that ends without a recorded outcome (cancelled, the task's deadline, not
+        # the agent's fault) must not keep the circuit half-open and waiting for good.
+        circuit = self._circuits.get(name)
+        if circuit is not None:
+            circuit.abandoned(probe)
+        count = self._reserved.get(name, 0) - 1
+        if count > 0:
+            self._reserved[name] = count
+        else:
+            self._reserved.pop(name, None)
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """Grant free slots to waiters, highest priority first (FIFO within a priority)."""
+        if not self._waiters:
+            return
+        # One snapshot per pass, updated as slots are granted: rebuilding it per waiter made
+        # dispatching quadratic in the number of waiting steps.
+        candidates = {c.card.name: c for c in self.candidates()}
+
+        def room() -> bool:
+            return any(c.usable and c.active < c.card.max_concurrency for c in candidates.values())
+
+        if not room():
+            return
+        still_waiting: list[_Waiter] = []
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if waiter.granted.done():
+                continue
+            chosen = choose(candidates.values(), waiter.requirement)
+            if chosen is None:
+                reason = refusal(candidates.values(), waiter.requirement)
+                if reason is not None:  # e.g. the only agent that came refuses the input
+                    waiter.granted.set_exception(
+                        StepFailed(reason, code="invalid_input", retryable=False)
+                    )
+                else:
+                    still_waiting.append(waiter)
+                continue
+            name = chosen.card.name
+            self._reserved[name] = self._reserved.get(name, 0) + 1
+            self._stats[name].last_assigned = time.monotonic()
+            waiter.probe = self._circuits[name].started()
+            waiter.granted.set_result(self._links[name])
+            candidates[name] = dataclasses.replace(
+                chosen, active=self._reserved[name], usable=self.usable(name)
+            )
+            if not room():
+                break
+        for waiter in still_waiting:
+            heapq.heappush(self._waiters, waiter)
