@@ -103,7 +103,10 @@ class Orchestrator:
             )
         )
         planner = self._planner or default_planner(
-            settings, delegate=AgentPlanner(registry, timeout=settings.llm_timeout_seconds)
+            settings,
+            delegate=AgentPlanner(
+                registry, timeout=settings.llm_timeout_seconds, settings=settings
+            ),
         )
         engine = await self._stack.enter_async_context(
             Engine(
