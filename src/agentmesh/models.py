@@ -235,3 +235,66 @@ class AgentStatus:
     circuit: str
     registered_at: datetime
     last_seen: datetime
+
+
+class FailureCode(enum.StrEnum):
+    """Why an assignment or a step failed: the codes both the orchestrator and the SDK use.
+
+    Handlers may raise codes of their own (``StepFailed(code=...)``); these are the ones the
+    mesh itself gives.
+    """
+
+    #: The agent's Session broke or stopped answering while the work was out.
+    AGENT_LOST = "agent_lost"
+    #: No result within the step's timeout (or the assignment's deadline had passed).
+    TIMEOUT = "timeout"
+    #: The handler raised.
+    ERROR = "error"
+    #: The output broke the capability's output schema or the output limits.
+    INVALID_OUTPUT = "invalid_output"
+    #: The input broke the capability's input schema.
+    INVALID_INPUT = "invalid_input"
+    #: A step's input references something that is not there.
+    BAD_REFERENCE = "bad_reference"
+    #: The agent had no room (or the previous run of the same work is stopping).
+    BUSY = "busy"
+    #: The orchestrator cancelled the assignment.
+    CANCELLED = "cancelled"
+    #: The agent is shutting down.
+    DRAINING = "draining"
+    #: The agent does not offer the capability.
+    UNKNOWN_CAPABILITY = "unknown_capability"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same work again, here or elsewhere, may succeed."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {FailureCode.DRAINING, FailureCode.BUSY, FailureCode.ERROR, FailureCode.TIMEOUT}
+)
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """How an assignment ended: ``output`` on success, else a failure code and message."""
+
+    output: dict[str, JSON] | None = None
+    code: str = ""
+    message: str = ""
+    retryable: bool = True
+    #: Steps the agent asked to add to the plan after this one.
+    follow_ups: tuple[StepSpec, ...] = ()
+    #: Wire bytes of the output (big ones are schema-checked in a thread).
+    size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when the agent returned a result."""
+        return self.output is not None
+
+    @classmethod
+    def failed(cls, code: FailureCode, message: str) -> Outcome:
+        """A failure with one of the mesh's own codes and its usual retryability."""
+        return cls(code=code.value, message=message, retryable=code.retryable)

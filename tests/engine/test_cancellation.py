@@ -89,12 +89,12 @@ async def test_cancelling_a_task_rolls_back_the_steps_it_completed(
             cancelled = await alice.cancel(task_id)
         events = await watch_all(alice, task_id)
 
-    assert cancelled.state == TaskState.ROLLED_BACK
+    assert cancelled.state == TaskState.CANCELLED
     assert record.read_text().splitlines() == ["do room", "undo room"]
     await journal.wait_for("cancelled", "wait", within=5)
     assert step_states(events, "book")[-1] == StepState.COMPENSATED
     assert step_states(events, "wait")[-1] == StepState.CANCELLED
-    assert task_states(events)[-2:] == [TaskState.COMPENSATING, TaskState.ROLLED_BACK]
+    assert task_states(events)[-2:] == [TaskState.COMPENSATING, TaskState.CANCELLED]
 
 
 async def test_a_cancel_cut_off_during_its_rollback_compensates_each_step_once(
@@ -159,15 +159,15 @@ async def test_a_cancel_cut_off_during_its_rollback_compensates_each_step_once(
     ]
     assert len(undo_sent) == 1, undo_sent
     assert [e.event for e in journal.entries() if e.entry == "room"] == ["start", "end"]
-    # As docs/protocol.rst has it: a cancelled task that compensated ends ROLLED_BACK,
+    # As docs/protocol.rst has it: a cancelled task that compensated ends CANCELLED,
     # giving the (first) cancel's reason.
-    assert cancelled.state == TaskState.ROLLED_BACK
+    assert cancelled.state == TaskState.CANCELLED
     assert cancelled.error == "changed my mind"
     assert_gapless(events)
     assert task_states(events) == [
         TaskState.RUNNING,
         TaskState.COMPENSATING,
-        TaskState.ROLLED_BACK,
+        TaskState.CANCELLED,
     ]
     assert events[-1].reason == "changed my mind"
     assert step_states(events, "book")[-1] == StepState.COMPENSATED

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh.agent.work import Assignment, Completed, Failed, FailureCode, Outcome
+from agentmesh.agent.work import Assignment, Completed, Failed, Outcome
+from agentmesh.models import FailureCode
 from agentmesh.wire import from_struct, step_to_proto, to_struct
 
 

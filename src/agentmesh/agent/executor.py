@@ -29,12 +29,11 @@ from agentmesh.agent.work import (
     Assignment,
     Completed,
     Failed,
-    FailureCode,
     Outcome,
 )
 from agentmesh.errors import StepFailed
 from agentmesh.logs import exception_fields
-from agentmesh.models import StepSpec
+from agentmesh.models import FailureCode, StepSpec
 
 #: How long cancelled handlers get to unwind before a drain stops waiting for them.
 _CANCEL_GRACE_SECONDS = 1.0

@@ -11,7 +11,8 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh._tasks import cancel_and_wait
 from agentmesh.agent import convert
 from agentmesh.agent.executor import Executor
-from agentmesh.agent.work import Failed, FailureCode, Outcome
+from agentmesh.agent.work import Failed, Outcome
+from agentmesh.models import FailureCode
 from agentmesh.security import Identity
 
 Write = Callable[[agent_pb2.AgentMessage], Awaitable[None]]

@@ -1,35 +1,14 @@
-"""Assignments as the SDK sees them, and the outcomes it reports for them."""
+"""Assignments as the SDK sees them, and the outcomes it reports for them.
+
+The failure codes are the mesh's one vocabulary, :class:`agentmesh.models.FailureCode`.
+"""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agentmesh.models import JSON, StepSpec
-
-
-class FailureCode(enum.StrEnum):
-    """The failure codes the SDK itself reports (handlers may raise others via StepFailed)."""
-
-    DRAINING = "draining"
-    UNKNOWN_CAPABILITY = "unknown_capability"
-    BUSY = "busy"
-    INVALID_INPUT = "invalid_input"
-    INVALID_OUTPUT = "invalid_output"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-
-    @property
-    def retryable(self) -> bool:
-        """Whether trying the same work again, here or elsewhere, may succeed."""
-        return self in _RETRYABLE
-
-
-_RETRYABLE = frozenset(
-    {FailureCode.DRAINING, FailureCode.BUSY, FailureCode.ERROR, FailureCode.TIMEOUT}
-)
+from agentmesh.models import JSON, FailureCode, StepSpec
 
 #: Codes that say why a run was interrupted rather than what it produced; never cached.
 INTERRUPTIONS = frozenset({FailureCode.CANCELLED.value, FailureCode.DRAINING.value})

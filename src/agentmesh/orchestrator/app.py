@@ -109,7 +109,10 @@ class Orchestrator:
         planner = self._planner
         if planner is None:
             planner = default_planner(
-                settings, delegate=AgentPlanner(registry, timeout=settings.llm_timeout_seconds)
+                settings,
+                delegate=AgentPlanner(
+                    registry, timeout=settings.llm_timeout_seconds, settings=settings
+                ),
             )
             # Ours to open and close: an LLM planner keeps one connection pool for our life.
             if isinstance(planner, contextlib.AbstractAsyncContextManager):

@@ -15,13 +15,16 @@ from collections.abc import Callable
 import pybreaker
 import structlog
 
+from agentmesh.models import FailureCode
 from agentmesh.orchestrator import metrics
 
 log = structlog.get_logger(__name__)
 
 #: Failure codes that count against an agent's circuit; any other failure (bad input, a bad
 #: reference) says nothing about the agent's health.
-AGENT_FAULTS = frozenset({"agent_lost", "timeout", "error", "invalid_output"})
+AGENT_FAULTS = frozenset(
+    {FailureCode.AGENT_LOST, FailureCode.TIMEOUT, FailureCode.ERROR, FailureCode.INVALID_OUTPUT}
+)
 
 
 class _AttemptFailed(Exception):

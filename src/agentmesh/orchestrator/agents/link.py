@@ -22,29 +22,10 @@ import structlog
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh._tasks import TaskSet
 from agentmesh.errors import ValidationError
-from agentmesh.models import JSON, AgentCard, StepSpec
+from agentmesh.models import AgentCard, FailureCode, Outcome
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES, Taken, take
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How an assignment ended: ``output`` on success, else a failure code and message."""
-
-    output: dict[str, JSON] | None = None
-    code: str = ""
-    message: str = ""
-    retryable: bool = True
-    #: Steps the agent asked to add to the plan after this one.
-    follow_ups: tuple[StepSpec, ...] = ()
-    #: Wire bytes of the output (big ones are schema-checked in a thread).
-    size: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """True when the agent returned a result."""
-        return self.output is not None
 
 
 ProgressCallback = Callable[[float, str], None]
@@ -233,7 +214,7 @@ class AgentLink:
     def _refuse(self, assignment_id: str, error: ValidationError) -> None:
         # Too big, too deep, not JSON: the agent's fault, and it must not kill the reader.
         self._log.warning("agent.invalid_output", assignment_id=assignment_id, error=str(error))
-        self._finish(assignment_id, Outcome(code="invalid_output", message=str(error)))
+        self._finish(assignment_id, Outcome(code=FailureCode.INVALID_OUTPUT, message=str(error)))
 
     def _finish(self, assignment_id: str, outcome: Outcome) -> None:
         # A late answer for an abandoned attempt finds nothing pending and is dropped.
@@ -257,7 +238,7 @@ class AgentLink:
             await self._send(agent_pb2.OrchestratorMessage(assignment=assignment))
             return await pending.done
         except (ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-            return Outcome(code="agent_lost", message=str(exc), retryable=True)
+            return Outcome(code=FailureCode.AGENT_LOST, message=str(exc), retryable=True)
         except asyncio.CancelledError:
             if self._pending.pop(assignment.assignment_id, None) is not None and not self._closed:
                 with contextlib.suppress(
@@ -289,7 +270,9 @@ class AgentLink:
 
     def _fail_pending(self, reason: str) -> None:
         for assignment_id in list(self._pending):
-            self._finish(assignment_id, Outcome(code="agent_lost", message=reason, retryable=True))
+            self._finish(
+                assignment_id, Outcome(code=FailureCode.AGENT_LOST, message=reason, retryable=True)
+            )
 
     async def _shutdown(self) -> None:
         await self._tasks.aclose()

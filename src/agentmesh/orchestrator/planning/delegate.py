@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
 from collections.abc import Mapping
 
 import pydantic
 
-from agentmesh._proto.agentmesh.v1 import agent_pb2
+from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, StepFailed, ValidationError
-from agentmesh.models import JSON, Capability, Plan, TaskRequest
-from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
-from agentmesh.orchestrator.agents.link import Outcome
+from agentmesh.models import JSON, Capability, FailureCode, Plan, RetryPolicy, TaskRequest
+from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.planning import PlanLimits, validate_plan
-from agentmesh.wire import to_struct
 
 #: The capability a planning agent offers. Input: ``goal``, ``input`` and ``capabilities``
 #: (name, description and input schema of each); output: ``plan`` (steps and aggregate).
 PLAN_CAPABILITY = "plan"
+
+
+class _Watch:
+    """Remembers which agent took the request (for the error when it fails)."""
+
+    def __init__(self) -> None:
+        self.agent = ""
+
+    def waiting(self, attempt: int, reason: str) -> None:
+        """Nothing to report while no planning agent has room."""
+
+    def started(self, agent: str, attempt: int) -> None:
+        self.agent = agent
+
+    def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
+        """A planning agent's progress goes nowhere: there is no task yet."""
+
+    def retrying(self, attempt: int, reason: str) -> None:
+        """One attempt only: nothing to report."""
 
 
 class AgentPlanner:
@@ -29,12 +44,20 @@ class AgentPlanner:
 
     Declines (``ValidationError`` on ``goal``) when the request has no goal or no such agent is
     registered, so a chain of planners moves on; the agent's plan is validated like any other.
+    The request goes through the :class:`~agentmesh.orchestrator.agents.dispatch.Dispatcher`
+    like any step (one attempt): its outcome is checked and accounted for the agent.
     """
 
     def __init__(
-        self, registry: Registry, *, timeout: float = 60.0, limits: PlanLimits | None = None
+        self,
+        registry: Registry,
+        *,
+        timeout: float = 60.0,
+        limits: PlanLimits | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self._registry = registry
+        self._dispatcher = Dispatcher(registry, settings or Settings())
         self._timeout = timeout
         self._limits = limits or PlanLimits()
 
@@ -52,45 +75,30 @@ class AgentPlanner:
             ],
         }
         # Only a planning agent whose own schema accepts the request gets it.
-        requirement = Requirement(PLAN_CAPABILITY, payload=payload)
-        if not self._registry.could_serve(requirement):
+        if not self._registry.could_serve(Requirement(PLAN_CAPABILITY, payload=payload)):
             raise ValidationError(f"no agent offers {PLAN_CAPABILITY!r}", field="goal")
-        assignment = agent_pb2.Assignment(
-            assignment_id=uuid.uuid4().hex,
-            capability=PLAN_CAPABILITY,
+        job = Job(
+            task_id="",
             step_id="plan",
-            attempt=1,
-            input=to_struct(payload),
+            capability=PLAN_CAPABILITY,
+            payload=payload,
+            retry=RetryPolicy(max_attempts=1),
+            timeout=self._timeout,
+            deadline=asyncio.get_running_loop().time() + self._timeout,
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    link = await stack.enter_async_context(self._registry.slot(requirement))
-            except StepFailed as exc:  # every planning agent's schema refuses this request
-                raise ValidationError(str(exc), field="goal") from None
-            except TimeoutError:
-                raise AgentUnavailable(
-                    f"no planning agent had room within {self._timeout:g}s"
-                ) from None
-            started = loop.time()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    outcome = await link.run(assignment, lambda fraction, message: None)
-            except TimeoutError:
-                outcome = Outcome(code="timeout", message=f"no plan within {self._timeout:g}s")
-            # Like any step's attempt: its stats and circuit see it (a half-open probe ends).
-            self._registry.record(
-                link.name,
-                loop.time() - started,
-                outcome.ok,
-                agent_fault=outcome.code in AGENT_FAULTS,
-            )
-        if not outcome.ok or outcome.output is None:
+        watch = _Watch()
+        try:
+            outcome = await self._dispatcher.send(job, watch)
+        except TimeoutError:
             raise AgentUnavailable(
-                f"planning agent {link.name} failed: {outcome.code} {outcome.message}".strip()
-            )
+                f"no planning agent had room within {self._timeout:g}s"
+            ) from None
+        except StepFailed as exc:
+            if not watch.agent:  # every planning agent's schema refuses this request
+                raise ValidationError(str(exc), field="goal") from None
+            raise AgentUnavailable(f"planning agent {watch.agent} failed: {exc}") from None
+        if outcome.output is None:
+            raise AgentUnavailable(f"planning agent {watch.agent} failed: {FailureCode.ERROR}")
         try:
             plan = Plan.model_validate(outcome.output.get("plan", outcome.output))
         except pydantic.ValidationError as exc:

@@ -1,0 +1,274 @@
+"""Everything sent to an agent goes through one attempt loop: the :class:`Dispatcher`.
+
+Steps, compensations, delegated aggregation and agent planning all get the same attempts,
+retries with backoff, failover (an agent that failed is avoided by the next attempt), output
+checks against the agent's declared schema, circuit and stats accounting, metrics and logs.
+What differs is who watches: a step's state follows its attempts through an
+:class:`AttemptObserver`; a compensation or a planning request passes none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+from google.protobuf import json_format, timestamp_pb2
+
+from agentmesh import schemas
+from agentmesh._proto.agentmesh.v1 import agent_pb2
+from agentmesh.config import Settings
+from agentmesh.errors import StepFailed
+from agentmesh.models import JSON, FailureCode, Outcome, RetryPolicy
+from agentmesh.orchestrator import metrics
+from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
+from agentmesh.orchestrator.agents.intake import THREAD_BYTES
+from agentmesh.orchestrator.agents.link import AgentLink
+from agentmesh.orchestrator.agents.matching import Requirement
+from agentmesh.orchestrator.agents.progress import ProgressLimiter
+from agentmesh.orchestrator.agents.registry import Registry
+
+log = structlog.get_logger(__name__)
+
+
+class AttemptObserver(Protocol):
+    """Follows the attempts of one job (a step's state does)."""
+
+    def waiting(self, attempt: int, reason: str) -> None:
+        """No capable agent has room for ``attempt`` yet."""
+
+    def started(self, agent: str, attempt: int) -> None:
+        """``attempt`` was given to ``agent``."""
+
+    def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
+        """The agent reported progress (already bounded in rate and size)."""
+
+    def retrying(self, attempt: int, reason: str) -> None:
+        """``attempt`` failed and may be retried (the retry policy may still give up)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """Work for an agent: ``capability`` on ``payload``, and how hard to try."""
+
+    task_id: str
+    step_id: str
+    capability: str
+    payload: JSON
+    version: str = ""
+    pin: str = ""
+    exclude: frozenset[str] = frozenset()
+    priority: int = 0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: 0: the settings' default step timeout.
+    timeout: float = 0.0
+    #: An undo: its attempts get their own idempotency keys (``undo-N``).
+    compensation: bool = False
+    #: The number of the first attempt (a step's earlier attempts count).
+    first_attempt: int = 1
+    #: Re-send the first attempt to this agent (same idempotency key): a resumed step.
+    resume_on: str = ""
+    #: Event-loop time by which an agent must have room and the attempt be over.
+    deadline: float | None = None
+
+    def idempotency_key(self, attempt: int) -> str:
+        """``{task}/{step}/{n}``; compensations ``{task}/{step}/undo-{n}``; "" without a task."""
+        if not self.task_id:
+            return ""
+        # One key per attempt; compensations get their own so that retrying an undo on the
+        # same agent runs it again instead of replaying its failure.
+        number = f"undo-{attempt}" if self.compensation else str(attempt)
+        return f"{self.task_id}/{self.step_id}/{number}"
+
+
+def backoff(policy: RetryPolicy, failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after the ``failures``-th failed attempt: exponential, with jitter.
+
+    Jitter of one initial backoff keeps retries of many steps from moving in lockstep.
+    """
+    draw = (rng or random).uniform(0, policy.initial_backoff_seconds)
+    try:
+        grown = policy.initial_backoff_seconds * 2 ** (failures - 1) + draw
+    except OverflowError:
+        grown = policy.max_backoff_seconds
+    return float(max(0.0, min(grown, policy.max_backoff_seconds)))
+
+
+class Dispatcher:
+    """Sends jobs to agents until an attempt succeeds or the retry policy gives up."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self._registry = registry
+        self._settings = settings
+
+    async def send(self, job: Job, observer: AttemptObserver | None = None) -> Outcome:
+        """The successful outcome of ``job``; StepFailed when it failed for good.
+
+        TimeoutError when ``job.deadline`` passes before an agent has room.
+        """
+        max_attempts = job.retry.max_attempts or self._settings.default_max_attempts
+        last = max(job.first_attempt, max_attempts)
+        if job.resume_on:
+            # The re-sent attempt carries the same idempotency key, which only the agent that
+            # ran it can honour (replay its result or join the run): give it a moment to
+            # register again after our restart before going elsewhere.
+            await self._registry.wait_for_agent(
+                job.resume_on, self._settings.agent_timeout_seconds + 5
+            )
+        failed_on: set[str] = set()
+        number = job.first_attempt
+        while True:
+            prefer = job.resume_on if number == job.first_attempt else ""
+            try:
+                return await self._attempt(job, number, failed_on, observer, prefer)
+            except StepFailed as exc:
+                if not exc.retryable or number >= last:
+                    raise
+            await asyncio.sleep(backoff(job.retry, number - job.first_attempt + 1))
+            number += 1
+
+    async def _attempt(
+        self,
+        job: Job,
+        number: int,
+        failed_on: set[str],
+        observer: AttemptObserver | None,
+        prefer: str,
+    ) -> Outcome:
+        requirement = Requirement(
+            prefer=prefer,
+            capability=job.capability,
+            version=job.version,
+            pin=job.pin,
+            exclude=job.exclude,
+            avoid=frozenset(failed_on),
+            payload=job.payload,
+        )
+
+        def waiting() -> None:
+            if observer is not None:
+                observer.waiting(number, f"no agent with {job.capability!r} has room")
+
+        async with contextlib.AsyncExitStack() as stack:
+            async with asyncio.timeout_at(job.deadline):
+                link = await stack.enter_async_context(
+                    self._registry.slot(requirement, job.priority, waiting)
+                )
+            outcome, elapsed, circuit = await self._run(job, number, link, failed_on, observer)
+        if outcome.ok:
+            log.info(
+                "step.attempt_succeeded",
+                task_id=job.task_id,
+                step=job.step_id,
+                attempt=number,
+                agent=link.name,
+                seconds=round(elapsed, 3),
+            )
+            return outcome
+        failed_on.add(link.name)
+        message = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+        if circuit == "open":
+            # Watchers see why this agent gets no more work for a while.
+            message += f" (circuit of {link.name} is open)"
+        log.warning(
+            "step.attempt_failed",
+            task_id=job.task_id,
+            step=job.step_id,
+            agent=link.name,
+            attempt=number,
+            code=outcome.code,
+            retryable=outcome.retryable,
+            reason=outcome.message[:500],
+        )
+        if observer is not None and outcome.retryable:
+            observer.retrying(number, f"attempt {number} failed: {message}")
+        raise StepFailed(message, code=outcome.code, retryable=outcome.retryable)
+
+    async def _run(
+        self,
+        job: Job,
+        number: int,
+        link: AgentLink,
+        failed_on: set[str],
+        observer: AttemptObserver | None,
+    ) -> tuple[Outcome, float, str]:
+        """One attempt on ``link``: its (checked) outcome, seconds and the circuit after it."""
+        loop = asyncio.get_running_loop()
+        if observer is not None:
+            observer.started(link.name, number)
+        timeout = job.timeout or self._settings.default_step_timeout_seconds
+        if job.deadline is not None:
+            timeout = max(0.0, min(timeout, job.deadline - loop.time()))
+        deadline = timestamp_pb2.Timestamp()
+        deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=timeout))
+        assignment = agent_pb2.Assignment(
+            assignment_id=uuid.uuid4().hex,
+            idempotency_key=job.idempotency_key(number),
+            task_id=job.task_id,
+            step_id=job.step_id,
+            capability=job.capability,
+            attempt=number,
+            deadline=deadline,
+            compensation=job.compensation,
+        )
+        payload = job.payload
+        json_format.ParseDict(payload if isinstance(payload, dict) else {}, assignment.input)
+
+        def progress(fraction: float, message: str) -> None:
+            if observer is not None:
+                observer.progress(link.name, number, fraction, message)
+
+        limiter = ProgressLimiter(progress)
+        log.info(
+            "step.assigned",
+            task_id=job.task_id,
+            step=job.step_id,
+            attempt=number,
+            agent=link.name,
+            assignment_id=assignment.assignment_id,
+            capability=job.capability,
+            compensation=job.compensation,
+        )
+        started = loop.time()
+        try:
+            async with asyncio.timeout(timeout):
+                outcome = await link.run(assignment, limiter.report)
+        except TimeoutError:
+            outcome = Outcome(code=FailureCode.TIMEOUT, message=f"no result within {timeout:g}s")
+        finally:
+            limiter.close()  # the latest report held back goes out before the outcome
+        elapsed = loop.time() - started
+        if outcome.ok:
+            declared = link.card.capability(job.capability)
+            problem = declared and await _schema_error(declared.output_schema, outcome)
+            if problem:
+                # The agent broke its own contract: counted against it (before its circuit
+                # and stats see the attempt), tried elsewhere.
+                outcome = Outcome(code=FailureCode.INVALID_OUTPUT, message=problem)
+        elif outcome.code == FailureCode.INVALID_OUTPUT:
+            # Also when the agent's own SDK caught it (and called it final): the fault is the
+            # agent's, not the input's, so another agent may well answer correctly.
+            outcome.retryable = True
+        circuit = self._registry.record(
+            link.name, elapsed, outcome.ok, agent_fault=outcome.code in AGENT_FAULTS
+        )
+        metrics.ATTEMPTS.labels(link.name, outcome.code or "ok").inc()
+        metrics.ATTEMPT_SECONDS.labels(job.capability).observe(elapsed)
+        if number > 1:
+            metrics.RETRIES.inc()
+            if failed_on and link.name not in failed_on:
+                metrics.FAILOVERS.inc()
+        return outcome, elapsed, circuit
+
+
+async def _schema_error(schema: Mapping[str, JSON], outcome: Outcome) -> str | None:
+    # Validating megabytes takes seconds: in a thread, so the orchestrator keeps answering.
+    if outcome.size > THREAD_BYTES:
+        return await asyncio.to_thread(schemas.first_error, schema, outcome.output)
+    return schemas.first_error(schema, outcome.output)

@@ -1,0 +1,187 @@
+"""A task's journal: every state change becomes an event, written in order and in batches.
+
+Changes are applied to the task in memory at once; one flusher per task writes them, with
+their events, in one transaction per batch. The journal keeps three promises: a final state
+is written together with its final event (a state without it would end the lease early), a
+flush is never cut off mid-commit (it has taken its batch out of memory), and the last flush
+of a run is shielded from the cancellation that stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from agentmesh.models import EventKind, StepRecord, StepState, TaskEvent, TaskRecord, TaskState
+from agentmesh.orchestrator import metrics
+from agentmesh.orchestrator.events import EventBus
+from agentmesh.orchestrator.store import Lease, LeaseLost, Store
+
+#: How long the flusher gathers further changes into one commit after the first.
+GATHER_SECONDS = 0.02
+#: How long the flusher waits after a failed write before trying the batch again.
+RETRY_SECONDS = 1.0
+
+
+def now() -> datetime:
+    """The time stamped on events and steps."""
+    return datetime.now(UTC)
+
+
+class Journal:
+    """The events and unwritten changes of one task, and the flusher that writes them."""
+
+    def __init__(
+        self,
+        task: TaskRecord,
+        last_sequence: int,
+        *,
+        store: Store,
+        bus: EventBus,
+        lease: Lease | None = None,
+    ) -> None:
+        self.task = task
+        #: True once another replica took the task over: nothing more is written.
+        self.fenced = False
+        self._store = store
+        self._bus = bus
+        self._lease = lease
+        self._sequence = last_sequence
+        self._events: list[TaskEvent] = []
+        self._dirty: dict[str, StepRecord] = {}
+        self._new: list[tuple[int, StepRecord]] = []
+        self._write_lock = asyncio.Lock()
+        #: Set by every change; an idle task's flusher sleeps instead of polling.
+        self._changed = asyncio.Event()
+        self._log = structlog.get_logger(__name__).bind(task_id=task.id)
+
+    def emit(self, kind: EventKind, step: StepRecord | None = None, **fields: Any) -> None:
+        """Record an event (and, with ``step``, that the step changed) for the next flush."""
+        self._sequence += 1
+        stamp = now()
+        self.task.updated_at = stamp
+        if step is not None:
+            self._dirty[step.spec.id] = step
+            fields.setdefault("step_id", step.spec.id)
+        self._events.append(
+            TaskEvent(
+                task_id=self.task.id, sequence=self._sequence, time=stamp, kind=kind, **fields
+            )
+        )
+        self._changed.set()
+
+    def task_state(self, state: TaskState, reason: str = "") -> None:
+        """Move the task to ``state`` (its result and partial flag go with a success)."""
+        self.task.state = state
+        if state in (TaskState.FAILED, TaskState.ROLLBACK_FAILED) and reason:
+            self.task.error = reason
+        self.emit(
+            EventKind.TASK_STATE,
+            state=state.value,
+            reason=reason,
+            output=self.task.result if state is TaskState.SUCCEEDED else None,
+            partial=self.task.partial,
+        )
+        self._log.info("task.state", state=state.value, reason=reason)
+        if state.final:
+            metrics.TASKS.labels(state.value).inc()
+        if state is TaskState.ROLLBACK_FAILED:
+            self._log.error("task.rollback_failed", reason=reason)
+
+    def step_state(
+        self, step: StepRecord, state: StepState, reason: str = "", *, attempt: int = 0
+    ) -> None:
+        """Move ``step`` to ``state``; a final state stamps its finishing time."""
+        step.state = state
+        if state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
+            step.error = reason
+        if state.final:
+            step.finished_at = now()
+            metrics.STEPS.labels(state.value).inc()
+        self.emit(
+            EventKind.STEP_STATE,
+            step,
+            state=state.value,
+            agent=step.agent,
+            attempt=attempt or step.attempts,
+            reason=reason,
+            output=step.output if state is StepState.SUCCEEDED else None,
+        )
+
+    def add_steps(self, steps: list[StepRecord]) -> None:
+        """Add steps the plan grew by (follow-ups, fan-out instances); written as new rows."""
+        for step in steps:
+            self._new.append((len(self.task.steps), step))
+            self.task.steps[step.spec.id] = step
+
+    async def flush(self) -> None:
+        """Write every change made so far, with its events, in one transaction."""
+        async with self._write_lock:
+            if not (self._events or self._dirty or self._new):
+                return
+            events, self._events = self._events, []
+            dirty, self._dirty = self._dirty, {}
+            new, self._new = self._new, []
+            new_ids = {s.spec.id for _, s in new}
+            # The task as of these events: the run goes on while we wait for the database,
+            # and a final state written without its final event would end the lease early.
+            task = self.task.model_copy()
+            try:
+                await self._store.commit(
+                    task,
+                    [s for i, s in dirty.items() if i not in new_ids],
+                    events,
+                    new_steps=new,
+                    lease=self._lease,
+                )
+            except Exception:
+                # Put the batch back (in order, before anything newer) so nothing is lost.
+                self._events[:0] = events
+                self._dirty = {**dirty, **self._dirty}
+                self._new[:0] = new
+                raise
+        await self._bus.published(self.task.id)
+
+    @contextlib.asynccontextmanager
+    async def flushing(self, on_fenced: Callable[[], object]) -> AsyncIterator[None]:
+        """Keep a flusher writing changes while inside; flush what is left on the way out.
+
+        ``on_fenced`` is called when the lease is lost (another replica took the task over):
+        the flusher stops and nothing more is written.
+        """
+        flusher = asyncio.create_task(self._flusher(on_fenced), name=f"flush-{self.task.id}")
+        try:
+            yield
+        finally:
+            # Never cut a flush off mid-commit: it has taken its batch out of memory.
+            async with self._write_lock:
+                flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            if not self.fenced:
+                with contextlib.suppress(LeaseLost):
+                    await asyncio.shield(self.flush())
+
+    async def _flusher(self, on_fenced: Callable[[], object]) -> None:
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(GATHER_SECONDS)  # gather what else happens into one commit
+            self._changed.clear()
+            try:
+                await self.flush()
+            except LeaseLost:
+                # Another replica took the task over: stop without writing anything more.
+                self._log.error("task.lease_lost")
+                self.fenced = True
+                on_fenced()
+                return
+            except Exception as exc:
+                # The batch went back into memory: nothing is lost, it is written next time.
+                self._log.error("task.flush_failed", error=repr(exc))
+                await asyncio.sleep(RETRY_SECONDS)
+                self._changed.set()
