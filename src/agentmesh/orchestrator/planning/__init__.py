@@ -17,6 +17,7 @@ from agentmesh.orchestrator.planning.planner import (
     ChainPlanner,
     LLMPlanner,
     Planner,
+    catalog_of,
     default_planner,
     system_prompt,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "TfIdfIndex",
     "Workflow",
     "bind_item",
+    "catalog_of",
     "default_planner",
     "dependencies",
     "expand_for_each",
