@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -119,3 +121,29 @@ async def test_a_watcher_revoked_meanwhile_is_told_why_and_the_stream_ends(
     assert rest[-1]["event"] == "error"
     assert rest[-1]["data"]["code"] == "UNAUTHENTICATED"
     assert "revocation list" in rest[-1]["data"]["reason"]
+
+
+async def test_an_orchestrator_stopping_ends_its_open_event_streams(
+    http_settings: Settings, certs: Path
+) -> None:
+    from tests.orchestrator.http.conftest import tls
+
+    async with Orchestrator(http_settings) as running, RawAgent(certs, "echo-1") as hanging:
+        await hanging.register(running)
+        api = httpx.AsyncClient(
+            base_url=f"https://localhost:{running.http_port}",
+            verify=tls(certs, "client", "alice"),
+            timeout=20,
+        )
+        task_id = (await api.post("/v1/tasks", json=ECHO_PLAN)).json()["task_id"]
+        response = await api.send(
+            api.build_request("GET", f"/v1/tasks/{task_id}/events"), stream=True
+        )
+        frames = _frames(response)
+        assert (await anext(frames))["id"] == "1"
+    # The orchestrator has stopped: the stream is over (ended or cut), not hanging.
+    with contextlib.suppress(httpx.HTTPError):
+        async with asyncio.timeout(10):
+            _ = [frame async for frame in frames]
+    await response.aclose()
+    await api.aclose()
