@@ -192,8 +192,13 @@ class Mesh:
     this mesh started (agents first, so that they deregister from a live orchestrator).
     """
 
-    def __init__(self, folder: Path, *, profiling: Profiling | None = None) -> None:
+    def __init__(
+        self, folder: Path, *, profiling: Profiling | None = None, http: bool = False
+    ) -> None:
         self.folder = folder
+        #: Serve the HTTP API too (on :attr:`http_port`).
+        self._http = http
+        self.http_port = 0
         self.certs = folder / "certs"
         self._profiling = profiling
         self._orchestrator: Process | None = None
@@ -262,6 +267,10 @@ class Mesh:
             AGENTMESH_REDIS_URL=os.environ.get("AGENTMESH_REDIS_URL", ""),
             AGENTMESH_BENCH_PORT_FILE=str(port_file),
         )
+        http_port_file = self.folder / "orchestrator.http-port"
+        if self._http:
+            env["AGENTMESH_HTTP_LISTEN"] = "127.0.0.1:0"
+            env["AGENTMESH_BENCH_HTTP_PORT_FILE"] = str(http_port_file)
         profiling = self._profiling
         if profiling is not None and profiling.kind == "cprofile":
             env["AGENTMESH_BENCH_PROFILE"] = str(profiling.output)
@@ -284,6 +293,8 @@ class Mesh:
                     )
                 await asyncio.sleep(0.05)
         self.port = int(port_file.read_text())
+        if self._http:
+            self.http_port = int(http_port_file.read_text())
         if profiling is not None and profiling.kind == "py-spy":
             with (self.folder / "logs" / "py-spy.log").open("wb") as log:
                 self._sampler = await asyncio.create_subprocess_exec(

@@ -1,7 +1,8 @@
 """An orchestrator process for the benchmarks: ``python -m benchmarks.orchestrator``.
 
 Configured like ``agentmesh serve`` (``AGENTMESH_*`` variables), but it may listen on
-port 0: once serving it writes the bound port to ``AGENTMESH_BENCH_PORT_FILE``. With
+port 0: once serving it writes the bound port to ``AGENTMESH_BENCH_PORT_FILE`` (and that of
+the HTTP API, when ``AGENTMESH_HTTP_LISTEN`` is set, to ``AGENTMESH_BENCH_HTTP_PORT_FILE``). With
 ``AGENTMESH_BENCH_PROFILE=<file>`` it runs under cProfile and writes the stats there
 when it stops (SIGTERM or SIGINT).
 """
@@ -20,6 +21,12 @@ from agentmesh.logs import configure_logging
 from agentmesh.orchestrator import Orchestrator
 
 
+def _announce_http(port: int) -> None:
+    http_port_file = os.environ.get("AGENTMESH_BENCH_HTTP_PORT_FILE", "")
+    if http_port_file:
+        Path(http_port_file).write_text(str(port))
+
+
 async def serve(port_file: Path) -> None:
     """Serve until SIGTERM/SIGINT, announcing the port through ``port_file``."""
     stop = asyncio.Event()
@@ -27,6 +34,7 @@ async def serve(port_file: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Orchestrator(Settings()) as orchestrator:
+        _announce_http(orchestrator.http_port)  # first: the port file says both are there
         partial = port_file.with_suffix(".partial")
         partial.write_text(str(orchestrator.port))
         partial.replace(port_file)  # atomic: the parent never reads half a number

@@ -31,7 +31,7 @@ SHARED = (
 #: Orchestrator layers, top to bottom; a module may import its own layer and those below.
 LAYERS = (
     ("app",),
-    ("api",),
+    ("api", "http"),
     ("engine",),
     ("planning",),
     ("agents",),

@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     #: Development only: serve plaintext without client certificates; every caller is then
     #: the unauthenticated identity ``spiffe://<trust_domain>/admin/insecure-dev``.
     insecure: bool = False
+    #: host:port of the HTTP/JSON API (HTTPS with client certificates or bearer tokens;
+    #: plaintext only in insecure mode; port 0: any free port); empty for none.
+    http_listen: str = ""
+    #: Bearer tokens of the HTTP API, stored as SHA-256 hashes and edited by
+    #: ``agentmesh tokens``; reloaded when it changes. Empty: ``tokens.yaml`` in certs_dir.
+    tokens_file: str = ""
+
+    @property
+    def tokens_path(self) -> Path:
+        """Where the HTTP API's bearer tokens are kept."""
+        return Path(self.tokens_file) if self.tokens_file else self.certs_dir / "tokens.yaml"
 
     #: This orchestrator's name among replicas sharing one database; empty: derived from
     #: the host name, certificate and listen address (stable across restarts).

@@ -19,9 +19,11 @@ from agentmesh.errors import CertificateError
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api.interceptors import MeshInterceptor
 from agentmesh.orchestrator.api.servicers import OrchestratorServicer, RegistryServicer
+from agentmesh.orchestrator.api.tasks import TaskService
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.engine import Engine
 from agentmesh.orchestrator.events import EventBus
+from agentmesh.orchestrator.http import Authenticator, HttpServer, create_api
 from agentmesh.orchestrator.metrics import serving_metrics
 from agentmesh.orchestrator.planning import Planner, catalog_of, default_planner
 from agentmesh.orchestrator.planning.delegate import AgentPlanner
@@ -31,6 +33,8 @@ from agentmesh.security.ca import own_identity
 from agentmesh.security.guard import Guard
 from agentmesh.security.peer_check import endpoint_identity
 from agentmesh.security.tls import RotatingChannelCredentials
+from agentmesh.security.tokens import Tokens, load_tokens
+from agentmesh.security.watch import ReloadingFile
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +59,8 @@ class Orchestrator:
         self.port = 0
         #: Port of the /metrics endpoint, when ``metrics_listen`` is set.
         self.metrics_port = 0
+        #: Port of the HTTP API, when ``http_listen`` is set.
+        self.http_port = 0
 
     @property
     def address(self) -> str:
@@ -140,17 +146,9 @@ class Orchestrator:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ],
         )
+        tasks = TaskService(engine, store, bus, registry, guard, catalog=catalog_of(planner))
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-            OrchestratorServicer(
-                engine,
-                store,
-                bus,
-                registry,
-                guard,
-                max_message_bytes=settings.max_message_bytes,
-                catalog=catalog_of(planner),
-            ),
-            server,
+            OrchestratorServicer(tasks, max_message_bytes=settings.max_message_bytes), server
         )
         orchestrator_pb2_grpc.add_RegistryServicer_to_server(
             RegistryServicer(registry, settings.ping_interval_seconds, guard), server
@@ -184,9 +182,44 @@ class Orchestrator:
         self._stack.push_async_callback(self._stop_server)
         for name in ("", *_SERVICES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if settings.http_listen:
+            await self._serve_http(tasks, guard, files)
         log.info(
             "orchestrator.started", address=self.address, database=store.url.render_as_string()
         )
+
+    async def _serve_http(self, tasks: TaskService, guard: Guard, files: CertFiles) -> None:
+        """The HTTP/JSON API, stopped before the components it uses (like the gRPC server)."""
+        settings = self.settings
+        token_file = await self._stack.enter_async_context(
+            ReloadingFile(
+                settings.tokens_path,
+                load_tokens,
+                interval=settings.security_reload_seconds,
+                missing=Tokens(),
+                what="tokens file",
+            )
+        )
+        authenticator = Authenticator(
+            guard, token_file, insecure_identity=self._insecure_identity()
+        )
+        api = create_api(tasks, authenticator)
+        if settings.insecure:
+            log.warning(
+                "security.insecure_mode",
+                address=settings.http_listen,
+                note="HTTP API in plaintext: for development only",
+            )
+        http = await self._stack.enter_async_context(
+            HttpServer(
+                api,
+                settings.http_listen,
+                None if settings.insecure else files,
+                max_body_bytes=settings.max_message_bytes,
+            )
+        )
+        self.http_port = http.port
+        log.info("orchestrator.http", port=http.port, tls=not settings.insecure)
 
     def _insecure_identity(self) -> Identity | None:
         if not self.settings.insecure:

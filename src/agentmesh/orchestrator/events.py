@@ -94,6 +94,11 @@ class EventBus:
                 if not watchers:
                     del self._wakeups[task_id]
 
+    async def check_cursor(self, task_id: str, after_sequence: int) -> None:
+        """Raise :class:`OutOfRange` now when a watch from ``after_sequence`` would (being past
+        the task's newest event), so that it is refused before a stream starts."""
+        self._ended(await self._store.stream_end(task_id), after_sequence)
+
     @staticmethod
     def _ended(end: tuple[bool, int] | None, cursor: int) -> bool:
         """True when a watch at ``cursor`` has nothing more to wait for (see :meth:`watch`)."""

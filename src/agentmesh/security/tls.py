@@ -155,6 +155,16 @@ def _peer_of_pem(pem: bytes) -> Peer:
     return Peer(identity_of(pem), serial)
 
 
+def peer_of_certificate(pem: bytes) -> Peer:
+    """The identity and serial in a verified client certificate (PEM), of whatever trust
+    domain; Unauthenticated when it carries no usable identity. For front doors other than
+    gRPC (the HTTP API), which get the peer's certificate from their TLS layer."""
+    try:
+        return _peer_of_pem(pem)
+    except (AgentMeshError, ValueError) as exc:
+        raise Unauthenticated(f"client certificate carries no usable identity: {exc}") from exc
+
+
 def peer_certificate(context: grpc.aio.ServicerContext[object, object], trust_domain: str) -> Peer:
     """The caller's identity and certificate serial, from the certificate it presented.
 

@@ -1,8 +1,9 @@
 """gRPC servicers: translate protobuf to domain calls and back; no business logic here.
 
-Each method checks its request's fields (:mod:`agentmesh.orchestrator.api.validation`) and asks the
-:class:`~agentmesh.security.guard.Guard` whether the caller may do it before anything is
-looked up, converted or stored, so a refused request changes nothing.
+Client calls go to :class:`~agentmesh.orchestrator.api.tasks.TaskService` (the HTTP API's
+routes call the same); agent calls check their fields (:mod:`agentmesh.orchestrator.api.validation`)
+and ask the :class:`~agentmesh.security.guard.Guard` whether the caller may do it before
+anything is looked up, converted or stored, so a refused request changes nothing.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import grpc
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
-from agentmesh.errors import FailedPrecondition, NotFound
-from agentmesh.models import TaskRecord, WorkflowInfo
+from agentmesh.errors import FailedPrecondition
+from agentmesh.models import TaskRecord
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
 from agentmesh.orchestrator.api.interceptors import current_caller, current_peer
-from agentmesh.orchestrator.engine import Engine
-from agentmesh.orchestrator.events import EventBus
-from agentmesh.orchestrator.planning import Catalog, PlanLimits
-from agentmesh.orchestrator.store import Store
+from agentmesh.orchestrator.api.tasks import TaskService
+from agentmesh.orchestrator.planning import PlanLimits
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Action
 from agentmesh.wire import card_from_proto
@@ -32,52 +31,25 @@ from agentmesh.wire.workflows import workflow_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_DEFAULT_PAGE = 50
 #: Bytes of a response message besides its tasks (page token, framing), rounded up.
 _ENVELOPE = 1024
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
-    """The client-facing API: submit, inspect, cancel and watch tasks; list agents and
-    workflows."""
+    """The client-facing API: submit, inspect, cancel and watch tasks; list agents and workflows.
 
-    def __init__(
-        self,
-        engine: Engine,
-        store: Store,
-        bus: EventBus,
-        registry: Registry,
-        guard: Guard,
-        limits: PlanLimits | None = None,
-        max_message_bytes: int = 4 * 1024 * 1024,
-        catalog: Catalog | None = None,
-    ) -> None:
-        self._engine = engine
-        self._catalog = catalog or Catalog()
+    The work is the :class:`~agentmesh.orchestrator.api.tasks.TaskService`'s (shared with
+    the HTTP API); what is left here is protobuf and the one-message size limit.
+    """
+
+    def __init__(self, tasks: TaskService, max_message_bytes: int = 4 * 1024 * 1024) -> None:
+        self._tasks = tasks
         self._max_message_bytes = max_message_bytes
-        self._store = store
-        self._bus = bus
-        self._registry = registry
-        self._guard = guard
-        self._limits = limits or PlanLimits()
-
-    async def _task(self, task_id: str, action: Action) -> TaskRecord:
-        """The task, if the caller may do ``action`` with it; else PermissionDenied/NotFound."""
-        validation.check_task_id(task_id)
-        access = self._guard.task_access(current_caller(), action)
-        task = self._engine.live(task_id) or await self._store.get_task(task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id!r}", field="task_id")
-        access.check(task_id, task.owner)
-        return task
 
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        identity = current_caller()
-        self._guard.require(identity, Action.SUBMIT_TASKS)
-        validation.check_submit(request, self._limits)
-        task = await self._engine.submit(convert.request_from_proto(request), identity.uri)
+        task = await self._tasks.submit(current_caller(), request)
         return pb.SubmitTaskResponse(task_id=task.id)
 
     def _fitting(self, task: TaskRecord, omit_outputs: bool) -> pb.Task:
@@ -94,21 +66,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         return message
 
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
-        task = await self._task(request.task_id, Action.GET_TASKS)
+        task = await self._tasks.task(current_caller(), request.task_id, Action.GET_TASKS)
         return self._fitting(task, request.omit_outputs)
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
-        owner = self._guard.task_owner_filter(current_caller())
-        offset = validation.check_list_tasks(request)
-        size = request.page_size or _DEFAULT_PAGE
-        states = [
-            convert.task_state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)
-        ]
-        tasks = await self._store.list_tasks(
-            owner=owner, states=states, limit=size + 1, offset=offset
-        )
+        tasks, offset, size = await self._tasks.list_tasks(current_caller(), request)
         response = pb.ListTasksResponse()
         room = self._max_message_bytes - _ENVELOPE
         for task in tasks[:size]:
@@ -126,10 +90,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         return response
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: Context) -> pb.Task:
-        validation.check_cancel(request)
-        task = await self._task(request.task_id, Action.CANCEL_TASKS)
-        await self._engine.cancel(task.id, request.reason or f"cancelled by {current_caller()}")
-        task = await self._task(task.id, Action.CANCEL_TASKS)
+        task = await self._tasks.cancel(current_caller(), request)
         message = convert.task_to_proto(task)
         if message.ByteSize() > self._max_message_bytes - _ENVELOPE:
             # The cancellation happened: answer with what fits rather than an error.
@@ -139,39 +100,22 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
-        validation.check_watch(request)
-        task = await self._task(request.task_id, Action.WATCH_TASKS)
-        # A cursor past the last event is refused (OUT_OF_RANGE) by the bus, one at the end
-        # of a finished task ends at once.
-        async for event in self._bus.watch(task.id, request.after_sequence):
+        # A cursor past the last event is refused (OUT_OF_RANGE), one at the end of a
+        # finished task ends at once.
+        async for event in await self._tasks.watch(current_caller(), request):
             yield convert.event_to_proto(event)
 
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: Context
     ) -> pb.ListAgentsResponse:
-        self._guard.require(current_caller(), Action.LIST_AGENTS)
-        validation.check_list_agents(request)
-        return pb.ListAgentsResponse(
-            agents=[convert.status_to_proto(s) for s in self._registry.statuses(request.capability)]
-        )
+        statuses = self._tasks.agents(current_caller(), request)
+        return pb.ListAgentsResponse(agents=[convert.status_to_proto(s) for s in statuses])
 
     async def ListWorkflows(
         self, request: pb.ListWorkflowsRequest, context: Context
     ) -> pb.ListWorkflowsResponse:
-        self._guard.require(current_caller(), Action.LIST_WORKFLOWS)
-        return pb.ListWorkflowsResponse(
-            workflows=[
-                workflow_to_proto(
-                    WorkflowInfo(
-                        name=w.name,
-                        description=w.description,
-                        input_schema=w.input_schema,
-                        plan=w.to_plan(),
-                    )
-                )
-                for w in self._catalog
-            ]
-        )
+        workflows = self._tasks.workflows(current_caller())
+        return pb.ListWorkflowsResponse(workflows=[workflow_to_proto(w) for w in workflows])
 
 
 class RegistryServicer(pb_grpc.RegistryServicer):

@@ -51,15 +51,20 @@ class Planner(Protocol):
         ...
 
 
+def workflow_catalog(settings: Settings) -> Catalog:
+    """The built-in workflows overlaid with those in ``settings.workflows_dir``."""
+    catalog = Catalog.builtin()
+    if settings.workflows_dir is not None:
+        catalog = catalog.overlay(Catalog.from_dir(settings.workflows_dir))
+    return catalog
+
+
 def default_planner(settings: Settings, *, delegate: Planner | None = None) -> Planner:
     """The orchestrator's planner: the built-in workflows overlaid with those in
     ``settings.workflows_dir``; for goals no workflow fits, ``delegate`` (e.g. planning
     agents), then a model when ``settings.llm_base_url`` is set (with ``llm_model``,
     ``llm_api_key``, ``llm_timeout_seconds``)."""
-    catalog = Catalog.builtin()
-    if settings.workflows_dir is not None:
-        catalog = catalog.overlay(Catalog.from_dir(settings.workflows_dir))
-    planners: list[Planner] = [CatalogPlanner(catalog)]
+    planners: list[Planner] = [CatalogPlanner(workflow_catalog(settings))]
     if delegate is not None:
         planners.append(delegate)
     if settings.llm_base_url:
