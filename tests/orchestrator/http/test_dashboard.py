@@ -7,6 +7,7 @@ installs the package). Set ``AGENTMESH_SCREENSHOTS=DIR`` to keep a screenshot of
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,17 @@ async def page(
     requested: list[str] = []
     opened.on("request", lambda request: requested.append(request.url))
     opened.requested = requested  # type: ignore[attr-defined]
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     token = token_for("client", "alice")
     await opened.goto(f"https://localhost:{http_mesh.http_port}/?token={token}")
     try:
         yield opened
     finally:
         await context.close()
+    # No script error, no refusal by the Content-Security-Policy, no failed load.
+    assert errors == []
 
 
 async def _shot(page: Page, name: str) -> None:
@@ -162,6 +168,9 @@ async def test_a_failing_step_shows_as_failed_with_its_reason(
                 },
             ],
         )
+        fine_id = await _submit(
+            api, [{"id": "fine", "capability": "test.echo", "input": {"value": 1}}]
+        )
     await page.goto(page.url.split("#")[0] + f"#/tasks/{task_id}")
     broken = page.locator('g.node[data-step="broken"]')
     await expect(broken).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
@@ -175,9 +184,13 @@ async def test_a_failing_step_shows_as_failed_with_its_reason(
     await expect(page.locator(".task-header .badge")).to_have_text("failed", timeout=WAIT_MS)
     await _shot(page, "task-failed")
 
-    await page.goto(page.url.split("#")[0] + "#/?state=failed")
+    await page.get_by_role("link", name="all tasks").click()
+    await expect(page.locator(f'tr[data-task="{fine_id}"]')).to_be_visible(timeout=WAIT_MS)
+    await page.get_by_role("checkbox", name="failed", exact=True).check()
+    await expect(page).to_have_url(re.compile(r"#/\?state=failed$"))
     await expect(page.locator(f'tr[data-task="{task_id}"]')).to_be_visible(timeout=WAIT_MS)
-    await expect(page.locator("tr[data-task]")).to_have_count(1)
+    await expect(page.locator("tr[data-task]")).to_have_count(1, timeout=WAIT_MS)
+    await _shot(page, "tasks")
     await page.get_by_role("link", name="Agents").click()
     agent = page.locator('tr[data-agent="echo-1"]')
     await expect(agent).to_be_visible(timeout=WAIT_MS)

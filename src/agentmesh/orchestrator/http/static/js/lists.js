@@ -9,6 +9,8 @@ export const TASK_STATES = [
 ];
 
 function stepsDone(task) {
+  // The list may leave the steps out (the task's page has them).
+  if (!task.steps.length) return "";
   const done = task.steps.filter((s) => s.state === "succeeded").length;
   return `${done}/${task.steps.length}`;
 }
