@@ -6,8 +6,8 @@
 #   PYTEST_ARGS="tests/engine --no-cov" bash scripts/test.sh
 #
 # Safe to run again and again. On a fresh Debian machine run it as root: it installs
-# redis-server, postgresql and python3-venv when they are missing, starts Redis and PostgreSQL
-# when they are down, and creates .venv. AGENTMESH_TEST_REDIS_URL / AGENTMESH_TEST_POSTGRES_URL
+# redis-server, postgresql, chromium and python3-venv when they are missing, starts Redis and
+# PostgreSQL when they are down, and creates .venv. AGENTMESH_TEST_REDIS_URL / AGENTMESH_TEST_POSTGRES_URL
 # set beforehand point the tests elsewhere, and the script then leaves that service alone.
 #
 # A narrowed pytest run still gates coverage at 85%; add --no-cov to the pytest arguments to skip.
@@ -60,18 +60,22 @@ have_postgres() {
     command -v pg_ctlcluster >/dev/null && command -v pg_isready >/dev/null &&
         command -v psql >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
 }
+# The dashboard's browser test drives Debian's chromium (Playwright never downloads one).
+have_chromium() { command -v chromium >/dev/null; }
 # Debian's python3 lacks venv/ensurepip until python3-venv is installed.
 have_python() {
     command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null
 }
 
-# ensure_packages [redis] [postgres]: install what the named services and the venv need.
+# ensure_packages [redis] [postgres] [chromium]: install what the named services, the browser
+# test and the venv need.
 ensure_packages() {
     local want missing=()
     for want in "$@"; do
         case $want in
             redis) have_redis || missing+=(redis-server) ;;
             postgres) have_postgres || missing+=(postgresql) ;;
+            chromium) have_chromium || missing+=(chromium) ;;
         esac
     done
     if [[ ! -x $VENV/bin/python ]] && ! have_python; then
@@ -274,7 +278,7 @@ main() {
     local services=()
     [[ -n $AGENTMESH_TEST_REDIS_URL ]] || services+=(redis)
     [[ -n $AGENTMESH_TEST_POSTGRES_URL ]] || services+=(postgres)
-    ensure_packages "${services[@]}"
+    ensure_packages "${services[@]}" chromium
     if [[ -z $AGENTMESH_TEST_REDIS_URL ]]; then
         ensure_redis 6379
         AGENTMESH_TEST_REDIS_URL=$DEFAULT_REDIS_URL

@@ -1,0 +1,104 @@
+// The task list (refreshed every two seconds, filtered by state) and the agents.
+
+import { call } from "./api.js";
+import { ago, badge, every, h } from "./dom.js";
+
+export const TASK_STATES = [
+  "pending", "running", "compensating", "succeeded", "failed",
+  "cancelled", "rolled_back", "rollback_failed",
+];
+
+function stepsDone(task) {
+  // The list may leave the steps out (the task's page has them).
+  if (!task.steps.length) return "";
+  const done = task.steps.filter((s) => s.state === "succeeded").length;
+  return `${done}/${task.steps.length}`;
+}
+
+/** The tasks page; `states` are the filter (none: every task). */
+export function tasksView(root, { states, signal, onError }) {
+  const chosen = new Set(states);
+  const filter = h("fieldset", { class: "filter" }, h("legend", {}, "State"));
+  for (const state of TASK_STATES) {
+    filter.append(h("label", {},
+      h("input", {
+        type: "checkbox", name: "state", value: state, checked: chosen.has(state),
+        onchange: (e) => {
+          if (e.target.checked) chosen.add(state);
+          else chosen.delete(state);
+          const query = [...chosen].map((s) => `state=${s}`).join("&");
+          window.location.hash = query ? `#/?${query}` : "#/";
+        },
+      }),
+      badge(state)));
+  }
+  const body = h("tbody");
+  const empty = h("p", { class: "empty", hidden: true }, "No tasks.");
+  root.replaceChildren(
+    h("h1", {}, "Tasks"),
+    filter,
+    h("table", { class: "tasks" },
+      h("thead", {}, h("tr", {},
+        ["Task", "State", "Steps", "Owner", "Created", "Updated", "Error"].map((t) => h("th", {}, t)))),
+      body),
+    empty,
+  );
+  every(2000, async () => {
+    const query = new URLSearchParams({ page_size: "100", omit_outputs: "true" });
+    for (const state of chosen) query.append("state", state);
+    const page = await call(`/v1/tasks?${query}`, { signal });
+    body.replaceChildren(...page.tasks.map((task) =>
+      h("tr", { "data-task": task.task_id, "data-state": task.state },
+        h("td", {}, h("a", { href: `#/tasks/${encodeURIComponent(task.task_id)}` }, task.task_id)),
+        h("td", {}, badge(task.state)),
+        h("td", {}, stepsDone(task)),
+        h("td", { class: "owner" }, task.owner.replace(/^spiffe:\/\/[^/]+\//, "")),
+        h("td", { title: task.created_at }, ago(task.created_at)),
+        h("td", { title: task.updated_at }, ago(task.updated_at)),
+        h("td", { class: "error" }, task.error))));
+    empty.hidden = page.tasks.length > 0;
+  }, signal, onError);
+}
+
+function meter(share) {
+  const fill = h("div");
+  fill.style.width = `${Math.round(share * 100)}%`; // a style attribute would break the CSP
+  return h("div", { class: "meter" }, fill);
+}
+
+function load(agent) {
+  const max = agent.card.max_concurrency || 1;
+  const share = Math.min(1, agent.active_assignments / max);
+  return h("div", { class: "load", title: `${agent.active_assignments} of ${max} slots busy` },
+    meter(share),
+    `${agent.active_assignments}/${max}`);
+}
+
+/** The agents page: load, circuit, connection, capabilities (the API has no latency figures). */
+export function agentsView(root, { signal, onError }) {
+  const body = h("tbody");
+  const empty = h("p", { class: "empty", hidden: true }, "No agents registered.");
+  root.replaceChildren(
+    h("h1", {}, "Agents"),
+    h("table", { class: "agents" },
+      h("thead", {}, h("tr", {},
+        ["Agent", "Version", "Capabilities", "Load", "Circuit", "Connection", "Last seen"]
+          .map((t) => h("th", {}, t)))),
+      body),
+    empty,
+  );
+  every(3000, async () => {
+    const agents = await call("/v1/agents", { signal });
+    body.replaceChildren(...agents.map((agent) =>
+      h("tr", { "data-agent": agent.card.name },
+        h("td", { title: agent.identity }, agent.card.name),
+        h("td", {}, agent.card.version),
+        h("td", { class: "capabilities" },
+          agent.card.capabilities.map((c) => h("code", { title: c.description }, `${c.name}@${c.version}`))),
+        h("td", {}, load(agent)),
+        h("td", {}, h("span", { class: "badge", "data-circuit": agent.circuit }, agent.circuit)),
+        h("td", {}, agent.connected ? (agent.draining ? "draining" : "connected") : "disconnected"),
+        h("td", { title: agent.last_seen }, ago(agent.last_seen)))));
+    empty.hidden = agents.length > 0;
+  }, signal, onError);
+}
