@@ -250,6 +250,8 @@ class FailureCode(enum.StrEnum):
     TIMEOUT = "timeout"
     #: The handler raised.
     ERROR = "error"
+    #: The handler raised ``StepFailed`` without a code of its own.
+    FAILED = "failed"
     #: The output broke the capability's output schema or the output limits.
     INVALID_OUTPUT = "invalid_output"
     #: The input broke the capability's input schema.
@@ -272,7 +274,13 @@ class FailureCode(enum.StrEnum):
 
 
 _RETRYABLE = frozenset(
-    {FailureCode.DRAINING, FailureCode.BUSY, FailureCode.ERROR, FailureCode.TIMEOUT}
+    {
+        FailureCode.DRAINING,
+        FailureCode.BUSY,
+        FailureCode.ERROR,
+        FailureCode.FAILED,  # as StepFailed's own default has it
+        FailureCode.TIMEOUT,
+    }
 )
 
 
