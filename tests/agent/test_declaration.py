@@ -88,6 +88,15 @@ def test_a_capability_name_must_be_dotted_lowercase() -> None:
         capability("Text Upper")
 
 
+@pytest.mark.parametrize("name", ["text.upper\n", "t" * 129])
+def test_a_capability_name_the_orchestrator_would_refuse_is_refused_at_declaration(
+    name: str,
+) -> None:
+    # The SDK and the orchestrator read the one pattern (and length) of agentmesh.models.
+    with pytest.raises(ValueError, match="dotted lowercase"):
+        capability(name)
+
+
 def test_a_capability_must_be_async() -> None:
     with pytest.raises(TypeError, match="async def"):
 
