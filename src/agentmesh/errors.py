@@ -9,6 +9,8 @@ from typing import Any
 import grpc
 from pydantic import ValidationError as PydanticValidationError
 
+from agentmesh.models import FailureCode
+
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -133,7 +135,9 @@ class StepFailed(AgentMeshError):
 
     code = grpc.StatusCode.ABORTED
 
-    def __init__(self, message: str, *, code: str = "failed", retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, code: str = FailureCode.FAILED, retryable: bool = True
+    ) -> None:
         super().__init__(message)
         self.failure_code = code
         self.retryable = retryable

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +67,17 @@ class StepState(enum.StrEnum):
     def final(self) -> bool:
         """True once the step will run no more (compensation aside)."""
         return self not in (StepState.PENDING, StepState.WAITING, StepState.RUNNING)
+
+
+#: What a capability may be called: dotted lowercase words, e.g. ``text.summarize``.
+CAPABILITY_NAME: Final = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*")
+#: The longest capability name an orchestrator accepts.
+MAX_CAPABILITY_NAME: Final = 128
+
+
+def is_capability_name(name: str) -> bool:
+    """True when all of ``name`` fits :data:`CAPABILITY_NAME`, in :data:`MAX_CAPABILITY_NAME`."""
+    return len(name) <= MAX_CAPABILITY_NAME and CAPABILITY_NAME.fullmatch(name) is not None
 
 
 class Capability(_Frozen):
@@ -250,6 +262,8 @@ class FailureCode(enum.StrEnum):
     TIMEOUT = "timeout"
     #: The handler raised.
     ERROR = "error"
+    #: The handler raised ``StepFailed`` without a code of its own.
+    FAILED = "failed"
     #: The output broke the capability's output schema or the output limits.
     INVALID_OUTPUT = "invalid_output"
     #: The input broke the capability's input schema.
@@ -272,7 +286,13 @@ class FailureCode(enum.StrEnum):
 
 
 _RETRYABLE = frozenset(
-    {FailureCode.DRAINING, FailureCode.BUSY, FailureCode.ERROR, FailureCode.TIMEOUT}
+    {
+        FailureCode.DRAINING,
+        FailureCode.BUSY,
+        FailureCode.ERROR,
+        FailureCode.FAILED,  # as StepFailed's own default has it
+        FailureCode.TIMEOUT,
+    }
 )
 
 

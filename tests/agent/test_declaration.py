@@ -12,8 +12,9 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent import Agent, AgentServer, AgentSettings, AssignmentContext, capability
 from agentmesh.agent.convert import assignment_from_pb
 from agentmesh.agent.idempotency import OutcomeCache
-from agentmesh.agent.work import Assignment, Completed, Failed
+from agentmesh.agent.work import Assignment
 from agentmesh.errors import ValidationError
+from agentmesh.models import Outcome
 from agentmesh.wire import card_from_proto, card_to_proto, to_struct
 from tests.agent.agent_support import EchoIn, EchoOut, Recorder, timestamp
 from tests.agent.conftest import StartAgent
@@ -85,6 +86,15 @@ def test_the_card_survives_the_round_trip_through_protobuf() -> None:
 def test_a_capability_name_must_be_dotted_lowercase() -> None:
     with pytest.raises(ValueError, match="dotted lowercase"):
         capability("Text Upper")
+
+
+@pytest.mark.parametrize("name", ["text.upper\n", "t" * 129])
+def test_a_capability_name_the_orchestrator_would_refuse_is_refused_at_declaration(
+    name: str,
+) -> None:
+    # The SDK and the orchestrator read the one pattern (and length) of agentmesh.models.
+    with pytest.raises(ValueError, match="dotted lowercase"):
+        capability(name)
 
 
 def test_a_capability_must_be_async() -> None:
@@ -235,11 +245,11 @@ def test_time_left_counts_down_to_the_deadline() -> None:
 
 def test_the_outcome_cache_forgets_the_least_recently_used() -> None:
     cache = OutcomeCache(2)
-    cache.put("a", Completed({"n": 1}))
-    cache.put("b", Failed("x", "y", False))
-    assert cache.get("a") == Completed({"n": 1})  # "a" is now the most recent
+    cache.put("a", Outcome(output={"n": 1}))
+    cache.put("b", Outcome(code="x", message="y", retryable=False))
+    assert cache.get("a") == Outcome(output={"n": 1})  # "a" is now the most recent
 
-    cache.put("c", Completed({"n": 3}))
+    cache.put("c", Outcome(output={"n": 3}))
 
     assert cache.get("b") is None
     assert cache.get("a") is not None
@@ -249,7 +259,7 @@ def test_the_outcome_cache_forgets_the_least_recently_used() -> None:
 
 def test_a_zero_sized_outcome_cache_remembers_nothing() -> None:
     cache = OutcomeCache(0)
-    cache.put("a", Completed({}))
+    cache.put("a", Outcome(output={}))
 
     assert cache.get("a") is None
 
@@ -265,10 +275,9 @@ async def test_a_second_agent_cannot_take_a_port_already_in_use(
 
 def test_an_output_too_big_for_one_message_fails_only_its_assignment() -> None:
     from agentmesh.agent.convert import outcome
-    from agentmesh.agent.work import Completed
 
-    big = outcome("a1", Completed({"text": "x" * 5000}), max_bytes=4096)
-    small = outcome("a2", Completed({"text": "x"}), max_bytes=4096)
+    big = outcome("a1", Outcome(output={"text": "x" * 5000}), max_bytes=4096)
+    small = outcome("a2", Outcome(output={"text": "x"}), max_bytes=4096)
     assert big.WhichOneof("kind") == "failure"
     assert big.failure.code == "invalid_output"
     assert "exceeds the 4096-byte message limit" in big.failure.message

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel
 
-from agentmesh.models import Capability
+from agentmesh.models import MAX_CAPABILITY_NAME, Capability, is_capability_name
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*$")
 _SPEC_ATTR = "__agentmesh_capability__"
 
 
@@ -42,9 +40,10 @@ def capability(
     capability's input and output schemas. The description defaults to the first
     line of the method's docstring.
     """
-    if not _NAME.match(name):
+    if not is_capability_name(name):
         raise ValueError(
-            f"capability name {name!r} must be dotted lowercase, e.g. 'text.summarize'"
+            f"capability name {name!r} must be dotted lowercase, at most {MAX_CAPABILITY_NAME}"
+            " characters, e.g. 'text.summarize'"
         )
 
     def decorate(fn: F) -> F:

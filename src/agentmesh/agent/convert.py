@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
-from agentmesh.agent.work import Assignment, Completed, Failed, Outcome
-from agentmesh.models import FailureCode
+from agentmesh.agent.work import Assignment
+from agentmesh.models import FailureCode, Outcome
 from agentmesh.wire import from_struct, step_to_proto, to_struct
 
 
@@ -45,14 +45,14 @@ def outcome(
     A Result larger than ``max_bytes`` would be refused by the orchestrator's transport and
     take the whole Session down with it; it becomes this assignment's Failure instead.
     """
-    if isinstance(result, Completed):
+    if result.output is not None:
         message = agent_pb2.Result(assignment_id=assignment_id, output=to_struct(result.output))
         for step in result.follow_ups:
             step_to_proto(step, message.follow_ups.add())
         size = message.ByteSize()
         if size <= max_bytes - 1024:  # leave room for the envelope
             return agent_pb2.AgentMessage(result=message)
-        result = Failed.of(
+        result = Outcome.failed(
             FailureCode.INVALID_OUTPUT,
             f"output of {size} bytes exceeds the {max_bytes}-byte message limit",
         )

@@ -24,16 +24,10 @@ from agentmesh.agent.base import Agent
 from agentmesh.agent.capability import CapabilitySpec
 from agentmesh.agent.context import AssignmentContext
 from agentmesh.agent.idempotency import OutcomeCache
-from agentmesh.agent.work import (
-    INTERRUPTIONS,
-    Assignment,
-    Completed,
-    Failed,
-    Outcome,
-)
+from agentmesh.agent.work import INTERRUPTIONS, Assignment
 from agentmesh.errors import StepFailed
 from agentmesh.logs import exception_fields
-from agentmesh.models import FailureCode, StepSpec
+from agentmesh.models import FailureCode, Outcome, StepSpec
 
 #: How long cancelled handlers get to unwind before a drain stops waiting for them.
 _CANCEL_GRACE_SECONDS = 1.0
@@ -63,7 +57,7 @@ class _Run:
     listeners: dict[str, Replies] = field(default_factory=dict)
     task: asyncio.Task[Outcome] | None = None
     #: Set when the executor itself stops the run; reported instead of whatever the handler did.
-    interruption: Failed | None = None
+    interruption: Outcome | None = None
 
 
 def describe_errors(exc: pydantic.ValidationError) -> str:
@@ -178,7 +172,7 @@ class Executor:
             return False
         run.log.info("assignment.cancelling", reason=reason)
         self._interrupt(
-            run, Failed.of(FailureCode.CANCELLED, reason or "cancelled by orchestrator")
+            run, Outcome.failed(FailureCode.CANCELLED, reason or "cancelled by orchestrator")
         )
         return True
 
@@ -207,7 +201,9 @@ class Executor:
         for run in list(self._runs):
             self._interrupt(
                 run,
-                Failed.of(FailureCode.DRAINING, "the agent shut down before the work finished"),
+                Outcome.failed(
+                    FailureCode.DRAINING, "the agent shut down before the work finished"
+                ),
             )
         if await self._idle_within(_CANCEL_GRACE_SECONDS):
             return
@@ -215,7 +211,8 @@ class Executor:
         # report it handed back now; its task is cancelled again when the executor closes.
         for run in list(self._runs):
             run.log.error("assignment.unresponsive")
-            self._finish(run, run.interruption or Failed.of(FailureCode.DRAINING, "unresponsive"))
+            handed_back = Outcome.failed(FailureCode.DRAINING, "unresponsive")
+            self._finish(run, run.interruption or handed_back)
 
     async def _idle_within(self, seconds: float) -> bool:
         try:
@@ -234,7 +231,7 @@ class Executor:
         message: str,
     ) -> None:
         log.info("assignment.refused", code=code.value, reason=message)
-        replies.finished(aid, Failed.of(code, message))
+        replies.finished(aid, Outcome.failed(code, message))
 
     def _listen(self, run: _Run, aid: str, replies: Replies) -> None:
         run.listeners[aid] = replies
@@ -263,7 +260,7 @@ class Executor:
         # cancelled before it ever started.
         run.task.add_done_callback(functools.partial(self._on_done, run))
 
-    def _interrupt(self, run: _Run, why: Failed) -> None:
+    def _interrupt(self, run: _Run, why: Outcome) -> None:
         if run.task is not None and not run.task.done():
             run.interruption = why
             run.task.cancel()
@@ -278,19 +275,19 @@ class Executor:
                 value = await handler(data, ctx)
         except TimeoutError as exc:
             if timeout.expired():
-                return Failed.of(FailureCode.TIMEOUT, f"deadline {assignment.deadline} passed")
+                return Outcome.failed(FailureCode.TIMEOUT, f"deadline {assignment.deadline} passed")
             return self._crashed(run, exc)
         except StepFailed as exc:
-            return Failed(exc.failure_code, exc.message, exc.retryable)
+            return Outcome(code=exc.failure_code, message=exc.message, retryable=exc.retryable)
         except Exception as exc:
             return self._crashed(run, exc)
         return _validated_output(run.spec, value, ctx.follow_ups)
 
-    def _crashed(self, run: _Run, exc: Exception) -> Failed:
+    def _crashed(self, run: _Run, exc: Exception) -> Outcome:
         # Never exc_info: a rich traceback with the frames' locals (the input among them)
         # can hold the loop for seconds, long enough to lose the Session (see agentmesh.logs).
         run.log.error("assignment.crashed", **exception_fields(exc))
-        return Failed.of(FailureCode.ERROR, f"{type(exc).__name__}: {exc}")
+        return Outcome.failed(FailureCode.ERROR, f"{type(exc).__name__}: {exc}")
 
     def _progress(self, run: _Run, fraction: float, message: str) -> None:
         for aid, replies in run.listeners.items():
@@ -301,10 +298,10 @@ class Executor:
             return  # already reported (an unresponsive handler during drain)
         outcome: Outcome
         if task.cancelled():
-            outcome = run.interruption or Failed.of(FailureCode.CANCELLED, "cancelled")
+            outcome = run.interruption or Outcome.failed(FailureCode.CANCELLED, "cancelled")
         elif (exc := task.exception()) is not None:
             # BaseException other than cancellation (e.g. KeyboardInterrupt) escaped the handler.
-            outcome = Failed.of(FailureCode.ERROR, f"{type(exc).__name__}: {exc}")
+            outcome = Outcome.failed(FailureCode.ERROR, f"{type(exc).__name__}: {exc}")
         else:
             # A handler that swallowed our cancellation still counts as interrupted.
             outcome = run.interruption or task.result()
@@ -315,12 +312,12 @@ class Executor:
         key = run.assignment.idempotency_key
         if key and self._by_key.get(key) is run:
             del self._by_key[key]
-        if key and not (isinstance(outcome, Failed) and outcome.code in INTERRUPTIONS):
+        if key and outcome.code not in INTERRUPTIONS:  # a success has no code
             self._outcomes.put(key, outcome)
         for aid, replies in run.listeners.items():
             self._by_assignment.pop(aid, None)
             replies.finished(aid, outcome)
-        if isinstance(outcome, Completed):
+        if outcome.ok:
             run.log.info("assignment.succeeded")
         else:
             run.log.info(
@@ -348,5 +345,5 @@ def _validated_output(
     try:
         output = spec.output_model.model_validate(value)
     except pydantic.ValidationError as exc:
-        return Failed.of(FailureCode.INVALID_OUTPUT, describe_errors(exc))
-    return Completed(output.model_dump(mode="json"), follow_ups)
+        return Outcome.failed(FailureCode.INVALID_OUTPUT, describe_errors(exc))
+    return Outcome(output=output.model_dump(mode="json"), follow_ups=follow_ups)

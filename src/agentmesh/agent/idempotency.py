@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from agentmesh.agent.work import Outcome
+from agentmesh.models import Outcome
 
 
 class OutcomeCache:

@@ -11,8 +11,7 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh._tasks import cancel_and_wait
 from agentmesh.agent import convert
 from agentmesh.agent.executor import Executor
-from agentmesh.agent.work import Failed, Outcome
-from agentmesh.models import FailureCode
+from agentmesh.models import FailureCode, Outcome
 from agentmesh.security import Identity
 
 Write = Callable[[agent_pb2.AgentMessage], Awaitable[None]]
@@ -110,7 +109,8 @@ class Session:
         kind = message.WhichOneof("kind")
         if kind == "assignment":
             if not message.assignment.assignment_id:
-                self.finished("", Failed.of(FailureCode.INVALID_INPUT, "assignment_id: required"))
+                refused = Outcome.failed(FailureCode.INVALID_INPUT, "assignment_id: required")
+                self.finished("", refused)
                 return
             self._executor.submit(convert.assignment_from_pb(message.assignment), self)
         elif kind == "cancel":

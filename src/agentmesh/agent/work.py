@@ -1,6 +1,7 @@
-"""Assignments as the SDK sees them, and the outcomes it reports for them.
+"""Assignments as the SDK sees them.
 
-The failure codes are the mesh's one vocabulary, :class:`agentmesh.models.FailureCode`.
+What becomes of one is an :class:`agentmesh.models.Outcome` with a
+:class:`agentmesh.models.FailureCode` when it failed: the vocabulary the orchestrator reads.
 """
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agentmesh.models import JSON, FailureCode, StepSpec
+from agentmesh.models import JSON, FailureCode
 
 #: Codes that say why a run was interrupted rather than what it produced; never cached.
-INTERRUPTIONS = frozenset({FailureCode.CANCELLED.value, FailureCode.DRAINING.value})
+INTERRUPTIONS = frozenset({FailureCode.CANCELLED, FailureCode.DRAINING})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,29 +28,3 @@ class Assignment:
     attempt: int = 0
     deadline: datetime | None = None
     compensation: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    """The handler returned a valid output (and possibly steps to add to the plan)."""
-
-    output: dict[str, JSON]
-    follow_ups: tuple[StepSpec, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The assignment did not produce an output; ``retryable`` tells whether to try again."""
-
-    code: str
-    message: str
-    retryable: bool
-
-    @classmethod
-    def of(cls, code: FailureCode, message: str) -> Failed:
-        """A failure with one of the SDK's own codes and its usual retryability."""
-        return cls(code.value, message, code.retryable)
-
-
-Outcome = Completed | Failed
-"""How an assignment ended."""

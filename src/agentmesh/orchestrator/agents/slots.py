@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from agentmesh.errors import AgentMeshError, StepFailed
+from agentmesh.models import FailureCode
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
 from agentmesh.orchestrator.agents.link import AgentLink
 from agentmesh.orchestrator.agents.matching import (
@@ -88,7 +89,7 @@ class Slots:
         """
         reason = refusal(self.candidates(), requirement)
         if reason is not None:
-            raise StepFailed(reason, code="invalid_input", retryable=False)
+            raise StepFailed(reason, code=FailureCode.INVALID_INPUT, retryable=False)
         loop = asyncio.get_running_loop()
         waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
         heapq.heappush(self._waiters, waiter)
@@ -153,7 +154,7 @@ class Slots:
                 reason = refusal(candidates.values(), waiter.requirement)
                 if reason is not None:  # e.g. the only agent that came refuses the input
                     waiter.granted.set_exception(
-                        StepFailed(reason, code="invalid_input", retryable=False)
+                        StepFailed(reason, code=FailureCode.INVALID_INPUT, retryable=False)
                     )
                 else:
                     still_waiting.append(waiter)

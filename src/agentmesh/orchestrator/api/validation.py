@@ -23,11 +23,10 @@ from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError, field_path
 from agentmesh.limits import ByteBudget, PlanLimits, check_struct
-from agentmesh.models import AgentCard
+from agentmesh.models import MAX_CAPABILITY_NAME, AgentCard, is_capability_name
 from agentmesh.security.identity import check_name
 
 TASK_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-CAPABILITY_NAME: Final = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*")
 _HOST_PORT: Final = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
 
 MAX_PAGE_SIZE: Final = 500
@@ -44,7 +43,6 @@ MAX_TIMEOUT_SECONDS: Final = 30 * 24 * 3600.0
 MAX_BACKOFF_SECONDS: Final = 24 * 3600.0
 MAX_ATTEMPTS: Final = 100
 MAX_CAPABILITIES: Final = 64
-MAX_CAPABILITY_NAME: Final = 128
 MAX_VERSION: Final = 64
 MAX_DESCRIPTION: Final = 4096
 MAX_TAGS: Final = 32
@@ -219,7 +217,7 @@ def check_card(card: common_pb2.AgentCard, limits: PlanLimits) -> None:
     for i, capability in enumerate(capabilities):
         where = f"card.capabilities[{i}]"
         name = capability.name
-        if len(name) > MAX_CAPABILITY_NAME or not CAPABILITY_NAME.fullmatch(name):
+        if not is_capability_name(name):
             raise ValidationError(
                 f"must be a dotted lowercase name of at most {MAX_CAPABILITY_NAME} characters,"
                 " e.g. text.summarize",

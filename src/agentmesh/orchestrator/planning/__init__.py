@@ -6,6 +6,7 @@ fan-out, and the checks every plan passes before it runs.
 """
 
 from agentmesh.limits import PlanLimits
+from agentmesh.orchestrator.planning.dag import dependencies, topological_order
 from agentmesh.orchestrator.planning.fanout import (
     expand_for_each,
     for_each_items,
@@ -33,11 +34,7 @@ from agentmesh.orchestrator.planning.references import (
     step_references,
 )
 from agentmesh.orchestrator.planning.similarity import Match, TfIdfIndex
-from agentmesh.orchestrator.planning.validate import (
-    dependencies,
-    topological_order,
-    validate_plan,
-)
+from agentmesh.orchestrator.planning.validate import validate_plan
 from agentmesh.orchestrator.planning.workflow import (
     Catalog,
     Workflow,

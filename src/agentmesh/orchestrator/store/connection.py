@@ -1,0 +1,115 @@
+"""The SQL connection: engine, sessions and the schema upgrade every part of the store shares.
+
+SQLite (WAL) is the embedded default; PostgreSQL via asyncpg in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from agentmesh.orchestrator.store import migrate
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """``value`` as an aware UTC datetime: SQLite hands back naive ones; all we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Connection:
+    """The engine and sessions behind a :class:`~agentmesh.orchestrator.store.Store`.
+
+    Opened by ``async with``: creates the engine and brings the schema up to date.
+    """
+
+    def __init__(self, url: str, *, schema: str = "") -> None:
+        self.url = make_url(url)
+        self._schema = schema
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        # SQLite has one writer at a time; queueing writers here beats "database is locked".
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on the embedded SQLite backend."""
+        return self.url.get_backend_name() == "sqlite"
+
+    async def __aenter__(self) -> Self:
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            database = self.url.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if self._schema:
+                kwargs["connect_args"] = {"server_settings": {"search_path": self._schema}}
+        engine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with engine.begin() as conn:
+            if not self.is_sqlite:
+                # Replicas starting together must not migrate the same schema at once.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(72635410)"))
+            await conn.run_sync(migrate.upgrade)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        if self._sessions is None:
+            raise RuntimeError("Store used outside `async with`")
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self._sessions.begin() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        if self._sessions is None:
+            raise RuntimeError("Store used outside `async with`")
+        async with self._sessions() as session:
+            yield session
+
+
+def rowcount(result: Any) -> int:
+    """The rows an UPDATE changed (a CursorResult, whose rowcount the generic type hides)."""
+    return int(result.rowcount)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (watchers) proceed while the engine writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
