@@ -247,6 +247,17 @@ class AgentStatus:
     circuit: str
     registered_at: datetime
     last_seen: datetime
+    #: Exponentially weighted mean attempt latency, seconds (None until an attempt ends).
+    latency: float | None = None
+    #: Attempts that ended ok and that failed, since the orchestrator first saw the agent.
+    successes: int = 0
+    failures: int = 0
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of the agent's attempts that succeeded (None before its first)."""
+        total = self.successes + self.failures
+        return None if total == 0 else self.successes / total
 
 
 class FailureCode(enum.StrEnum):

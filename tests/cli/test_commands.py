@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from agentmesh.cli import app
-from agentmesh.models import TaskState
+from agentmesh.models import Plan, StepSpec, TaskState
 from tests.cli.conftest import Mesh
 from tests.support.mesh import client
 from tests.support.waiting import eventually
@@ -152,9 +153,38 @@ async def test_agents_are_listed_as_text_and_json(mesh: Mesh) -> None:
     assert listed[0]["identity"] == "spiffe://agentmesh.test/agent/echo-1"
     assert (listed[0]["active"], listed[0]["circuit"]) == (0, "closed")
     assert listed[0]["card"]["max_concurrency"] == 4
+    # No work yet: no latency and no success rate (rather than an optimistic 100 %).
+    assert (listed[0]["latency_seconds"], listed[0]["success_rate"]) == (None, None)
+    assert (listed[0]["successes"], listed[0]["failures"]) == (0, 0)
 
     none = await mesh.cli("agents", "--capability", "nothing.here")
     assert none.stdout == "no agents offer nothing.here\n"
+
+
+async def test_agents_show_their_latency_and_success_rate_after_work(mesh: Mesh) -> None:
+    plan = Plan(
+        steps=(
+            StepSpec(id="ok", capability="test.echo", input={"value": 1}),
+            StepSpec(id="no", capability="test.fail", needs=("ok",)),
+        )
+    )
+    async with client(mesh.orchestrator, mesh.certs) as alice:
+        task_id = await alice.submit(plan=plan)
+        await eventually(lambda: alice.get(task_id), lambda t: t.state.final)
+
+    text = await mesh.cli("agents")
+    assert text.exit_code == 0, text.output
+    header = text.stdout.splitlines()[0].split()
+    assert header[header.index("circuit") + 1 : header.index("circuit") + 3] == [
+        "latency",
+        "success",
+    ]
+    row = next(line for line in text.stdout.splitlines() if line.startswith("echo-1"))
+    assert re.search(r"closed +(<1|\d+) ms +50% of 2 ", row), row
+
+    (listed,) = json.loads((await mesh.cli("agents", "-o", "json")).stdout)
+    assert (listed["successes"], listed["failures"], listed["success_rate"]) == (1, 1, 0.5)
+    assert listed["latency_seconds"] > 0
 
 
 async def test_workflows_are_listed_and_shown_as_text_and_json(mesh: Mesh) -> None:

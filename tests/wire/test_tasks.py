@@ -148,8 +148,13 @@ def test_an_event_comes_back_from_the_wire_as_it_went(event: TaskEvent) -> None:
     assert event_from_proto(event_to_proto(event)) == event
 
 
-@pytest.mark.parametrize("circuit", ["closed", "open", "half_open"])
-def test_an_agent_status_comes_back_from_the_wire_as_it_went(circuit: str) -> None:
+@pytest.mark.parametrize(
+    ("circuit", "latency", "successes", "failures"),
+    [("closed", 0.125, 7, 1), ("open", 2.5, 0, 5), ("half_open", None, 0, 0)],
+)
+def test_an_agent_status_comes_back_from_the_wire_as_it_went(
+    circuit: str, latency: float | None, successes: int, failures: int
+) -> None:
     card = AgentCard(
         name="writer",
         endpoint="localhost:7001",
@@ -176,8 +181,14 @@ def test_an_agent_status_comes_back_from_the_wire_as_it_went(circuit: str) -> No
         circuit=circuit,
         registered_at=T0,
         last_seen=T1,
+        latency=latency,
+        successes=successes,
+        failures=failures,
     )
-    assert status_from_proto(status_to_proto(status)) == status
+    message = status_to_proto(status)
+    assert status_from_proto(message) == status
+    # The rate goes on the wire too, for clients that read it without the counts.
+    assert message.success_rate == pytest.approx(status.success_rate or 0.0)
 
 
 def test_an_event_without_a_kind_is_refused_naming_the_field() -> None:

@@ -66,7 +66,27 @@ def agent_json(status: AgentStatus) -> dict[str, JSON]:
         "circuit": status.circuit,
         "registered_at": status.registered_at.isoformat(),
         "last_seen": status.last_seen.isoformat(),
+        "latency_seconds": status.latency,
+        "success_rate": status.success_rate,
+        "successes": status.successes,
+        "failures": status.failures,
     }
+
+
+def _latency(status: AgentStatus) -> str:
+    seconds = status.latency
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return "<1 ms" if seconds < 0.0005 else f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s"
+
+
+def _success(status: AgentStatus) -> str:
+    rate = status.success_rate
+    if rate is None:
+        return "—"
+    return f"{rate:.0%} of {status.successes + status.failures}"
 
 
 def agents(
@@ -76,7 +96,7 @@ def agents(
     certs_dir: CertsDir = DEFAULT_CERTS,
     output: OutputOption = Output.TEXT,
 ) -> None:
-    """The live agents: endpoint, load, circuit and capabilities."""
+    """The live agents: endpoint, load, circuit, latency, success rate and capabilities."""
 
     async def body() -> list[AgentStatus]:
         async with connect(address, certs_dir, name) as client:
@@ -90,7 +110,7 @@ def agents(
         typer.echo("no agents" + (f" offer {capability}" if capability else " registered"))
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("agent", "endpoint", "load", "circuit", "capabilities"):
+    for column in ("agent", "endpoint", "load", "circuit", "latency", "success", "capabilities"):
         table.add_column(column)
     for status in statuses:
         card = status.card
@@ -100,6 +120,8 @@ def agents(
             Text(card.endpoint),
             f"{status.active}/{card.max_concurrency}",
             state,
+            _latency(status),
+            _success(status),
             Text(", ".join(c.name for c in card.capabilities)),
         )
     Console().print(table)

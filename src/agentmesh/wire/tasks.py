@@ -104,6 +104,10 @@ def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
         draining=status.draining,
         active_assignments=status.active,
         circuit=pb.CircuitState.Value(f"CIRCUIT_STATE_{status.circuit.upper()}"),
+        latency_seconds=status.latency or 0.0,
+        success_rate=status.success_rate or 0.0,
+        successes=status.successes,
+        failures=status.failures,
     )
     _timestamp(status.registered_at, message.registered_at)
     _timestamp(status.last_seen, message.last_seen)
@@ -121,6 +125,11 @@ def status_from_proto(message: pb.AgentStatus) -> AgentStatus:
         circuit=pb.CircuitState.Name(message.circuit).removeprefix("CIRCUIT_STATE_").lower(),
         registered_at=_time_required(message, "registered_at"),
         last_seen=_time_required(message, "last_seen"),
+        # 0 is "none yet" on the wire (an old orchestrator sends nothing); the rate follows
+        # from the counts.
+        latency=message.latency_seconds or None,
+        successes=message.successes,
+        failures=message.failures,
     )
 
 

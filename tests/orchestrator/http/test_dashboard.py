@@ -196,6 +196,12 @@ async def test_a_failing_step_shows_as_failed_with_its_reason(
     await expect(agent).to_be_visible(timeout=WAIT_MS)
     await expect(agent).to_contain_text("closed")
     await expect(agent).to_contain_text("test.fail@")
+    # Three attempts on echo-1, the broken one failed: its latency and its success rate.
+    headers = page.locator("table.agents th")
+    await expect(headers.filter(has_text="Latency")).to_have_count(1)
+    await expect(headers.filter(has_text="Success")).to_have_count(1)
+    await expect(agent.locator("td.success")).to_have_text("67%", timeout=WAIT_MS)
+    await expect(agent.locator("td.latency")).to_have_text(re.compile(r"^(<1|\d+) ms$|^\d+\.\d s$"))
     await _shot(page, "agents")
 
 

@@ -259,6 +259,7 @@ class Registry:
         for name, link in sorted(self._links.items()):
             if capability and link.card.capability(capability) is None:
                 continue
+            stats = self._stats[name]
             result.append(
                 AgentStatus(
                     card=link.card,
@@ -269,6 +270,9 @@ class Registry:
                     circuit=self._circuits[name].state,
                     registered_at=self._registered_at[name],
                     last_seen=datetime.fromtimestamp(offset + link.last_seen, UTC),
+                    latency=stats.latency,
+                    successes=stats.successes,
+                    failures=stats.failures,
                 )
             )
         return result

@@ -199,6 +199,12 @@ class AgentView(BaseModel):
     circuit: str
     registered_at: datetime
     last_seen: datetime
+    #: Exponentially weighted mean attempt latency (null until an attempt ends).
+    latency_seconds: float | None
+    #: successes / (successes + failures) (null before the first attempt).
+    success_rate: float | None
+    successes: int
+    failures: int
 
     @classmethod
     def of(cls, status: AgentStatus) -> AgentView:
@@ -212,6 +218,10 @@ class AgentView(BaseModel):
             circuit=status.circuit,
             registered_at=status.registered_at,
             last_seen=status.last_seen,
+            latency_seconds=status.latency,
+            success_rate=status.success_rate,
+            successes=status.successes,
+            failures=status.failures,
         )
 
 

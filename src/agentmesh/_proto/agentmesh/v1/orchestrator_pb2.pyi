@@ -472,12 +472,23 @@ class AgentStatus(_message.Message):
     CIRCUIT_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     LAST_SEEN_FIELD_NUMBER: _builtins.int
+    LATENCY_SECONDS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    SUCCESSES_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
     identity: _builtins.str
     """The agent's identity, from its certificate."""
     connected: _builtins.bool
     draining: _builtins.bool
     active_assignments: _builtins.int
     circuit: Global___CircuitState.ValueType
+    latency_seconds: _builtins.float
+    """Exponentially weighted mean attempt latency, seconds; 0 until its first attempt ends."""
+    success_rate: _builtins.float
+    """successes / (successes + failures); 0 with no attempts yet (tell by the counts)."""
+    successes: _builtins.int
+    """Attempts that ended ok and that failed, since the orchestrator first saw the agent."""
+    failures: _builtins.int
     @_builtins.property
     def card(self) -> _common_pb2.AgentCard: ...
     @_builtins.property
@@ -495,10 +506,14 @@ class AgentStatus(_message.Message):
         circuit: Global___CircuitState.ValueType = ...,
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         last_seen: _timestamp_pb2.Timestamp | None = ...,
+        latency_seconds: _builtins.float = ...,
+        success_rate: _builtins.float = ...,
+        successes: _builtins.int = ...,
+        failures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "last_seen", b"last_seen", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "draining", b"draining", "identity", b"identity", "last_seen", b"last_seen", "registered_at", b"registered_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "draining", b"draining", "failures", b"failures", "identity", b"identity", "last_seen", b"last_seen", "latency_seconds", b"latency_seconds", "registered_at", b"registered_at", "success_rate", b"success_rate", "successes", b"successes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

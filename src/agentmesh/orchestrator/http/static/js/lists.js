@@ -74,7 +74,20 @@ function load(agent) {
     `${agent.active_assignments}/${max}`);
 }
 
-/** The agents page: load, circuit, connection, capabilities (the API has no latency figures). */
+function latency(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds >= 1) return `${seconds.toFixed(1)} s`;
+  return seconds < 0.0005 ? "<1 ms" : `${Math.round(seconds * 1000)} ms`;
+}
+
+function success(agent) {
+  if (agent.success_rate === null || agent.success_rate === undefined) return "—";
+  const attempts = agent.successes + agent.failures;
+  return h("span", { title: `${agent.successes} of ${attempts} attempts succeeded` },
+    `${Math.round(agent.success_rate * 100)}%`);
+}
+
+/** The agents page: load, circuit, latency, success rate, connection, capabilities. */
 export function agentsView(root, { signal, onError }) {
   const body = h("tbody");
   const empty = h("p", { class: "empty", hidden: true }, "No agents registered.");
@@ -82,7 +95,8 @@ export function agentsView(root, { signal, onError }) {
     h("h1", {}, "Agents"),
     h("table", { class: "agents" },
       h("thead", {}, h("tr", {},
-        ["Agent", "Version", "Capabilities", "Load", "Circuit", "Connection", "Last seen"]
+        ["Agent", "Version", "Capabilities", "Load", "Circuit", "Latency", "Success", "Connection",
+          "Last seen"]
           .map((t) => h("th", {}, t)))),
       body),
     empty,
@@ -97,6 +111,9 @@ export function agentsView(root, { signal, onError }) {
           agent.card.capabilities.map((c) => h("code", { title: c.description }, `${c.name}@${c.version}`))),
         h("td", {}, load(agent)),
         h("td", {}, h("span", { class: "badge", "data-circuit": agent.circuit }, agent.circuit)),
+        h("td", { class: "latency", title: "mean attempt latency, recent attempts weigh more" },
+          latency(agent.latency_seconds)),
+        h("td", { class: "success" }, success(agent)),
         h("td", {}, agent.connected ? (agent.draining ? "draining" : "connected") : "disconnected"),
         h("td", { title: agent.last_seen }, ago(agent.last_seen)))));
     empty.hidden = agents.length > 0;
