@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sys
 from pathlib import Path
 from types import TracebackType
 
@@ -69,6 +70,11 @@ class Orchestrator:
         return f"{host}:{self.port}"
 
     async def __aenter__(self) -> Orchestrator:
+        # Big payloads are converted and checked in worker threads (agents/intake.py,
+        # engine/readable.py); with the default 5 ms GIL switch interval each hand-back to the
+        # event loop can wait that long, and a health check needs many. 1 ms keeps the loop
+        # answering within its deadlines while a thread churns through megabytes.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         try:
             await self._start()
         except BaseException:
