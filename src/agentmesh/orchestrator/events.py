@@ -7,8 +7,9 @@ that is not durable. Whenever memory cannot prove the stream is gapless the watc
 the store after the last sequence it yielded: an event missing from memory (its queue
 overflowed, it started mid-batch), a task run by another replica (Redis wakes us up), the
 end of the local run (the task moved elsewhere, or this replica is stopping) and a poll
-every ``poll_seconds`` that bounds a lost wake-up. So streams are gapless and ordered by
-construction, and a live watcher of a local task costs no SELECT per event.
+every ``poll_seconds`` that bounds a lost wake-up from another replica (a task run here
+needs none: its batches are handed over in this process). So streams are gapless and
+ordered by construction, and a live watcher of a local task costs no SELECT per event.
 """
 
 from __future__ import annotations
@@ -146,7 +147,11 @@ class EventBus:
                     async with asyncio.timeout(poll_seconds):
                         await watcher.wakeup.wait()
                 except TimeoutError:
-                    watcher.read_store = True
+                    # A task run here hands over every batch in this process: nothing to lose.
+                    # Any other writer (a replica that took the lease) ends our run first, and
+                    # the end of the run wakes us to read the store.
+                    if task_id not in self._owned:
+                        watcher.read_store = True
         finally:
             watchers = self._watchers.get(task_id)
             if watchers is not None:
