@@ -27,7 +27,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import agentmesh
-from benchmarks import critical_path, http_latency, parallel_speedup, scale, submit_latency
+from benchmarks import (
+    critical_path,
+    http_latency,
+    noop,
+    parallel_speedup,
+    scale,
+    submit_latency,
+)
 from benchmarks.mesh import ROOT, Profiling
 from benchmarks.report import Measurement, line, markdown
 
@@ -39,6 +46,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     submit_latency.NAME: submit_latency.run,
     http_latency.NAME: http_latency.run,
     scale.NAME: scale.run,
+    noop.NAME: noop.run,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from datetime import datetime
 from typing import Any, Final
@@ -103,7 +104,21 @@ class AgentCard(_Frozen):
 
     def capability(self, name: str) -> Capability | None:
         """The capability called ``name``, if this agent offers it."""
-        return next((c for c in self.capabilities if c.name == name), None)
+        # Looked up for every candidate of every attempt: a dict, not a scan. The index
+        # names the tuple it was built from: a model_copy(update=...) carries the cached
+        # index along, and must not answer from the old capabilities.
+        built_from, by_name = self._capability_index
+        if built_from is not self.capabilities:
+            del self.__dict__["_capability_index"]
+            built_from, by_name = self._capability_index
+        return by_name.get(name)
+
+    @functools.cached_property
+    def _capability_index(self) -> tuple[tuple[Capability, ...], dict[str, Capability]]:
+        by_name: dict[str, Capability] = {}
+        for capability in self.capabilities:
+            by_name.setdefault(capability.name, capability)  # the first of a name, as a scan
+        return self.capabilities, by_name
 
 
 class RetryPolicy(_Frozen):

@@ -21,9 +21,28 @@ def _compiled(schema_json: str) -> jsonschema.Draft202012Validator | None:
     return jsonschema.Draft202012Validator(schema)
 
 
+#: Validators by the identity of the schema object they were asked for: a capability's
+#: schema is one object for as long as its declaration lives, so the per-result lookup
+#: costs a dict access instead of a json.dumps of the whole schema. Each entry keeps its
+#: schema alive, so a recycled id() can never match another schema.
+_BY_ID: dict[int, tuple[Mapping[str, JSON], jsonschema.Draft202012Validator | None]] = {}
+_MAX_BY_ID = 512
+
+
 def validator(schema: Mapping[str, JSON]) -> jsonschema.Draft202012Validator | None:
-    """A Draft 2020-12 validator of ``schema``, or None when ``schema`` is not a valid schema."""
-    return _compiled(json.dumps(schema, sort_keys=True))
+    """A Draft 2020-12 validator of ``schema``, or None when ``schema`` is not a valid schema.
+
+    ``schema`` must not be changed in place after it was first given here (declarations
+    are frozen): the validator is cached by the object's identity.
+    """
+    entry = _BY_ID.get(id(schema))
+    if entry is not None and entry[0] is schema:
+        return entry[1]
+    compiled = _compiled(json.dumps(schema, sort_keys=True))
+    if len(_BY_ID) >= _MAX_BY_ID:
+        _BY_ID.clear()  # rare (that many distinct live schemas): compiling stays cached
+    _BY_ID[id(schema)] = (schema, compiled)
+    return compiled
 
 
 def first_error(

@@ -8,6 +8,7 @@ retries, failovers and an opened circuit.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -43,19 +44,33 @@ PLAN = Plan(
 )
 
 
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
+@contextlib.contextmanager
+def _json_log(level: str) -> Iterator[io.StringIO]:
     """The process's logs as JSON lines into a buffer, as ``agentmesh serve`` writes them."""
     saved = structlog.get_config()
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, old_level = root.handlers[:], root.level
     buffer = io.StringIO()
-    configure_logging("info", json=True, stream=buffer)
+    configure_logging(level, json=True, stream=buffer)
     try:
         yield buffer
     finally:
         structlog.configure(**saved)
-        root.handlers[:], root.level = handlers, level
+        root.handlers[:], root.level = handlers, old_level
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Logs at debug level, where every attempt is logged."""
+    with _json_log("debug") as buffer:
+        yield buffer
+
+
+@pytest.fixture
+def info_log() -> Iterator[io.StringIO]:
+    """Logs at info level, as ``agentmesh serve`` runs by default."""
+    with _json_log("info") as buffer:
+        yield buffer
 
 
 @pytest.fixture
@@ -140,3 +155,21 @@ async def test_agent_interactions_are_logged_as_json_with_their_ids_and_metrics_
     assert _value(after, "agentmesh_circuit_open", agent="flaky") == 1
     assert _value(after, "agentmesh_circuit_open", agent="echo-1") == 0
     assert _value(after, "agentmesh_agents") == 2
+
+
+async def test_at_info_level_a_task_logs_its_own_events_and_none_per_step(
+    info_log: io.StringIO, settings: Settings, certs: Path, agents: AgentProcesses
+) -> None:
+    # Per-attempt lines cost the orchestrator a JSON line per step: they are debug level.
+    async with Orchestrator(settings) as orchestrator, client(orchestrator, certs) as alice:
+        agents.start(FAULTY, "echo-1", [f"localhost:{orchestrator.port}"])
+        await wait_for_agents(alice, "echo-1")
+        task_id = await alice.submit(plan=PLAN)
+        events = await watch_all(alice, task_id)
+
+    assert final_state(events) == TaskState.SUCCEEDED
+    lines = [json.loads(line) for line in info_log.getvalue().splitlines() if line.strip()]
+    ours = [line["event"] for line in lines if line.get("task_id") == task_id]
+    assert "task.submitted" in ours
+    assert ours.count("task.state") >= 2  # running, succeeded
+    assert not [event for event in ours if event.startswith("step.")], ours

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from agentmesh.config import Settings
 from agentmesh.errors import CertificateError
+from agentmesh.orchestrator import heap
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api.interceptors import MeshInterceptor
 from agentmesh.orchestrator.api.servicers import OrchestratorServicer, RegistryServicer
@@ -190,6 +191,7 @@ class Orchestrator:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if settings.http_listen:
             await self._serve_http(tasks, guard, files)
+        heap.settle()
         log.info(
             "orchestrator.started", address=self.address, database=store.url.render_as_string()
         )

@@ -1,9 +1,15 @@
 """Ordered, persisted task events and their fan-out to watchers.
 
-Watchers always read events from the store, after the last sequence they saw;
-a publish only wakes them up. That makes every stream gapless by construction
-(a watcher that wakes late, or a replica whose Redis message was lost, simply
-reads more rows) and lets a reconnecting subscriber resume from any sequence.
+A watcher reads the store once when it starts (a replay from any sequence), then gets the
+events of a task run on this replica from memory: the journal hands every batch to
+:meth:`EventBus.committed` right after its transaction, so a watcher never sees an event
+that is not durable. Whenever memory cannot prove the stream is gapless the watcher reads
+the store after the last sequence it yielded: an event missing from memory (its queue
+overflowed, it started mid-batch), a task run by another replica (Redis wakes us up), the
+end of the local run (the task moved elsewhere, or this replica is stopping) and a poll
+every ``poll_seconds`` that bounds a lost wake-up from another replica (a task run here
+needs none: its batches are handed over in this process). So streams are gapless and
+ordered by construction, and a live watcher of a local task costs no SELECT per event.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import structlog
 
@@ -24,15 +30,43 @@ from agentmesh.orchestrator.store import Store
 log = structlog.get_logger(__name__)
 
 _CHANNEL = "task-events"
+#: Events a watcher may have waiting in memory; past it, it reads the store instead.
+MAX_QUEUED = 1000
+
+
+class _Watcher:
+    """One watch's wake-up and the committed events handed to it from memory."""
+
+    __slots__ = ("queued", "read_store", "wakeup")
+
+    def __init__(self) -> None:
+        self.wakeup = asyncio.Event()
+        self.queued: list[TaskEvent] = []
+        #: True when memory may be missing events: the next wake-up reads the store.
+        self.read_store = False
+
+    def deliver(self, events: Sequence[TaskEvent]) -> None:
+        if len(self.queued) + len(events) > MAX_QUEUED:
+            self.queued.clear()
+            self.read_store = True
+        else:
+            self.queued.extend(events)
+        self.wakeup.set()
+
+    def stale(self) -> None:
+        self.read_store = True
+        self.wakeup.set()
 
 
 class EventBus:
-    """Wakes the watchers of a task when new events of it are committed, here or on a replica."""
+    """Hands committed events to the watchers of a task, from memory or from the store."""
 
     def __init__(self, store: Store, cache: Cache) -> None:
         self._store = store
         self._cache = cache
-        self._wakeups: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._watchers: defaultdict[str, set[_Watcher]] = defaultdict(set)
+        #: Tasks whose journal is on this replica: their events come through committed().
+        self._owned: set[str] = set()
         self._tasks = TaskSet()
 
     async def __aenter__(self) -> EventBus:
@@ -44,18 +78,37 @@ class EventBus:
 
     async def _listen(self) -> None:
         # Other replicas announce committed events; we only need to know which task moved.
+        # Our own announcements come back too: a task whose journal is here needs none.
         async with self._cache.subscribe(_CHANNEL) as messages:
             async for message in messages:
-                if isinstance(message, str):
-                    self._wake(message)
+                if isinstance(message, str) and message not in self._owned:
+                    self._stale(message)
 
-    def _wake(self, task_id: str) -> None:
-        for wakeup in self._wakeups.get(task_id, ()):
-            wakeup.set()
+    def _stale(self, task_id: str) -> None:
+        for watcher in self._watchers.get(task_id, ()):
+            watcher.stale()
+
+    @contextlib.contextmanager
+    def owning(self, task_id: str) -> Iterator[None]:
+        """While inside, this replica's journal of ``task_id`` hands it every batch it commits.
+
+        On the way out (the run ended, was fenced or is stopping) the task's watchers read
+        the store: whatever comes next is written by another replica.
+        """
+        self._owned.add(task_id)
+        try:
+            yield
+        finally:
+            self._owned.discard(task_id)
+            self._stale(task_id)
+
+    def committed(self, task_id: str, events: Sequence[TaskEvent]) -> None:
+        """Hand ``events`` (durable, in order) to the task's watchers on this replica."""
+        for watcher in self._watchers.get(task_id, ()):
+            watcher.deliver(events)
 
     async def published(self, task_id: str) -> None:
-        """Announce that events of ``task_id`` were committed to the store."""
-        self._wake(task_id)
+        """Announce to the other replicas that events of ``task_id`` were committed."""
         await self._cache.publish(_CHANNEL, task_id)
 
     async def watch(
@@ -68,31 +121,58 @@ class EventBus:
         come. A cursor at or past the final event of a final task ends the stream at once.
         ``poll_seconds`` bounds how long a lost wake-up can delay an event.
         """
-        wakeup = asyncio.Event()
-        self._wakeups[task_id].add(wakeup)
+        # Subscribed before the first read: an event committed after it is queued, one
+        # committed before it is in the store (the journal hands events over after commit).
+        watcher = _Watcher()
+        watcher.read_store = True
+        self._watchers[task_id].add(watcher)
         last = after_sequence
         try:
             while True:
-                wakeup.clear()
-                events = await self._store.events_after(task_id, last)
+                watcher.wakeup.clear()
+                events = self._from_memory(watcher, last)
+                if events is None:
+                    watcher.read_store = False
+                    events = await self._store.events_after(task_id, last)
+                    if not events and self._ended(await self._store.stream_end(task_id), last):
+                        return
                 for event in events:
                     last = event.sequence
                     yield event
                     if event.kind is EventKind.TASK_STATE and TaskState(event.state).final:
                         return
-                if events:
+                if events or watcher.read_store or watcher.queued:
                     continue
-                if self._ended(await self._store.stream_end(task_id), last):
-                    return
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(poll_seconds):
-                        await wakeup.wait()
+                        await watcher.wakeup.wait()
+                except TimeoutError:
+                    # A task run here hands over every batch in this process: nothing to lose.
+                    # Any other writer (a replica that took the lease) ends our run first, and
+                    # the end of the run wakes us to read the store.
+                    if task_id not in self._owned:
+                        watcher.read_store = True
         finally:
-            watchers = self._wakeups.get(task_id)
+            watchers = self._watchers.get(task_id)
             if watchers is not None:
-                watchers.discard(wakeup)
+                watchers.discard(watcher)
                 if not watchers:
-                    del self._wakeups[task_id]
+                    del self._watchers[task_id]
+
+    @staticmethod
+    def _from_memory(watcher: _Watcher, last: int) -> list[TaskEvent] | None:
+        """The queued events that follow ``last`` without a gap; None when the store must be
+        read (told so, or the queue does not start right after ``last``)."""
+        queued, watcher.queued = watcher.queued, []
+        fresh = [e for e in queued if e.sequence > last]
+        if watcher.read_store or (fresh and fresh[0].sequence != last + 1):
+            return None
+        expected = last
+        for event in fresh:
+            expected += 1
+            if event.sequence != expected:
+                return None
+        return fresh
 
     async def check_cursor(self, task_id: str, after_sequence: int) -> None:
         """Raise :class:`OutOfRange` now when a watch from ``after_sequence`` would (being past

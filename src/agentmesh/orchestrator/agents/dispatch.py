@@ -162,7 +162,7 @@ class Dispatcher:
                 )
             outcome, elapsed, circuit = await self._run(job, number, link, failed_on, observer)
         if outcome.ok:
-            log.info(
+            log.debug(
                 "step.attempt_succeeded",
                 task_id=job.task_id,
                 step=job.step_id,
@@ -225,7 +225,7 @@ class Dispatcher:
                 observer.progress(link.name, number, fraction, message)
 
         limiter = ProgressLimiter(progress)
-        log.info(
+        log.debug(
             "step.assigned",
             task_id=job.task_id,
             step=job.step_id,

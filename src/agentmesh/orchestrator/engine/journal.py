@@ -145,6 +145,8 @@ class Journal:
                 self._dirty = {**dirty, **self._dirty}
                 self._new[:0] = new
                 raise
+            # Durable now; handed over under the lock so that batches reach watchers in order.
+            self._bus.committed(self.task.id, events)
         await self._bus.published(self.task.id)
 
     @contextlib.asynccontextmanager
@@ -154,18 +156,19 @@ class Journal:
         ``on_fenced`` is called when the lease is lost (another replica took the task over):
         the flusher stops and nothing more is written.
         """
-        flusher = asyncio.create_task(self._flusher(on_fenced), name=f"flush-{self.task.id}")
-        try:
-            yield
-        finally:
-            # Never cut a flush off mid-commit: it has taken its batch out of memory.
-            async with self._write_lock:
-                flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            if not self.fenced:
-                with contextlib.suppress(LeaseLost):
-                    await asyncio.shield(self.flush())
+        with self._bus.owning(self.task.id):
+            flusher = asyncio.create_task(self._flusher(on_fenced), name=f"flush-{self.task.id}")
+            try:
+                yield
+            finally:
+                # Never cut a flush off mid-commit: it has taken its batch out of memory.
+                async with self._write_lock:
+                    flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+                if not self.fenced:
+                    with contextlib.suppress(LeaseLost):
+                        await asyncio.shield(self.flush())
 
     async def _flusher(self, on_fenced: Callable[[], object]) -> None:
         while True:

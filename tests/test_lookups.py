@@ -1,0 +1,39 @@
+"""Per-attempt lookups cached by identity answer as the scans and compilations they replace."""
+
+from __future__ import annotations
+
+import gc
+
+from agentmesh import schemas
+from agentmesh.models import AgentCard, Capability
+
+
+def test_a_capability_is_found_by_name_and_a_copy_with_other_capabilities_is_not_stale() -> None:
+    card = AgentCard(
+        name="a",
+        endpoint="127.0.0.1:1",
+        capabilities=(Capability(name="x", version="1.0.0"), Capability(name="x", version="2.0.0")),
+    )
+    found = card.capability("x")
+    assert found is not None
+    assert found.version == "1.0.0"
+    assert card.capability("y") is None
+    other = card.model_copy(update={"capabilities": (Capability(name="y"),)})
+    assert other.capability("x") is None
+    assert other.capability("y") is not None
+    assert card.capability("x") is found
+
+
+def test_a_validator_is_reused_for_the_same_schema_object_and_never_for_another() -> None:
+    schema = {"type": "object", "required": ["a"]}
+    first = schemas.validator(schema)
+    assert first is not None
+    assert schemas.validator(schema) is first
+    assert schemas.first_error(schema, {}) is not None
+    for _ in range(100):  # fresh schemas, some of them at a recycled address
+        other = {"type": "string"}
+        assert schemas.first_error(other, "text") is None
+        assert schemas.first_error(other, 1) is not None
+        del other
+        gc.collect()
+    assert schemas.validator({"type": "nope"}) is None
