@@ -35,7 +35,7 @@ LAYERS = (
     ("engine",),
     ("planning",),
     ("agents",),
-    ("events", "store", "cache", "metrics"),
+    ("events", "store", "cache", "metrics", "tuning"),
 )
 
 

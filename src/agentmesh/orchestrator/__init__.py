@@ -1,9 +1,9 @@
 """The orchestrator: the process that plans tasks, matches agents and runs steps.
 
 Layers, top to bottom (an import only ever goes down; ``tests/test_layers.py`` enforces it):
-``app`` → ``api`` → ``engine`` → ``planning`` → ``agents`` → ``events``, ``store``, ``cache``,
-``metrics``. Every layer may use the shared vocabulary (``agentmesh.models``, ``errors``,
-``config``, ``schemas``, ``wire``, ``security``).
+``app`` → ``api``, ``http`` → ``engine`` → ``planning`` → ``agents`` → ``events``, ``store``,
+``cache``, ``metrics``, ``tuning``. Every layer may use the shared vocabulary
+(``agentmesh.models``, ``errors``, ``config``, ``schemas``, ``limits``, ``wire``, ``security``).
 """
 
 from __future__ import annotations

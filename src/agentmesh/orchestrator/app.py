@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import sys
 from pathlib import Path
 from types import TracebackType
 
@@ -17,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from agentmesh.config import Settings
 from agentmesh.errors import CertificateError
-from agentmesh.orchestrator import heap
+from agentmesh.orchestrator import tuning
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api.interceptors import MeshInterceptor
 from agentmesh.orchestrator.api.servicers import OrchestratorServicer, RegistryServicer
@@ -71,11 +70,6 @@ class Orchestrator:
         return f"{host}:{self.port}"
 
     async def __aenter__(self) -> Orchestrator:
-        # Big payloads are converted and checked in worker threads (agents/intake.py,
-        # engine/readable.py); with the default 5 ms GIL switch interval each hand-back to the
-        # event loop can wait that long, and a health check needs many. 1 ms keeps the loop
-        # answering within its deadlines while a thread churns through megabytes.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         try:
             await self._start()
         except BaseException:
@@ -191,7 +185,7 @@ class Orchestrator:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if settings.http_listen:
             await self._serve_http(tasks, guard, files)
-        heap.settle()
+        tuning.settle()
         log.info(
             "orchestrator.started", address=self.address, database=store.url.render_as_string()
         )
