@@ -15,8 +15,6 @@ certificate (useful when a key leaked but the workload keeps its name with a new
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from pydantic import ValidationError as PydanticValidationError
 from agentmesh.errors import ValidationError
 from agentmesh.security.identity import Identity
 from agentmesh.security.policy import config_error, read_document
+from agentmesh.security.watch import replace_file
 
 
 def parse_serial(value: int | str) -> int:
@@ -127,17 +126,8 @@ def revoke(
     updated = Revocations(
         current.identities | {i.uri for i in identities}, current.serials | set(serials)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "# agentmesh revocation list (edited by `agentmesh certs revoke`)\n" + yaml.safe_dump(
         updated.to_document(), sort_keys=False
     )
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, text, mode=0o644)
     return updated

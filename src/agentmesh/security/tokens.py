@@ -17,9 +17,7 @@ the revocation list refuses its tokens too, as it refuses its certificates.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 from agentmesh.errors import NotFound, ValidationError
 from agentmesh.security.identity import Identity
 from agentmesh.security.policy import config_error, read_document
+from agentmesh.security.watch import replace_file
 
 PREFIX = "amt_"
 
@@ -107,20 +106,11 @@ def load_tokens(path: Path) -> Tokens:
 
 def _save(path: Path, tokens: Tokens) -> None:
     """Replace the file atomically (a reader never sees half of it), readable by its owner."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {"tokens": [e.model_dump() for e in tokens.entries]}
     text = "# agentmesh HTTP API tokens (edited by `agentmesh tokens`)\n" + yaml.safe_dump(
         document, sort_keys=False
     )
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, text, mode=0o600)
 
 
 def issue_token(path: Path, identity: Identity) -> tuple[TokenEntry, str]:

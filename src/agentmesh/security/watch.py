@@ -1,10 +1,12 @@
-"""Files the orchestrator reloads when they change (policy, revocation list)."""
+"""Files the orchestrator reloads when they change (policy, revocation list, tokens), and
+the one way our commands rewrite them."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +23,21 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Listener = Callable[[T], Awaitable[None] | None]
 _Stamp = tuple[int, int, int] | None
+
+
+def replace_file(path: Path, text: str, *, mode: int) -> None:
+    """Write ``text`` to ``path`` atomically with ``mode``: a reloading reader never sees half
+    of it, and a failed write leaves the old file as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _stamp(path: Path) -> _Stamp:
