@@ -8,20 +8,18 @@ WatchTask keep working. A multi-megabyte Result must not stall the event loop.
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2, common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.config import Settings
 from agentmesh.orchestrator import Orchestrator
-from agentmesh.security import CertFiles, IdentityKind, channel_credentials
 from tests.security.helpers import (
     RawAgent,
     Script,
@@ -201,33 +199,42 @@ async def test_an_output_deeper_than_clients_decode_is_refused_and_the_task_read
     assert len(agent.assignments) == 3
 
 
-def probe_health(
-    orchestrator: Orchestrator, certs: Path, ready: threading.Event, until: threading.Event
-) -> list[str]:
-    """Health checks, back to back, until ``until`` is set: each one's code (OK or not).
+#: The repository, where ``python -m tests.support.health_probe`` is found.
+ROOT = Path(__file__).resolve().parents[2]
 
-    A thread with a blocking channel of its own: its deadlines run on the clock, not on the
-    event loop under test. The connection is made (and ``ready`` set) before the first timed
-    check, so that only answering is measured, not a TLS handshake on a busy machine.
+
+async def probe_health(orchestrator: Orchestrator, certs: Path, stop: Path) -> Any:
+    """A health prober in a process of its own (tests/support/health_probe.py), connected.
+
+    Its environment leaves out the subprocess-coverage switch: the prober is the clock here,
+    and a traced prober would measure itself.
     """
-    credentials = channel_credentials(CertFiles.of(certs, IdentityKind.CLIENT, "bob"))
-    codes = []
-    with grpc.secure_channel(f"localhost:{orchestrator.port}", credentials) as opened:
-        health = health_pb2_grpc.HealthStub(opened)  # type: ignore[no-untyped-call]
-        health.Check(health_pb2.HealthCheckRequest(), timeout=30)
-        ready.set()
-        while not until.is_set():
-            try:
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-            except grpc.RpcError as exc:
-                codes.append(exc.code().name)
-            else:
-                codes.append(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
-    return codes
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMESH_COVERAGE")}
+    env.pop("COVERAGE_PROCESS_START", None)
+    prober = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.health_probe",
+        str(orchestrator.port),
+        str(certs),
+        str(stop),
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    assert prober.stdout is not None
+    async with asyncio.timeout(60):
+        assert (await prober.stdout.readline()).strip() == b"ready"
+    return prober
 
 
+@pytest.mark.skipif(
+    sys.gettrace() is not None,
+    reason="a production-speed bound: under a coverage tracer the orchestrator's own code runs "
+    "several times slower and misses 1 s now and then; run with --no-cov",
+)
 async def test_the_health_check_answers_while_a_big_result_is_taken_in(
-    secure_settings: Settings, certs: Path
+    secure_settings: Settings, certs: Path, tmp_path: Path
 ) -> None:
     settings = secure_settings.model_copy(update={"max_output_bytes": 4 * 1024 * 1024})
     words = [f"word{i}" for i in range(250_000)]  # ~3.5 MB on the wire, costly to walk
@@ -240,18 +247,15 @@ async def test_the_health_check_answers_while_a_big_result_is_taken_in(
     items = {"type": "array", "items": {"type": "string"}}
     schema = struct({"type": "object", "properties": {"items": items}})
     echo = common_pb2.Capability(name="test.echo", version="1.0.0", output_schema=schema)
-    ready, done = threading.Event(), threading.Event()
+    stop = tmp_path / "stop-probing"
     async with (
         Orchestrator(settings) as orchestrator,
         RawAgent(certs, "echo-1", big) as agent,
         orchestrator_stub(orchestrator, certs) as alice,
     ):
         await agent.register(orchestrator, capabilities=[echo])
-        probing = asyncio.create_task(
-            asyncio.to_thread(probe_health, orchestrator, certs, ready, done)
-        )
+        prober = await probe_health(orchestrator, certs, stop)
         try:
-            await asyncio.to_thread(ready.wait, 30)
             request = one_shot(plan_request(("a", "test.echo", {})))
             task_id = (await alice.SubmitTask(request, timeout=10)).task_id
             await sent.wait()
@@ -265,8 +269,9 @@ async def test_the_health_check_answers_while_a_big_result_is_taken_in(
                 within=60,
             )
         finally:
-            done.set()
-            codes = await probing
+            stop.touch()
+            output, _ = await prober.communicate()
+    codes = output.decode().split()
 
     assert codes, "no health check was made while the result was taken in"
     assert set(codes) == {"SERVING"}, codes
