@@ -85,6 +85,8 @@ def _allowed(importer: str, imported: str) -> bool:
         return False  # the SDK uses only the shared vocabulary
     if source[0] == "examples":
         return target[0] == "agent"
+    if source[0] == "bridges":
+        return target[0] in ("agent", "client", "bridges")  # agents and front doors of others
     if source[0] == "orchestrator":
         if target[0] != "orchestrator":
             return False  # never the CLI, the SDK or the client

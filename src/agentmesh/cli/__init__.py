@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.cli import agent, certs, common, demo, dev, run, tasks, tokens, workflows
+from agentmesh.cli import agent, bridges, certs, common, demo, dev, run, tasks, tokens, workflows
 
 app = typer.Typer(
     help="agentmesh: a gRPC service mesh for AI agents.",
@@ -34,6 +34,7 @@ app.command("agents")(run.agents)
 app.command("submit")(run.submit)
 app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)
+app.command("celery-bridge")(bridges.celery_bridge)
 
 
 def main() -> None:
