@@ -35,6 +35,7 @@ app.command("submit")(run.submit)
 app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)
 app.command("celery-bridge")(bridges.celery_bridge)
+app.command("a2a-bridge")(bridges.a2a_bridge)
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
-"""``agentmesh celery-bridge FILE``: serve another system's work as a mesh agent."""
+"""``agentmesh celery-bridge FILE`` and ``agentmesh a2a-bridge URL…``: another system's work
+as a mesh agent."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -56,3 +58,40 @@ def celery_bridge(
         name=spec.name,
         kind="agent",
     )
+
+
+def a2a_bridge(
+    urls: Annotated[list[str], typer.Argument(metavar="URL...", help="A2A agents' base URLs")],
+    name: Annotated[str, typer.Option(help="register as this name")] = "a2a-bridge",
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="CA bundle for the remote agents' HTTPS")
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(help="'Name: value' sent with every request, e.g. an Authorization"),
+    ] = None,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="assignments at once")] = 16,
+    orchestrator: Orchestrators = None,
+    certs_dir: CertsDir = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Offer the skills of external A2A agents as capabilities until Ctrl-C or SIGTERM."""
+    configure_logging(log_level, json=False)
+    from agentmesh.bridges.a2a import A2ABridge
+
+    headers: dict[str, str] = {}
+    for line in header or ():
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            common.fail(f"--header {line!r}: give it as 'Name: value'")
+        headers[key.strip()] = value.strip()
+    settings = agent_settings(name, orchestrator, certs_dir)
+
+    async def serve() -> None:
+        verify = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
+        async with A2ABridge(
+            urls, name=name, verify=verify, headers=headers, max_concurrency=max_concurrency
+        ) as bridge:
+            await serve_until_signalled(bridge.agent(), settings)
+
+    common.run(serve, certs_dir=settings.certs_dir, name=name, kind="agent")
