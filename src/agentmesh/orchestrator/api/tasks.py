@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import NotFound
-from agentmesh.models import AgentStatus, TaskEvent, TaskRecord, WorkflowInfo
+from agentmesh.models import AgentStatus, Capability, TaskEvent, TaskRecord, WorkflowInfo
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
 from agentmesh.orchestrator.engine import Engine
@@ -117,6 +117,19 @@ class TaskService:
             )
             for w in self._catalog
         ]
+
+    def offered(self) -> tuple[list[WorkflowInfo], list[Capability]]:
+        """What the mesh can run, for its public A2A Agent Card: the catalog's workflows and
+        the capabilities registered agents offer now (each name once, newest version)."""
+        workflows = [
+            WorkflowInfo(name=w.name, description=w.description, plan=w.to_plan())
+            for w in self._catalog
+        ]
+        capabilities: dict[str, Capability] = {}
+        for status in self._registry.statuses():
+            for capability in status.card.capabilities:
+                capabilities.setdefault(capability.name, capability)
+        return workflows, sorted(capabilities.values(), key=lambda c: c.name)
 
     def agents(self, caller: Identity, request: pb.ListAgentsRequest) -> list[AgentStatus]:
         """The registered agents (offering ``capability``, when given)."""
