@@ -17,7 +17,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError
 from agentmesh.models import TaskState
 from agentmesh.orchestrator.api.tasks import TaskService
-from agentmesh.orchestrator.http import a2a, dashboard, errors
+from agentmesh.orchestrator.http import dashboard, errors
 from agentmesh.orchestrator.http.auth import Authenticator
 from agentmesh.orchestrator.http.events import stream
 from agentmesh.orchestrator.http.models import (
@@ -91,6 +91,10 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
     api.state.authenticator = authenticator
     errors.install(api)
     dashboard.install(api)
+    # Imported here: the a2a-sdk (and what it loads) costs an orchestrator without the HTTP
+    # API memory and start-up time for nothing.
+    from agentmesh.orchestrator.http import a2a
+
     a2a.install(api, tasks, authenticator)
 
     @api.get("/healthz", tags=["health"])
