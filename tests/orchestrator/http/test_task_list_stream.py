@@ -12,13 +12,16 @@ import httpx
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.config import Settings
+from agentmesh.models import Plan
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import Identity, IdentityKind
 from agentmesh.security.revocation import revoke
+from tests.conftest import REDIS_URL
 from tests.orchestrator.http.conftest import Https, tls
 from tests.orchestrator.http.test_api import ECHO_PLAN, _finished
 from tests.orchestrator.http.test_events import _frames
 from tests.security.helpers import RawAgent, echo
+from tests.support.mesh import client
 
 URL = "/v1/tasks/changes"
 ALICE = "spiffe://agentmesh.test/client/alice"
@@ -153,3 +156,31 @@ async def test_a_list_watcher_revoked_meanwhile_is_told_why_and_the_stream_ends(
     assert rest[-1]["event"] == "error"
     assert rest[-1]["data"]["code"] == "UNAUTHENTICATED"
     assert "revocation list" in rest[-1]["data"]["reason"]
+
+
+async def test_a_task_run_by_another_replica_arrives_through_redis(
+    http_settings: Settings, certs: Path, postgres_database: dict[str, str]
+) -> None:
+    shared = {"redis_url": REDIS_URL, **postgres_database}
+    serving = http_settings.model_copy(update={**shared, "replica_id": "a"})
+    running = http_settings.model_copy(update={**shared, "replica_id": "b", "http_listen": ""})
+    async with (
+        Orchestrator(serving) as a,
+        Orchestrator(running) as b,
+        RawAgent(certs, "echo-1", echo) as agent,
+    ):
+        await agent.register(b)  # only b has an agent: the task runs there
+        async with (
+            httpx.AsyncClient(
+                base_url=f"https://localhost:{a.http_port}",
+                verify=tls(certs, "client", "alice"),
+                timeout=20,
+            ) as api,
+            api.stream("GET", URL) as response,
+            client(b, certs) as alice,
+        ):
+            frames = _frames(response)
+            assert (await anext(frames))["event"] == "relist"
+            task_id = await alice.submit(plan=Plan.model_validate(ECHO_PLAN["plan"]))
+            seen = await _task_frames(frames, task_id, until="succeeded")
+    assert seen[-1]["owner"] == ALICE
