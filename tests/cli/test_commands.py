@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -268,3 +269,43 @@ def test_certs_init_issues_the_cli_identity_that_commands_use_by_default(
     assert (folder / "client" / "cli.pem").exists()
     assert (folder / "client" / "cli.key").stat().st_mode & 0o777 == 0o600
     assert "client cli" in answer.stdout
+
+
+def test_certs_and_tokens_speak_json_for_scripts(tmp_path: Path) -> None:
+    folder = tmp_path / "certs"
+    runner = CliRunner()
+
+    def json_of(*args: str) -> Any:
+        answer = runner.invoke(app, [*args, "--output", "json"])
+        assert answer.exit_code == 0, answer.output
+        return json.loads(answer.stdout)
+
+    init = json_of("certs", "init", "--dir", str(folder), "--trust-domain", "json.test")
+    assert init["trust_domain"] == "json.test"
+    assert Path(init["client"]["cert"]) == folder / "client" / "cli.pem"
+    issued = json_of("certs", "issue", "agent", "shouter", "--dir", str(folder))
+    assert issued["identity"] == "spiffe://json.test/agent/shouter"
+    assert Path(issued["key"]).exists()
+    revoked = json_of(
+        "certs",
+        "revoke",
+        "agent/shouter",
+        "--file",
+        str(folder / "revoked.yaml"),
+        "--dir",
+        str(folder),
+        "--cert",
+        issued["cert"],
+    )
+    assert revoked["revoked"]["identities"] == ["spiffe://json.test/agent/shouter"]
+    assert revoked["revoked"]["serials"][0].startswith("0x")
+    assert (revoked["identities"], revoked["serials"]) == (1, 1)
+
+    tokens = ["--dir", str(folder)]
+    token = json_of("tokens", "issue", "client", "alice", *tokens)
+    assert token["identity"] == "spiffe://json.test/client/alice"
+    assert token["token"].startswith(f"amt_{token['id']}")
+    listed = json_of("tokens", "list", *tokens)
+    assert listed == [{k: token[k] for k in ("id", "identity", "created")}]
+    assert json_of("tokens", "revoke", token["id"], *tokens)["id"] == token["id"]
+    assert json_of("tokens", "list", *tokens) == []
