@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from agentmesh.cli import app
 from agentmesh.models import Plan, StepSpec, TaskState
 from tests.cli.conftest import Mesh
-from tests.support.mesh import client
+from tests.security.helpers import RawAgent
+from tests.support.mesh import client, wait_for_agent_gone
 from tests.support.waiting import eventually
 
 #: A well-formed task id no orchestrator ever issued.
@@ -131,6 +132,25 @@ async def test_cancelling_a_finished_task_is_one_line_with_its_status(
         f"error: FAILED_PRECONDITION task_id: task is {TaskState.SUCCEEDED} "
         "and cannot be cancelled\n"
     )
+
+
+async def test_a_task_waiting_for_an_agent_that_never_comes_is_cancelled(mesh: Mesh) -> None:
+    # The only agent offering the capability registers, then is gone for good.
+    async with RawAgent(mesh.certs, "echo-2", capabilities=("test.lonely",)) as agent:
+        await agent.register(mesh.orchestrator)
+    plan = Plan(steps=(StepSpec(id="wait", capability="test.lonely", input={}),))
+    async with client(mesh.orchestrator, mesh.certs) as alice:
+        await wait_for_agent_gone(alice, "echo-2", within=30)
+        task_id = await alice.submit(plan=plan)
+        await eventually(lambda: alice.get(task_id), lambda t: t.state is TaskState.RUNNING)
+
+        cancelled = await mesh.cli("tasks", "cancel", task_id, "--reason", "no agent came")
+
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.stdout.startswith(f"task {task_id} cancelled")
+        task = await alice.get(task_id)
+    assert task.state is TaskState.CANCELLED
+    assert task.steps["wait"].state.final
 
 
 async def test_an_unknown_task_is_a_not_found_line_and_exit_1(mesh: Mesh) -> None:
