@@ -6,13 +6,15 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
 from agentmesh.cli import app
 from agentmesh.models import Plan, StepSpec, TaskState
 from tests.cli.conftest import Mesh
-from tests.support.mesh import client
+from tests.security.helpers import RawAgent
+from tests.support.mesh import client, wait_for_agent_gone
 from tests.support.waiting import eventually
 
 #: A well-formed task id no orchestrator ever issued.
@@ -130,6 +132,25 @@ async def test_cancelling_a_finished_task_is_one_line_with_its_status(
         f"error: FAILED_PRECONDITION task_id: task is {TaskState.SUCCEEDED} "
         "and cannot be cancelled\n"
     )
+
+
+async def test_a_task_waiting_for_an_agent_that_never_comes_is_cancelled(mesh: Mesh) -> None:
+    # The only agent offering the capability registers, then is gone for good.
+    async with RawAgent(mesh.certs, "echo-2", capabilities=("test.lonely",)) as agent:
+        await agent.register(mesh.orchestrator)
+    plan = Plan(steps=(StepSpec(id="wait", capability="test.lonely", input={}),))
+    async with client(mesh.orchestrator, mesh.certs) as alice:
+        await wait_for_agent_gone(alice, "echo-2", within=30)
+        task_id = await alice.submit(plan=plan)
+        await eventually(lambda: alice.get(task_id), lambda t: t.state is TaskState.RUNNING)
+
+        cancelled = await mesh.cli("tasks", "cancel", task_id, "--reason", "no agent came")
+
+        assert cancelled.exit_code == 0, cancelled.output
+        assert cancelled.stdout.startswith(f"task {task_id} cancelled")
+        task = await alice.get(task_id)
+    assert task.state is TaskState.CANCELLED
+    assert task.steps["wait"].state.final
 
 
 async def test_an_unknown_task_is_a_not_found_line_and_exit_1(mesh: Mesh) -> None:
@@ -268,3 +289,43 @@ def test_certs_init_issues_the_cli_identity_that_commands_use_by_default(
     assert (folder / "client" / "cli.pem").exists()
     assert (folder / "client" / "cli.key").stat().st_mode & 0o777 == 0o600
     assert "client cli" in answer.stdout
+
+
+def test_certs_and_tokens_speak_json_for_scripts(tmp_path: Path) -> None:
+    folder = tmp_path / "certs"
+    runner = CliRunner()
+
+    def json_of(*args: str) -> Any:
+        answer = runner.invoke(app, [*args, "--output", "json"])
+        assert answer.exit_code == 0, answer.output
+        return json.loads(answer.stdout)
+
+    init = json_of("certs", "init", "--dir", str(folder), "--trust-domain", "json.test")
+    assert init["trust_domain"] == "json.test"
+    assert Path(init["client"]["cert"]) == folder / "client" / "cli.pem"
+    issued = json_of("certs", "issue", "agent", "shouter", "--dir", str(folder))
+    assert issued["identity"] == "spiffe://json.test/agent/shouter"
+    assert Path(issued["key"]).exists()
+    revoked = json_of(
+        "certs",
+        "revoke",
+        "agent/shouter",
+        "--file",
+        str(folder / "revoked.yaml"),
+        "--dir",
+        str(folder),
+        "--cert",
+        issued["cert"],
+    )
+    assert revoked["revoked"]["identities"] == ["spiffe://json.test/agent/shouter"]
+    assert revoked["revoked"]["serials"][0].startswith("0x")
+    assert (revoked["identities"], revoked["serials"]) == (1, 1)
+
+    tokens = ["--dir", str(folder)]
+    token = json_of("tokens", "issue", "client", "alice", *tokens)
+    assert token["identity"] == "spiffe://json.test/client/alice"
+    assert token["token"].startswith(f"amt_{token['id']}")
+    listed = json_of("tokens", "list", *tokens)
+    assert listed == [{k: token[k] for k in ("id", "identity", "created")}]
+    assert json_of("tokens", "revoke", token["id"], *tokens)["id"] == token["id"]
+    assert json_of("tokens", "list", *tokens) == []

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from agentmesh.cli.common import Output, OutputOption, echo_json
 from agentmesh.config import Settings
 from agentmesh.errors import AgentMeshError
 from agentmesh.security import IdentityKind, create_ca, issue, trust_domain_of
@@ -30,6 +31,7 @@ def init(
     host: Annotated[
         list[str] | None, typer.Option(help="extra DNS name or IP of the orchestrator")
     ] = None,
+    output: OutputOption = Output.TEXT,
 ) -> None:
     """Create the mesh CA, the orchestrator's certificate and the CLI's (client ``cli``,
     the identity every ``agentmesh`` command uses by default)."""
@@ -46,6 +48,16 @@ def init(
         cli = issue(folder, IdentityKind.CLIENT, "cli")
     except AgentMeshError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if output is Output.JSON:
+        echo_json(
+            {
+                "ca": str(ca),
+                "trust_domain": domain,
+                "orchestrator": {"cert": str(files.cert), "key": str(files.key)},
+                "client": {"cert": str(cli.cert), "key": str(cli.key)},
+            }
+        )
+        return
     typer.echo(f"CA            {ca}  (spiffe://{domain})")
     typer.echo(f"orchestrator  {files.cert}  key {files.key} (0600)")
     typer.echo(f"client cli    {cli.cert}  key {cli.key} (0600)")
@@ -60,6 +72,7 @@ def issue_command(
         list[str] | None, typer.Option(help="extra DNS name or IP it serves on")
     ] = None,
     days: Annotated[int, typer.Option(min=1, help="validity in days")] = 365,
+    output: OutputOption = Output.TEXT,
 ) -> None:
     """Issue a certificate whose URI SAN is spiffe://<trust-domain>/<kind>/<name>."""
     from datetime import timedelta
@@ -76,7 +89,11 @@ def issue_command(
         domain = trust_domain_of(folder)
     except AgentMeshError as exc:
         raise typer.BadParameter(str(exc)) from None
-    typer.echo(f"spiffe://{domain}/{kind.value}/{name}")
+    identity = f"spiffe://{domain}/{kind.value}/{name}"
+    if output is Output.JSON:
+        echo_json({"identity": identity, "cert": str(files.cert), "key": str(files.key)})
+        return
+    typer.echo(identity)
     typer.echo(f"cert {files.cert}  key {files.key} (0600)")
 
 
@@ -96,6 +113,7 @@ def revoke(
         Path | None, typer.Option("--file", help="revocation list [AGENTMESH_REVOCATION_FILE]")
     ] = None,
     certs_dir: CertsDir = None,
+    output: OutputOption = Output.TEXT,
 ) -> None:
     """Add an identity or certificate to the revocation list that orchestrators watch."""
     from cryptography import x509
@@ -133,6 +151,19 @@ def revoke(
         revoked = add_revocations(target, identities=identities, serials=serials)
     except AgentMeshError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if output is Output.JSON:
+        echo_json(
+            {
+                "revoked": {
+                    "identities": [str(i) for i in identities],
+                    "serials": [f"{n:#x}" for n in serials],
+                },
+                "file": str(target),
+                "identities": len(revoked.identities),
+                "serials": len(revoked.serials),
+            }
+        )
+        return
     for item in identities:
         typer.echo(f"revoked {item}")
     for number in serials:

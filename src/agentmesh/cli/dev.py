@@ -104,8 +104,11 @@ def dev(
     folder: Annotated[Path, typer.Option(help="where the database and logs go")] = Path("var/dev"),
     latency: Annotated[float, typer.Option(help="simulated example-agent latency, s")] = 0.1,
 ) -> None:
-    """Run a local mesh in the foreground: certificates (when missing), an orchestrator on
-    AGENTMESH_LISTEN (default 127.0.0.1:50051) and the example agents."""
+    """Run a local mesh in the foreground: certificates, an orchestrator, the example agents.
+
+    Creates certificates when missing; listens on AGENTMESH_LISTEN (default 127.0.0.1:50051).
+    Ctrl-C stops them all.
+    """
     console = Console()
     settings = common.call(lambda: prepare(certs_dir, folder, console), certs_dir=certs_dir)
     common.run(

@@ -158,7 +158,10 @@ def submit(
     ] = None,
     output: OutputOption = Output.TEXT,
 ) -> None:
-    """Submit a task (a workflow, a goal or a plan file) and, by default, watch it live."""
+    """Submit a task (a workflow, a goal or a plan file) and, by default, watch it live.
+
+    Ctrl-C while watching detaches (exit 130) and prints how to watch again or cancel.
+    """
     try:
         payload = json.loads(input_json)
     except json.JSONDecodeError as exc:

@@ -160,7 +160,10 @@ def watch(
     certs_dir: CertsDir = DEFAULT_CERTS,
     output: OutputOption = Output.TEXT,
 ) -> None:
-    """Follow a task's events live to its end; exit 0 when it succeeded, 1 otherwise."""
+    """Follow a task's events live to its end; exit 0 when it succeeded, 1 otherwise.
+
+    Ctrl-C detaches (exit 130) and prints how to watch again or cancel: the task runs on.
+    """
     task = follow(
         task_id, after=after, address=address, name=name, certs_dir=certs_dir, output=output
     )
@@ -197,8 +200,10 @@ def result(
     certs_dir: CertsDir = DEFAULT_CERTS,
     output: OutputOption = Output.TEXT,
 ) -> None:
-    """Print a finished task's result as JSON (a text result as itself with --output text);
-    exit 1 with its error when it failed, or when it has not finished."""
+    """Print a finished task's result (JSON; a text result as itself with --output text).
+
+    Exits 1 with the task's error when it failed, or when it has not finished.
+    """
 
     async def body() -> TaskRecord:
         async with connect(address, certs_dir, name) as client:

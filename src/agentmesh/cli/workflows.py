@@ -51,7 +51,7 @@ def list_workflows(
     certs_dir: CertsDir = DEFAULT_CERTS,
     output: OutputOption = Output.TEXT,
 ) -> None:
-    """The catalog's workflows: submit one with ``agentmesh submit --workflow NAME``."""
+    """The catalog's workflows: submit one with agentmesh submit --workflow NAME."""
     workflows = _fetch(address, name, certs_dir)
     if output is Output.JSON:
         echo_json([workflow_json(w) for w in workflows])

@@ -10,6 +10,10 @@ end of the local run (the task moved elsewhere, or this replica is stopping) and
 every ``poll_seconds`` that bounds a lost wake-up from another replica (a task run here
 needs none: its batches are handed over in this process). So streams are gapless and
 ordered by construction, and a live watcher of a local task costs no SELECT per event.
+
+Watchers of the task list (:meth:`EventBus.task_changes`) learn which tasks changed, not
+how: the same hand-over and Redis wake-ups tell them, coalesced per task, and they read
+the tasks themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 
 import structlog
 
@@ -32,6 +37,10 @@ log = structlog.get_logger(__name__)
 _CHANNEL = "task-events"
 #: Events a watcher may have waiting in memory; past it, it reads the store instead.
 MAX_QUEUED = 1000
+#: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
+MAX_CHANGED = 1000
+#: Events that change what a task list shows (progress does not).
+_LISTED_KINDS = frozenset({EventKind.TASK_STATE, EventKind.STEP_STATE})
 
 
 class _Watcher:
@@ -58,6 +67,44 @@ class _Watcher:
         self.wakeup.set()
 
 
+@dataclass(frozen=True, slots=True)
+class TaskChanges:
+    """Tasks that changed since the last batch, in the order they first changed.
+
+    ``lost`` says that some changes may be missing (this is the first batch of a watch, or
+    too many tasks changed at once): whoever shows tasks should list them again.
+    """
+
+    task_ids: tuple[str, ...]
+    lost: bool = False
+
+
+class _ListWatcher:
+    """One task-list watch: the ids of tasks changed since it last looked."""
+
+    __slots__ = ("changed", "lost", "wakeup")
+
+    def __init__(self) -> None:
+        self.wakeup = asyncio.Event()
+        #: A dict as an ordered set: many events of one task are one change.
+        self.changed: dict[str, None] = {}
+        self.lost = False
+
+    def mark(self, task_id: str) -> None:
+        if task_id not in self.changed and len(self.changed) >= MAX_CHANGED:
+            self.changed.clear()
+            self.lost = True
+        elif not self.lost:
+            self.changed[task_id] = None
+        self.wakeup.set()
+
+    def take(self) -> TaskChanges:
+        changes = TaskChanges(tuple(self.changed), self.lost)
+        self.changed, self.lost = {}, False
+        self.wakeup.clear()
+        return changes
+
+
 class EventBus:
     """Hands committed events to the watchers of a task, from memory or from the store."""
 
@@ -65,6 +112,7 @@ class EventBus:
         self._store = store
         self._cache = cache
         self._watchers: defaultdict[str, set[_Watcher]] = defaultdict(set)
+        self._list_watchers: set[_ListWatcher] = set()
         #: Tasks whose journal is on this replica: their events come through committed().
         self._owned: set[str] = set()
         self._tasks = TaskSet()
@@ -83,6 +131,11 @@ class EventBus:
             async for message in messages:
                 if isinstance(message, str) and message not in self._owned:
                     self._stale(message)
+                    self._changed(message)
+
+    def _changed(self, task_id: str) -> None:
+        for watcher in self._list_watchers:
+            watcher.mark(task_id)
 
     def _stale(self, task_id: str) -> None:
         for watcher in self._watchers.get(task_id, ()):
@@ -106,6 +159,8 @@ class EventBus:
         """Hand ``events`` (durable, in order) to the task's watchers on this replica."""
         for watcher in self._watchers.get(task_id, ()):
             watcher.deliver(events)
+        if self._list_watchers and any(e.kind in _LISTED_KINDS for e in events):
+            self._changed(task_id)
 
     async def published(self, task_id: str) -> None:
         """Announce to the other replicas that events of ``task_id`` were committed."""
@@ -158,6 +213,26 @@ class EventBus:
                 watchers.discard(watcher)
                 if not watchers:
                     del self._watchers[task_id]
+
+    async def task_changes(self) -> AsyncIterator[TaskChanges]:
+        """Yield which tasks changed, batch by batch, for as long as the caller iterates.
+
+        The first batch is empty and ``lost``: from then on every change is reported (list
+        the tasks now). A task run here is reported once its batch of state changes is
+        committed, one run elsewhere when that replica announces it (through Redis; without
+        Redis, replicas do not hear of each other). Changes pile up while the caller is busy
+        and come as one batch, each task once; past :data:`MAX_CHANGED` of them the batch
+        is ``lost`` instead.
+        """
+        watcher = _ListWatcher()
+        self._list_watchers.add(watcher)
+        try:
+            yield TaskChanges((), lost=True)
+            while True:
+                await watcher.wakeup.wait()
+                yield watcher.take()
+        finally:
+            self._list_watchers.discard(watcher)
 
     @staticmethod
     def _from_memory(watcher: _Watcher, last: int) -> list[TaskEvent] | None:

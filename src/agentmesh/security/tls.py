@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import grpc
 import structlog
@@ -17,6 +20,8 @@ from agentmesh.security.identity import Identity, require_trust_domain
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 
 def _read(path: Path) -> bytes:
     try:
@@ -25,27 +30,38 @@ def _read(path: Path) -> bytes:
         raise CertificateError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-class _RotatingServerConfig:
-    """Re-reads the certificate files whenever they change, so rotation needs no restart."""
+class _Rotation(Generic[T]):
+    """What is built from a workload's certificate files (CA, certificate, key), built afresh
+    whenever one of them changes, so rotation needs no restart.
 
-    def __init__(self, files: CertFiles) -> None:
+    Both server doors use it: gRPC core asks at every new handshake (a fetcher of
+    :func:`server_credentials`), the HTTP API's TLS context at every ClientHello
+    (:func:`server_ssl_context`). A pair caught half-written is not taken: the current one
+    stays until the files match again.
+    """
+
+    def __init__(self, files: CertFiles, build: Callable[[bytes, bytes, bytes], T]) -> None:
         self._files = files
-        self._stamp = self._mtimes()
+        self._build = build
+        try:
+            # Taken before the files are read: a change while they are read is seen later.
+            self._stamp: tuple[int, ...] = self._mtimes()
+        except OSError:
+            self._stamp = ()
+        self.current = self._load()  # a missing or bad file is a CertificateError at start
 
-    def _mtimes(self) -> tuple[float, ...]:
+    def _mtimes(self) -> tuple[int, ...]:
         return tuple(
             p.stat().st_mtime_ns for p in (self._files.ca, self._files.cert, self._files.key)
         )
 
-    def load(self) -> grpc.ServerCertificateConfiguration:
+    def _load(self) -> T:
         key, cert = _read(self._files.key), _read(self._files.cert)
         _check_pair(cert, key, self._files)
-        return grpc.ssl_server_certificate_configuration(
-            [(key, cert)], root_certificates=_read(self._files.ca)
-        )
+        return self._build(_read(self._files.ca), cert, key)
 
-    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
-        # Called by gRPC core on every new handshake; None keeps the current config.
+    def changed(self) -> T | None:
+        """The value built from the files if they changed since the last one; else None."""
         try:
             stamp = self._mtimes()
         except OSError:
@@ -53,15 +69,15 @@ class _RotatingServerConfig:
         if stamp == self._stamp:
             return None
         try:
-            config = self.load()
+            value = self._load()
         except CertificateError as exc:
             # Caught between writing the key and the certificate, or a bad file: keep serving
             # the current pair and look again at the next handshake.
             log.warning("tls.rotation_deferred", cert=str(self._files.cert), error=str(exc))
             return None
-        self._stamp = stamp
+        self._stamp, self.current = stamp, value
         log.info("tls.certificate_rotated", cert=str(self._files.cert))
-        return config
+        return value
 
 
 def _check_pair(cert_pem: bytes, key_pem: bytes, files: CertFiles) -> None:
@@ -80,16 +96,55 @@ def _check_pair(cert_pem: bytes, key_pem: bytes, files: CertFiles) -> None:
         raise CertificateError(f"{files.key} is not the key of {files.cert}")
 
 
+def _grpc_config(ca: bytes, cert: bytes, key: bytes) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
 def server_credentials(files: CertFiles) -> grpc.ServerCredentials:
     """Credentials of a server that demands and verifies a client certificate from the mesh CA."""
-    config = _RotatingServerConfig(files)
-    # gRPC documents that the fetcher may return None ("keep the current config");
-    # the typeshed stub does not allow it.
+    rotation = _Rotation(files, _grpc_config)
+    # Called by gRPC core on every new handshake; None keeps the current config. gRPC
+    # documents that the fetcher may return None; the typeshed stub does not allow it.
     return grpc.dynamic_ssl_server_credentials(
-        config.load(),
-        config,  # type: ignore[arg-type]
+        rotation.current,
+        rotation.changed,  # type: ignore[arg-type]
         require_client_authentication=True,
     )
+
+
+def _ssl_context(files: CertFiles, ca: bytes) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca.decode("ascii"))
+    try:
+        # ssl loads a pair from files only: these were just read and checked as a pair; one
+        # replaced since is seen by the next stamp check (or refused here if half-written).
+        context.load_cert_chain(str(files.cert), str(files.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise CertificateError(f"cannot load {files.cert} with {files.key}: {exc}") from exc
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def server_ssl_context(files: CertFiles) -> ssl.SSLContext:
+    """A server context with the workload's certificate that asks for (optional) client
+    certificates from the mesh CA, and serves rotated files from the next handshake on.
+
+    Every connection starts from the returned context; at each ClientHello (``sni_callback``,
+    called with or without a server name) a connection is moved onto the context of the
+    current files. Connections already open keep the context they were made with.
+    """
+    rotation = _Rotation(files, lambda ca, _cert, _key: _ssl_context(files, ca))
+    first = rotation.current
+
+    def on_hello(
+        connection: ssl.SSLSocket | ssl.SSLObject, _server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        rotation.changed()
+        if rotation.current is not first:
+            connection.context = rotation.current
+
+    first.sni_callback = on_hello
+    return first
 
 
 def channel_credentials(files: CertFiles) -> grpc.ChannelCredentials:

@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-#: Generous: the machine is busy, and the task list refreshes every two seconds.
+#: Generous: the machine is busy.
 WAIT_MS = 30_000
 #: A reference to step a's output: b waits for a without naming it in ``needs``.
 A_ENTRY = "${steps.a.output.entry}"
@@ -150,6 +150,29 @@ async def test_a_task_appears_in_the_list_and_its_nodes_turn_succeeded_as_events
 
     base = page.url.split("/#")[0].rstrip("/")
     assert all(url.startswith(base) for url in page.requested), page.requested
+
+
+async def test_the_task_list_shows_a_task_and_its_state_change_live_without_a_reload(
+    page: Page, https: Https, echo_process: str, tmp_path: Path
+) -> None:
+    await expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    await expect(page.locator("#connection")).to_have_text("live", timeout=WAIT_MS)
+    await page.evaluate("window.sameDocument = true")  # gone if the page were loaded again
+    gate = tmp_path / "gate"
+    work = {"journal": str(tmp_path / "journal"), "entry": "a", "gate": str(gate)}
+    async with https("client", "alice") as api:
+        task_id = await _submit(api, [{"id": "a", "capability": "test.work", "input": work}])
+    row = page.locator(f'tr[data-task="{task_id}"]')
+    await expect(row).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    lists = [url for url in page.requested if "/v1/tasks?" in url]
+    gate.touch()  # the only way on for the task: what follows must reach the open page
+    await expect(row).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    await expect(row.locator(".badge")).to_have_text("succeeded")
+    assert await page.evaluate("window.sameDocument === true")
+    # It came over the stream: the list was not read again meanwhile.
+    assert [url for url in page.requested if "/v1/tasks?" in url] == lists
+    assert any(url.endswith("/v1/tasks/changes") for url in page.requested)
+    await _shot(page, "tasks-live")
 
 
 async def test_a_failing_step_shows_as_failed_with_its_reason(

@@ -84,6 +84,33 @@ class TaskService:
         )
         return tasks, offset, size
 
+    def list_changes(self, caller: Identity) -> AsyncIterator[TaskRecord | None]:
+        """The tasks ``caller`` may list, each as it is whenever it changes (without steps,
+        as :meth:`list_tasks` has them); None first and whenever changes were lost: list the
+        tasks again then.
+
+        A caller who may not list tasks is refused here, before anything is watched; the
+        policy is asked again for every batch (it may have been reloaded meanwhile), and a
+        refusal then is raised from the iteration.
+        """
+        self.guard.task_owner_filter(caller)
+        return self._list_changes(caller)
+
+    async def _list_changes(self, caller: Identity) -> AsyncIterator[TaskRecord | None]:
+        changes = self._bus.task_changes()
+        try:
+            async for batch in changes:
+                owner = self.guard.task_owner_filter(caller)
+                if batch.lost:
+                    yield None
+                    continue
+                for task_id in batch.task_ids:
+                    task = self._engine.live(task_id) or await self._store.get_task(task_id)
+                    if task is not None and owner in (None, task.owner):
+                        yield task.model_copy(update={"steps": {}})
+        finally:
+            await changes.aclose()  # type: ignore[attr-defined]
+
     async def cancel(self, caller: Identity, request: pb.CancelTaskRequest) -> TaskRecord:
         """Cancel the task (rolling back what it did) and return it as it is then."""
         validation.check_cancel(request)

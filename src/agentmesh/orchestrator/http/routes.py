@@ -7,6 +7,7 @@ set of checks, identities and policy behind both doors.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -19,7 +20,7 @@ from agentmesh.models import TaskState
 from agentmesh.orchestrator.api.tasks import TaskService
 from agentmesh.orchestrator.http import dashboard, errors
 from agentmesh.orchestrator.http.auth import Authenticator
-from agentmesh.orchestrator.http.events import stream
+from agentmesh.orchestrator.http.events import frame, stream, task_frame
 from agentmesh.orchestrator.http.models import (
     AgentView,
     CancelBody,
@@ -74,6 +75,14 @@ def _after(after: int, last_event_id: str | None) -> int:
     if len(text) > _MAX_EVENT_ID or not text.isascii() or not text.isdigit():
         raise ValidationError("must be the id of an event of this stream", field="Last-Event-ID")
     return int(text)
+
+
+def _event_stream(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
@@ -133,6 +142,23 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
             next_page_token=str(offset + size) if len(found) > size else "",
         )
 
+    @api.get(
+        "/v1/tasks/changes",
+        tags=["tasks"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    )
+    async def watch_task_list(caller: Caller, tasks: Tasks) -> StreamingResponse:
+        """The task list's changes as Server-Sent Events: ``relist`` first (list now: every
+        change from here on follows), then ``task`` with a task the caller may list, as
+        ``GET /v1/tasks`` has it, whenever it changes; ``relist`` again when changes were
+        lost. It does not end; a reconnecting client gets ``relist`` first."""
+        changes = tasks.list_changes(caller.identity)
+        frames = stream(
+            changes, task_frame, guard=tasks.guard, peer=caller, method="GET /v1/tasks/changes"
+        )
+        return _event_stream(frames)
+
     @api.get("/v1/tasks/{task_id}", tags=["tasks"])
     async def get_task(
         task_id: TaskId, caller: Caller, tasks: Tasks, omit_outputs: OmitOutputs = False
@@ -168,13 +194,13 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
         request = pb.WatchTaskRequest(task_id=task_id, after_sequence=cursor)
         events = await tasks.watch(caller.identity, request)
         frames = stream(
-            events, guard=tasks.guard, peer=caller, method=f"GET /v1/tasks/{task_id}/events"
+            events,
+            frame,
+            guard=tasks.guard,
+            peer=caller,
+            method=f"GET /v1/tasks/{task_id}/events",
         )
-        return StreamingResponse(
-            frames,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return _event_stream(frames)
 
     @api.get("/v1/agents", tags=["agents"])
     async def list_agents(caller: Caller, tasks: Tasks, capability: str = "") -> list[AgentView]:

@@ -6,6 +6,10 @@ by the mesh CA, or the handshake fails. uvicorn does not tell the application ab
 peer's certificate, so :class:`_PeerCertProtocol` reads it from the connection's SSL object
 (``transport.get_extra_info("ssl_object").getpeercert(binary_form=True)``) and hands it to
 the application in the ASGI TLS extension, ``scope["extensions"]["tls"]``.
+
+The certificate, key and CA are those of the gRPC port, reloaded the same way when they
+change (:func:`~agentmesh.security.tls.server_ssl_context`): a new connection gets the
+current files, an open one keeps what it was made with.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from agentmesh.errors import ResourceExhausted
 from agentmesh.orchestrator.http.errors import error_body
 from agentmesh.security import CertFiles
+from agentmesh.security.tls import server_ssl_context
 
 log = structlog.get_logger(__name__)
 
@@ -94,16 +99,6 @@ def _limit_body(app: ASGIApp, limit: int) -> ASGIApp:
     return limited
 
 
-def tls_context(files: CertFiles) -> ssl.SSLContext:
-    """A server context with the orchestrator's certificate, asking for (optional) client
-    certificates from the mesh CA."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files.ca))
-    context.load_cert_chain(str(files.cert), str(files.key))
-    context.verify_mode = ssl.CERT_OPTIONAL
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -127,7 +122,7 @@ class HttpServer:
         max_body_bytes: int,
     ) -> None:
         host, _, port = listen.rpartition(":")
-        context = tls_context(files) if files is not None else None
+        context = server_ssl_context(files) if files is not None else None
         config = uvicorn.Config(
             _limit_body(app, max_body_bytes),
             host=host.strip("[]") or "127.0.0.1",

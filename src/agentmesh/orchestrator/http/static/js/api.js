@@ -1,4 +1,5 @@
-// The HTTP API as the dashboard uses it: JSON calls and a task's events as Server-Sent Events.
+// The HTTP API as the dashboard uses it: JSON calls, and a task's events and the task list's
+// changes as Server-Sent Events.
 //
 // The bearer token lives in sessionStorage (gone when the tab closes). EventSource cannot
 // send an Authorization header, so the event stream is read with fetch and parsed here.
@@ -94,46 +95,41 @@ const sleep = (ms, signal) =>
   });
 
 /**
- * Follows a task's events until its final state: `onEvent(kind, data)` for each one (return
- * true once the task is final), `onError(error)` when the stream is refused or ends with an
- * error event. A broken connection is resumed with Last-Event-ID, so no event is lost or
- * seen twice; `onConnection(bool)` tells whether the stream is up.
+ * Reads the Server-Sent Events of `path`, reconnecting after a broken connection (waiting
+ * longer each time, up to 10 s) until `onFrame(frame)` returns true or `signal` aborts.
+ * `lastEventId()` is sent as Last-Event-ID when reconnecting; `onConnection(bool)` tells
+ * whether the stream is up; `onError(error)` gets a refusal (an answer under 500) or an
+ * `error` frame, and then the reading stops.
  */
-export async function watchTask(taskId, { onEvent, onError, onConnection = () => {}, signal }) {
-  let last = "";
+async function follow(path, { onFrame, onError, onConnection, signal, lastEventId = () => "" }) {
   let delay = 500;
-  let final = false;
-  while (!signal?.aborted && !final) {
+  let done = false;
+  while (!signal?.aborted && !done) {
     try {
       const headers = { Accept: "text/event-stream", ...authorization() };
+      const last = lastEventId();
       if (last) headers["Last-Event-ID"] = last;
-      const response = await fetch(`/v1/tasks/${encodeURIComponent(taskId)}/events`, {
-        headers,
-        cache: "no-store",
-        signal,
-      });
+      const response = await fetch(path, { headers, cache: "no-store", signal });
       if (!response.ok) throw await failure(response);
       onConnection(true);
       delay = 500;
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
+      while (!done) {
+        const { value, done: ended } = await reader.read();
+        if (ended) break;
         let refused = null;
         buffer = parseFrames(buffer + value, (frame) => {
-          if (frame.event === "error") {
-            refused = new ApiError(0, frame.data);
-            return;
-          }
-          if (frame.id) last = frame.id;
-          if (onEvent(frame.event, frame.data)) final = true;
+          if (refused || done) return;
+          if (frame.event === "error") refused = new ApiError(0, frame.data);
+          else if (onFrame(frame)) done = true;
         });
         if (refused) {
           onError(refused);
           return;
         }
       }
+      if (done) reader.cancel().catch(() => {});
     } catch (error) {
       if (signal?.aborted) return;
       if (error instanceof ApiError && error.status < 500) {
@@ -141,10 +137,49 @@ export async function watchTask(taskId, { onEvent, onError, onConnection = () =>
         return;
       }
     }
-    if (final) break;
-    // Ended without the final state: the connection broke; resume after the last event.
+    if (done) break;
+    // Ended unasked: the connection broke (or the server restarts); come back.
     onConnection(false);
     await sleep(delay, signal);
     delay = Math.min(delay * 2, 10000);
   }
+}
+
+/**
+ * Follows a task's events until its final state: `onEvent(kind, data)` for each one (return
+ * true once the task is final), `onError(error)` when the stream is refused or ends with an
+ * error event. A broken connection is resumed with Last-Event-ID, so no event is lost or
+ * seen twice; `onConnection(bool)` tells whether the stream is up.
+ */
+export async function watchTask(taskId, { onEvent, onError, onConnection = () => {}, signal }) {
+  let last = "";
+  await follow(`/v1/tasks/${encodeURIComponent(taskId)}/events`, {
+    signal,
+    onError,
+    onConnection,
+    lastEventId: () => last,
+    onFrame(frame) {
+      if (frame.id) last = frame.id;
+      return onEvent(frame.event, frame.data);
+    },
+  });
+}
+
+/**
+ * Follows the task list's changes (until `signal` aborts): `onRelist()` when the list must be
+ * read again (the stream starts with it, after every reconnection too, and when changes were
+ * lost), `onTask(task)` for a task that changed. `onConnection(bool)` and `onError(error)`
+ * as for watchTask.
+ */
+export async function watchTaskList({ onRelist, onTask, onError, onConnection = () => {}, signal }) {
+  await follow("/v1/tasks/changes", {
+    signal,
+    onError,
+    onConnection,
+    onFrame(frame) {
+      if (frame.event === "relist") onRelist();
+      else if (frame.event === "task") onTask(frame.data);
+      return false;
+    },
+  });
 }

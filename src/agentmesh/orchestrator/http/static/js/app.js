@@ -56,7 +56,7 @@ async function route() {
     } else if (section === "agents") {
       agentsView(view, { signal, onError });
     } else {
-      tasksView(view, { states: params.getAll("state"), signal, onError });
+      tasksView(view, { states: params.getAll("state"), signal, onError, onConnection });
     }
   } catch (error) {
     if (signal.aborted) return;

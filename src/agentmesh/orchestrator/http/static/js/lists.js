@@ -1,12 +1,20 @@
-// The task list (refreshed every two seconds, filtered by state) and the agents.
+// The task list (live: changed tasks arrive as Server-Sent Events; filtered by state) and
+// the agents.
 
-import { call } from "./api.js";
+import { call, watchTaskList } from "./api.js";
 import { ago, badge, every, h } from "./dom.js";
 
 export const TASK_STATES = [
   "pending", "running", "compensating", "succeeded", "failed",
   "cancelled", "rolled_back", "rollback_failed",
 ];
+
+/** Tasks shown at most, newest first (as many as one list request reads). */
+const SHOWN = 100;
+/** How often the list is read again while its stream is down. */
+const FALLBACK_MS = 10000;
+/** How often the ages ("12 s ago") are redrawn, without asking the server. */
+const AGES_MS = 5000;
 
 function stepsDone(task) {
   // The list may leave the steps out (the task's page has them).
@@ -16,7 +24,7 @@ function stepsDone(task) {
 }
 
 /** The tasks page; `states` are the filter (none: every task). */
-export function tasksView(root, { states, signal, onError }) {
+export function tasksView(root, { states, signal, onError, onConnection = () => {} }) {
   const chosen = new Set(states);
   const filter = h("fieldset", { class: "filter" }, h("legend", {}, "State"));
   for (const state of TASK_STATES) {
@@ -43,11 +51,22 @@ export function tasksView(root, { states, signal, onError }) {
       body),
     empty,
   );
-  every(2000, async () => {
-    const query = new URLSearchParams({ page_size: "100", omit_outputs: "true" });
-    for (const state of chosen) query.append("state", state);
-    const page = await call(`/v1/tasks?${query}`, { signal });
-    body.replaceChildren(...page.tasks.map((task) =>
+  const shownStates = (task) => !chosen.size || chosen.has(task.state);
+  const time = (iso) => Date.parse(iso) || 0;
+  // Each task as last known, from a list or from the stream: the newer of the two wins.
+  let rows = new Map();
+  // While a list is being read: the tasks that changed meanwhile, applied on top of it.
+  let meanwhile = null;
+  const take = (into, task) => {
+    const known = into.get(task.task_id);
+    if (!known || time(task.updated_at) >= time(known.updated_at)) into.set(task.task_id, task);
+  };
+  const render = () => {
+    const shown = [...rows.values()]
+      .filter(shownStates)
+      .sort((a, b) => time(b.created_at) - time(a.created_at) || a.task_id.localeCompare(b.task_id))
+      .slice(0, SHOWN);
+    body.replaceChildren(...shown.map((task) =>
       h("tr", { "data-task": task.task_id, "data-state": task.state },
         h("td", {}, h("a", { href: `#/tasks/${encodeURIComponent(task.task_id)}` }, task.task_id)),
         h("td", {}, badge(task.state)),
@@ -56,8 +75,63 @@ export function tasksView(root, { states, signal, onError }) {
         h("td", { title: task.created_at }, ago(task.created_at)),
         h("td", { title: task.updated_at }, ago(task.updated_at)),
         h("td", { class: "error" }, task.error))));
-    empty.hidden = page.tasks.length > 0;
-  }, signal, onError);
+    empty.hidden = shown.length > 0;
+  };
+  // One list request at a time; one asked for meanwhile runs after it (it may know more).
+  let listing = null;
+  let again = false;
+  const relist = () => {
+    if (listing) {
+      again = true;
+      return listing;
+    }
+    listing = (async () => {
+      do {
+        again = false;
+        meanwhile = new Map();
+        const query = new URLSearchParams({ page_size: String(SHOWN), omit_outputs: "true" });
+        for (const state of chosen) query.append("state", state);
+        try {
+          const page = await call(`/v1/tasks?${query}`, { signal });
+          const fresh = new Map(page.tasks.map((task) => [task.task_id, task]));
+          for (const task of meanwhile.values()) take(fresh, task);
+          rows = fresh;
+          render();
+        } catch (error) {
+          if (!signal.aborted) onError(error);
+        } finally {
+          meanwhile = null;
+        }
+      } while (again && !signal.aborted);
+      listing = null;
+    })();
+    return listing;
+  };
+  // A slow re-list while the stream is down (or refused), so that the page still moves.
+  let fallback = null;
+  const poll = (on) => {
+    clearInterval(fallback);
+    fallback = on && !signal.aborted ? setInterval(relist, FALLBACK_MS) : null;
+  };
+  const ages = setInterval(render, AGES_MS);
+  signal.addEventListener("abort", () => { poll(false); clearInterval(ages); }, { once: true });
+  watchTaskList({
+    signal,
+    onRelist: relist,
+    onTask(task) {
+      take(rows, task);
+      if (meanwhile) take(meanwhile, task);
+      render();
+    },
+    onConnection(up) {
+      poll(!up);
+      onConnection(up);
+    },
+    onError(error) {
+      onError(error);
+      if (error.status !== 401) poll(true);
+    },
+  });
 }
 
 function meter(share) {
