@@ -249,7 +249,7 @@ def _aggregate(
     if not frame.numeric[column]:
         raise _bad(f"{field}.column", f"{spec.function} needs numbers; {column!r} holds text")
     reduce = _AGGREGATE[spec.function]
-    least = 2 if spec.function == "stdev" else 1
+    least = {"sum": 0, "stdev": 2}.get(spec.function, 1)
 
     def compute(rows: list[dict[str, Cell]]) -> float | None:
         values = [float(v) for r in rows if isinstance(v := r[column], float)]

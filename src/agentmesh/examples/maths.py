@@ -158,6 +158,8 @@ def parse(text: str, field: str = "expression") -> Any:
         raise MathError(f"{field}: longer than {MAX_LENGTH} characters")
     if "__" in text:
         raise MathError(f"{field}: dunder names are not allowed")
+    # "^" is a power, as in maths, with the precedence of "**" (Python's "^" binds loosest).
+    text = text.replace("^", "**")
     sides = re.split(r"(?<![=<>!])==?(?!=)", text)
     if len(sides) > 2:
         raise MathError(f"{field}: more than one '=' in an equation")

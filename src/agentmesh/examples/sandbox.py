@@ -46,6 +46,15 @@ _ROOT = 0
 Limit = Literal["cpu", "memory", "time", "file_size", "network", "process", "filesystem", "escape"]
 
 
+#: The audit hook's refusal kinds, as limits.
+_HOOK_LIMITS: dict[str, Limit] = {
+    "network": "network",
+    "process": "process",
+    "filesystem": "filesystem",
+    "escape": "escape",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What one run may use."""
@@ -151,8 +160,7 @@ def _which_limit(
     if code == -signal.SIGXFSZ or "[Errno 27] File too large" in stderr:
         return "file_size"  # Python ignores SIGXFSZ, so the write fails with EFBIG instead
     if refusals:
-        kind = refusals[0].kind
-        return kind if kind in ("network", "process", "filesystem", "escape") else None  # type: ignore[return-value]
+        return _HOOK_LIMITS.get(refusals[0].kind)
     if "MemoryError" in stderr:
         return "memory"
     if "BlockingIOError" in stderr and "Resource temporarily unavailable" in stderr:
