@@ -83,6 +83,8 @@ class CodeRunner(Agent):
 
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         self.settings = settings or SandboxSettings()
+        # Probe for a network namespace now, not on the event loop of the first assignment.
+        sandbox.network_namespace_command()
 
     @capability("code.run_python", tags=("example", "sandbox"))
     async def run_python(self, data: RunIn, ctx: AssignmentContext) -> RunOut:
