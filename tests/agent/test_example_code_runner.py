@@ -7,12 +7,14 @@ bounded (children sleep and exit) so that a broken limit cannot take the machine
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentmesh.examples import sandbox
 from agentmesh.examples.code_runner import CodeRunner, SandboxSettings
+from tests.agent import agent_support
 from tests.agent.agent_support import SessionClient, kind_of, output_of
 from tests.agent.conftest import OpenSession, StartAgent
 
@@ -66,8 +68,15 @@ async def _still_serves(session: SessionClient) -> None:
     assert out["limit"] is None
 
 
+@pytest.fixture(autouse=True)
+def patient_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second of CPU can take many seconds of wall time on a busy machine: wait longer
+    than the Session helper's default for each reply."""
+    monkeypatch.setattr(agent_support, "PATIENCE", 90.0)
+
+
 @pytest.fixture
-def listener() -> object:
+def listener() -> Iterator[socket.socket]:
     """A real TCP listener on the host that a sandboxed program must not reach."""
     server = socket.create_server(("127.0.0.1", 0))
     yield server
