@@ -183,3 +183,24 @@ async def test_output_beyond_the_cap_is_cut_and_said_so() -> None:
 
     assert len(result.stdout) == 1000
     assert result.truncated
+
+
+@pytest.mark.parametrize(
+    ("program", "limit", "detail"),
+    [
+        ("print(open('/etc/hostname').read())", "filesystem", "read /etc/hostname"),
+        ("import ctypes", "escape", "import ctypes"),
+        ("import subprocess", "process", "import _posixsubprocess"),
+        ("import os\nos.system('true')", "process", "os.system"),
+        ("import os\nos.remove('/tmp')", "filesystem", "os.remove /tmp"),
+    ],
+)
+async def test_the_audit_hook_refuses_reads_escapes_and_processes(
+    program: str, limit: str, detail: str
+) -> None:
+    result = await sandbox.run_python(program)
+
+    assert result.limit == limit
+    assert result.refusals[0].detail == detail
+    assert "PermissionError: sandbox:" in result.stderr
+    assert result.exit_code == 1
