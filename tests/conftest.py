@@ -41,7 +41,10 @@ PROCESS_FIXTURES = frozenset(
 )
 
 #: Identities every test mesh has certificates for.
-AGENT_NAMES = ("splitter", "analyst-1", "analyst-2", "writer", "echo-1", "echo-2", "flaky", "slow")
+AGENT_NAMES = (
+    *("splitter", "analyst-1", "analyst-2", "writer", "echo-1", "echo-2", "flaky", "slow"),
+    *("data", "llm", "code-runner", "maths"),
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

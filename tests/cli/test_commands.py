@@ -215,7 +215,7 @@ async def test_workflows_are_listed_and_shown_as_text_and_json(mesh: Mesh) -> No
     names = [
         w["name"] for w in json.loads((await mesh.cli("workflows", "list", "-o", "json")).stdout)
     ]
-    assert names == ["document-brief", "publish-brief"]
+    assert names == ["document-brief", "publish-brief", "table-insight"]
 
     shown = await mesh.cli("workflows", "show", "document-brief")
     assert shown.exit_code == 0, shown.output
@@ -229,7 +229,8 @@ async def test_workflows_are_listed_and_shown_as_text_and_json(mesh: Mesh) -> No
     missing = await mesh.cli("workflows", "show", "nope")
     assert missing.exit_code == 1
     assert missing.stderr == (
-        "error: NOT_FOUND workflow: no workflow 'nope'; known: document-brief, publish-brief\n"
+        "error: NOT_FOUND workflow: no workflow 'nope'; known: document-brief, publish-brief, "
+        "table-insight\n"
     )
 
 
@@ -238,7 +239,7 @@ async def test_a_refused_submission_is_one_line_naming_the_field(mesh: Mesh) -> 
     assert refused.exit_code == 1
     assert refused.stderr == (
         "error: INVALID_ARGUMENT workflow: no workflow 'nope'; known: document-brief, "
-        "publish-brief\n"
+        "publish-brief, table-insight\n"
     )
 
 

@@ -18,7 +18,7 @@ async def test_a_client_lists_the_catalog_workflows_with_their_schemas_and_steps
     async with client(orchestrator, certs) as alice:
         workflows = await alice.list_workflows()
 
-    assert [w.name for w in workflows] == ["document-brief", "publish-brief"]
+    assert [w.name for w in workflows] == ["document-brief", "publish-brief", "table-insight"]
     brief = workflows[0]
     assert "Summarize a document" in brief.description
     assert brief.input_schema is not None
@@ -32,7 +32,7 @@ async def test_an_admin_lists_workflows_and_an_agent_may_not(
     orchestrator: Orchestrator, certs: Path
 ) -> None:
     async with client(orchestrator, certs, "root", kind=IdentityKind.ADMIN) as root:
-        assert len(await root.list_workflows()) == 2
+        assert len(await root.list_workflows()) == 3
     async with client(orchestrator, certs, "echo-1", kind=IdentityKind.AGENT) as agent:
         with pytest.raises(PermissionDenied, match="list workflows"):
             await agent.list_workflows()

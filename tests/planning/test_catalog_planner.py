@@ -57,7 +57,9 @@ async def test_an_unknown_workflow_is_rejected_naming_the_known_ones(
     with pytest.raises(ValidationError) as caught:
         await planner.plan(TaskRequest(workflow="nope"), demo_capabilities)
     assert caught.value.field == "workflow"
-    assert caught.value.message == "no workflow 'nope'; known: document-brief, publish-brief"
+    assert caught.value.message == (
+        "no workflow 'nope'; known: document-brief, publish-brief, table-insight"
+    )
 
 
 async def test_the_task_input_must_fit_the_workflows_input_schema(
@@ -108,7 +110,7 @@ async def test_a_goal_no_workflow_fits_is_refused(
 
 
 def test_the_ranking_explains_itself_with_shared_terms(planner: CatalogPlanner) -> None:
-    best, other = planner.rank("Publish the summary online")
+    best, other, *_ = planner.rank("Publish the summary online")
     assert best.key == "publish-brief"
     assert best.terms[0] == "publish"
     assert set(best.terms) == {"publish", "summar", "online"}
@@ -252,4 +254,4 @@ async def test_without_configuration_the_default_planner_serves_the_builtin_work
     planner = default_planner(Settings())
     with pytest.raises(ValidationError) as caught:
         await planner.plan(TaskRequest(workflow="mine"), demo_capabilities)
-    assert caught.value.message.endswith("known: document-brief, publish-brief")
+    assert caught.value.message.endswith("known: document-brief, publish-brief, table-insight")

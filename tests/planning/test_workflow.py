@@ -57,7 +57,25 @@ def load_error(folder: Path, name: str, text: str) -> ValidationError:
 
 
 def test_the_builtin_catalog_has_the_demo_workflows() -> None:
-    assert Catalog.builtin().names == ("document-brief", "publish-brief")
+    assert Catalog.builtin().names == ("document-brief", "publish-brief", "table-insight")
+
+
+def _example_capabilities() -> dict[str, Capability]:
+    """What the data, LLM and code-runner example agents declare."""
+    from agentmesh.examples.code_runner import CodeRunner
+    from agentmesh.examples.data import DataAgent
+    from agentmesh.examples.llm import LLMAgent
+
+    return {
+        name: spec.capability
+        for agent in (DataAgent, LLMAgent, CodeRunner)
+        for name, spec in agent.specs().items()
+    }
+
+
+def test_the_table_insight_workflow_fits_the_example_agents() -> None:
+    workflow = Catalog.builtin().get("table-insight")
+    validate_plan(workflow.to_plan(), capabilities=_example_capabilities())
 
 
 @pytest.mark.parametrize("name", ["document-brief", "publish-brief"])
@@ -83,6 +101,7 @@ def test_the_builtin_workflows_fit_the_schemas_the_demo_agents_declare() -> None
         name: Capability(name=name, input_schema=model.model_json_schema())
         for name, model in models.items()
     }
+    capabilities.update(_example_capabilities())
     for workflow in Catalog.builtin():
         validate_plan(workflow.to_plan(), capabilities=capabilities)
 

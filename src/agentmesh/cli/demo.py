@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -54,15 +54,22 @@ def _prepare(folder: Path, trust_domain: str) -> Path:
 
 @contextlib.asynccontextmanager
 async def agent_processes(
-    folder: Path, certs: Path, address: str, latency: float
+    folder: Path,
+    certs: Path,
+    address: str,
+    latency: float,
+    agents: Sequence[tuple[str, str]] = AGENTS,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[None]:
-    """The example agents as processes of this machine, logging into ``folder``; on exit
-    each is sent SIGTERM (it drains and deregisters) and waited for."""
+    """The example ``agents`` (name, module) as processes of this machine, logging into
+    ``folder``, with ``env`` added to their environment; on exit each is sent SIGTERM (it
+    drains and deregisters) and waited for."""
     processes: list[asyncio.subprocess.Process] = []
     try:
-        for name, module in AGENTS:
-            env = {
+        for name, module in agents:
+            environment = {
                 **os.environ,
+                **(env or {}),
                 "AGENTMESH_AGENT_NAME": name,
                 "AGENTMESH_AGENT_ORCHESTRATORS": json.dumps([address]),
                 "AGENTMESH_AGENT_CERTS_DIR": str(certs),
@@ -74,7 +81,7 @@ async def agent_processes(
                         sys.executable,
                         "-m",
                         f"agentmesh.examples.{module}",
-                        env=env,
+                        env=environment,
                         stdout=log,
                         stderr=asyncio.subprocess.STDOUT,
                     )

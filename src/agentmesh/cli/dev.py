@@ -3,14 +3,21 @@
 Certificates are created in the certificates folder when missing (kept otherwise, so that
 agents and clients issued from the same CA keep working across runs), then an orchestrator
 on ``AGENTMESH_LISTEN`` with its state in a SQLite file, and the example agents as
-processes. Ctrl-C (or SIGTERM) stops them all: the agents drain, then the orchestrator.
+processes: the text agents of the demo, and the data, LLM, code-runner and maths agents of
+the ``table-insight`` workflow. The LLM agent talks to ``AGENTMESH_LLM_BASE_URL``; when that
+is not set, to a local deterministic model (:mod:`agentmesh.examples.fake_llm`) served by
+this process, so that everything runs offline. Ctrl-C (or SIGTERM) stops them all: the
+agents drain, then the orchestrator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,12 +29,42 @@ from agentmesh.cli.common import DEFAULT_CERTS, CertsDir
 from agentmesh.cli.demo import AGENTS, agent_processes, wait_for_agents
 from agentmesh.client import Client
 from agentmesh.config import Settings
+from agentmesh.examples.fake_llm import ChatServer, analyst_responder
 from agentmesh.logs import configure_logging
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, create_ca, issue, trust_domain_of
 
 #: The client identity every ``agentmesh`` command uses by default.
 CLI_CLIENT = "cli"
+
+#: (agent name, module under agentmesh.examples) of the agents that do real work.
+WORKING_AGENTS = (
+    ("data", "data"),
+    ("llm", "llm"),
+    ("code-runner", "code_runner"),
+    ("maths", "maths"),
+)
+
+
+def dev_agents() -> tuple[tuple[str, str], ...]:
+    """Every agent ``agentmesh dev`` starts: the maths agent only where SymPy is installed."""
+    have_sympy = importlib.util.find_spec("sympy") is not None
+    return AGENTS + tuple(a for a in WORKING_AGENTS if a[1] != "maths" or have_sympy)
+
+
+@contextlib.asynccontextmanager
+async def model_endpoint(console: Console) -> AsyncIterator[dict[str, str]]:
+    """The LLM agent's environment: the configured endpoint, or a local fake model."""
+    if os.environ.get("AGENTMESH_LLM_BASE_URL"):
+        yield {}
+        return
+    async with ChatServer(analyst_responder) as model:
+        console.print(
+            f"[bold]local model[/bold] on {model.base_url} (deterministic, offline; "
+            "set AGENTMESH_LLM_BASE_URL for a real one)",
+            highlight=False,
+        )
+        yield {"AGENTMESH_LLM_BASE_URL": model.base_url, "AGENTMESH_LLM_MODEL": "fake-analyst"}
 
 
 def ensure_certs(folder: Path, trust_domain: str, agents: tuple[str, ...]) -> list[str]:
@@ -53,7 +90,7 @@ def prepare(certs: Path, folder: Path, console: Console) -> Settings:
     """Create what is missing (certificates, the state folder); the orchestrator's settings."""
     base = Settings()
     domain = trust_domain_of(certs) if (certs / "ca.pem").exists() else base.trust_domain
-    created = ensure_certs(certs, domain, tuple(name for name, _ in AGENTS))
+    created = ensure_certs(certs, domain, tuple(name for name, _ in dev_agents()))
     if created:
         console.print(f"created certificates in {certs}/: {', '.join(created)}", highlight=False)
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,11 +123,13 @@ async def run_dev(settings: Settings, folder: Path, latency: float, console: Con
                 f"{settings.database_url}, logs in {folder}/",
                 highlight=False,
             )
+            agents = dev_agents()
             async with (
-                agent_processes(folder, certs, address, latency),
+                model_endpoint(console) as model_env,
+                agent_processes(folder, certs, address, latency, agents, model_env),
                 Client(address, certs, CLI_CLIENT) as client,
             ):
-                await wait_for_agents(client, len(AGENTS), console)
+                await wait_for_agents(client, len(agents), console)
                 console.print(
                     "ready: try [bold]agentmesh workflows list[/bold] in another terminal; "
                     "Ctrl-C stops the mesh"
