@@ -22,7 +22,10 @@ import pytest
 
 from tests.support.network import free_port
 
-pytestmark = pytest.mark.slow
+#: A dozen `agentmesh` processes one after another, each importing the package afresh, and a
+#: whole mesh started: 100 s alone on a busy 2-core machine, past the default 120 s limit when
+#: other tests run beside it. The commands' own waits stay bounded (120 s each, 60 s for agents).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = Path(sys.executable).parent

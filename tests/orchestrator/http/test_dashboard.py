@@ -75,6 +75,7 @@ async def page(
     opened.on("request", lambda request: requested.append(request.url))
     opened.requested = requested  # type: ignore[attr-defined]
     errors: list[str] = []
+    opened.errors = errors  # type: ignore[attr-defined]
     opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     token = token_for("client", "alice")
@@ -173,6 +174,25 @@ async def test_the_task_list_shows_a_task_and_its_state_change_live_without_a_re
     assert [url for url in page.requested if "/v1/tasks?" in url] == lists
     assert any(url.endswith("/v1/tasks/changes") for url in page.requested)
     await _shot(page, "tasks-live")
+
+
+async def test_without_its_stream_the_task_list_still_moves_by_reading_the_list_again(
+    page: Page, https: Https, echo_process: str
+) -> None:
+    # The network refuses the stream (the page's other requests go through); the page loads
+    # again to open it anew.
+    await page.route("**/v1/tasks/changes", lambda route: route.abort())
+    await page.reload()
+    await expect(page.locator("#connection")).to_have_text("reconnecting…", timeout=WAIT_MS)
+    async with https("client", "alice") as api:
+        task_id = await _submit(api, [{"id": "a", "capability": "test.echo", "input": {}}])
+    row = page.locator(f'tr[data-task="{task_id}"]')
+    await expect(row).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    # The network is back: the page follows the stream again.
+    await page.unroute("**/v1/tasks/changes")
+    await expect(page.locator("#connection")).to_have_text("live", timeout=WAIT_MS)
+    # The refused requests are the browser's to report, not script errors.
+    page.errors[:] = [e for e in page.errors if "net::ERR_FAILED" not in e]  # type: ignore[attr-defined]
 
 
 async def test_a_failing_step_shows_as_failed_with_its_reason(

@@ -16,12 +16,14 @@ from agentmesh.models import Plan
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import Identity, IdentityKind
 from agentmesh.security.revocation import revoke
+from agentmesh.security.watch import replace_file
 from tests.conftest import REDIS_URL
 from tests.orchestrator.http.conftest import Https, tls
 from tests.orchestrator.http.test_api import ECHO_PLAN, _finished
 from tests.orchestrator.http.test_events import _frames
 from tests.security.helpers import RawAgent, echo
 from tests.support.mesh import client
+from tests.support.waiting import eventually
 
 URL = "/v1/tasks/changes"
 ALICE = "spiffe://agentmesh.test/client/alice"
@@ -184,3 +186,35 @@ async def test_a_task_run_by_another_replica_arrives_through_redis(
             task_id = await alice.submit(plan=Plan.model_validate(ECHO_PLAN["plan"]))
             seen = await _task_frames(frames, task_id, until="succeeded")
     assert seen[-1]["owner"] == ALICE
+
+
+async def test_an_open_stream_ends_saying_why_once_a_reloaded_policy_refuses_its_caller(
+    http_settings: Settings, certs: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    settings = http_settings.model_copy(update={"policy_file": str(policy)})
+    async with Orchestrator(settings) as running, RawAgent(certs, "echo-1", echo) as agent:
+        await agent.register(running)
+        async with (
+            httpx.AsyncClient(
+                base_url=f"https://localhost:{running.http_port}",
+                verify=tls(certs, "client", "alice"),
+                timeout=20,
+            ) as alice,
+            alice.stream("GET", URL) as response,
+        ):
+            frames = _frames(response)
+            assert (await anext(frames))["event"] == "relist"
+            # Clients may still submit, but no longer see any task.
+            replace_file(policy, POLICY.replace("tasks: own", "get_tasks: own"), mode=0o644)
+            await eventually(
+                lambda: alice.get("/v1/tasks"), lambda r: r.status_code == 403, within=30
+            )
+            answer = await alice.post("/v1/tasks", json=ECHO_PLAN)
+            assert answer.status_code == 201, answer.text
+            async with asyncio.timeout(30):
+                rest = [frame async for frame in frames]
+    assert [f["event"] for f in rest] == ["error"]
+    assert rest[0]["data"]["code"] == "PERMISSION_DENIED"
+    assert "to list tasks" in rest[0]["data"]["reason"]

@@ -107,11 +107,17 @@ export function tasksView(root, { states, signal, onError, onConnection = () => 
     })();
     return listing;
   };
-  // A slow re-list while the stream is down (or refused), so that the page still moves.
+  // While the stream is down (or refused): the list now, then every FALLBACK_MS, so that the
+  // page still moves. Once the stream is back, its relist takes over.
   let fallback = null;
   const poll = (on) => {
-    clearInterval(fallback);
-    fallback = on && !signal.aborted ? setInterval(relist, FALLBACK_MS) : null;
+    if (on && fallback === null && !signal.aborted) {
+      relist();
+      fallback = setInterval(relist, FALLBACK_MS);
+    } else if (!on && fallback !== null) {
+      clearInterval(fallback);
+      fallback = null;
+    }
   };
   const ages = setInterval(render, AGES_MS);
   signal.addEventListener("abort", () => { poll(false); clearInterval(ages); }, { once: true });
