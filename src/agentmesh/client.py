@@ -13,6 +13,7 @@ from types import TracebackType
 
 import grpc
 
+from agentmesh.tracing import metadata as trace_metadata
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FIELD_METADATA_KEY, error_from_status
@@ -107,7 +108,8 @@ class Client:
             request.goal = goal
         request.input.update(input or {})
         with _domain_errors():
-            response = await self._stub.SubmitTask(request, timeout=30)
+            # The current span, if any, parents the task's spans in the orchestrator.
+            response = await self._stub.SubmitTask(request, timeout=30, metadata=trace_metadata())
         return response.task_id
 
     async def get(self, task_id: str) -> TaskRecord:

@@ -207,6 +207,8 @@ class TaskRecord(BaseModel):
     partial: bool = False
     created_at: datetime
     updated_at: datetime
+    #: W3C trace context of the task's first ``invoke_workflow`` span (see agentmesh.tracing).
+    trace_context: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 import structlog
+from opentelemetry.trace import Span
 
 from agentmesh.config import Settings
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
@@ -31,7 +32,7 @@ from agentmesh.models import (
 )
 from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.registry import Registry
-from agentmesh.orchestrator.engine import growth, readable, saga
+from agentmesh.orchestrator.engine import growth, readable, saga, spans
 from agentmesh.orchestrator.engine.journal import Journal, now
 from agentmesh.orchestrator.engine.scheduler import Scheduler
 from agentmesh.orchestrator.events import EventBus
@@ -89,8 +90,11 @@ class TaskRun:
         registry: Registry,
         settings: Settings,
         lease: Lease | None = None,
+        span: Span | None = None,
     ) -> None:
         self.task = task
+        #: The task's ``invoke_workflow`` span (a resumed run opens its own when it starts).
+        self._span = span
         self._journal = Journal(task, last_sequence, store=store, bus=bus, lease=lease)
         self._dispatcher = Dispatcher(registry, settings)
         self._registry = registry
@@ -136,9 +140,11 @@ class TaskRun:
         """Drive the task to a final state (or until the orchestrator stops)."""
         runner = asyncio.current_task()
         assert runner is not None
+        span = self._span or spans.resumed_span(self.task)
         try:
-            async with self._journal.flushing(on_fenced=runner.cancel):
-                await self._run()
+            with spans.running(span, self.task):
+                async with self._journal.flushing(on_fenced=runner.cancel):
+                    await self._run()
         finally:
             if self.task.state.final:
                 self.finished.set()

@@ -58,6 +58,8 @@ class TaskRow(Base):
     lease_expires_at: Mapped[datetime | None]
     #: Set by any replica to ask the owner to cancel the task.
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    #: W3C trace context of the task's span; NULL for tasks from before revision 0004.
+    trace_context: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

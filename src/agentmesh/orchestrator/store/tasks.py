@@ -60,6 +60,7 @@ class Tasks(Connection):
             partial=task.partial,
             idempotency_key=idempotency_key or None,
             request_fingerprint=(fingerprint or None) if idempotency_key else None,
+            trace_context=task.trace_context or None,
             last_sequence=0,
             lease_owner=lease.owner if lease else None,
             lease_expires_at=lease.expires_at() if lease else None,
@@ -304,6 +305,7 @@ def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
         result=row.result,
         error=row.error,
         partial=row.partial,
+        trace_context=row.trace_context or {},
         created_at=utc(row.created_at) or row.created_at,
         updated_at=utc(row.updated_at) or row.updated_at,
     )
