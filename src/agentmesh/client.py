@@ -13,7 +13,6 @@ from types import TracebackType
 
 import grpc
 
-from agentmesh.tracing import metadata as trace_metadata
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FIELD_METADATA_KEY, error_from_status
@@ -28,6 +27,7 @@ from agentmesh.models import (
     WorkflowInfo,
 )
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
+from agentmesh.tracing import metadata as trace_metadata
 from agentmesh.wire.tasks import (
     event_from_proto,
     page_from_proto,

@@ -209,6 +209,8 @@ class TaskRecord(BaseModel):
     updated_at: datetime
     #: W3C trace context of the task's first ``invoke_workflow`` span (see agentmesh.tracing).
     trace_context: dict[str, str] = Field(default_factory=dict)
+    #: True while a streaming planner is still adding steps to ``plan``.
+    planning: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

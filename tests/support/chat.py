@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +29,40 @@ def completion(content: str) -> JSONObject:
     }
 
 
+@dataclass
+class StreamedReply:
+    """A completion streamed as server-sent events, a few characters (a "token") at a time.
+
+    ``lines`` are sent one after another, each ending in a newline, with ``token_delay``
+    seconds before each token; with a ``gate``, the lines from ``hold_at`` on wait until the
+    test sets it. ``final_sent`` becomes true just before the last chunk (``[DONE]``) goes
+    out, ``lines_sent`` counts the lines sent in full.
+    """
+
+    lines: list[str]
+    token_delay: float = 0.0
+    gate: asyncio.Event | None = None
+    hold_at: int = 1
+    token_chars: int = 4
+    lines_sent: int = 0
+    final_sent: bool = False
+    tokens: list[str] = field(default_factory=list, repr=False)
+
+
+def _chunk(content: str) -> bytes:
+    event = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "model": "test-model",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+    }
+    return _http_chunk(f"data: {json.dumps(event)}\n\n".encode())
+
+
+def _http_chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
 class ChatServer:
     """A real HTTP/1.1 server on 127.0.0.1 speaking just enough of ``/chat/completions``.
 
@@ -37,7 +72,7 @@ class ChatServer:
     """
 
     def __init__(self) -> None:
-        self.replies: deque[tuple[int, bytes]] = deque()
+        self.replies: deque[tuple[int, bytes] | StreamedReply] = deque()
         self.requests: list[JSONObject] = []
         #: Seconds to wait before answering, to provoke client timeouts.
         self.delay = 0.0
@@ -56,6 +91,12 @@ class ChatServer:
         """Script a raw HTTP reply."""
         data = body if isinstance(body, str) else json.dumps(body)
         self.replies.append((status, data.encode()))
+
+    def stream(self, lines: list[str], **options: Any) -> StreamedReply:
+        """Script a streamed completion of ``lines`` (see :class:`StreamedReply`)."""
+        reply = StreamedReply(lines, **options)
+        self.replies.append(reply)
+        return reply
 
     def messages(self, n: int) -> list[JSONObject]:
         """The chat messages of the ``n``-th request."""
@@ -83,6 +124,26 @@ class ChatServer:
                 await task
         await self._server.wait_closed()
 
+    async def _stream(self, reply: StreamedReply, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 Streamed\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        await writer.drain()
+        for number, line in enumerate(reply.lines):
+            if reply.gate is not None and number == reply.hold_at:
+                await reply.gate.wait()
+            text = line + "\n"
+            for start in range(0, len(text), reply.token_chars):
+                if reply.token_delay:
+                    await asyncio.sleep(reply.token_delay)
+                writer.write(_chunk(text[start : start + reply.token_chars]))
+                await writer.drain()
+            reply.lines_sent += 1
+        reply.final_sent = True
+        writer.write(_http_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -108,11 +169,15 @@ class ChatServer:
                 )
                 if self.delay:
                     await asyncio.sleep(self.delay)
-                status, data = (
+                reply = (
                     self.replies.popleft()
                     if self.replies
                     else (500, b'{"error": "no scripted reply"}')
                 )
+                if isinstance(reply, StreamedReply):
+                    await self._stream(reply, writer)
+                    continue
+                status, data = reply
                 writer.write(
                     f"HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(data)}\r\n\r\n".encode()

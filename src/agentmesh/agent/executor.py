@@ -355,9 +355,7 @@ class Executor:
             self._idle.set()
 
 
-def handler_span(
-    agent: str, assignment: Assignment
-) -> contextlib.AbstractContextManager[Span]:
+def handler_span(agent: str, assignment: Assignment) -> contextlib.AbstractContextManager[Span]:
     """The agent-side span of one run: ``execute_tool {capability}``, a child of the
     orchestrator's ``invoke_agent`` span carried in the assignment."""
     return tracer().start_as_current_span(

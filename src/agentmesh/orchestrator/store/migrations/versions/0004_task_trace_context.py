@@ -1,4 +1,4 @@
-"""trace context of each task's span
+"""trace context of each task's span; tasks whose plan still streams in
 
 Revision ID: 0004
 Revises: 0003
@@ -21,8 +21,12 @@ def upgrade() -> None:
     # resumed from one starts a trace of its own.
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.add_column(sa.Column("trace_context", sa.JSON(), nullable=True))
+        batch_op.add_column(
+            sa.Column("planning", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_column("planning")
         batch_op.drop_column("trace_context")
