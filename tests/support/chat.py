@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -46,6 +47,8 @@ class StreamedReply:
     token_chars: int = 4
     lines_sent: int = 0
     final_sent: bool = False
+    #: ``time.time()`` when the last chunk went out.
+    final_sent_at: float = 0.0
     tokens: list[str] = field(default_factory=list, repr=False)
 
 
@@ -140,7 +143,7 @@ class ChatServer:
                 writer.write(_chunk(text[start : start + reply.token_chars]))
                 await writer.drain()
             reply.lines_sent += 1
-        reply.final_sent = True
+        reply.final_sent, reply.final_sent_at = True, time.time()
         writer.write(_http_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
 
