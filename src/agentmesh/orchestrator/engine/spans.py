@@ -71,5 +71,5 @@ def running(span: Span, task: TaskRecord) -> Iterator[None]:
             yield
         finally:
             span.set_attribute("agentmesh.task.state", task.state.value)
-            if task.state in (TaskState.FAILED, TaskState.CANCELLED):
+            if task.state.final and task.state is not TaskState.SUCCEEDED:
                 tracing.failed(span, task.state.value, task.error)
