@@ -21,8 +21,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentmesh.client import Client
-from agentmesh.models import Plan, RetryPolicy, StepSpec, TaskState
+from agentmesh.errors import DeadlineExceeded, Unavailable
+from agentmesh.models import Plan, RetryPolicy, StepSpec, TaskRecord, TaskState
+from agentmesh.orchestrator.store import Store
 from agentmesh.tracing import add_trace_ids, carrier, context_of, metadata_context
+from tests.support.journal import Journal
 from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
 from tests.support.otlp import CollectedSpan, Collector
@@ -161,6 +164,83 @@ async def test_one_trace_links_the_client_the_orchestrator_and_two_agents(
     ]
     assert any(line.get("event") == "step.attempt_failed" for line in traced)
     assert all(line["trace_id"] == hex_id and line["span_id"] for line in traced)
+
+
+@pytest.mark.slow
+async def test_a_run_resumed_after_a_crash_stays_in_the_task_s_trace(
+    certs: Path, agents: AgentProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    gate = tmp_path / "gate"
+    database = f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"
+    plan = Plan(
+        steps=(
+            StepSpec(
+                id="held",
+                capability="test.work",
+                input={"journal": str(journal), "entry": "held", "gate": str(gate)},
+            ),
+            StepSpec(id="after", capability="test.echo", input={"value": 1}, needs=("held",)),
+        )
+    )
+    async with Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        async with OrchestratorProcess(
+            certs, tmp_path / "orchestrator", {"database_url": database}, lease_seconds="3"
+        ) as orchestrator:
+            agents.start(AGENT, "echo-1", [orchestrator.address])
+            tracer, exporter = _client_span_tracer()
+            async with Client(orchestrator.address, certs, "alice") as alice:
+                await wait_for_agents(alice, "echo-1")
+                with tracer.start_as_current_span("client.request"):
+                    task_id = await alice.submit(plan=plan)
+                await eventually(_sync(lambda: journal.events("start", "held")), bool, within=30)
+                orchestrator.kill()  # the first run's task span is never exported
+                gate.touch()
+                await orchestrator.start()
+                task = await eventually(
+                    lambda: _task_or_none(alice, task_id),
+                    lambda t: t is not None and t.state.final,
+                    within=60,
+                )
+            assert task is not None
+            assert task.state is TaskState.SUCCEEDED, task.error
+            (client_span,) = exporter.get_finished_spans()
+            assert client_span.context is not None
+            trace_id = client_span.context.trace_id
+            spans = await eventually(
+                _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+                lambda found: any(s.attributes.get("agentmesh.resumed") for s in found),
+                within=30,
+            )
+            await eventually(
+                _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+                lambda found: any(s.attributes.get("agentmesh.step.id") == "after" for s in found),
+                within=30,
+            )
+            spans = [s for s in collector.spans if s.trace_id == trace_id]
+    async with Store(database) as store:
+        stored = await store.get_task(task_id)
+    assert stored is not None
+    first_span_id = int(stored.trace_context["traceparent"].split("-")[2], 16)
+    (resumed,) = [s for s in spans if s.attributes.get("agentmesh.resumed")]
+    assert resumed.name == "invoke_workflow"
+    assert resumed.parent_id == first_span_id
+    (after,) = [
+        s
+        for s in spans
+        if s.attributes.get("agentmesh.step.id") == "after" and s.name.startswith("invoke_agent")
+    ]
+    assert after.name == "invoke_agent echo-1"
+    assert after.parent_id == resumed.span_id
+
+
+async def _task_or_none(alice: Client, task_id: str) -> TaskRecord | None:
+    try:
+        return await alice.get(task_id)
+    except (Unavailable, DeadlineExceeded):
+        return None  # the orchestrator is still coming back
 
 
 def _sync(check: Callable[[], T]) -> Callable[[], Awaitable[T]]:
