@@ -24,7 +24,15 @@ from agentmesh.client import Client
 from agentmesh.errors import DeadlineExceeded, Unavailable
 from agentmesh.models import Plan, RetryPolicy, StepSpec, TaskRecord, TaskState
 from agentmesh.orchestrator.store import Store
-from agentmesh.tracing import add_trace_ids, carrier, context_of, metadata_context
+from agentmesh.tracing import (
+    add_trace_ids,
+    carrier,
+    configure_tracing,
+    context_of,
+    enabled,
+    metadata_context,
+)
+from agentmesh.tracing import span as tracing_span
 from tests.support.journal import Journal
 from tests.support.mesh import wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
@@ -257,8 +265,13 @@ def test_trace_context_round_trips_through_text_fields_and_metadata() -> None:
         assert fields["traceparent"].split("-")[1] == trace.format_trace_id(
             span.get_span_context().trace_id
         )
-        event = add_trace_ids(None, "info", {"event": "x"})
-        assert event["span_id"] == trace.format_span_id(span.get_span_context().span_id)
+        # No provider is installed in this process (the span's provider is private): an
+        # untraced process adds nothing to its log lines, and opens no spans of its own.
+        assert not enabled()
+        assert "trace_id" not in add_trace_ids(None, "info", {"event": "x"})
+        with tracing_span("untraced", attributes=dict) as untraced:
+            assert not untraced.is_recording()
+            assert carrier(untraced) == {}
     extracted = metadata_context([(k, v.encode()) for k, v in fields.items()] + [("x", "y")])
     assert extracted is not None
     remote = trace.get_current_span(extracted).get_span_context()
@@ -266,4 +279,10 @@ def test_trace_context_round_trips_through_text_fields_and_metadata() -> None:
     assert context_of({}) is None
     assert metadata_context(None) is None
     assert carrier() == {}  # no current span, nothing to carry
-    assert "trace_id" not in add_trace_ids(None, "info", {"event": "x"})
+
+
+def test_without_an_otlp_endpoint_nothing_is_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    stop = configure_tracing("agentmesh-test")
+    assert not enabled()
+    stop()  # harmless

@@ -41,9 +41,11 @@ __all__ = [
     "carrier",
     "configure_tracing",
     "context_of",
+    "enabled",
     "failed",
     "metadata",
     "metadata_context",
+    "span",
     "tracer",
 ]
 
@@ -96,6 +98,48 @@ def configure_tracing(service_name: str) -> Callable[[], None]:
 
 def _provider_installed() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+_UNKNOWN: Final = object()
+
+
+def enabled() -> bool:
+    """True once a tracer provider is installed (by :func:`configure_tracing` or the program).
+
+    Checked before every span agentmesh would open, so that an untraced process pays
+    nothing: even the no-op tracer's spans cost tens of microseconds each (context managers,
+    context attach and detach), and ``trace.get_tracer_provider()`` itself several.
+    """
+    # The API's own global, read directly: the public getter consults the environment on
+    # every call. Should a later API version move it, fall back to the public way.
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:
+        return _provider_installed()
+    return provider is not None
+
+
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Mapping[str, str] | None = None,
+    attributes: Callable[[], Mapping[str, str | int | bool]],
+) -> contextlib.AbstractContextManager[Span]:
+    """The current span ``name`` for a block, or (untraced) a shared do-nothing span.
+
+    Its parent is the context carried by ``parent`` (see :func:`carrier`) when given, else
+    the current span. ``attributes`` is called only when the span is recorded. Exceptions
+    are not recorded on the span: the caller says what failed with :func:`failed`.
+    """
+    if not enabled():
+        return contextlib.nullcontext(trace.INVALID_SPAN)
+    return _TRACER.start_as_current_span(
+        name,
+        context=context_of(parent or {}),
+        kind=kind,
+        attributes=attributes(),
+        record_exception=False,
+    )
 
 
 def _nothing() -> None:
@@ -152,6 +196,8 @@ def attached(context: otel_context.Context | None) -> Iterator[None]:
 
 def failed(span: Span, error_type: str, message: str = "") -> None:
     """Mark ``span`` as failed with a short, low-cardinality ``error.type``."""
+    if not span.is_recording():
+        return
     span.set_attribute(ERROR_TYPE, error_type)
     span.set_status(Status(StatusCode.ERROR, message[:500] or None))
 
@@ -161,6 +207,8 @@ def add_trace_ids(
 ) -> MutableMapping[str, Any]:
     """structlog processor: the current span's ``trace_id`` and ``span_id``, in hex, on every
     line logged inside one."""
+    if not enabled():
+        return event
     span_context = trace.get_current_span().get_span_context()
     if span_context.is_valid:
         event.setdefault("trace_id", trace.format_trace_id(span_context.trace_id))

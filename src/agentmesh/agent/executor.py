@@ -38,9 +38,8 @@ from agentmesh.tracing import (
     TOOL_NAME,
     Span,
     SpanKind,
-    context_of,
     failed,
-    tracer,
+    span,
 )
 
 #: How long cancelled handlers get to unwind before a drain stops waiting for them.
@@ -358,12 +357,11 @@ class Executor:
 def handler_span(agent: str, assignment: Assignment) -> contextlib.AbstractContextManager[Span]:
     """The agent-side span of one run: ``execute_tool {capability}``, a child of the
     orchestrator's ``invoke_agent`` span carried in the assignment."""
-    return tracer().start_as_current_span(
+    return span(
         f"execute_tool {assignment.capability}",
-        context=context_of(assignment.trace_context),
+        parent=assignment.trace_context,
         kind=SpanKind.SERVER,
-        record_exception=False,
-        attributes={
+        attributes=lambda: {
             OPERATION: "execute_tool",
             TOOL_NAME: assignment.capability,
             AGENT_NAME: agent,

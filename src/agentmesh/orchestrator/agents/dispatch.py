@@ -287,11 +287,10 @@ def _attempt_span(
 ) -> contextlib.AbstractContextManager[tracing.Span]:
     """The ``invoke_agent {agent}`` client span of one attempt (GenAI conventions)."""
     card = link.card
-    return tracing.tracer().start_as_current_span(
+    return tracing.span(
         f"invoke_agent {card.name}",
         kind=tracing.SpanKind.CLIENT,
-        record_exception=False,
-        attributes={
+        attributes=lambda: {
             tracing.OPERATION: "invoke_agent",
             tracing.AGENT_NAME: card.name,
             tracing.AGENT_ID: link.identity,

@@ -23,6 +23,8 @@ PLAN = "plan"
 
 def task_span(task_id: str, request: TaskRequest) -> Span:
     """The started (not current) span of a new task, a child of the caller's context."""
+    if not tracing.enabled():
+        return trace.INVALID_SPAN
     name = f"{INVOKE_WORKFLOW} {request.workflow}" if request.workflow else INVOKE_WORKFLOW
     attributes = {tracing.OPERATION: INVOKE_WORKFLOW, tracing.TASK_ID: task_id}
     if request.workflow:
@@ -32,6 +34,8 @@ def task_span(task_id: str, request: TaskRequest) -> Span:
 
 def resumed_span(task: TaskRecord) -> Span:
     """A span for a run resumed from the store: in the task's trace, below its first span."""
+    if not tracing.enabled():
+        return trace.INVALID_SPAN
     return tracing.tracer().start_span(
         INVOKE_WORKFLOW,
         context=tracing.context_of(task.trace_context),
@@ -46,10 +50,8 @@ def resumed_span(task: TaskRecord) -> Span:
 @contextlib.contextmanager
 def planning(task_id: str) -> Iterator[Span]:
     """The current ``plan`` span while a task is planned; ``error.type`` when planning fails."""
-    with tracing.tracer().start_as_current_span(
-        PLAN,
-        attributes={tracing.OPERATION: PLAN, tracing.TASK_ID: task_id},
-        record_exception=False,
+    with tracing.span(
+        PLAN, attributes=lambda: {tracing.OPERATION: PLAN, tracing.TASK_ID: task_id}
     ) as span:
         try:
             yield span
@@ -60,12 +62,17 @@ def planning(task_id: str) -> Iterator[Span]:
 
 def running_while_planning(span: Span) -> contextlib.AbstractContextManager[Span]:
     """``span`` is current (so ``plan`` is its child) but stays open when the block ends."""
+    if not span.is_recording():
+        return contextlib.nullcontext(span)
     return trace.use_span(span, end_on_exit=False, record_exception=False)
 
 
 @contextlib.contextmanager
 def running(span: Span, task: TaskRecord) -> Iterator[None]:
     """``span`` is current while the task runs, and ends with the task's final state."""
+    if not span.is_recording():
+        yield
+        return
     with trace.use_span(span, end_on_exit=True, record_exception=False):
         try:
             yield
