@@ -177,3 +177,32 @@ async def test_a_model_that_answers_one_plan_object_is_followed_all_the_same(
         task = await _finished(alice, task_id)
     assert task.state is TaskState.SUCCEEDED, task.error
     assert task.result["value"] == "hello Ada!!"
+
+
+async def test_a_task_whose_plan_was_still_streaming_when_the_orchestrator_stopped_fails_cleanly(
+    settings: Settings, chat_server: ChatServer, certs: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "records.log"
+    record = {
+        "id": "record",
+        "capability": "test.record",
+        "input": {"log": str(log), "entry": "one"},
+        "compensation": "test.undo",
+    }
+    gate = asyncio.Event()  # never opened: the rest of the plan is lost with the stop
+    chat_server.stream([json.dumps(record), json.dumps(SHOUT)], gate=gate, hold_at=1)
+    configured = settings.model_copy(
+        update={"llm_base_url": chat_server.base_url, "llm_model": "m", "llm_stream": True}
+    )
+    async with Orchestrator(configured) as first:
+        async with _agent(first, certs), client(first, certs) as alice:
+            await wait_for_agents(alice, "echo-1")
+            task_id = await alice.submit(goal=GOAL, input={"name": "Ada"})
+            await _until(alice, task_id, "record", "succeeded")
+    async with Orchestrator(configured) as second:
+        async with _agent(second, certs), client(second, certs) as alice:
+            task = await _finished(alice, task_id)
+
+    assert task.state is TaskState.ROLLED_BACK
+    assert "planning was interrupted" in task.error
+    assert log.read_text().splitlines() == ["do one", "undo one"]
