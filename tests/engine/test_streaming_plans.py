@@ -194,14 +194,20 @@ async def test_a_task_whose_plan_was_still_streaming_when_the_orchestrator_stopp
     configured = settings.model_copy(
         update={"llm_base_url": chat_server.base_url, "llm_model": "m", "llm_stream": True}
     )
-    async with Orchestrator(configured) as first:
-        async with _agent(first, certs), client(first, certs) as alice:
-            await wait_for_agents(alice, "echo-1")
-            task_id = await alice.submit(goal=GOAL, input={"name": "Ada"})
-            await _until(alice, task_id, "record", "succeeded")
-    async with Orchestrator(configured) as second:
-        async with _agent(second, certs), client(second, certs) as alice:
-            task = await _finished(alice, task_id)
+    async with (
+        Orchestrator(configured) as first,
+        _agent(first, certs),
+        client(first, certs) as alice,
+    ):
+        await wait_for_agents(alice, "echo-1")
+        task_id = await alice.submit(goal=GOAL, input={"name": "Ada"})
+        await _until(alice, task_id, "record", "succeeded")
+    async with (
+        Orchestrator(configured) as second,
+        _agent(second, certs),
+        client(second, certs) as alice,
+    ):
+        task = await _finished(alice, task_id)
 
     assert task.state is TaskState.ROLLED_BACK
     assert "planning was interrupted" in task.error
