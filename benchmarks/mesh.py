@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -193,9 +193,16 @@ class Mesh:
     """
 
     def __init__(
-        self, folder: Path, *, profiling: Profiling | None = None, http: bool = False
+        self,
+        folder: Path,
+        *,
+        profiling: Profiling | None = None,
+        http: bool = False,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.folder = folder
+        #: More ``AGENTMESH_*`` settings of the orchestrator (e.g. a model planner's).
+        self._settings = dict(settings or {})
         #: Serve the HTTP API too (on :attr:`http_port`).
         self._http = http
         self.http_port = 0
@@ -266,6 +273,7 @@ class Mesh:
             AGENTMESH_DATABASE_URL=f"sqlite+aiosqlite:///{self.folder / 'mesh.db'}",
             AGENTMESH_REDIS_URL=os.environ.get("AGENTMESH_REDIS_URL", ""),
             AGENTMESH_BENCH_PORT_FILE=str(port_file),
+            **self._settings,
         )
         http_port_file = self.folder / "orchestrator.http-port"
         if self._http:

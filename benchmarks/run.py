@@ -33,6 +33,7 @@ from benchmarks import (
     noop,
     parallel_speedup,
     scale,
+    streaming_plan,
     submit_latency,
 )
 from benchmarks.mesh import ROOT, Profiling
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     http_latency.NAME: http_latency.run,
     scale.NAME: scale.run,
     noop.NAME: noop.run,
+    streaming_plan.NAME: streaming_plan.run,
 }
 
 

@@ -27,6 +27,7 @@ from agentmesh.models import (
     WorkflowInfo,
 )
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
+from agentmesh.tracing import metadata as trace_metadata
 from agentmesh.wire.tasks import (
     event_from_proto,
     page_from_proto,
@@ -107,7 +108,8 @@ class Client:
             request.goal = goal
         request.input.update(input or {})
         with _domain_errors():
-            response = await self._stub.SubmitTask(request, timeout=30)
+            # The current span, if any, parents the task's spans in the orchestrator.
+            response = await self._stub.SubmitTask(request, timeout=30, metadata=trace_metadata())
         return response.task_id
 
     async def get(self, task_id: str) -> TaskRecord:

@@ -108,3 +108,6 @@ class Settings(BaseSettings):
     llm_api_key: str = ""
     #: How long one planning request (to the LLM or a planning agent) may take.
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: Stream the model's plan and start each step as soon as it is planned and its inputs
+    #: are ready, instead of after the whole plan (see docs/planning.rst).
+    llm_stream: bool = False

@@ -207,6 +207,10 @@ class TaskRecord(BaseModel):
     partial: bool = False
     created_at: datetime
     updated_at: datetime
+    #: W3C trace context of the task's first ``invoke_workflow`` span (see agentmesh.tracing).
+    trace_context: dict[str, str] = Field(default_factory=dict)
+    #: True while a streaming planner is still adding steps to ``plan``.
+    planning: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

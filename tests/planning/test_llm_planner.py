@@ -312,6 +312,7 @@ async def test_the_default_planner_asks_the_configured_model_for_goals_no_workfl
         llm_model="local-model",
         llm_api_key="",
         llm_timeout_seconds=5.0,
+        llm_stream=False,
     )
     planner = default_planner(settings)  # type: ignore[arg-type]
     assert isinstance(planner, ChainPlanner)

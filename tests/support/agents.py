@@ -43,6 +43,12 @@ class Flaky(BaseModel):
     failure_rate: float = 0.3
 
 
+class FailFirst(BaseModel):
+    value: Any = None
+    #: The attempt that succeeds; every earlier one fails, retryably.
+    succeed_on: int = 2
+
+
 class CrashOnce(BaseModel):
     value: Any = None
     #: Created by the first agent that runs this input, which then dies; later runs succeed.
@@ -147,6 +153,12 @@ class FaultyAgent(Agent):
         draw = seeded_random(ctx.step_id, json.dumps(data.value), ctx.attempt).random()
         if draw < data.failure_rate:
             raise StepFailed("injected failure", code="injected", retryable=True)
+        return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
+
+    @capability("test.fail_first", description="Fail (retryably) until attempt succeed_on.")
+    async def fail_first(self, data: FailFirst, ctx: AssignmentContext) -> Echoed:
+        if ctx.attempt < data.succeed_on:
+            raise StepFailed(f"attempt {ctx.attempt} fails", code="injected", retryable=True)
         return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
 
     @capability("test.crash_once", description="The first process to run this dies mid-step.")

@@ -22,6 +22,7 @@ def assignment_from_pb(message: agent_pb2.Assignment) -> Assignment:
         attempt=message.attempt,
         deadline=message.deadline.ToDatetime(tzinfo=UTC) if message.HasField("deadline") else None,
         compensation=message.compensation,
+        trace_context=dict(message.trace_context),
     )
 
 

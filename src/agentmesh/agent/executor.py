@@ -8,6 +8,7 @@ orchestrator to collect by re-sending the same idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,18 @@ from agentmesh.agent.work import INTERRUPTIONS, Assignment
 from agentmesh.errors import StepFailed
 from agentmesh.logs import exception_fields
 from agentmesh.models import FailureCode, Outcome, StepSpec
+from agentmesh.tracing import (
+    AGENT_NAME,
+    ATTEMPT,
+    OPERATION,
+    STEP_ID,
+    TASK_ID,
+    TOOL_NAME,
+    Span,
+    SpanKind,
+    failed,
+    span,
+)
 
 #: How long cancelled handlers get to unwind before a drain stops waiting for them.
 _CANCEL_GRACE_SECONDS = 1.0
@@ -82,8 +95,11 @@ class Executor:
         *,
         cache_size: int,
         log: FilteringBoundLogger | None = None,
+        name: str = "",
     ) -> None:
         self._agent = agent
+        #: The name the agent serves under (its class's unless the server renamed it).
+        self._name = name or agent.name
         self._limit = agent.max_concurrency
         self._log: FilteringBoundLogger = log or structlog.get_logger("agentmesh.agent")
         self._tasks = TaskSet()
@@ -268,6 +284,14 @@ class Executor:
     async def _invoke(self, run: _Run, data: BaseModel) -> Outcome:
         assignment = run.assignment
         ctx = AssignmentContext.of(assignment, functools.partial(self._progress, run))
+        with handler_span(self._name, assignment) as span:
+            outcome = await self._handle(run, data, ctx)
+            if not outcome.ok:
+                failed(span, outcome.code, outcome.message)
+            return outcome
+
+    async def _handle(self, run: _Run, data: BaseModel, ctx: AssignmentContext) -> Outcome:
+        assignment = run.assignment
         handler = self._agent.handler(run.spec)
         timeout = asyncio.timeout_at(_loop_time(assignment.deadline))
         try:
@@ -328,6 +352,24 @@ class Executor:
             )
         if not self._runs:
             self._idle.set()
+
+
+def handler_span(agent: str, assignment: Assignment) -> contextlib.AbstractContextManager[Span]:
+    """The agent-side span of one run: ``execute_tool {capability}``, a child of the
+    orchestrator's ``invoke_agent`` span carried in the assignment."""
+    return span(
+        f"execute_tool {assignment.capability}",
+        parent=assignment.trace_context,
+        kind=SpanKind.SERVER,
+        attributes=lambda: {
+            OPERATION: "execute_tool",
+            TOOL_NAME: assignment.capability,
+            AGENT_NAME: agent,
+            TASK_ID: assignment.task_id,
+            STEP_ID: assignment.step_id,
+            ATTEMPT: assignment.attempt,
+        },
+    )
 
 
 def _loop_time(deadline: datetime | None) -> float | None:

@@ -25,6 +25,7 @@ from agentmesh.models import AgentCard
 from agentmesh.security import CertFiles, IdentityKind, server_credentials
 from agentmesh.security.ca import own_identity
 from agentmesh.security.identity import check_name
+from agentmesh.tracing import configure_tracing
 from agentmesh.wire import card_to_proto
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
@@ -55,7 +56,9 @@ class AgentServer:
             agent=self.name
         )
         self._board = SessionBoard()
-        self._executor = Executor(agent, cache_size=self._settings.result_cache_size, log=self._log)
+        self._executor = Executor(
+            agent, cache_size=self._settings.result_cache_size, log=self._log, name=self.name
+        )
         self._keepers: list[RegistrationKeeper] = []
         self._keeper_tasks = TaskSet()
         self._health = health.aio.HealthServicer()
@@ -172,10 +175,13 @@ async def serve_until_signalled(agent: Agent, settings: AgentSettings | None = N
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    server = AgentServer(agent, settings)
+    stop_tracing = configure_tracing(server.name)
     try:
-        async with AgentServer(agent, settings):
+        async with server:
             await stop.wait()
     finally:
+        stop_tracing()  # flushes the spans still buffered
         # Only now: a second signal during the drain must not kill it half-way.
         for sig in signals:
             loop.remove_signal_handler(sig)

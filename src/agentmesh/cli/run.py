@@ -34,6 +34,7 @@ from agentmesh.errors import ValidationError
 from agentmesh.logs import configure_logging
 from agentmesh.models import JSON, AgentStatus, Plan, TaskState
 from agentmesh.orchestrator import Orchestrator
+from agentmesh.tracing import configure_tracing
 
 
 def serve(
@@ -48,8 +49,12 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with Orchestrator(Settings()):
-            await stop.wait()
+        stop_tracing = configure_tracing("agentmesh-orchestrator")
+        try:
+            async with Orchestrator(Settings()):
+                await stop.wait()
+        finally:
+            stop_tracing()  # flushes the spans still buffered
 
     settings = Settings()
     common.run(main, certs_dir=settings.certs_dir, name=settings.cert_name)

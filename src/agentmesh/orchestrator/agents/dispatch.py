@@ -21,7 +21,7 @@ from typing import Protocol
 import structlog
 from google.protobuf import json_format, timestamp_pb2
 
-from agentmesh import schemas
+from agentmesh import schemas, tracing
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.config import Settings
 from agentmesh.errors import StepFailed
@@ -235,26 +235,22 @@ class Dispatcher:
             capability=job.capability,
             compensation=job.compensation,
         )
-        started = loop.time()
-        try:
-            async with asyncio.timeout(timeout):
-                outcome = await link.run(assignment, limiter.report)
-        except TimeoutError:
-            outcome = Outcome(code=FailureCode.TIMEOUT, message=f"no result within {timeout:g}s")
-        finally:
-            limiter.close()  # the latest report held back goes out before the outcome
-        elapsed = loop.time() - started
-        if outcome.ok:
-            declared = link.card.capability(job.capability)
-            problem = declared and await _schema_error(declared.output_schema, outcome)
-            if problem:
-                # The agent broke its own contract: counted against it (before its circuit
-                # and stats see the attempt), tried elsewhere.
-                outcome = Outcome(code=FailureCode.INVALID_OUTPUT, message=problem)
-        elif outcome.code == FailureCode.INVALID_OUTPUT:
-            # Also when the agent's own SDK caught it (and called it final): the fault is the
-            # agent's, not the input's, so another agent may well answer correctly.
-            outcome.retryable = True
+        with _attempt_span(job, number, link) as span:
+            assignment.trace_context.update(tracing.carrier(span))
+            outcome, elapsed = await self._exchange(link, assignment, timeout, limiter)
+            if outcome.ok:
+                declared = link.card.capability(job.capability)
+                problem = declared and await _schema_error(declared.output_schema, outcome)
+                if problem:
+                    # The agent broke its own contract: counted against it (before its circuit
+                    # and stats see the attempt), tried elsewhere.
+                    outcome = Outcome(code=FailureCode.INVALID_OUTPUT, message=problem)
+            elif outcome.code == FailureCode.INVALID_OUTPUT:
+                # Also when the agent's own SDK caught it (and called it final): the fault is
+                # the agent's, not the input's, so another agent may well answer correctly.
+                outcome.retryable = True
+            if not outcome.ok:
+                tracing.failed(span, outcome.code, outcome.message)
         circuit = self._registry.record(
             link.name, elapsed, outcome.ok, agent_fault=outcome.code in AGENT_FAULTS
         )
@@ -265,6 +261,46 @@ class Dispatcher:
             if failed_on and link.name not in failed_on:
                 metrics.FAILOVERS.inc()
         return outcome, elapsed, circuit
+
+    @staticmethod
+    async def _exchange(
+        link: AgentLink,
+        assignment: agent_pb2.Assignment,
+        seconds: float,
+        limiter: ProgressLimiter,
+    ) -> tuple[Outcome, float]:
+        """The agent's answer to ``assignment`` (TIMEOUT after ``seconds``), and its seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(seconds):
+                outcome = await link.run(assignment, limiter.report)
+        except TimeoutError:
+            outcome = Outcome(code=FailureCode.TIMEOUT, message=f"no result within {seconds:g}s")
+        finally:
+            limiter.close()  # the latest report held back goes out before the outcome
+        return outcome, loop.time() - started
+
+
+def _attempt_span(
+    job: Job, number: int, link: AgentLink
+) -> contextlib.AbstractContextManager[tracing.Span]:
+    """The ``invoke_agent {agent}`` client span of one attempt (GenAI conventions)."""
+    card = link.card
+    return tracing.span(
+        f"invoke_agent {card.name}",
+        kind=tracing.SpanKind.CLIENT,
+        attributes=lambda: {
+            tracing.OPERATION: "invoke_agent",
+            tracing.AGENT_NAME: card.name,
+            tracing.AGENT_ID: link.identity,
+            tracing.AGENT_VERSION: card.version,
+            tracing.TOOL_NAME: job.capability,
+            tracing.TASK_ID: job.task_id,
+            tracing.STEP_ID: job.step_id,
+            tracing.ATTEMPT: number,
+        },
+    )
 
 
 async def _schema_error(schema: Mapping[str, JSON], outcome: Outcome) -> str | None:

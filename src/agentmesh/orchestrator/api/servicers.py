@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from agentmesh import tracing
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FailedPrecondition
@@ -49,7 +50,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        task = await self._tasks.submit(current_caller(), request)
+        # The caller's span (W3C trace context in the metadata) parents the task's.
+        with tracing.attached(tracing.metadata_context(context.invocation_metadata())):
+            task = await self._tasks.submit(current_caller(), request)
         return pb.SubmitTaskResponse(task_id=task.id)
 
     def _fitting(self, task: TaskRecord, omit_outputs: bool) -> pb.Task:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 import structlog
+from opentelemetry.trace import Span
 
+from agentmesh import tracing
 from agentmesh._tasks import TaskSet
 from agentmesh.config import Settings
 from agentmesh.errors import FailedPrecondition, NotFound
@@ -23,10 +26,11 @@ from agentmesh.models import StepRecord, TaskRecord, TaskRequest, TaskState
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.engine import spans
 from agentmesh.orchestrator.engine.idempotency import fingerprint
 from agentmesh.orchestrator.engine.run import TaskRun
 from agentmesh.orchestrator.events import EventBus
-from agentmesh.orchestrator.planning import Planner
+from agentmesh.orchestrator.planning import Planner, PlanPiece, draft_plan
 from agentmesh.orchestrator.store import Lease, Store
 
 log = structlog.get_logger(__name__)
@@ -118,7 +122,13 @@ class Engine:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def _start(self, task: TaskRecord, last_sequence: int) -> TaskRun:
+    def _start(
+        self,
+        task: TaskRecord,
+        last_sequence: int,
+        span: Span | None = None,
+        plan_rest: AsyncGenerator[PlanPiece, None] | None = None,
+    ) -> TaskRun:
         run = TaskRun(
             task,
             last_sequence,
@@ -127,6 +137,8 @@ class Engine:
             registry=self._registry,
             settings=self._settings,
             lease=self.lease,
+            span=span,
+            plan_rest=plan_rest,
         )
         self._runs[task.id] = run
         self._tasks[task.id] = self._background.spawn(self._drive(run), name=f"task-{task.id}")
@@ -169,10 +181,21 @@ class Engine:
         digest = fingerprint(request) if key else ""
         if key and (earlier := await self._store.task_for_key(owner, key, digest)) is not None:
             return earlier
-        plan = await self._planner.plan(request, self._registry.capabilities())
+        task_id = str(uuid.uuid4())
+        # Started here, ended by the run: the task's span outlives this call.
+        span = spans.task_span(task_id, request)
+        try:
+            with spans.running_while_planning(span), spans.planning(task_id):
+                # A streaming planner answers with its first steps: the task starts with
+                # them and its run takes the rest as it comes (task.planning until then).
+                draft = await draft_plan(self._planner, request, self._registry.capabilities())
+        except BaseException:
+            span.end()
+            raise
+        plan = draft.plan
         now = datetime.now(UTC)
         task = TaskRecord(
-            id=str(uuid.uuid4()),
+            id=task_id,
             owner=owner,
             input=request.input,
             priority=request.priority,
@@ -182,12 +205,28 @@ class Engine:
             steps={s.id: StepRecord(spec=s) for s in plan.steps},
             created_at=now,
             updated_at=now,
+            trace_context=tracing.carrier(span),
+            planning=not draft.complete,
         )
-        stored = await self._store.create_task(task, key, fingerprint=digest, lease=self.lease)
-        if stored.id == task.id:
-            log.info("task.submitted", task_id=task.id, owner=owner, steps=len(plan.steps))
-            metrics.TASKS_SUBMITTED.inc()
-            self._start(task, 0)
+        try:
+            stored = await self._store.create_task(task, key, fingerprint=digest, lease=self.lease)
+        except BaseException:
+            span.end()
+            await draft.close()
+            raise
+        if stored.id != task.id:
+            span.end()  # an earlier submission's task: it has a span of its own
+            await draft.close()
+            return stored
+        log.info(
+            "task.submitted",
+            task_id=task.id,
+            owner=owner,
+            steps=len(plan.steps),
+            planning=task.planning,
+        )
+        metrics.TASKS_SUBMITTED.inc()
+        self._start(task, 0, span, draft.rest)
         return stored
 
     def _cancel_local(self, task_id: str, reason: str) -> None:

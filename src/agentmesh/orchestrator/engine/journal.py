@@ -55,6 +55,8 @@ class Journal:
         self._events: list[TaskEvent] = []
         self._dirty: dict[str, StepRecord] = {}
         self._new: list[tuple[int, StepRecord]] = []
+        #: The plan changed without new steps (a streamed plan completed).
+        self._plan_changed = False
         self._write_lock = asyncio.Lock()
         #: Set by every change; an idle task's flusher sleeps instead of polling.
         self._changed = asyncio.Event()
@@ -119,14 +121,20 @@ class Journal:
             self._new.append((len(self.task.steps), step))
             self.task.steps[step.spec.id] = step
 
+    def plan_changed(self) -> None:
+        """The task's plan (or ``planning``) changed with no step added: write it too."""
+        self._plan_changed = True
+        self._changed.set()
+
     async def flush(self) -> None:
         """Write every change made so far, with its events, in one transaction."""
         async with self._write_lock:
-            if not (self._events or self._dirty or self._new):
+            if not (self._events or self._dirty or self._new or self._plan_changed):
                 return
             events, self._events = self._events, []
             dirty, self._dirty = self._dirty, {}
             new, self._new = self._new, []
+            plan_changed, self._plan_changed = self._plan_changed, False
             new_ids = {s.spec.id for _, s in new}
             # The task as of these events: the run goes on while we wait for the database,
             # and a final state written without its final event would end the lease early.
@@ -138,12 +146,14 @@ class Journal:
                     events,
                     new_steps=new,
                     lease=self._lease,
+                    plan_changed=plan_changed,
                 )
             except Exception:
                 # Put the batch back (in order, before anything newer) so nothing is lost.
                 self._events[:0] = events
                 self._dirty = {**dirty, **self._dirty}
                 self._new[:0] = new
+                self._plan_changed = self._plan_changed or plan_changed
                 raise
             # Durable now; handed over under the lock so that batches reach watchers in order.
             self._bus.committed(self.task.id, events)

@@ -12,10 +12,11 @@ goes through the task's :class:`~agentmesh.orchestrator.engine.journal.Journal`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import timedelta
 
 import structlog
+from opentelemetry.trace import Span
 
 from agentmesh.config import Settings
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
@@ -31,11 +32,12 @@ from agentmesh.models import (
 )
 from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.registry import Registry
-from agentmesh.orchestrator.engine import growth, readable, saga
+from agentmesh.orchestrator.engine import growth, readable, saga, spans
 from agentmesh.orchestrator.engine.journal import Journal, now
 from agentmesh.orchestrator.engine.scheduler import Scheduler
+from agentmesh.orchestrator.engine.streaming import PlanFollower
 from agentmesh.orchestrator.events import EventBus
-from agentmesh.orchestrator.planning import dependencies, resolve
+from agentmesh.orchestrator.planning import PlanPiece, dependencies, resolve
 from agentmesh.orchestrator.planning.aggregate import DelegatedAggregate, aggregate, check_result
 from agentmesh.orchestrator.store import Lease, Store
 
@@ -89,8 +91,12 @@ class TaskRun:
         registry: Registry,
         settings: Settings,
         lease: Lease | None = None,
+        span: Span | None = None,
+        plan_rest: AsyncGenerator[PlanPiece, None] | None = None,
     ) -> None:
         self.task = task
+        #: The task's ``invoke_workflow`` span (a resumed run opens its own when it starts).
+        self._span = span
         self._journal = Journal(task, last_sequence, store=store, bus=bus, lease=lease)
         self._dispatcher = Dispatcher(registry, settings)
         self._registry = registry
@@ -98,7 +104,13 @@ class TaskRun:
         self._scheduler = Scheduler()
         #: Each running step's task; their ends arrive on ``_finished``.
         self._running: dict[str, asyncio.Task[Outcome]] = {}
-        self._finished: asyncio.Queue[tuple[StepRecord, asyncio.Task[Outcome]]] = asyncio.Queue()
+        #: Each step's end; None when a streamed plan grew (or its planner finished).
+        self._finished: asyncio.Queue[tuple[StepRecord, asyncio.Task[Outcome]] | None] = (
+            asyncio.Queue()
+        )
+        #: The rest of a plan still streaming in (``task.planning``), until it is followed.
+        self._plan_rest = plan_rest
+        self._following: PlanFollower | None = None
         #: Fan-out steps expanded so far → their instances' ids.
         self._fanouts: dict[str, list[str]] = {}
         #: Cancelled instances of a failed fan-out, awaited before the run moves on.
@@ -136,10 +148,14 @@ class TaskRun:
         """Drive the task to a final state (or until the orchestrator stops)."""
         runner = asyncio.current_task()
         assert runner is not None
+        span = self._span or spans.resumed_span(self.task)
         try:
-            async with self._journal.flushing(on_fenced=runner.cancel):
-                await self._run()
+            with spans.running(span, self.task):
+                async with self._journal.flushing(on_fenced=runner.cancel):
+                    await self._run()
         finally:
+            if self._plan_rest is not None:  # never followed (cancelled before it ran)
+                await self._plan_rest.aclose()
             if self.task.state.final:
                 self.finished.set()
 
@@ -209,14 +225,19 @@ class TaskRun:
         """Run the steps as they become ready; the outputs once none is left to run."""
         self._plan_steps()
         try:
+            self._follow_plan()
             while True:
                 # Starting a step can make others ready (a fan-out's instances): until none is.
                 while ready := self._scheduler.ready():
                     for step_id in ready:
                         self._start(self.task.steps[step_id])
-                if not self._running:
+                if not self._running and not self.task.planning:
                     return self._scheduler.outputs
-                step, finished = await self._finished.get()
+                ended = await self._finished.get()
+                if ended is None:
+                    self._planned()
+                    continue
+                step, finished = ended
                 if self._running.get(step.spec.id) is not finished:
                     continue  # a cancelled sibling of a failed fan-out instance
                 del self._running[step.spec.id]
@@ -244,6 +265,23 @@ class TaskRun:
                 self._skip_dependants(spec.id)
             elif step.state.final and step.state is not StepState.SUCCEEDED:
                 self._scheduler.failed(spec.id)
+
+    def _follow_plan(self) -> None:
+        if not self.task.planning:
+            return
+        if self._plan_rest is None:
+            # Its planner's stream was lost with the replica that read it.
+            raise TaskFailed("planning was interrupted: the plan was still streaming in")
+        rest, self._plan_rest = self._plan_rest, None
+        self._following = PlanFollower(
+            rest, lambda: self._finished.put_nowait(None), task_id=self.task.id
+        )
+
+    def _planned(self) -> None:
+        assert self._following is not None
+        problem = self._following.take(self.task, self._journal, self._scheduler)
+        if problem:
+            raise TaskFailed(problem)
 
     def _start(self, step: StepRecord) -> None:
         if step.spec.for_each:
@@ -349,6 +387,10 @@ class TaskRun:
 
     async def _stop(self) -> None:
         """Cancel what still runs; its steps (and unfinished fan-outs) end CANCELLED."""
+        if self._following is not None:
+            await self._following.stop()
+        elif self._plan_rest is not None:
+            await self._plan_rest.aclose()
         tasks = {*self._running.values(), *self._stopping}
         for task in tasks:
             task.cancel()

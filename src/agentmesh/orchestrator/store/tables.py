@@ -58,6 +58,10 @@ class TaskRow(Base):
     lease_expires_at: Mapped[datetime | None]
     #: Set by any replica to ask the owner to cancel the task.
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    #: W3C trace context of the task's span; NULL for tasks from before revision 0004.
+    trace_context: Mapped[dict[str, Any] | None]
+    #: True while the planner still streams the plan's steps (revision 0004).
+    planning: Mapped[bool] = mapped_column(default=False, server_default="0")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

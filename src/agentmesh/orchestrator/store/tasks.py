@@ -60,6 +60,8 @@ class Tasks(Connection):
             partial=task.partial,
             idempotency_key=idempotency_key or None,
             request_fingerprint=(fingerprint or None) if idempotency_key else None,
+            trace_context=task.trace_context or None,
+            planning=task.planning,
             last_sequence=0,
             lease_owner=lease.owner if lease else None,
             lease_expires_at=lease.expires_at() if lease else None,
@@ -171,8 +173,11 @@ class Tasks(Connection):
         *,
         new_steps: Iterable[tuple[int, StepRecord]] = (),
         lease: Lease | None = None,
+        plan_changed: bool = False,
     ) -> None:
         """Write the task's state, changed steps and new events in one transaction.
+
+        The plan is written with new steps, or when ``plan_changed`` says it changed alone.
 
         With ``lease``, nothing is written unless this replica still owns the task
         (fencing): :class:`LeaseLost` is raised instead.
@@ -187,8 +192,11 @@ class Tasks(Connection):
             "error": task.error,
             "partial": task.partial,
             "updated_at": task.updated_at,
+            "planning": task.planning,
         }
-        if new_steps:  # only added steps (fan-out instances, follow-ups) change the plan
+        # Added steps (fan-out instances, follow-ups, streamed steps) change the plan, and
+        # so does the end of a streamed plan.
+        if new_steps or plan_changed:
             values["plan"] = task.plan.model_dump(mode="json") if task.plan else None
         if events:
             values["last_sequence"] = events[-1].sequence
@@ -304,6 +312,8 @@ def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
         result=row.result,
         error=row.error,
         partial=row.partial,
+        trace_context=row.trace_context or {},
+        planning=row.planning,
         created_at=utc(row.created_at) or row.created_at,
         updated_at=utc(row.updated_at) or row.updated_at,
     )
