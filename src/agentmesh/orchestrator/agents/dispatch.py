@@ -237,10 +237,7 @@ class Dispatcher:
         )
         started = loop.time()
         try:
-            async with asyncio.timeout(timeout):
-                outcome = await link.run(assignment, limiter.report)
-        except TimeoutError:
-            outcome = Outcome(code=FailureCode.TIMEOUT, message=f"no result within {timeout:g}s")
+            outcome = await link.run(assignment, limiter.report, seconds=timeout)
         finally:
             limiter.close()  # the latest report held back goes out before the outcome
         elapsed = loop.time() - started
