@@ -1,8 +1,8 @@
 // The agentmesh protos, loaded at run time with @grpc/proto-loader.
 //
 // google.protobuf.Struct, Value and ListValue travel as plain JSON, and Timestamp as a Date,
-// in both directions: protobufjs "wrappers" (registered before anything is loaded) convert
-// them, so neither an agent nor a client ever builds {fields: {kind: ...}} by hand.
+// in both directions: protobufjs "wrappers" convert them (see convertWellKnownTypes), so
+// neither an agent nor a client ever builds {fields: {kind: ...}} by hand.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -99,47 +99,50 @@ function listJson(message) {
 }
 
 // `this` is the Type being converted (protobufjs binds it): see protobufjs's wrappers.js.
-protobuf.wrappers['.google.protobuf.Struct'] = {
-  fromObject(/** @type {any} */ object) {
-    // Already a message (a Value wrapper building a nested Struct): leave it alone.
-    if (object instanceof protobuf.Message) return object;
-    return structMessage(object ?? {}, /** @type {any} */ (this));
+/** @type {Record<string, any>} */
+const WRAPPERS = {
+  '.google.protobuf.Struct': {
+    fromObject(/** @type {any} */ object) {
+      // Already a message (a Value wrapper building a nested Struct): leave it alone.
+      if (object instanceof protobuf.Message) return object;
+      return structMessage(object ?? {}, /** @type {any} */ (this));
+    },
+    toObject(/** @type {any} */ message) {
+      return structJson(message);
+    },
   },
-  toObject(/** @type {any} */ message) {
-    return structJson(message);
+  '.google.protobuf.Value': {
+    fromObject(/** @type {any} */ object) {
+      if (object instanceof protobuf.Message) return object;
+      return valueMessage(object, /** @type {any} */ (this));
+    },
+    toObject(/** @type {any} */ message) {
+      return valueJson(message);
+    },
   },
-};
-protobuf.wrappers['.google.protobuf.Value'] = {
-  fromObject(/** @type {any} */ object) {
-    if (object instanceof protobuf.Message) return object;
-    return valueMessage(object, /** @type {any} */ (this));
+  '.google.protobuf.ListValue': {
+    fromObject(/** @type {any} */ object) {
+      if (object instanceof protobuf.Message) return object;
+      return listMessage(object ?? [], /** @type {any} */ (this));
+    },
+    toObject(/** @type {any} */ message) {
+      return listJson(message);
+    },
   },
-  toObject(/** @type {any} */ message) {
-    return valueJson(message);
-  },
-};
-protobuf.wrappers['.google.protobuf.ListValue'] = {
-  fromObject(/** @type {any} */ object) {
-    if (object instanceof protobuf.Message) return object;
-    return listMessage(object ?? [], /** @type {any} */ (this));
-  },
-  toObject(/** @type {any} */ message) {
-    return listJson(message);
-  },
-};
-protobuf.wrappers['.google.protobuf.Timestamp'] = {
-  fromObject(/** @type {any} */ object) {
-    if (object instanceof protobuf.Message) return object;
-    const self = /** @type {any} */ (this);
-    if (object instanceof Date) {
-      const ms = object.getTime();
-      return self.create({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
-    }
-    return self.fromObject(object);
-  },
-  toObject(/** @type {any} */ message) {
-    const seconds = Number(message.seconds ?? 0);
-    return new Date(seconds * 1000 + Math.floor((message.nanos ?? 0) / 1e6));
+  '.google.protobuf.Timestamp': {
+    fromObject(/** @type {any} */ object) {
+      if (object instanceof protobuf.Message) return object;
+      const self = /** @type {any} */ (this);
+      if (object instanceof Date) {
+        const ms = object.getTime();
+        return self.create({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
+      }
+      return self.fromObject(object);
+    },
+    toObject(/** @type {any} */ message) {
+      const seconds = Number(message.seconds ?? 0);
+      return new Date(seconds * 1000 + Math.floor((message.nanos ?? 0) / 1e6));
+    },
   },
 };
 
@@ -155,6 +158,30 @@ const LOADER_OPTIONS = {
 let loaded;
 
 /**
+ * Give our own copies of Struct, Value, ListValue and Timestamp their JSON converters, and
+ * no one else's: protobufjs reads its global `wrappers` when a type is first used, so they
+ * are set only while each of ours is used once here, then removed. Another proto-loader
+ * user in the same process keeps protobuf's own shapes.
+ * @param {any} v1
+ */
+function convertWellKnownTypes(v1) {
+  Object.assign(protobuf.wrappers, WRAPPERS);
+  try {
+    const register = v1.Registry.service.RegisterAgent;
+    const card = { capabilities: [{ inputSchema: { list: [1, 'a', null, true, { nested: {} }] } }] };
+    const schema = register.requestDeserialize(register.requestSerialize({ card })).card.capabilities[0].inputSchema;
+    const session = v1.Agent.service.Session;
+    const deadline = new Date(1_000);
+    const back = session.requestDeserialize(session.requestSerialize({ assignment: { deadline } }));
+    if (schema.list[4].nested === undefined || back.assignment.deadline.getTime() !== 1_000) {
+      throw new Error('the JSON converters of google.protobuf types did not take');
+    }
+  } finally {
+    for (const name of Object.keys(WRAPPERS)) delete protobuf.wrappers[name];
+  }
+}
+
+/**
  * The agentmesh.v1 package as gRPC service constructors and message types (loaded once).
  * @returns {{ v1: any }}
  */
@@ -165,7 +192,9 @@ export function agentmeshProtos() {
       ['agentmesh/v1/agent.proto', 'agentmesh/v1/orchestrator.proto'],
       { ...LOADER_OPTIONS, includeDirs: [dir] },
     );
-    loaded = { v1: /** @type {any} */ (grpc.loadPackageDefinition(definition)).agentmesh.v1 };
+    const v1 = /** @type {any} */ (grpc.loadPackageDefinition(definition)).agentmesh.v1;
+    convertWellKnownTypes(v1);
+    loaded = { v1 };
   }
   return loaded;
 }
