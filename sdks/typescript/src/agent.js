@@ -147,7 +147,8 @@ export class Agent {
     this.log = o.log;
     const files = certFiles(o.certsDir, 'agent', this.name);
     const trustDomain = o.trustDomain || trustDomainOf(files.ca);
-    this.certificates = new RotatingCertificates(files, o.certificateRefreshSeconds * 1000);
+    const certificates = new RotatingCertificates(files, o.certificateRefreshSeconds * 1000);
+    this.certificates = certificates;
     this.executor = new Executor(this, { cacheSize: o.resultCacheSize, log: o.log });
     const { v1 } = agentmeshProtos();
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
@@ -173,7 +174,7 @@ export class Agent {
       Describe: (/** @type {any} */ _call, /** @type {Function} */ callback) => callback(null, this.card()),
     });
     const port = await new Promise((ok, fail) =>
-      server.bindAsync(o.listen, serverCredentials(this.certificates), (err, bound) =>
+      server.bindAsync(o.listen, serverCredentials(certificates), (err, bound) =>
         err ? fail(err) : ok(bound),
       ),
     );
@@ -181,8 +182,8 @@ export class Agent {
     const host = o.listen.slice(0, o.listen.lastIndexOf(':'));
     this.endpoint = o.advertise || `${host}:${port}`;
     this.registrations = o.orchestrators.map(
-      (address) =>
-        new Registration(address, this, /** @type {RotatingCertificates} */ (this.certificates), {
+      (/** @type {string} */ address) =>
+        new Registration(address, this, certificates, {
           sessionWaitSeconds: o.sessionWaitSeconds,
           registerRetrySeconds: o.registerRetrySeconds,
           log: o.log,

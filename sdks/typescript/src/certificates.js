@@ -11,7 +11,7 @@ export const REFRESH_MS = 5_000;
 /**
  * The CA, certificate and key of one workload, re-read every {@link REFRESH_MS}; listeners
  * hear the new files when any of them changed (a rotation writes all three atomically).
- * @implements {import('@grpc/grpc-js').experimental.CertificateProvider}
+ * A grpc-js experimental.CertificateProvider.
  */
 export class RotatingCertificates {
   /**

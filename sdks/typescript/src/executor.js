@@ -19,9 +19,8 @@ export class StepFailed extends Error {
   }
 }
 
-/**
- * @typedef {{output: Record<string, unknown>, followUps: object[]} | {code: string, message: string, retryable: boolean}} Outcome
- */
+/** @typedef {{code: string, message: string, retryable: boolean}} Failure */
+/** @typedef {{output: Record<string, unknown>, followUps: object[]} | Failure} Outcome */
 
 /**
  * @typedef {object} Context  What a handler knows about its assignment.
@@ -40,7 +39,7 @@ export class StepFailed extends Error {
 /** Outcomes not remembered: the same attempt sent again runs again instead (as in Python). */
 const INTERRUPTIONS = new Set(['cancelled', 'draining']);
 
-/** @param {string} code @param {string} message @param {boolean} retryable @returns {Outcome} */
+/** @param {string} code @param {string} message @param {boolean} retryable @returns {Failure} */
 function failed(code, message, retryable) {
   return { code, message, retryable };
 }
@@ -82,7 +81,7 @@ class OutcomeCache {
  * @property {any} assignment
  * @property {Map<string, Replies>} listeners  assignment id → where to report it
  * @property {AbortController} controller
- * @property {Outcome | null} interruption  set when the executor itself stops the run
+ * @property {Failure | null} interruption  set when the executor itself stops the run
  * @property {object[]} followUps
  */
 
@@ -223,7 +222,7 @@ export class Executor {
     });
   }
 
-  /** @param {Run} run @param {{code: string, message: string, retryable: boolean}} why */
+  /** @param {Run} run @param {Failure} why */
   #interrupt(run, why) {
     run.interruption = why;
     // The signal's reason is a StepFailed: `ctx.signal.throwIfAborted()` reports it as is.

@@ -45,7 +45,8 @@ function valueMessage(json, valueType) {
     return valueType.create({ listValue: listMessage(json, root.lookupType('google.protobuf.ListValue')) });
   }
   if (typeof json === 'object') {
-    return valueType.create({ structValue: structMessage(json, root.lookupType('google.protobuf.Struct')) });
+    const object = /** @type {Record<string, unknown>} */ (json);
+    return valueType.create({ structValue: structMessage(object, root.lookupType('google.protobuf.Struct')) });
   }
   throw new TypeError(`${typeof json} is not JSON`);
 }

@@ -16,7 +16,7 @@ import { RotatingCertificates } from './certificates.js';
 /**
  * The files of one workload's identity.
  * @param {string} certsDir
- * @param {'agent' | 'client' | 'orchestrator'} kind
+ * @param {'agent' | 'client' | 'admin' | 'orchestrator'} kind
  * @param {string} name
  */
 export function certFiles(certsDir, kind, name) {
