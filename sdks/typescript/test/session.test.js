@@ -53,6 +53,11 @@ describe("the agent's end of the Session", () => {
       if (input.wait) await gate;
       return { runs };
     });
+    agent.capability({ name: 'test.hang', input: {}, output: {} }, async (_input, ctx) => {
+      await new Promise((done) => ctx.signal.addEventListener('abort', done, { once: true }));
+      ctx.signal.throwIfAborted();
+      return {};
+    });
     // No orchestrator to register with: the test plays the orchestrator's part itself.
     await agent.start({ orchestrators: [], certsDir: mesh.certs, handleSignals: false, log: memoryLog() });
   });
@@ -114,6 +119,40 @@ describe("the agent's end of the Session", () => {
     }
   });
 
+  test('a run past its deadline fails as a retryable timeout', async () => {
+    const session = openSession(mesh.certs, agent.endpoint);
+    try {
+      const deadline = new Date(Date.now() + 300);
+      session.call.write({ assignment: { assignmentId: 'd1', idempotencyKey: 'd/1/1', capability: 'test.hang', input: {}, deadline } });
+      const [failure] = await eventually(() => session.of('failure').length && session.of('failure'));
+      assert.equal(failure.assignmentId, 'd1');
+      assert.equal(failure.code, 'timeout');
+      assert.equal(failure.retryable, true);
+    } finally {
+      session.close();
+    }
+  });
+
+  test('beyond max_concurrency an assignment is refused as busy; Cancel stops a run with its reason', async () => {
+    const session = openSession(mesh.certs, agent.endpoint);
+    try {
+      session.call.write({ assignment: { assignmentId: 'c1', idempotencyKey: 'c/1/1', capability: 'test.hang', input: {} } });
+      await eventually(() => session.of('accepted').length === 1, { what: 'c1 accepted' });
+      session.call.write({ assignment: { assignmentId: 'c2', idempotencyKey: 'c/2/1', capability: 'test.hang', input: {} } });
+      const [busy] = await eventually(() => session.of('failure').length && session.of('failure'));
+      assert.deepEqual([busy.assignmentId, busy.code, busy.retryable], ['c2', 'busy', true]);
+      session.call.write({ cancel: { assignmentId: 'c1', reason: 'the user changed her mind' } });
+      await eventually(() => session.of('failure').length === 2, { what: 'c1 ended' });
+      const cancelled = session.of('failure')[1];
+      assert.deepEqual(
+        [cancelled.assignmentId, cancelled.code, cancelled.message, cancelled.retryable],
+        ['c1', 'cancelled', 'the user changed her mind', false],
+      );
+    } finally {
+      session.close();
+    }
+  });
+
   test('only orchestrators of the mesh may open a Session', async () => {
     const session = openSession(mesh.certs, agent.endpoint, 'agent', 'intruder');
     try {
@@ -136,7 +175,10 @@ describe("the agent's end of the Session", () => {
       assert.equal(card.name, 'node-s');
       assert.equal(card.maxConcurrency, 1);
       assert.equal(card.endpoint, agent.endpoint);
-      assert.deepEqual(card.capabilities.map((c) => [c.name, c.version]), [['test.count', '1.0.0']]);
+      assert.deepEqual(card.capabilities.map((c) => [c.name, c.version]), [
+        ['test.count', '1.0.0'],
+        ['test.hang', '1.0.0'],
+      ]);
     } finally {
       stub.close();
       certificates.close();
