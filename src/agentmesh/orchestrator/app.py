@@ -152,7 +152,13 @@ class Orchestrator:
             OrchestratorServicer(tasks, max_message_bytes=settings.max_message_bytes), server
         )
         orchestrator_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryServicer(registry, settings.ping_interval_seconds, guard), server
+            RegistryServicer(
+                registry,
+                settings.ping_interval_seconds,
+                guard,
+                agent_timeout=settings.agent_timeout_seconds,
+            ),
+            server,
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

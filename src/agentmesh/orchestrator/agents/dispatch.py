@@ -273,10 +273,8 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with asyncio.timeout(seconds):
-                outcome = await link.run(assignment, limiter.report)
-        except TimeoutError:
-            outcome = Outcome(code=FailureCode.TIMEOUT, message=f"no result within {seconds:g}s")
+            # The link times the attempt out itself: it tells the agent why (Cancel.reason).
+            outcome = await link.run(assignment, limiter.report, seconds=seconds)
         finally:
             limiter.close()  # the latest report held back goes out before the outcome
         return outcome, loop.time() - started

@@ -130,9 +130,12 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         ping_interval: float,
         guard: Guard,
         limits: PlanLimits | None = None,
+        *,
+        agent_timeout: float = 3.0,
     ) -> None:
         self._registry = registry
         self._ping_interval = ping_interval
+        self._agent_timeout = agent_timeout
         self._guard = guard
         self._limits = limits or PlanLimits()
 
@@ -156,7 +159,9 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         )
         await self._guard.registered(peer)
         return pb.RegisterAgentResponse(
-            identity=identity.uri, ping_interval_seconds=self._ping_interval
+            identity=identity.uri,
+            ping_interval_seconds=self._ping_interval,
+            agent_timeout_seconds=self._agent_timeout,
         )
 
     async def DeregisterAgent(

@@ -208,8 +208,12 @@ def check_card(card: common_pb2.AgentCard, limits: PlanLimits) -> None:
             f"{len(capabilities)} capabilities exceed the limit of {MAX_CAPABILITIES}",
             field="card.capabilities",
         )
-    if card.max_concurrency > MAX_CONCURRENCY:
-        raise ValidationError(f"must be at most {MAX_CONCURRENCY}", field="card.max_concurrency")
+    if not 0 < card.max_concurrency <= MAX_CONCURRENCY:
+        # 0 is also what an unset field reads as: no silent default, the agent says its limit.
+        raise ValidationError(
+            f"must be from 1 to {MAX_CONCURRENCY} (how many assignments the agent runs at once)",
+            field="card.max_concurrency",
+        )
     _token(card.version, MAX_VERSION, "card.version")
     check_labels(card.labels, "card.labels")
     seen: set[str] = set()
@@ -252,8 +256,9 @@ def check_schemas(card: AgentCard) -> None:
     for i, capability in enumerate(card.capabilities):
         for name in ("input_schema", "output_schema"):
             schema = getattr(capability, name)
-            if schema and schemas.validator(schema) is None:
+            problem = schemas.schema_problem(schema) if schema else None
+            if problem:
                 raise ValidationError(
-                    "not a valid JSON Schema (draft 2020-12)",
+                    f"not a valid JSON Schema (draft 2020-12): {problem}",
                     field=f"card.capabilities[{i}].{name}",
                 )

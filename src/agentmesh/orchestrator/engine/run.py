@@ -346,7 +346,7 @@ class TaskRun:
             for sibling in self._fanouts[parent]:
                 if sibling in self._running:
                     stopped = self._running.pop(sibling)
-                    stopped.cancel()
+                    stopped.cancel("fan-out stopped")
                     self._stopping.add(stopped)
                     self._journal.step_state(
                         self.task.steps[sibling], StepState.CANCELLED, "fan-out stopped"
@@ -392,8 +392,11 @@ class TaskRun:
         elif self._plan_rest is not None:
             await self._plan_rest.aclose()
         tasks = {*self._running.values(), *self._stopping}
+        # The message reaches the agent as Cancel.reason (see AgentLink.run): the client's
+        # own reason when a client cancelled the task.
+        reason = self._cancel_reason or "task stopped"
         for task in tasks:
-            task.cancel()
+            task.cancel(reason)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for step_id in self._running:

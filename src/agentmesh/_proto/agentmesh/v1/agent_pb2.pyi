@@ -193,12 +193,19 @@ Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
 @_typing.final
 class Cancel(_message.Message):
+    """Stop an assignment. No reply is needed: the orchestrator has stopped waiting
+    for this assignment, and any reply about it is ignored.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     reason: _builtins.str
+    """Why: the reason a client gave CancelTask, "task stopped" when another step
+    failed, "fan-out stopped", or "timeout: ..." when the step's timeout passed.
+    """
     def __init__(
         self,
         *,
@@ -260,7 +267,10 @@ class Progress(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     fraction: _builtins.float
-    """0.0 .. 1.0, or negative when unknown."""
+    """0.0 .. 1.0, or negative when unknown. A report with a fraction above 1.0,
+    NaN or an infinity is dropped (never shown to watchers) and logged by the
+    orchestrator as agent.invalid_progress.
+    """
     message: _builtins.str
     def __init__(
         self,

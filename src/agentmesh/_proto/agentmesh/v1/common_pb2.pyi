@@ -105,7 +105,9 @@ class AgentCard(_message.Message):
     endpoint: _builtins.str
     """host:port where the agent's Agent service listens (mTLS)."""
     max_concurrency: _builtins.int
-    """Most assignments the agent runs at once."""
+    """Most assignments the agent runs at once: from 1 to 10000 (0, the unset
+    value, is refused with INVALID_ARGUMENT).
+    """
     version: _builtins.str
     """The agent implementation's version."""
     @_builtins.property

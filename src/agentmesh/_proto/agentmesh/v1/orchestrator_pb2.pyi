@@ -811,19 +811,27 @@ class RegisterAgentResponse(_message.Message):
 
     IDENTITY_FIELD_NUMBER: _builtins.int
     PING_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    AGENT_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     identity: _builtins.str
     """The identity the orchestrator read from the agent's certificate."""
     ping_interval_seconds: _builtins.float
     """How often the orchestrator will ping the agent's Session."""
+    agent_timeout_seconds: _builtins.float
+    """An agent from which nothing (a Pong or any other message) arrives on its
+    Session for this long is dropped and its running work fails over as
+    agent_lost. Pings are checked once per ping interval, so the drop comes
+    between this and this plus ping_interval_seconds after the last message.
+    """
     def __init__(
         self,
         *,
         identity: _builtins.str = ...,
         ping_interval_seconds: _builtins.float = ...,
+        agent_timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "ping_interval_seconds", b"ping_interval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_timeout_seconds", b"agent_timeout_seconds", "identity", b"identity", "ping_interval_seconds", b"ping_interval_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
