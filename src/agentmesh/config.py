@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     #: tasks are taken over by another after at most this long.
     lease_seconds: float = Field(default=10.0, gt=0)
 
+    #: Pools file (YAML, or JSON when it ends in .json): limits on the shared resources
+    #: capabilities declare they use (concurrent uses, requests per second), held across
+    #: every agent and replica, in Redis when configured, else in the database; empty for
+    #: none. Read at start: a bad file stops the orchestrator, naming the field.
+    pools_file: str = ""
+
     #: How often the orchestrator pings each agent's Session.
     ping_interval_seconds: float = Field(default=1.0, gt=0)
     #: An agent that answers no ping for this long is dropped and its work failed over.
