@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     database_schema: str = ""
     #: Redis URL; empty to run on the in-memory cache alone.
     redis_url: str = ""
+    #: Prefix of every Redis key and channel: replicas of one mesh share it, another mesh
+    #: on the same Redis takes its own.
+    redis_namespace: str = Field(default="agentmesh", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     #: How long cached agent cards live in Redis (renewed while the agent is connected).
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
 

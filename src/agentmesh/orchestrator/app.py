@@ -105,7 +105,11 @@ class Orchestrator:
             Store(settings.database_url, schema=settings.database_schema)
         )
         cache = await self._stack.enter_async_context(
-            Cache(settings.redis_url or None, default_ttl=settings.cache_ttl_seconds)
+            Cache(
+                settings.redis_url or None,
+                namespace=settings.redis_namespace,
+                default_ttl=settings.cache_ttl_seconds,
+            )
         )
         bus = await self._stack.enter_async_context(
             EventBus(store, cache, snapshot_seconds=settings.cache_ttl_seconds)
