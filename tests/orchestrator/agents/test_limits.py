@@ -85,9 +85,7 @@ async def test_no_more_than_the_limit_hold_a_key_at_once_across_two_replicas(
         assert isinstance(answer, Grant)
 
 
-async def test_an_acquisition_takes_all_of_its_claims_or_none(
-    backend: str, tmp_path: Path
-) -> None:
+async def test_an_acquisition_takes_all_of_its_claims_or_none(backend: str, tmp_path: Path) -> None:
     full, free = Claim("agent:one", 1, 30.0), Claim("pool:p:uses", 5, 30.0)
     async with _pair(backend, tmp_path) as (a, b):
         assert isinstance(await a.acquire([full]), Grant)
@@ -125,9 +123,7 @@ async def test_a_rate_admits_its_limit_per_window(backend: str, tmp_path: Path) 
         assert 0 < third.retry_after <= 30.0
 
 
-async def test_an_agents_concurrency_is_held_only_in_redis(
-    backend: str, tmp_path: Path
-) -> None:
+async def test_an_agents_concurrency_is_held_only_in_redis(backend: str, tmp_path: Path) -> None:
     # Without Redis each replica counts its agents' slots itself: no SQL per step.
     agent = Claim("agent:one", 1, 30.0, redis_only=True)
     async with _pair(backend, tmp_path) as (a, b):
