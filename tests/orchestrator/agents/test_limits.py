@@ -19,6 +19,8 @@ from agentmesh.orchestrator.agents.limits import Grant, Limits
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.store import Claim, Refusal, Store
 from tests.conftest import POSTGRES_URL, REDIS_URL, _postgres_schema
+from tests.support.network import free_port
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
 Pair = tuple[Limits, Limits]
@@ -134,3 +136,34 @@ async def test_an_agents_concurrency_is_held_only_in_redis(backend: str, tmp_pat
         else:
             assert isinstance(second, Grant)
             assert second.backend == "none"
+
+
+@pytest.mark.slow  # a redis-server process of its own
+async def test_while_redis_is_away_pools_are_held_in_the_database(tmp_path: Path) -> None:
+    server = RedisServer(free_port())
+    await server.start()
+    pool = Claim("pool:p:uses", 1, 30.0)
+    agent = Claim("agent:one", 1, 30.0, redis_only=True)
+    try:
+        async with (
+            Store(f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}") as store,
+            Cache(server.url, namespace="test-limits", op_timeout=0.3) as cache,
+            Limits(store, cache, hold_seconds=30.0) as limits,
+        ):
+            in_redis = await limits.acquire([pool, agent])
+            assert isinstance(in_redis, Grant)
+            assert in_redis.backend == "redis"
+            await server.kill()
+            # Redis fails under the call: the database holds the pool, the agent is let go.
+            in_sql = await limits.acquire([pool, agent])
+            assert isinstance(in_sql, Grant)
+            assert in_sql.backend == "sql"
+            assert in_sql.claims == (pool,)
+            assert await limits.counts([pool.key]) == {pool.key: 1}
+            assert isinstance(await limits.acquire([pool]), Refusal)
+            # The Redis holds cannot be given back now; they run out there on their own.
+            limits.release(in_redis)
+            limits.release(in_sql)
+            await eventually(lambda: limits.acquire([pool]), lambda x: isinstance(x, Grant))
+    finally:
+        await server.kill()
