@@ -99,10 +99,15 @@ class Registry:
                 for link in list(self._links.values()):
                     await self._cache_card(link)
 
+    def _card_key(self, name: str) -> str:
+        # One entry per replica an agent is connected to: one replica losing the agent
+        # leaves the others' entries (and so the mesh's listing) alone.
+        return f"agents:{name}@{self._settings.replica}"
+
     async def _cache_card(self, link: AgentLink) -> None:
         registered = self._registered_at.get(link.name) or datetime.now(UTC)
         await self._cache.set(
-            f"agents:{link.name}",
+            self._card_key(link.name),
             {
                 "card": link.card.model_dump(mode="json"),
                 "identity": link.identity,
@@ -206,7 +211,7 @@ class Registry:
                 refused = exc
         if refused is not None or not link.alive:  # it never becomes visible
             await self._store.delete_agent(card.name)
-            await self._cache.delete(f"agents:{card.name}")
+            await self._cache.delete(self._card_key(card.name))
             if refused is not None:
                 await link.close("registration refused")
                 raise refused
@@ -261,7 +266,7 @@ class Registry:
         metrics.AGENTS.set(len(self._links))
         log.warning("agent.removed", agent=link.name, reason=reason)
         await self._store.delete_agent(link.name)
-        await self._cache.delete(f"agents:{link.name}")
+        await self._cache.delete(self._card_key(link.name))
 
     # -- lookup -----------------------------------------------------------------------------
 

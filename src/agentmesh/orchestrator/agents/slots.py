@@ -117,10 +117,10 @@ class Slots:
 
         while True:
             link, probe = await self._local(requirement, priority, tell)
-            if self._limits is None:
-                grant = None
-                break
             claims = self._claims(link, requirement.capability)
+            if self._limits is None or not claims:
+                grant = None  # nothing shared to hold: no call at all on the step's way
+                break
             freed = self._limits.freed()
             try:
                 answer = await self._limits.acquire(claims)
@@ -168,16 +168,19 @@ class Slots:
 
     def _claims(self, link: AgentLink, capability: str) -> list[Claim]:
         """The shared holds a run of ``capability`` on ``link`` needs."""
-        assert self._limits is not None
+        if self._limits is None:
+            return []
         card = link.card
-        claims = [
-            Claim(
-                f"agent:{card.name}",
-                card.max_concurrency,
-                self._limits.hold_seconds,
-                redis_only=True,
+        claims = []
+        if self._limits.shared_agents:
+            claims.append(
+                Claim(
+                    f"agent:{card.name}",
+                    card.max_concurrency,
+                    self._limits.hold_seconds,
+                    redis_only=True,
+                )
             )
-        ]
         declared = card.capability(capability)
         if declared is not None and declared.resources:
             claims += self._pools.claims(declared.resources)
