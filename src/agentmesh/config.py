@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     database_schema: str = ""
     #: Redis URL; empty to run on the in-memory cache alone.
     redis_url: str = ""
+    #: Prefix of every Redis key and channel: replicas of one mesh share it, another mesh
+    #: on the same Redis takes its own.
+    redis_namespace: str = Field(default="agentmesh", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     #: How long cached agent cards live in Redis (renewed while the agent is connected).
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
 
@@ -72,6 +75,12 @@ class Settings(BaseSettings):
     #: How long a replica's claim on a task lasts without renewal; a killed replica's
     #: tasks are taken over by another after at most this long.
     lease_seconds: float = Field(default=10.0, gt=0)
+
+    #: Pools file (YAML, or JSON when it ends in .json): limits on the shared resources
+    #: capabilities declare they use (concurrent uses, requests per second), held across
+    #: every agent and replica, in Redis when configured, else in the database; empty for
+    #: none. Read at start: a bad file stops the orchestrator, naming the field.
+    pools_file: str = ""
 
     #: How often the orchestrator pings each agent's Session.
     ping_interval_seconds: float = Field(default=1.0, gt=0)

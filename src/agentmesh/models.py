@@ -76,6 +76,17 @@ CAPABILITY_NAME: Final = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*")
 MAX_CAPABILITY_NAME: Final = 128
 
 
+#: What a shared resource may be called, e.g. ``llm:openai/gpt-4o``.
+RESOURCE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+#: The longest resource name an orchestrator accepts.
+MAX_RESOURCE_NAME: Final = 128
+
+
+def is_resource_name(name: str) -> bool:
+    """True when all of ``name`` fits :data:`RESOURCE_NAME`, in :data:`MAX_RESOURCE_NAME`."""
+    return len(name) <= MAX_RESOURCE_NAME and RESOURCE_NAME.fullmatch(name) is not None
+
+
 def is_capability_name(name: str) -> bool:
     """True when all of ``name`` fits :data:`CAPABILITY_NAME`, in :data:`MAX_CAPABILITY_NAME`."""
     return len(name) <= MAX_CAPABILITY_NAME and CAPABILITY_NAME.fullmatch(name) is not None
@@ -90,6 +101,8 @@ class Capability(_Frozen):
     input_schema: dict[str, JSON] = Field(default_factory=dict)
     output_schema: dict[str, JSON] = Field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    #: Shared resources each run uses (pools an operator limits across the mesh).
+    resources: tuple[str, ...] = ()
 
 
 class AgentCard(_Frozen):
@@ -186,6 +199,8 @@ class StepRecord(BaseModel):
     #: The agent's result; for a fan-out step, the list of every run's output.
     output: JSON = None
     error: str = ""
+    #: While waiting: what for (no agent with room, a pool at its limit); not stored.
+    waiting_for: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

@@ -199,6 +199,14 @@ class FaultyAgent(Agent):
         _journal(data.journal, "end", data.entry, ctx)
         return Recorded(entry=data.entry)
 
+    @capability(
+        "test.pooled",
+        description="test.work that uses the shared resource llm:test/model (pools limit it).",
+        resources=("llm:test/model",),
+    )
+    async def pooled(self, data: Work, ctx: AssignmentContext) -> Recorded:
+        return await self.work(data, ctx)
+
     @capability("test.record", description="Append an entry to a file (undone by test.undo).")
     async def record(self, data: Record, ctx: AssignmentContext) -> Recorded:
         if data.fail:

@@ -35,6 +35,19 @@ CIRCUIT_OPEN = Gauge(
     "agentmesh_circuit_open", "1 while an agent's circuit is open.", ["agent"], registry=REGISTRY
 )
 
+POOL_IN_USE = Gauge(
+    "agentmesh_pool_in_use",
+    "Runs of this replica holding a use of the pool.",
+    ["pool"],
+    registry=REGISTRY,
+)
+POOL_WAITS = Counter(
+    "agentmesh_pool_waits_total",
+    "Times a step found the pool at its limit and waited.",
+    ["pool"],
+    registry=REGISTRY,
+)
+
 
 @contextlib.contextmanager
 def serving_metrics(listen: str) -> Iterator[int]:

@@ -35,6 +35,7 @@ def card_to_proto(card: AgentCard) -> common_pb2.AgentCard:
                 input_schema=to_struct(c.input_schema),
                 output_schema=to_struct(c.output_schema),
                 tags=list(c.tags),
+                resources=list(c.resources),
             )
             for c in card.capabilities
         ],
@@ -58,6 +59,7 @@ def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
                     input_schema=from_struct(c.input_schema),
                     output_schema=from_struct(c.output_schema),
                     tags=tuple(c.tags),
+                    resources=tuple(c.resources),
                 )
                 for c in card.capabilities
             ),

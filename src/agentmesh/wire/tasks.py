@@ -198,6 +198,7 @@ def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
             agent=step.agent,
             attempts=step.attempts,
             error=step.error,
+            waiting_for=step.waiting_for,
         )
         step_to_proto(step.spec, item.spec)
         if step.output is not None and not omit_outputs:
@@ -226,6 +227,7 @@ def task_from_proto(message: pb.Task) -> TaskRecord:
             attempts=step.attempts,
             output=_value(step, "output"),
             error=step.error,
+            waiting_for=step.waiting_for,
             started_at=_time(step, "started_at"),
             finished_at=_time(step, "finished_at"),
         )

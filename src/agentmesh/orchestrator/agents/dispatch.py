@@ -151,9 +151,9 @@ class Dispatcher:
             payload=job.payload,
         )
 
-        def waiting() -> None:
+        def waiting(reason: str) -> None:
             if observer is not None:
-                observer.waiting(number, f"no agent with {job.capability!r} has room")
+                observer.waiting(number, reason)
 
         async with contextlib.AsyncExitStack() as stack:
             async with asyncio.timeout_at(job.deadline):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,6 +25,7 @@ from agentmesh.models import AgentCard, AgentStatus
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
 from agentmesh.orchestrator.agents.claims import MayRedefine, check_claims
+from agentmesh.orchestrator.agents.limits import Limits
 from agentmesh.orchestrator.agents.link import AgentLink
 from agentmesh.orchestrator.agents.matching import (
     AgentStats,
@@ -32,6 +34,7 @@ from agentmesh.orchestrator.agents.matching import (
     rejection,
 )
 from agentmesh.orchestrator.agents.offers import Offer, Offers
+from agentmesh.orchestrator.agents.pools import Pools
 from agentmesh.orchestrator.agents.slots import Slots
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.store import Store
@@ -51,9 +54,13 @@ class Registry:
         credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials],
         *,
         identify: Callable[[str], Awaitable[Identity]] | None = None,
+        limits: Limits | None = None,
+        pools: Pools | None = None,
     ) -> None:
         """``identify`` tells who serves an endpoint (see :mod:`agentmesh.security.peer_check`);
-        with it, an agent may register only an endpoint that serves its own certificate."""
+        with it, an agent may register only an endpoint that serves its own certificate.
+        ``limits`` holds agents' concurrency and ``pools`` across replicas (see
+        :mod:`agentmesh.orchestrator.agents.limits`)."""
         self._identify = identify
         self._store = store
         self._cache = cache
@@ -70,7 +77,8 @@ class Registry:
         #: The ticker and the drops of lost agents.
         self._tasks = TaskSet()
         self._ticker: asyncio.Task[None] | None = None
-        self._slots = Slots(self._links, self._stats, self._circuits)
+        self._limits = limits
+        self._slots = Slots(self._links, self._stats, self._circuits, limits, pools)
 
     async def __aenter__(self) -> Registry:
         for card, _, _ in await self._store.agents():
@@ -91,10 +99,21 @@ class Registry:
                 for link in list(self._links.values()):
                     await self._cache_card(link)
 
+    def _card_key(self, name: str) -> str:
+        # One entry per replica an agent is connected to: one replica losing the agent
+        # leaves the others' entries (and so the mesh's listing) alone.
+        return f"agents:{name}@{self._settings.replica}"
+
     async def _cache_card(self, link: AgentLink) -> None:
+        registered = self._registered_at.get(link.name) or datetime.now(UTC)
         await self._cache.set(
-            f"agents:{link.name}",
-            {"card": link.card.model_dump(mode="json"), "identity": link.identity},
+            self._card_key(link.name),
+            {
+                "card": link.card.model_dump(mode="json"),
+                "identity": link.identity,
+                "registered_at": registered.isoformat(),
+                "draining": link.draining,
+            },
         )
 
     async def __aexit__(self, *_: object) -> None:
@@ -192,7 +211,7 @@ class Registry:
                 refused = exc
         if refused is not None or not link.alive:  # it never becomes visible
             await self._store.delete_agent(card.name)
-            await self._cache.delete(f"agents:{card.name}")
+            await self._cache.delete(self._card_key(card.name))
             if refused is not None:
                 await link.close("registration refused")
                 raise refused
@@ -247,7 +266,7 @@ class Registry:
         metrics.AGENTS.set(len(self._links))
         log.warning("agent.removed", agent=link.name, reason=reason)
         await self._store.delete_agent(link.name)
-        await self._cache.delete(f"agents:{link.name}")
+        await self._cache.delete(self._card_key(link.name))
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -276,6 +295,30 @@ class Registry:
                 )
             )
         return result
+
+    async def mesh_statuses(self, capability: str = "") -> list[AgentStatus]:
+        """Every live agent of the mesh: this replica's, and with Redis those connected to
+        other replicas (from the cards they keep cached), each with its mesh-wide load."""
+        local = self.statuses(capability)
+        if not self._cache.available:
+            return local
+        found = {s.card.name: s for s in local}
+        cached = await self._cache.get_many(await self._cache.keys("agents:"))
+        now = datetime.now(UTC)
+        for value in cached.values():
+            remote = _cached_status(value, now)
+            if remote is None or remote.card.name in found:
+                continue
+            if capability and remote.card.capability(capability) is None:
+                continue
+            found[remote.card.name] = remote
+        if self._limits is not None and self._limits.shared_agents:
+            loads = await self._limits.counts([f"agent:{name}" for name in found])
+            for name, status in found.items():
+                shared = loads.get(f"agent:{name}", 0)
+                if shared > status.active:
+                    found[name] = dataclasses.replace(status, active=shared)
+        return [found[name] for name in sorted(found)]
 
     def capabilities(self) -> Offers:
         """What each connected agent offers, with its own schemas (for plan validation).
@@ -328,10 +371,33 @@ class Registry:
         self,
         requirement: Requirement,
         priority: int = 0,
-        on_wait: Callable[[], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> AbstractAsyncContextManager[AgentLink]:
         """Wait for, then hold, one assignment slot on the best matching agent.
 
         See :meth:`Slots.slot <agentmesh.orchestrator.agents.slots.Slots.slot>`.
         """
         return self._slots.slot(requirement, priority, on_wait)
+
+
+def _cached_status(value: object, now: datetime) -> AgentStatus | None:
+    """The status of an agent another replica keeps cached, or None for a malformed entry."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        card = AgentCard.model_validate(value["card"])
+        registered = datetime.fromisoformat(str(value["registered_at"]))
+        identity = str(value["identity"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return AgentStatus(
+        card=card,
+        identity=identity,
+        connected=True,
+        draining=bool(value.get("draining", False)),
+        active=0,
+        circuit="closed",
+        registered_at=registered,
+        # Renewed every third of the cache TTL while connected: seen within that.
+        last_seen=now,
+    )

@@ -111,7 +111,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: Context
     ) -> pb.ListAgentsResponse:
-        statuses = self._tasks.agents(current_caller(), request)
+        statuses = await self._tasks.agents(current_caller(), request)
         return pb.ListAgentsResponse(agents=[convert.status_to_proto(s) for s in statuses])
 
     async def ListWorkflows(

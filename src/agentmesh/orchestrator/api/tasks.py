@@ -56,7 +56,11 @@ class TaskService:
         (a task of someone else's is concealed as not found)."""
         validation.check_task_id(task_id)
         access = self.guard.task_access(caller, action)
-        task = self._engine.live(task_id) or await self._store.get_task(task_id)
+        task = (
+            self._engine.live(task_id)
+            or await self._bus.snapshot(task_id)
+            or await self._store.get_task(task_id)
+        )
         if task is None:
             raise NotFound(f"no task {task_id!r}", field="task_id")
         access.check(task_id, task.owner)
@@ -158,8 +162,9 @@ class TaskService:
                 capabilities.setdefault(capability.name, capability)
         return workflows, sorted(capabilities.values(), key=lambda c: c.name)
 
-    def agents(self, caller: Identity, request: pb.ListAgentsRequest) -> list[AgentStatus]:
-        """The registered agents (offering ``capability``, when given)."""
+    async def agents(self, caller: Identity, request: pb.ListAgentsRequest) -> list[AgentStatus]:
+        """The agents of the mesh (offering ``capability``, when given): with Redis, those
+        connected to other replicas too, with their mesh-wide load."""
         self.guard.require(caller, Action.LIST_AGENTS)
         validation.check_list_agents(request)
-        return list(self._registry.statuses(request.capability))
+        return await self._registry.mesh_statuses(request.capability)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from agentmesh import schemas
@@ -23,7 +23,13 @@ from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError, field_path
 from agentmesh.limits import ByteBudget, PlanLimits, check_struct
-from agentmesh.models import MAX_CAPABILITY_NAME, AgentCard, is_capability_name
+from agentmesh.models import (
+    MAX_CAPABILITY_NAME,
+    MAX_RESOURCE_NAME,
+    AgentCard,
+    is_capability_name,
+    is_resource_name,
+)
 from agentmesh.security.identity import check_name
 
 TASK_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -238,8 +244,24 @@ def check_card(card: common_pb2.AgentCard, limits: PlanLimits) -> None:
             )
         for k, tag in enumerate(capability.tags):
             _token(tag, MAX_TAG, f"{where}.tags[{k}]")
+        _check_resources(capability.resources, f"{where}.resources")
         check_struct(capability.input_schema, f"{where}.input_schema", limits, budget)
         check_struct(capability.output_schema, f"{where}.output_schema", limits, budget)
+
+
+def _check_resources(resources: Sequence[str], where: str) -> None:
+    if len(resources) > MAX_TAGS:
+        raise ValidationError(
+            f"{len(resources)} resources exceed the limit of {MAX_TAGS}", field=where
+        )
+    for k, resource in enumerate(resources):
+        if not is_resource_name(resource):
+            raise ValidationError(
+                f"{resource[:MAX_RESOURCE_NAME]!r} is not a resource name: letters, digits and"
+                f" ._:/@+- (not first), at most {MAX_RESOURCE_NAME} characters,"
+                " e.g. 'llm:openai/gpt-4o'",
+                field=f"{where}[{k}]",
+            )
 
 
 def check_deregister(request: pb.DeregisterAgentRequest) -> None:

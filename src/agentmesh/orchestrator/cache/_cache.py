@@ -9,16 +9,18 @@ import json
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
 
 from agentmesh._tasks import TaskSet
+from agentmesh.errors import Unavailable
 from agentmesh.models import JSON
 from agentmesh.orchestrator.cache._fanout import LocalFanout, Subscription
 from agentmesh.orchestrator.cache._link import RedisCallFailed, RedisLink
@@ -96,6 +98,8 @@ class Cache:
         self._entered = False
         self._link: RedisLink | None = None
         self._remote: RemoteChannels | None = None
+        #: Lua scripts registered with Redis, by source (their SHA is cached by redis-py).
+        self._scripts: dict[str, AsyncScript] = {}
         #: The supervisor (see :meth:`_supervise`); a crash of it is logged with its name.
         self._tasks = TaskSet()
 
@@ -152,6 +156,32 @@ class Cache:
     def available(self) -> bool:
         """True while Redis is reachable and up to date with this process's writes."""
         return self._usable() is not None
+
+    @property
+    def shared(self) -> bool:
+        """True when a Redis URL is configured (replicas share this cache through it)."""
+        return self._url is not None
+
+    # -- scripts -----------------------------------------------------------------------------
+
+    async def script(self, source: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run the Lua ``source`` atomically in Redis on ``keys`` (namespaced here).
+
+        Unlike every other call, a script has no in-memory stand-in: raises
+        :class:`~agentmesh.errors.Unavailable` while Redis cannot run it, and the caller
+        decides what holds instead.
+        """
+        link = self._usable()
+        if link is None:
+            raise Unavailable("Redis is not available")
+        names = [self._key(k) for k in keys]
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = link.client.register_script(source)
+        try:
+            return await link.call(lambda r: script(keys=names, args=list(args), client=r))
+        except RedisCallFailed as exc:
+            raise Unavailable(f"Redis failed: {exc}") from None
 
     # -- key/value ---------------------------------------------------------------------------
 

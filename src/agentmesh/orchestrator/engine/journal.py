@@ -100,6 +100,7 @@ class Journal:
     ) -> None:
         """Move ``step`` to ``state``; a final state stamps its finishing time."""
         step.state = state
+        step.waiting_for = reason if state is StepState.WAITING else ""
         if state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
             step.error = reason
         if state.final:
@@ -156,7 +157,7 @@ class Journal:
                 self._plan_changed = self._plan_changed or plan_changed
                 raise
             # Durable now; handed over under the lock so that batches reach watchers in order.
-            self._bus.committed(self.task.id, events)
+            self._bus.committed(self.task.id, events, task)
         await self._bus.published(self.task.id)
 
     @contextlib.asynccontextmanager

@@ -129,6 +129,8 @@ class StepView(BaseModel):
     attempts: int
     output: JSON = None
     error: str
+    #: While waiting: what for (no agent with room, a pool at its limit).
+    waiting_for: str = ""
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -168,6 +170,7 @@ class TaskView(BaseModel):
                     attempts=step.attempts,
                     output=None if omit_outputs else step.output,
                     error=step.error,
+                    waiting_for=step.waiting_for,
                     started_at=step.started_at,
                     finished_at=step.finished_at,
                 )

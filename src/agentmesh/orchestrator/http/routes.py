@@ -205,7 +205,7 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
     @api.get("/v1/agents", tags=["agents"])
     async def list_agents(caller: Caller, tasks: Tasks, capability: str = "") -> list[AgentView]:
         """The registered agents, those offering ``capability`` when given."""
-        statuses = tasks.agents(caller.identity, pb.ListAgentsRequest(capability=capability))
+        statuses = await tasks.agents(caller.identity, pb.ListAgentsRequest(capability=capability))
         return [AgentView.of(s) for s in statuses]
 
     @api.get("/v1/workflows", tags=["workflows"])

@@ -98,3 +98,18 @@ class EventRow(Base):
     time: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]]
+
+
+class HoldRow(Base):
+    """One hold on a shared limit (an agent's concurrency, a pool): who, until when.
+
+    Holds run out at ``expires_at`` unless renewed, so a dead replica's holds free
+    themselves (see :mod:`agentmesh.orchestrator.store.holds`).
+    """
+
+    __tablename__ = "limit_holds"
+    __table_args__ = (Index("ix_limit_holds_key_expires", "key", "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime]

@@ -33,6 +33,7 @@ class Capability(_message.Message):
     INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     OUTPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Dotted lowercase name, e.g. "text.summarize"."""
     version: _builtins.str
@@ -48,6 +49,13 @@ class Capability(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shared resources each run of this capability uses, e.g. "llm:openai/gpt-4o": an
+        operator's pools file limits their concurrent uses and requests per second across
+        every agent and orchestrator replica. Empty: none.
+        """
+
     def __init__(
         self,
         *,
@@ -57,10 +65,11 @@ class Capability(_message.Message):
         input_schema: _struct_pb2.Struct | None = ...,
         output_schema: _struct_pb2.Struct | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        resources: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input_schema", b"input_schema", "output_schema", b"output_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema", b"input_schema", "name", b"name", "output_schema", b"output_schema", "tags", b"tags", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema", b"input_schema", "name", b"name", "output_schema", b"output_schema", "resources", b"resources", "tags", b"tags", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -531,10 +531,13 @@ class Step(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
     state: Global___StepState.ValueType
     agent: _builtins.str
     attempts: _builtins.int
     error: _builtins.str
+    waiting_for: _builtins.str
+    """While the step is waiting: what it waits for, e.g. a pool at its limit."""
     @_builtins.property
     def spec(self) -> _common_pb2.StepSpec: ...
     @_builtins.property
@@ -556,10 +559,11 @@ class Step(_message.Message):
         error: _builtins.str = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        waiting_for: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "output", b"output", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "output", b"output", "spec", b"spec", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "output", b"output", "spec", b"spec", "started_at", b"started_at", "state", b"state", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
