@@ -219,13 +219,13 @@ async def test_a_waiting_step_shows_the_pool_on_the_other_replica_and_a_rate_lim
             async def second_on_b() -> TaskRecord:
                 return await on_b.get(second)
 
-            # Replica b answers from Redis what replica a's run is waiting for.
+            # Replica b answers from Redis what replica a's run is waiting for. (The step
+            # may wait a moment for something else first: for an agent's slot, say.)
+            expected = f"pool {POOL!r} is at its limit of 1 concurrent uses"
             waiting = await eventually(
-                second_on_b, lambda t: t.steps["work"].state is StepState.WAITING, within=30
+                second_on_b, lambda t: t.steps["work"].waiting_for == expected, within=30
             )
-            assert waiting.steps["work"].waiting_for == (
-                f"pool {POOL!r} is at its limit of 1 concurrent uses"
-            )
+            assert waiting.steps["work"].state is StepState.WAITING
             gate.touch()
             await _final(on_a, first)
             # The use is back, the rate is not: the second start waits for its window.
