@@ -1,7 +1,9 @@
 """A task's journal: every state change becomes an event, written in order and in batches.
 
-Changes are applied to the task in memory at once; one flusher per task writes them, with
-their events, in one transaction per batch. The journal keeps three promises: a final state
+Changes are applied to the task in memory at once; one flusher per task hands them, with
+their events, to the store, whose one writer puts many tasks' batches into each transaction
+(group commit): a batch goes out as soon as the flusher runs, and the changes made while it
+is being written form the next one. The journal keeps three promises: a final state
 is written together with its final event (a state without it would end the lease early), a
 flush is never cut off mid-commit (it has taken its batch out of memory), and the last flush
 of a run is shielded from the cancellation that stops it.
@@ -22,8 +24,6 @@ from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.store import Lease, LeaseLost, Store
 
-#: How long the flusher gathers further changes into one commit after the first.
-GATHER_SECONDS = 0.02
 #: How long the flusher waits after a failed write before trying the batch again.
 RETRY_SECONDS = 1.0
 
@@ -52,6 +52,10 @@ class Journal:
         self._bus = bus
         self._lease = lease
         self._sequence = last_sequence
+        #: The sequence of the newest event written; ``_written`` is set (and replaced)
+        #: whenever it moves.
+        self._durable = last_sequence
+        self._written = asyncio.Event()
         self._events: list[TaskEvent] = []
         self._dirty: dict[str, StepRecord] = {}
         self._new: list[tuple[int, StepRecord]] = []
@@ -147,7 +151,23 @@ class Journal:
                 raise
             # Durable now; handed over under the lock so that batches reach watchers in order.
             self._bus.committed(self.task.id, events)
+            if events:
+                self._durable = events[-1].sequence
+                written, self._written = self._written, asyncio.Event()
+                written.set()
         await self._bus.published(self.task.id)
+
+    async def durable(self) -> None:
+        """Return once every change made so far is written (by the flusher).
+
+        What depends on a step's success (its dependants' assignments) waits for this, so
+        that nothing is sent on the strength of a success a crash could still undo.
+        """
+        target = self._sequence
+        while self._durable < target:
+            written = self._written
+            self._changed.set()
+            await written.wait()
 
     @contextlib.asynccontextmanager
     async def flushing(self, on_fenced: Callable[[], object]) -> AsyncIterator[None]:
@@ -173,7 +193,9 @@ class Journal:
     async def _flusher(self, on_fenced: Callable[[], object]) -> None:
         while True:
             await self._changed.wait()
-            await asyncio.sleep(GATHER_SECONDS)  # gather what else happens into one commit
+            # No timer: what happens while this batch waits for its transaction is the next
+            # batch. One turn of the loop lets the callbacks already due add to this one.
+            await asyncio.sleep(0)
             self._changed.clear()
             try:
                 await self.flush()

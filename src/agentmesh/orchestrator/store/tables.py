@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -94,3 +104,9 @@ class EventRow(Base):
     time: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]]
+
+
+# The Core tables behind the rows, for the statements the hot write path runs without the ORM.
+TASKS = cast(Table, TaskRow.__table__)
+STEPS = cast(Table, StepRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
