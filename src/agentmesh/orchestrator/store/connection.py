@@ -54,6 +54,7 @@ class Connection:
         #: On a SQLite file: a synchronous engine and the one thread it writes from.
         self._sync_engine: Engine | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
+        self._reader_threads: ThreadPoolExecutor | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -86,6 +87,8 @@ class Connection:
             )
             event.listen(self._sync_engine, "connect", _sqlite_pragmas)
             self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="agentmesh-sqlite")
+            # Readers (WAL) go on beside the writer, on connections of their own.
+            self._reader_threads = ThreadPoolExecutor(2, thread_name_prefix="agentmesh-sqlite-r")
         async with engine.begin() as conn:
             if not self.is_sqlite:
                 # Replicas starting together must not migrate the same schema at once.
@@ -99,9 +102,10 @@ class Connection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._writer_thread is not None:
-            self._writer_thread.shutdown(wait=True)
-            self._writer_thread = None
+        for threads in (self._writer_thread, self._reader_threads):
+            if threads is not None:
+                threads.shutdown(wait=True)
+        self._writer_thread = self._reader_threads = None
         if self._sync_engine is not None:
             self._sync_engine.dispose()
             self._sync_engine = None
@@ -134,6 +138,25 @@ class Connection:
         lock = self._write_lock or contextlib.nullcontext()
         async with lock, self._sessions.begin() as session:
             yield session
+
+    async def _run_read(self, read: Callable[[SyncConnection, A], R], argument: A) -> R:
+        """``read(connection, argument)`` on a connection of its own (no transaction kept).
+
+        On a SQLite file it runs whole in a reader thread: one hand-over instead of one
+        per cursor call.
+        """
+        if self._engine is None:
+            raise RuntimeError("Store used outside `async with`")
+        engine, threads = self._sync_engine, self._reader_threads
+        if engine is None or threads is None:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(read, argument)
+
+        def in_thread() -> R:
+            with engine.connect() as connection:
+                return read(connection, argument)
+
+        return await asyncio.get_running_loop().run_in_executor(threads, in_thread)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import select
 
 from agentmesh.errors import AlreadyExists
@@ -28,7 +29,7 @@ from agentmesh.orchestrator.store import writes
 from agentmesh.orchestrator.store.connection import Connection, utc
 from agentmesh.orchestrator.store.group import GroupWriter
 from agentmesh.orchestrator.store.leases import Lease
-from agentmesh.orchestrator.store.tables import EventRow, StepRow, TaskRow
+from agentmesh.orchestrator.store.tables import EVENTS, STEPS, TASKS, TaskRow
 from agentmesh.orchestrator.store.writes import Change, Creation, Write
 
 
@@ -121,16 +122,7 @@ class Tasks(Connection):
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """The task with its steps, or None."""
-        async with self._read() as session:
-            row = await session.get(TaskRow, task_id)
-            if row is None:
-                return None
-            steps = (
-                await session.scalars(
-                    select(StepRow).where(StepRow.task_id == task_id).order_by(StepRow.position)
-                )
-            ).all()
-        return _task_record(row, steps)
+        return await self._run_read(_get_task, task_id)
 
     async def list_tasks(
         self,
@@ -152,9 +144,8 @@ class Tasks(Connection):
 
     async def last_sequence(self, task_id: str) -> int:
         """The sequence number of the task's newest event (0 when none)."""
-        async with self._read() as session:
-            value = await session.scalar(select(TaskRow.last_sequence).where(TaskRow.id == task_id))
-        return value or 0
+        end = await self.stream_end(task_id)
+        return 0 if end is None else end[1]
 
     async def stream_end(self, task_id: str) -> tuple[bool, int] | None:
         """Whether the task is final, and its newest event's sequence; None when no such task.
@@ -162,15 +153,7 @@ class Tasks(Connection):
         One row read: state and sequence are committed together, so a final state here
         comes with its final event's sequence.
         """
-        async with self._read() as session:
-            row = (
-                await session.execute(
-                    select(TaskRow.state, TaskRow.last_sequence).where(TaskRow.id == task_id)
-                )
-            ).first()
-        if row is None:
-            return None
-        return TaskState(row.state).final, row.last_sequence or 0
+        return await self._run_read(_stream_end, task_id)
 
     async def commit(
         self,
@@ -191,28 +174,53 @@ class Tasks(Connection):
 
     async def events_after(self, task_id: str, sequence: int, limit: int = 500) -> list[TaskEvent]:
         """The task's events with a sequence above ``sequence``, in order."""
-        async with self._read() as session:
-            rows = (
-                await session.scalars(
-                    select(EventRow)
-                    .where(EventRow.task_id == task_id, EventRow.sequence > sequence)
-                    .order_by(EventRow.sequence)
-                    .limit(limit)
-                )
-            ).all()
-        return [
-            TaskEvent(
-                task_id=r.task_id,
-                sequence=r.sequence,
-                time=utc(r.time) or r.time,
-                kind=EventKind(r.kind),
-                **r.payload,
-            )
-            for r in rows
-        ]
+        return await self._run_read(_events_after, (task_id, sequence, limit))
 
 
-def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
+# The hot reads, as Core statements run whole on one connection (see Connection._run_read).
+
+
+def _get_task(connection: SyncConnection, task_id: str) -> TaskRecord | None:
+    row = connection.execute(select(TASKS).where(TASKS.c.id == task_id)).first()
+    if row is None:
+        return None
+    steps = connection.execute(
+        select(STEPS).where(STEPS.c.task_id == task_id).order_by(STEPS.c.position)
+    ).all()
+    return _task_record(row, steps)
+
+
+def _stream_end(connection: SyncConnection, task_id: str) -> tuple[bool, int] | None:
+    row = connection.execute(
+        select(TASKS.c.state, TASKS.c.last_sequence).where(TASKS.c.id == task_id)
+    ).first()
+    if row is None:
+        return None
+    return TaskState(row.state).final, row.last_sequence or 0
+
+
+def _events_after(connection: SyncConnection, cursor: tuple[str, int, int]) -> list[TaskEvent]:
+    task_id, sequence, limit = cursor
+    rows = connection.execute(
+        select(EVENTS)
+        .where(EVENTS.c.task_id == task_id, EVENTS.c.sequence > sequence)
+        .order_by(EVENTS.c.sequence)
+        .limit(limit)
+    )
+    return [
+        TaskEvent(
+            task_id=r.task_id,
+            sequence=r.sequence,
+            time=utc(r.time) or r.time,
+            kind=EventKind(r.kind),
+            **r.payload,
+        )
+        for r in rows
+    ]
+
+
+def _task_record(row: Any, steps: Iterable[Any]) -> TaskRecord:
+    """The task of a tasks row (ORM or Core) and its steps' rows."""
     return TaskRecord(
         id=row.id,
         owner=row.owner,
