@@ -8,7 +8,7 @@ the database holds afterwards, on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -157,14 +157,14 @@ async def test_the_writer_groups_what_queues_up_while_a_batch_is_written() -> No
     batches: list[list[int]] = []
     release, writing = asyncio.Event(), asyncio.Event()
 
-    async def write_batch(batch: list[int]) -> list[object]:
+    async def write_batch(batch: Sequence[int]) -> list[object]:
         batches.append(list(batch))
         writing.set()
         if len(batches) == 1:
             await release.wait()  # the first transaction is slow: the rest queue up
         return [w * 10 for w in batch]
 
-    writer: GroupWriter[int] = GroupWriter(write_batch, bound=3)  # type: ignore[arg-type]
+    writer: GroupWriter[int] = GroupWriter(write_batch, bound=3)
     writer.start()
     first = asyncio.ensure_future(writer.submit(0))
     await writing.wait()

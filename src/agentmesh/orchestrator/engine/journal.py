@@ -2,8 +2,9 @@
 
 Changes are applied to the task in memory at once; one flusher per task hands them, with
 their events, to the store, whose one writer puts many tasks' batches into each transaction
-(group commit): a batch goes out as soon as the flusher runs, and the changes made while it
-is being written form the next one. The journal keeps three promises: a final state
+(group commit). Changes something waits for (a dependant needs a success durable, watchers a
+final state) go out at once, others gather for a few milliseconds; the changes made while a
+batch is being written form the next one. The journal keeps three promises: a final state
 is written together with its final event (a state without it would end the lease early), a
 flush is never cut off mid-commit (it has taken its batch out of memory), and the last flush
 of a run is shielded from the cancellation that stops it.
@@ -24,6 +25,10 @@ from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.store import Lease, LeaseLost, Store
 
+#: How long the flusher lets changes nobody waits for (progress, a step starting) gather
+#: before it writes them; a change something depends on (see :meth:`Journal.durable`, and
+#: a final state) is written at once.
+GATHER_SECONDS = 0.01
 #: How long the flusher waits after a failed write before trying the batch again.
 RETRY_SECONDS = 1.0
 
@@ -62,6 +67,8 @@ class Journal:
         self._write_lock = asyncio.Lock()
         #: Set by every change; an idle task's flusher sleeps instead of polling.
         self._changed = asyncio.Event()
+        #: Set when someone waits for the changes to be durable: the flusher goes at once.
+        self._urgent = asyncio.Event()
         self._log = structlog.get_logger(__name__).bind(task_id=task.id)
 
     def emit(self, kind: EventKind, step: StepRecord | None = None, **fields: Any) -> None:
@@ -93,6 +100,7 @@ class Journal:
         )
         self._log.info("task.state", state=state.value, reason=reason)
         if state.final:
+            self._urgent.set()  # its watchers wait for the outcome
             metrics.TASKS.labels(state.value).inc()
         if state is TaskState.ROLLBACK_FAILED:
             self._log.error("task.rollback_failed", reason=reason)
@@ -166,6 +174,7 @@ class Journal:
         target = self._sequence
         while self._durable < target:
             written = self._written
+            self._urgent.set()
             self._changed.set()
             await written.wait()
 
@@ -193,10 +202,16 @@ class Journal:
     async def _flusher(self, on_fenced: Callable[[], object]) -> None:
         while True:
             await self._changed.wait()
-            # No timer: what happens while this batch waits for its transaction is the next
-            # batch. One turn of the loop lets the callbacks already due add to this one.
-            await asyncio.sleep(0)
+            if not self._urgent.is_set():
+                # Nothing waits for these yet: let more gather into this batch, until
+                # something does. (The store groups many tasks' batches per transaction.)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GATHER_SECONDS):
+                        await self._urgent.wait()
+            else:
+                await asyncio.sleep(0)  # the callbacks already due add to this batch
             self._changed.clear()
+            self._urgent.clear()
             try:
                 await self.flush()
             except LeaseLost:
