@@ -7,9 +7,11 @@ is driven by the assignment's input, so tests decide what happens per step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,13 @@ class Undo(BaseModel):
 
 class Recorded(BaseModel):
     entry: str
+
+
+class StoredStep(BaseModel):
+    #: The orchestrator's SQLite file, read directly (outside the orchestrator).
+    database: str
+    #: The step of this assignment's task whose stored state is returned.
+    step: str
 
 
 def _append(path: str, line: str) -> None:
@@ -206,6 +215,15 @@ class FaultyAgent(Agent):
     )
     async def pooled(self, data: Work, ctx: AssignmentContext) -> Recorded:
         return await self.work(data, ctx)
+
+    @capability("test.stored_state", description="The stored state of another step of the task.")
+    async def stored_state(self, data: StoredStep, ctx: AssignmentContext) -> Echoed:
+        with contextlib.closing(sqlite3.connect(data.database, timeout=30)) as db:
+            row = db.execute(
+                "SELECT state FROM steps WHERE task_id = ? AND step_id = ?",
+                (ctx.task_id, data.step),
+            ).fetchone()
+        return Echoed(value=None if row is None else row[0])
 
     @capability("test.record", description="Append an entry to a file (undone by test.undo).")
     async def record(self, data: Record, ctx: AssignmentContext) -> Recorded:
