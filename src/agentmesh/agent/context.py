@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agentmesh.agent.work import Assignment
-from agentmesh.models import StepSpec
+from agentmesh.models import StepSpec, Usage
 
 ProgressReporter = Callable[[float, str], None]
 
@@ -34,6 +34,7 @@ class AssignmentContext:
     deadline: datetime | None
     _report: ProgressReporter = field(repr=False)
     _follow_ups: list[StepSpec] = field(default_factory=list, repr=False)
+    _usage: list[Usage] = field(default_factory=list, repr=False)
 
     @classmethod
     def of(cls, assignment: Assignment, report: ProgressReporter) -> AssignmentContext:
@@ -68,6 +69,27 @@ class AssignmentContext:
     def follow_ups(self) -> tuple[StepSpec, ...]:
         """The steps added with :meth:`add_step` so far."""
         return tuple(self._follow_ups)
+
+    def report_usage(
+        self, *, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0
+    ) -> None:
+        """Say what this run used (say, after each model call); the reports add up.
+
+        The total goes back with the run's Result (or Failure: a failed call may still
+        cost) and counts against the task's budget. ValueError on a negative or
+        non-finite figure.
+        """
+        self._usage.append(Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost))
+
+    @property
+    def usage(self) -> Usage | None:
+        """The sum of every :meth:`report_usage` so far; None before the first."""
+        if not self._usage:
+            return None
+        total = Usage()
+        for report in self._usage:
+            total = total + report
+        return total
 
     async def progress(self, fraction: float, message: str = "") -> None:
         """Report how far the work is: ``fraction`` in 0..1, or negative when unknown."""

@@ -266,8 +266,13 @@ class Executor:
             run.task.cancel()
 
     async def _invoke(self, run: _Run, data: BaseModel) -> Outcome:
+        ctx = AssignmentContext.of(run.assignment, functools.partial(self._progress, run))
+        outcome = await self._call(run, data, ctx)
+        outcome.usage = ctx.usage  # what the handler reported, whichever way it ended
+        return outcome
+
+    async def _call(self, run: _Run, data: BaseModel, ctx: AssignmentContext) -> Outcome:
         assignment = run.assignment
-        ctx = AssignmentContext.of(assignment, functools.partial(self._progress, run))
         handler = self._agent.handler(run.spec)
         timeout = asyncio.timeout_at(_loop_time(assignment.deadline))
         try:

@@ -35,6 +35,22 @@ CIRCUIT_OPEN = Gauge(
     "agentmesh_circuit_open", "1 while an agent's circuit is open.", ["agent"], registry=REGISTRY
 )
 
+USAGE_TOKENS = Counter(
+    "agentmesh_usage_tokens_total",
+    "Tokens agents reported using, by kind (input, output).",
+    ["kind"],
+    registry=REGISTRY,
+)
+USAGE_COST = Counter(
+    "agentmesh_usage_cost_total", "Cost agents reported, summed.", registry=REGISTRY
+)
+BUDGETS_EXCEEDED = Counter(
+    "agentmesh_budgets_exceeded_total",
+    "Tasks stopped by their budget, by the limit that stopped them.",
+    ["limit"],
+    registry=REGISTRY,
+)
+
 
 @contextlib.contextmanager
 def serving_metrics(listen: str) -> Iterator[int]:

@@ -24,11 +24,15 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.wire import (
+    budget_from_proto,
+    budget_to_proto,
     card_from_proto,
     card_to_proto,
     from_struct,
     step_from_proto,
     step_to_proto,
+    usage_from_proto,
+    usage_to_proto,
 )
 
 _TASK_STATES = {s: pb.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}
@@ -168,6 +172,11 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
         "labels": dict(request.labels),
         "idempotency_key": request.idempotency_key,
     }
+    if request.HasField("budget"):
+        try:
+            fields["budget"] = budget_from_proto(request.budget)
+        except PydanticValidationError as exc:
+            raise ValidationError.from_pydantic(exc, field="budget") from None
     if kind == "plan":
         fields["plan"] = plan_from_proto(request.plan)
     else:
@@ -206,6 +215,8 @@ def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
         _timestamp(step.finished_at, item.finished_at)
     _timestamp(task.created_at, message.created_at)
     _timestamp(task.updated_at, message.updated_at)
+    budget_to_proto(task.budget, message.budget)
+    usage_to_proto(task.usage, message.usage)
     return message
 
 
@@ -242,6 +253,8 @@ def task_from_proto(message: pb.Task) -> TaskRecord:
         partial=message.partial,
         created_at=_time_required(message, "created_at"),
         updated_at=_time_required(message, "updated_at"),
+        budget=budget_from_proto(message.budget),
+        usage=usage_from_proto(message.usage),
     )
 
 
@@ -263,6 +276,8 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         message.task_state.partial = event.partial
         if event.output is not None:
             value_to_proto(event.output, message.task_state.result)
+        if event.usage is not None:
+            usage_to_proto(event.usage, message.task_state.usage)
     elif event.kind is EventKind.STEP_STATE:
         change = message.step_state
         change.step_id = event.step_id
@@ -272,6 +287,9 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         change.reason = event.reason
         if event.output is not None:
             value_to_proto(event.output, change.output)
+        if event.usage is not None:
+            usage_to_proto(event.usage, change.usage)
+        change.cached = event.cached
     else:
         message.step_progress.step_id = event.step_id
         message.step_progress.agent = event.agent
@@ -298,6 +316,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             reason=change.reason,
             partial=change.partial,
             output=_value(change, "result"),
+            usage=usage_from_proto(change.usage) if change.HasField("usage") else None,
         )
     if kind == "step_state":
         step = message.step_state
@@ -310,6 +329,8 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             attempt=step.attempt,
             reason=step.reason,
             output=_value(step, "output"),
+            usage=usage_from_proto(step.usage) if step.HasField("usage") else None,
+            cached=step.cached,
         )
     if kind == "step_progress":
         progress = message.step_progress

@@ -11,19 +11,22 @@ came through.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import NotFound
 from agentmesh.models import AgentStatus, TaskEvent, TaskRecord, WorkflowInfo
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
-from agentmesh.orchestrator.engine import Engine
+from agentmesh.orchestrator.engine import Engine, inputs
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import Catalog, PlanLimits
-from agentmesh.orchestrator.store import Store
+from agentmesh.orchestrator.store import Answer, Store
 from agentmesh.security import Identity
 from agentmesh.security.guard import Guard
-from agentmesh.security.policy import Action
+from agentmesh.security.policy import Action, Concealed
 from agentmesh.wire import tasks as convert
 
 DEFAULT_PAGE = 50
@@ -90,6 +93,34 @@ class TaskService:
         task = await self.task(caller, request.task_id, Action.CANCEL_TASKS)
         await self._engine.cancel(task.id, request.reason or f"cancelled by {caller}")
         return await self.task(caller, task.id, Action.CANCEL_TASKS)
+
+    async def provide_input(self, caller: Identity, request: pb.ProvideInputRequest) -> TaskRecord:
+        """Answer a step of kind ``input`` and return the task as it is then.
+
+        Only a caller the policy lets answer (``provide_input``) who is one of the step's
+        approvers (without any, the task's owner) may; a caller who is neither the owner
+        nor an approver of any of the task's steps is told the task does not exist.
+        """
+        validation.check_provide_input(request)
+        self.guard.require(caller, Action.PROVIDE_INPUT)
+        task_id = request.task_id
+        task = self._engine.live(task_id) or await self._store.get_task(task_id)
+        domain = self.guard.policy.trust_domain
+        if task is None or not inputs.may_see(task, caller, domain):
+            raise Concealed(
+                f"no task {task_id!r}",
+                field="task_id",
+                reason=f"{caller} is neither the owner of task {task_id} nor an approver",
+            )
+        step = task.steps.get(request.step_id)
+        if step is None or step.spec.human_input is None:
+            raise NotFound(f"no input step {request.step_id!r} in the task", field="step_id")
+        inputs.check_answerer(step.spec.human_input, caller, task.owner, domain)
+        value = json_format.MessageToDict(request.value)
+        inputs.check_answer(step, value)
+        answer = Answer(value=value, answered_by=caller.uri, answered_at=datetime.now(UTC))
+        await self._engine.provide_input(task.id, step.spec.id, answer)
+        return self._engine.live(task.id) or await self._store.get_task(task.id) or task
 
     async def watch(
         self, caller: Identity, request: pb.WatchTaskRequest

@@ -27,11 +27,12 @@ from agentmesh.orchestrator.engine.idempotency import fingerprint
 from agentmesh.orchestrator.engine.run import TaskRun
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import Planner
-from agentmesh.orchestrator.store import Lease, Store
+from agentmesh.orchestrator.store import Answer, Lease, Store
 
 log = structlog.get_logger(__name__)
 
 _CANCEL_CHANNEL = "task-cancel"
+_ANSWER_CHANNEL = "task-answer"
 
 
 class Engine:
@@ -64,6 +65,7 @@ class Engine:
         await self._claim()  # resume our own unfinished tasks before serving
         self._background.spawn(self._keep_leases(), name="engine-leases")
         self._background.spawn(self._listen_for_cancels(), name="engine-cancels")
+        self._background.spawn(self._listen_for_answers(), name="engine-answers")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -115,6 +117,30 @@ class Engine:
             async for message in messages:
                 if isinstance(message, dict):
                     self._cancel_local(str(message.get("task_id")), str(message.get("reason")))
+
+    async def _listen_for_answers(self) -> None:
+        # The fast path for answers given to another replica; without it a waiting step
+        # finds its answer in the store on its next look.
+        async with self._cache.subscribe(_ANSWER_CHANNEL) as messages:
+            async for message in messages:
+                if isinstance(message, dict):
+                    run = self._runs.get(str(message.get("task_id")))
+                    if run is not None:
+                        run.answered(str(message.get("step_id")))
+
+    async def provide_input(self, task_id: str, step_id: str, answer: Answer) -> None:
+        """Keep ``answer`` to an input step (FailedPrecondition when it has one) and wake
+        the run waiting for it, wherever it runs."""
+        await self._store.save_answer(task_id, step_id, answer)
+        log.info("step.answered", task_id=task_id, step=step_id, by=answer.answered_by)
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.answered(step_id)
+            return
+        try:
+            await self._cache.publish(_ANSWER_CHANNEL, {"task_id": task_id, "step_id": step_id})
+        except Exception as exc:  # the answer is stored: the run finds it on its next look
+            log.warning("step.answer_not_published", task_id=task_id, error=repr(exc))
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -178,6 +204,7 @@ class Engine:
             priority=request.priority,
             labels=request.labels,
             timeout_seconds=request.timeout_seconds,
+            budget=request.budget,
             plan=plan,
             steps={s.id: StepRecord(spec=s) for s in plan.steps},
             created_at=now,

@@ -1,5 +1,5 @@
 """Durable state in SQL (SQLite by default, PostgreSQL in production)."""
 
-from agentmesh.orchestrator.store.database import Lease, LeaseLost, Store
+from agentmesh.orchestrator.store.database import Answer, Lease, LeaseLost, Store, StoredOutput
 
-__all__ = ["Lease", "LeaseLost", "Store"]
+__all__ = ["Answer", "Lease", "LeaseLost", "Store", "StoredOutput"]

@@ -58,6 +58,10 @@ class TaskRow(Base):
     lease_expires_at: Mapped[datetime | None]
     #: Set by any replica to ask the owner to cancel the task.
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    #: The task's :class:`~agentmesh.models.Budget` and :class:`~agentmesh.models.Usage`;
+    #: NULL for tasks from before revision 0004 (no budget, nothing counted).
+    budget: Mapped[dict[str, Any] | None]
+    usage: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -94,3 +98,35 @@ class EventRow(Base):
     time: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]]
+
+
+class StepOutputRow(Base):
+    """A successful step output kept for reuse: the step cache, keyed by a hash of the
+    capability, the version that produced it and the resolved input."""
+
+    __tablename__ = "step_outputs"
+    __table_args__ = (Index("ix_step_outputs_stored_at", "stored_at"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    capability: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    output: Mapped[Any | None]
+    #: The task and step that produced it (for the event that says where it came from).
+    task_id: Mapped[str] = mapped_column(String(36))
+    step_id: Mapped[str] = mapped_column(String(128))
+    stored_at: Mapped[datetime]
+
+
+class StepAnswerRow(Base):
+    """A person's answer to a step of kind ``input``, kept until the run that waits takes it
+    (the run may be on another replica, or not started yet after a restart)."""
+
+    __tablename__ = "step_answers"
+
+    task_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[Any | None]
+    answered_by: Mapped[str] = mapped_column(String(512))
+    answered_at: Mapped[datetime]

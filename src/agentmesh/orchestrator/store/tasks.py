@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agentmesh.errors import AlreadyExists
 from agentmesh.models import (
+    Budget,
     EventKind,
     Plan,
     StepRecord,
@@ -23,6 +24,7 @@ from agentmesh.models import (
     TaskEvent,
     TaskRecord,
     TaskState,
+    Usage,
 )
 from agentmesh.orchestrator.store.connection import Connection, rowcount, utc
 from agentmesh.orchestrator.store.leases import Lease, LeaseLost
@@ -63,6 +65,8 @@ class Tasks(Connection):
             last_sequence=0,
             lease_owner=lease.owner if lease else None,
             lease_expires_at=lease.expires_at() if lease else None,
+            budget=task.budget.model_dump(mode="json"),
+            usage=task.usage.model_dump(mode="json"),
             created_at=task.created_at,
             updated_at=task.updated_at,
         )
@@ -186,6 +190,7 @@ class Tasks(Connection):
             "result": task.result,
             "error": task.error,
             "partial": task.partial,
+            "usage": task.usage.model_dump(mode="json"),
             "updated_at": task.updated_at,
         }
         if new_steps:  # only added steps (fan-out instances, follow-ups) change the plan
@@ -304,6 +309,8 @@ def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
         result=row.result,
         error=row.error,
         partial=row.partial,
+        budget=Budget.model_validate(row.budget) if row.budget else Budget(),
+        usage=Usage.model_validate(row.usage) if row.usage else Usage(),
         created_at=utc(row.created_at) or row.created_at,
         updated_at=utc(row.updated_at) or row.updated_at,
     )
