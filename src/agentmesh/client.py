@@ -21,6 +21,7 @@ from agentmesh.models import (
     JSON,
     AgentStatus,
     Budget,
+    ParentStep,
     Plan,
     TaskEvent,
     TaskPage,
@@ -98,6 +99,7 @@ class Client:
         timeout_seconds: float = 0.0,
         idempotency_key: str = "",
         budget: Budget | None = None,
+        parent: ParentStep | None = None,
     ) -> str:
         """Submit a task given as a plan, a catalog workflow name or a goal; return its id.
 
@@ -109,6 +111,9 @@ class Client:
         )
         if budget is not None:
             budget_to_proto(budget, request.budget)
+        if parent is not None:  # a sub-task, submitted by the agent running that step
+            request.parent.task_id = parent.task_id
+            request.parent.step_id = parent.step_id
         if plan is not None:
             request.plan.CopyFrom(plan_to_proto(plan))
         elif workflow:

@@ -248,6 +248,13 @@ class Budget(_Frozen):
     steps: int = Field(default=0, ge=0)
 
 
+class ParentStep(_Frozen):
+    """The step of another task whose agent submitted a sub-task."""
+
+    task_id: str
+    step_id: str
+
+
 class TaskRequest(_Frozen):
     """A validated SubmitTask request, before planning."""
 
@@ -260,6 +267,8 @@ class TaskRequest(_Frozen):
     labels: dict[str, str] = Field(default_factory=dict)
     idempotency_key: str = ""
     budget: Budget = Field(default_factory=Budget)
+    #: For a sub-task: the task and step whose agent submits it.
+    parent: ParentStep | None = None
 
 
 class StepRecord(BaseModel):
@@ -296,6 +305,8 @@ class TaskRecord(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     #: What the task has used so far, summed over its steps.
     usage: Usage = Field(default_factory=Usage)
+    #: For a sub-task: the task and step whose agent submitted it.
+    parent: ParentStep | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -335,6 +346,8 @@ class TaskEvent(_Frozen):
     usage: Usage | None = None
     #: On a step's SUCCEEDED event: the output came from the step cache.
     cached: bool = False
+    #: On progress events: the sub-task the step's agent submitted (or that ended).
+    child_task_id: str = ""
 
 
 def version_matches(prefix: str, version: str) -> bool:

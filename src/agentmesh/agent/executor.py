@@ -24,6 +24,7 @@ from agentmesh.agent.base import Agent
 from agentmesh.agent.capability import CapabilitySpec
 from agentmesh.agent.context import AssignmentContext
 from agentmesh.agent.idempotency import OutcomeCache
+from agentmesh.agent.subtasks import SubTasks
 from agentmesh.agent.work import INTERRUPTIONS, Assignment
 from agentmesh.errors import StepFailed
 from agentmesh.logs import exception_fields
@@ -82,8 +83,10 @@ class Executor:
         *,
         cache_size: int,
         log: FilteringBoundLogger | None = None,
+        subtasks: SubTasks | None = None,
     ) -> None:
         self._agent = agent
+        self._subtasks = subtasks
         self._limit = agent.max_concurrency
         self._log: FilteringBoundLogger = log or structlog.get_logger("agentmesh.agent")
         self._tasks = TaskSet()
@@ -266,7 +269,9 @@ class Executor:
             run.task.cancel()
 
     async def _invoke(self, run: _Run, data: BaseModel) -> Outcome:
-        ctx = AssignmentContext.of(run.assignment, functools.partial(self._progress, run))
+        ctx = AssignmentContext.of(
+            run.assignment, functools.partial(self._progress, run), self._subtasks
+        )
         outcome = await self._call(run, data, ctx)
         outcome.usage = ctx.usage  # what the handler reported, whichever way it ended
         return outcome

@@ -14,6 +14,7 @@ from agentmesh.models import (
     JSON,
     AgentStatus,
     EventKind,
+    ParentStep,
     Plan,
     StepRecord,
     StepState,
@@ -160,6 +161,11 @@ def plan_to_proto(plan: Plan) -> pb.Plan:
     return message
 
 
+def parent_from_proto(message: pb.ParentStep) -> ParentStep:
+    """The parent step of a sub-task."""
+    return ParentStep(task_id=message.task_id, step_id=message.step_id)
+
+
 def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
     """A SubmitTask request as a domain object; ValidationError naming the bad field."""
     kind = request.WhichOneof("spec")
@@ -172,6 +178,8 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
         "labels": dict(request.labels),
         "idempotency_key": request.idempotency_key,
     }
+    if request.HasField("parent"):
+        fields["parent"] = parent_from_proto(request.parent)
     if request.HasField("budget"):
         try:
             fields["budget"] = budget_from_proto(request.budget)
@@ -217,6 +225,9 @@ def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
     _timestamp(task.updated_at, message.updated_at)
     budget_to_proto(task.budget, message.budget)
     usage_to_proto(task.usage, message.usage)
+    if task.parent is not None:
+        message.parent.task_id = task.parent.task_id
+        message.parent.step_id = task.parent.step_id
     return message
 
 
@@ -255,6 +266,7 @@ def task_from_proto(message: pb.Task) -> TaskRecord:
         updated_at=_time_required(message, "updated_at"),
         budget=budget_from_proto(message.budget),
         usage=usage_from_proto(message.usage),
+        parent=parent_from_proto(message.parent) if message.HasField("parent") else None,
     )
 
 
@@ -296,6 +308,7 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         message.step_progress.attempt = event.attempt
         message.step_progress.fraction = event.fraction
         message.step_progress.message = event.message
+        message.step_progress.child_task_id = event.child_task_id
     return message
 
 
@@ -342,6 +355,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             attempt=progress.attempt,
             fraction=progress.fraction,
             message=progress.message,
+            child_task_id=progress.child_task_id,
         )
     raise ValidationError(
         "one of task_state, step_state or step_progress is required", field="kind"

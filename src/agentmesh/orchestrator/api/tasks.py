@@ -16,15 +16,22 @@ from datetime import UTC, datetime
 from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.errors import NotFound
-from agentmesh.models import AgentStatus, TaskEvent, TaskRecord, WorkflowInfo
+from agentmesh.errors import NotFound, PermissionDenied
+from agentmesh.models import (
+    AgentStatus,
+    ParentStep,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    WorkflowInfo,
+)
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
 from agentmesh.orchestrator.engine import Engine, inputs
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import Catalog, PlanLimits
 from agentmesh.orchestrator.store import Answer, Store
-from agentmesh.security import Identity
+from agentmesh.security import Identity, IdentityKind
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Action, Concealed
 from agentmesh.wire import tasks as convert
@@ -62,14 +69,42 @@ class TaskService:
         task = self._engine.live(task_id) or await self._store.get_task(task_id)
         if task is None:
             raise NotFound(f"no task {task_id!r}", field="task_id")
-        access.check(task_id, task.owner)
+        try:
+            access.check(task_id, task.owner)
+        except Concealed:
+            # The agent that submitted a sub-task follows it (and may cancel it) while it
+            # runs the parent step, though the task is its parent owner's.
+            if task.parent is None or await self._running_step(caller, task.parent) is None:
+                raise
+        return task
+
+    async def _running_step(self, caller: Identity, parent: ParentStep) -> TaskRecord | None:
+        """The parent task, if ``caller`` is the agent running its step ``parent.step_id``."""
+        if caller.kind is not IdentityKind.AGENT:
+            return None
+        task = self._engine.live(parent.task_id) or await self._store.get_task(parent.task_id)
+        step = task.steps.get(parent.step_id) if task is not None else None
+        if step is None or step.state is not StepState.RUNNING or step.agent != caller.name:
+            return None
         return task
 
     async def submit(self, caller: Identity, request: pb.SubmitTaskRequest) -> TaskRecord:
         """Plan and start a task owned by ``caller`` (or the first one of its idempotency key)."""
-        self.guard.require(caller, Action.SUBMIT_TASKS)
         validation.check_submit(request, self._limits)
-        return await self._engine.submit(convert.request_from_proto(request), caller.uri)
+        if not request.HasField("parent"):
+            self.guard.require(caller, Action.SUBMIT_TASKS)
+            return await self._engine.submit(convert.request_from_proto(request), caller.uri)
+        # A sub-task: the authority is the parent owner's, lent to the agent running the
+        # parent step for as long as it runs it (the policy's submit_tasks is not asked).
+        validation.check_task_id(request.parent.task_id, "parent.task_id")
+        parent = await self._running_step(caller, convert.parent_from_proto(request.parent))
+        if parent is None:
+            raise PermissionDenied(
+                f"{caller} is not running step {request.parent.step_id!r} of task "
+                f"{request.parent.task_id}: only the agent running a step submits its sub-tasks",
+                field="parent",
+            )
+        return await self._engine.submit(convert.request_from_proto(request), parent.owner)
 
     async def list_tasks(
         self, caller: Identity, request: pb.ListTasksRequest

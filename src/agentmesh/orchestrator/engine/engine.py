@@ -153,6 +153,7 @@ class Engine:
             registry=self._registry,
             settings=self._settings,
             lease=self.lease,
+            cancel=self.cancel,
         )
         self._runs[task.id] = run
         self._tasks[task.id] = self._background.spawn(self._drive(run), name=f"task-{task.id}")
@@ -183,6 +184,14 @@ class Engine:
         finally:
             self._runs.pop(run.task.id, None)
             self._tasks.pop(run.task.id, None)
+            if run.task.state.final:
+                self._tell_parent(run.task, run.task.state.value)
+
+    def _tell_parent(self, task: TaskRecord, what: str) -> None:
+        # Only a parent run here hears (one elsewhere has its child's events to follow).
+        parent = self._runs.get(task.parent.task_id) if task.parent else None
+        if parent is not None:
+            parent.child_changed(task, what)
 
     async def submit(self, request: TaskRequest, owner: str) -> TaskRecord:
         """Plan and persist a task, start running it, and return it at once.
@@ -205,6 +214,7 @@ class Engine:
             labels=request.labels,
             timeout_seconds=request.timeout_seconds,
             budget=request.budget,
+            parent=request.parent,
             plan=plan,
             steps={s.id: StepRecord(spec=s) for s in plan.steps},
             created_at=now,
@@ -215,6 +225,7 @@ class Engine:
             log.info("task.submitted", task_id=task.id, owner=owner, steps=len(plan.steps))
             metrics.TASKS_SUBMITTED.inc()
             self._start(task, 0)
+            self._tell_parent(task, "submitted")
         return stored
 
     def _cancel_local(self, task_id: str, reason: str) -> None:

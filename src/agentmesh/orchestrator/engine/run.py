@@ -34,7 +34,7 @@ from agentmesh.models import (
 )
 from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.registry import Registry
-from agentmesh.orchestrator.engine import growth, readable, saga
+from agentmesh.orchestrator.engine import children, growth, readable, saga
 from agentmesh.orchestrator.engine.budget import BudgetKeeper
 from agentmesh.orchestrator.engine.inputs import InputWait
 from agentmesh.orchestrator.engine.journal import Journal, now
@@ -110,8 +110,12 @@ class TaskRun:
         registry: Registry,
         settings: Settings,
         lease: Lease | None = None,
+        cancel: children.CancelTask | None = None,
     ) -> None:
         self.task = task
+        self._store = store
+        #: Cancels another task (a live child, before this one rolls back).
+        self._cancel_task = cancel
         self._journal = Journal(task, last_sequence, store=store, bus=bus, lease=lease)
         self._dispatcher = Dispatcher(registry, settings)
         self._registry = registry
@@ -229,7 +233,15 @@ class TaskRun:
             parent is not None and parent in self.task.steps and self.task.steps[parent].state.final
         )
 
+    def child_changed(self, child: TaskRecord, what: str) -> None:
+        """A sub-task of this task was submitted or ended: its parent step's watchers hear."""
+        children.tell_parent(self._journal, child, what)
+
     async def _roll_back(self, reason: str, *, cancelled: bool = False) -> None:
+        if self._cancel_task is not None:  # children first: they may be using what we undo
+            await children.cancel_live_children(
+                self._store, self._cancel_task, self.task.id, reason
+            )
         await saga.roll_back(self._journal, self._dispatcher, reason, cancelled=cancelled)
 
     # -- the steps ----------------------------------------------------------------------------

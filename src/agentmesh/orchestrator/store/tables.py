@@ -35,6 +35,7 @@ class TaskRow(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_tasks_owner_idempotency_key"),
         Index("ix_tasks_state", "state"),
         Index("ix_tasks_owner_created", "owner", "created_at"),
+        Index("ix_tasks_parent", "parent_task_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -62,6 +63,9 @@ class TaskRow(Base):
     #: NULL for tasks from before revision 0004 (no budget, nothing counted).
     budget: Mapped[dict[str, Any] | None]
     usage: Mapped[dict[str, Any] | None]
+    #: For a sub-task: the task and step whose agent submitted it (revision 0004d).
+    parent_task_id: Mapped[str | None] = mapped_column(String(36))
+    parent_step_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

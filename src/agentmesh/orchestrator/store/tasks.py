@@ -17,6 +17,7 @@ from agentmesh.errors import AlreadyExists
 from agentmesh.models import (
     Budget,
     EventKind,
+    ParentStep,
     Plan,
     StepRecord,
     StepSpec,
@@ -67,6 +68,8 @@ class Tasks(Connection):
             lease_expires_at=lease.expires_at() if lease else None,
             budget=task.budget.model_dump(mode="json"),
             usage=task.usage.model_dump(mode="json"),
+            parent_task_id=task.parent.task_id if task.parent else None,
+            parent_step_id=task.parent.step_id if task.parent else None,
             created_at=task.created_at,
             updated_at=task.updated_at,
         )
@@ -144,6 +147,17 @@ class Tasks(Connection):
         async with self._read() as session:
             rows = (await session.scalars(query.limit(limit).offset(offset))).all()
         return [_task_record(r, ()) for r in rows]
+
+    async def live_children(self, task_id: str) -> list[str]:
+        """The ids of the sub-tasks of ``task_id`` that are not final yet, oldest first."""
+        live = [s.value for s in TaskState if not s.final]
+        async with self._read() as session:
+            rows = await session.scalars(
+                select(TaskRow.id)
+                .where(TaskRow.parent_task_id == task_id, TaskRow.state.in_(live))
+                .order_by(TaskRow.created_at)
+            )
+            return list(rows.all())
 
     async def last_sequence(self, task_id: str) -> int:
         """The sequence number of the task's newest event (0 when none)."""
@@ -311,6 +325,11 @@ def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
         partial=row.partial,
         budget=Budget.model_validate(row.budget) if row.budget else Budget(),
         usage=Usage.model_validate(row.usage) if row.usage else Usage(),
+        parent=(
+            ParentStep(task_id=row.parent_task_id, step_id=row.parent_step_id or "")
+            if row.parent_task_id
+            else None
+        ),
         created_at=utc(row.created_at) or row.created_at,
         updated_at=utc(row.updated_at) or row.updated_at,
     )

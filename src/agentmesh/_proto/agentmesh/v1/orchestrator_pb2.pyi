@@ -166,6 +166,7 @@ class SubmitTaskRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     workflow: _builtins.str
     """Name of a workflow in the orchestrator's catalog."""
     goal: _builtins.str
@@ -188,6 +189,13 @@ class SubmitTaskRequest(_message.Message):
     def budget(self) -> _common_pb2.Budget:
         """Limits on what the task may use; unset for none."""
 
+    @_builtins.property
+    def parent(self) -> Global___ParentStep:
+        """A sub-task: submitted by the agent running this step of another task. The
+        child is owned by the parent's owner (and runs with its authority), and is
+        cancelled before its parent rolls back or is cancelled.
+        """
+
     def __init__(
         self,
         *,
@@ -200,16 +208,39 @@ class SubmitTaskRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
         budget: _common_pb2.Budget | None = ...,
+        parent: Global___ParentStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "input", b"input", "plan", b"plan", "spec", b"spec", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "input", b"input", "parent", b"parent", "plan", b"plan", "spec", b"spec", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "plan", b"plan", "priority", b"priority", "spec", b"spec", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "parent", b"parent", "plan", b"plan", "priority", b"priority", "spec", b"spec", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_spec: _TypeAlias = _typing.Literal["plan", "workflow", "goal"]  # noqa: Y015
     _WhichOneofArgType_spec: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_spec) -> _WhichOneofReturnType_spec | None: ...
 
 Global___SubmitTaskRequest: _TypeAlias = SubmitTaskRequest  # noqa: Y015
+
+@_typing.final
+class ParentStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    step_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_id", b"step_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParentStep: _TypeAlias = ParentStep  # noqa: Y015
 
 @_typing.final
 class SubmitTaskResponse(_message.Message):
@@ -639,6 +670,7 @@ class Task(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     error: _builtins.str
@@ -667,6 +699,10 @@ class Task(_message.Message):
     def usage(self) -> _common_pb2.Usage:
         """What the task has used so far, summed over all its steps."""
 
+    @_builtins.property
+    def parent(self) -> Global___ParentStep:
+        """For a sub-task: the task and step whose agent submitted it."""
+
     def __init__(
         self,
         *,
@@ -684,10 +720,11 @@ class Task(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         budget: _common_pb2.Budget | None = ...,
         usage: _common_pb2.Usage | None = ...,
+        parent: Global___ParentStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "input", b"input", "result", b"result", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "input", b"input", "parent", b"parent", "result", b"result", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "error", b"error", "input", b"input", "labels", b"labels", "owner", b"owner", "partial", b"partial", "priority", b"priority", "result", b"result", "state", b"state", "steps", b"steps", "task_id", b"task_id", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "error", b"error", "input", b"input", "labels", b"labels", "owner", b"owner", "parent", b"parent", "partial", b"partial", "priority", b"priority", "result", b"result", "state", b"state", "steps", b"steps", "task_id", b"task_id", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -827,11 +864,16 @@ class StepProgress(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     FRACTION_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    CHILD_TASK_ID_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     agent: _builtins.str
     attempt: _builtins.int
     fraction: _builtins.float
     message: _builtins.str
+    child_task_id: _builtins.str
+    """Set when the step's agent submitted a sub-task, or that sub-task ended:
+    its id (WatchTask follows it).
+    """
     def __init__(
         self,
         *,
@@ -840,10 +882,11 @@ class StepProgress(_message.Message):
         attempt: _builtins.int = ...,
         fraction: _builtins.float = ...,
         message: _builtins.str = ...,
+        child_task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "fraction", b"fraction", "message", b"message", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "child_task_id", b"child_task_id", "fraction", b"fraction", "message", b"message", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
