@@ -39,11 +39,6 @@ class BudgetKeeper:
         #: The limit that stopped the task, once one did (counted in the metrics once).
         self._stopped_by = ""
 
-    @property
-    def limited(self) -> bool:
-        """True when the task has a budget at all."""
-        return bool(_limits(self._task.budget, self._task.usage))
-
     def started(self) -> None:
         """An agent step starts: it counts against the ``steps`` limit."""
         self._task.usage = self._task.usage + Usage(steps=1)

@@ -52,6 +52,15 @@ class StepCacheBody(_Body):
     ttl_seconds: Seconds = 0.0
 
 
+class HumanInputBody(_Body):
+    """What a step of kind ``input`` asks (``HumanInput``)."""
+
+    prompt: str = ""
+    answer_schema: dict[str, Any] = Field(default_factory=dict)
+    approvers: list[str] = Field(default_factory=list)
+    default: Any = None
+
+
 class StepBody(_Body):
     """One step of a plan (``StepSpec``); see the gRPC API for the meaning of each field."""
 
@@ -68,6 +77,8 @@ class StepBody(_Body):
     exclude_agents: list[str] = Field(default_factory=list)
     for_each: str = ""
     cache: StepCacheBody | None = None
+    kind: str = ""
+    human_input: HumanInputBody | None = None
 
 
 class PlanBody(_Body):
