@@ -55,8 +55,9 @@ class TaskFailed(AgentMeshError):
 class _Budgeted(Protocol):
     """Where a step's attempts report to the task's budget."""
 
-    def starting(self, attempt: int) -> None:
-        """An attempt is about to go out; StepFailed when the budget forbids it."""
+    def starting(self, first: bool) -> None:
+        """An attempt is about to go out (``first``: the step's first); StepFailed when the
+        budget forbids it."""
 
     def used(self, usage: Usage | None, seconds: float) -> None:
         """An attempt ended, having used this much."""
@@ -77,7 +78,9 @@ class _StepObserver:
         self._journal.step_state(self._step, StepState.WAITING, reason, attempt=attempt)
 
     def started(self, agent: str, attempt: int) -> None:
-        self._budget.starting(attempt)  # StepFailed when the budget is spent
+        # StepFailed when the budget is spent. A step resumed after a restart re-sends an
+        # attempt it counted already (its record has it).
+        self._budget.starting(first=self._step.attempts == 0)
         step = self._step
         step.agent, step.attempts = agent, attempt
         step.started_at = step.started_at or now()
@@ -346,13 +349,13 @@ class TaskRun:
         await self._step_cache.keep(spec, payload, outcome, task_id=self.task.id, step_id=spec.id)
         return outcome
 
-    def starting(self, attempt: int) -> None:
+    def starting(self, first: bool) -> None:
         """A step's attempt is about to go to its agent: StepFailed once the budget is spent
-        (and the task fails for its budget)."""
+        (and the task fails for its budget). Only a step's first attempt counts as a step."""
         if spent := self._budget.spent():
             self._fail_now(spent)
             raise StepFailed(spent, code=FailureCode.BUDGET_EXCEEDED, retryable=False)
-        if attempt == 1:  # a retry, or an attempt re-sent after a restart, counted already
+        if first:
             self._budget.started()
 
     def used(self, usage: Usage | None, seconds: float) -> None:
