@@ -25,6 +25,7 @@ from agentmesh.agent.base import Agent
 from agentmesh.agent.capability import CapabilitySpec
 from agentmesh.agent.context import AssignmentContext
 from agentmesh.agent.idempotency import OutcomeCache
+from agentmesh.agent.subtasks import SubTasks
 from agentmesh.agent.work import INTERRUPTIONS, Assignment
 from agentmesh.errors import StepFailed
 from agentmesh.logs import exception_fields
@@ -96,10 +97,12 @@ class Executor:
         cache_size: int,
         log: FilteringBoundLogger | None = None,
         name: str = "",
+        subtasks: SubTasks | None = None,
     ) -> None:
         self._agent = agent
         #: The name the agent serves under (its class's unless the server renamed it).
         self._name = name or agent.name
+        self._subtasks = subtasks
         self._limit = agent.max_concurrency
         self._log: FilteringBoundLogger = log or structlog.get_logger("agentmesh.agent")
         self._tasks = TaskSet()
@@ -282,8 +285,15 @@ class Executor:
             run.task.cancel()
 
     async def _invoke(self, run: _Run, data: BaseModel) -> Outcome:
+        ctx = AssignmentContext.of(
+            run.assignment, functools.partial(self._progress, run), self._subtasks
+        )
+        outcome = await self._call(run, data, ctx)
+        outcome.usage = ctx.usage  # what the handler reported, whichever way it ended
+        return outcome
+
+    async def _call(self, run: _Run, data: BaseModel, ctx: AssignmentContext) -> Outcome:
         assignment = run.assignment
-        ctx = AssignmentContext.of(assignment, functools.partial(self._progress, run))
         with handler_span(self._name, assignment) as span:
             outcome = await self._handle(run, data, ctx)
             if not outcome.ok:

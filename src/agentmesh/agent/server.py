@@ -21,6 +21,7 @@ from agentmesh.agent.executor import Executor
 from agentmesh.agent.registration import RegistrationKeeper, RegistrationTiming
 from agentmesh.agent.servicer import AgentService
 from agentmesh.agent.settings import AgentSettings
+from agentmesh.agent.subtasks import SubTasks
 from agentmesh.models import AgentCard
 from agentmesh.security import CertFiles, IdentityKind, server_credentials
 from agentmesh.security.ca import own_identity
@@ -56,8 +57,13 @@ class AgentServer:
             agent=self.name
         )
         self._board = SessionBoard()
+        self._subtasks = SubTasks(self._settings.orchestrators, self._settings.certs_dir, self.name)
         self._executor = Executor(
-            agent, cache_size=self._settings.result_cache_size, log=self._log, name=self.name
+            agent,
+            cache_size=self._settings.result_cache_size,
+            log=self._log,
+            name=self.name,
+            subtasks=self._subtasks,
         )
         self._keepers: list[RegistrationKeeper] = []
         self._keeper_tasks = TaskSet()
@@ -91,6 +97,7 @@ class AgentServer:
         trust_domain = settings.resolved_trust_domain()
         own_identity(files, trust_domain, setting="AGENTMESH_AGENT_TRUST_DOMAIN")
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._subtasks)  # closed after the executor
             await stack.enter_async_context(self._executor)
             # gRPC enables SO_REUSEPORT by default: a second agent on the same fixed
             # port would silently share it instead of failing to start.

@@ -47,6 +47,21 @@ POOL_WAITS = Counter(
     ["pool"],
     registry=REGISTRY,
 )
+USAGE_TOKENS = Counter(
+    "agentmesh_usage_tokens_total",
+    "Tokens agents reported using, by kind (input, output).",
+    ["kind"],
+    registry=REGISTRY,
+)
+USAGE_COST = Counter(
+    "agentmesh_usage_cost_total", "Cost agents reported, summed.", registry=REGISTRY
+)
+BUDGETS_EXCEEDED = Counter(
+    "agentmesh_budgets_exceeded_total",
+    "Tasks stopped by their budget, by the limit that stopped them.",
+    ["limit"],
+    registry=REGISTRY,
+)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from agentmesh.models import (
     JSON,
     AgentStatus,
     EventKind,
+    ParentStep,
     Plan,
     StepRecord,
     StepState,
@@ -24,11 +25,15 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.wire import (
+    budget_from_proto,
+    budget_to_proto,
     card_from_proto,
     card_to_proto,
     from_struct,
     step_from_proto,
     step_to_proto,
+    usage_from_proto,
+    usage_to_proto,
 )
 
 _TASK_STATES = {s: pb.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}
@@ -156,6 +161,11 @@ def plan_to_proto(plan: Plan) -> pb.Plan:
     return message
 
 
+def parent_from_proto(message: pb.ParentStep) -> ParentStep:
+    """The parent step of a sub-task."""
+    return ParentStep(task_id=message.task_id, step_id=message.step_id)
+
+
 def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
     """A SubmitTask request as a domain object; ValidationError naming the bad field."""
     kind = request.WhichOneof("spec")
@@ -168,6 +178,13 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
         "labels": dict(request.labels),
         "idempotency_key": request.idempotency_key,
     }
+    if request.HasField("parent"):
+        fields["parent"] = parent_from_proto(request.parent)
+    if request.HasField("budget"):
+        try:
+            fields["budget"] = budget_from_proto(request.budget)
+        except PydanticValidationError as exc:
+            raise ValidationError.from_pydantic(exc, field="budget") from None
     if kind == "plan":
         fields["plan"] = plan_from_proto(request.plan)
     else:
@@ -207,6 +224,11 @@ def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
         _timestamp(step.finished_at, item.finished_at)
     _timestamp(task.created_at, message.created_at)
     _timestamp(task.updated_at, message.updated_at)
+    budget_to_proto(task.budget, message.budget)
+    usage_to_proto(task.usage, message.usage)
+    if task.parent is not None:
+        message.parent.task_id = task.parent.task_id
+        message.parent.step_id = task.parent.step_id
     return message
 
 
@@ -244,6 +266,9 @@ def task_from_proto(message: pb.Task) -> TaskRecord:
         partial=message.partial,
         created_at=_time_required(message, "created_at"),
         updated_at=_time_required(message, "updated_at"),
+        budget=budget_from_proto(message.budget),
+        usage=usage_from_proto(message.usage),
+        parent=parent_from_proto(message.parent) if message.HasField("parent") else None,
     )
 
 
@@ -265,6 +290,8 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         message.task_state.partial = event.partial
         if event.output is not None:
             value_to_proto(event.output, message.task_state.result)
+        if event.usage is not None:
+            usage_to_proto(event.usage, message.task_state.usage)
     elif event.kind is EventKind.STEP_STATE:
         change = message.step_state
         change.step_id = event.step_id
@@ -274,12 +301,16 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         change.reason = event.reason
         if event.output is not None:
             value_to_proto(event.output, change.output)
+        if event.usage is not None:
+            usage_to_proto(event.usage, change.usage)
+        change.cached = event.cached
     else:
         message.step_progress.step_id = event.step_id
         message.step_progress.agent = event.agent
         message.step_progress.attempt = event.attempt
         message.step_progress.fraction = event.fraction
         message.step_progress.message = event.message
+        message.step_progress.child_task_id = event.child_task_id
     return message
 
 
@@ -300,6 +331,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             reason=change.reason,
             partial=change.partial,
             output=_value(change, "result"),
+            usage=usage_from_proto(change.usage) if change.HasField("usage") else None,
         )
     if kind == "step_state":
         step = message.step_state
@@ -312,6 +344,8 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             attempt=step.attempt,
             reason=step.reason,
             output=_value(step, "output"),
+            usage=usage_from_proto(step.usage) if step.HasField("usage") else None,
+            cached=step.cached,
         )
     if kind == "step_progress":
         progress = message.step_progress
@@ -323,6 +357,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             attempt=progress.attempt,
             fraction=progress.fraction,
             message=progress.message,
+            child_task_id=progress.child_task_id,
         )
     raise ValidationError(
         "one of task_state, step_state or step_progress is required", field="kind"

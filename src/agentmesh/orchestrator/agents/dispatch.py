@@ -25,7 +25,7 @@ from agentmesh import schemas, tracing
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.config import Settings
 from agentmesh.errors import StepFailed
-from agentmesh.models import JSON, FailureCode, Outcome, RetryPolicy
+from agentmesh.models import JSON, FailureCode, Outcome, RetryPolicy, Usage
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES
@@ -51,6 +51,10 @@ class AttemptObserver(Protocol):
 
     def retrying(self, attempt: int, reason: str) -> None:
         """``attempt`` failed and may be retried (the retry policy may still give up)."""
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """An attempt ended (either way) having used ``usage`` (as its agent said) in
+        ``seconds``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,8 +242,11 @@ class Dispatcher:
         with _attempt_span(job, number, link) as span:
             assignment.trace_context.update(tracing.carrier(span))
             outcome, elapsed = await self._exchange(link, assignment, timeout, limiter)
+            if observer is not None:
+                observer.used(outcome.usage, elapsed)
             if outcome.ok:
                 declared = link.card.capability(job.capability)
+                outcome.version = declared.version if declared else ""
                 problem = declared and await _schema_error(declared.output_schema, outcome)
                 if problem:
                     # The agent broke its own contract: counted against it (before its circuit

@@ -25,6 +25,7 @@ from agentmesh._tasks import TaskSet
 from agentmesh.errors import ValidationError
 from agentmesh.models import AgentCard, FailureCode, Outcome
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES, Taken, take
+from agentmesh.wire import usage_from_proto
 
 log = structlog.get_logger(__name__)
 
@@ -201,8 +202,10 @@ class AgentLink:
                 self._take(result)
         elif kind == "failure":
             f = message.failure
+            usage = usage_from_proto(f.usage) if f.HasField("usage") else None
             self._finish(
-                f.assignment_id, Outcome(code=f.code, message=f.message, retryable=f.retryable)
+                f.assignment_id,
+                Outcome(code=f.code, message=f.message, retryable=f.retryable, usage=usage),
             )
 
     def _progress(self, pending: _Pending, progress: agent_pb2.Progress) -> None:
@@ -239,7 +242,9 @@ class AgentLink:
         self._accept(result.assignment_id, taken)
 
     def _accept(self, assignment_id: str, taken: Taken) -> None:
-        outcome = Outcome(output=taken.output, follow_ups=taken.follow_ups, size=taken.size)
+        outcome = Outcome(
+            output=taken.output, follow_ups=taken.follow_ups, size=taken.size, usage=taken.usage
+        )
         self._finish(assignment_id, outcome)
 
     def _refuse(self, assignment_id: str, error: ValidationError) -> None:

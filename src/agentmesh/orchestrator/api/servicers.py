@@ -100,6 +100,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
             message = convert.task_to_proto(task, omit_outputs=True)
         return message
 
+    async def ProvideInput(self, request: pb.ProvideInputRequest, context: Context) -> pb.Task:
+        task = await self._tasks.provide_input(current_caller(), request)
+        # States and errors only: an approver need not be someone who may read the outputs.
+        return convert.task_to_proto(task, omit_outputs=True)
+
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:

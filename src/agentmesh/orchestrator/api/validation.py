@@ -22,7 +22,7 @@ from agentmesh import schemas
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError, field_path
-from agentmesh.limits import ByteBudget, PlanLimits, check_struct
+from agentmesh.limits import MAX_CACHE_TTL_SECONDS, ByteBudget, PlanLimits, check_struct
 from agentmesh.models import (
     MAX_CAPABILITY_NAME,
     MAX_RESOURCE_NAME,
@@ -109,6 +109,11 @@ def _check_step(
         )
     for name in ("initial_backoff_seconds", "max_backoff_seconds"):
         _seconds(getattr(step.retry, name), MAX_BACKOFF_SECONDS, f"{where}.retry.{name}")
+    if step.HasField("cache"):
+        ttl = step.cache.ttl_seconds
+        _seconds(ttl, MAX_CACHE_TTL_SECONDS, f"{where}.cache.ttl_seconds")
+        if ttl <= 0:
+            raise ValidationError("must be more than 0 seconds", field=f"{where}.cache.ttl_seconds")
     for name in ("needs", "exclude_agents"):
         values = getattr(step, name)
         if len(values) > limits.max_steps:
@@ -175,6 +180,16 @@ def check_cancel(request: pb.CancelTaskRequest) -> None:
     """A CancelTask request's fields."""
     check_task_id(request.task_id)
     _length(request.reason, MAX_REASON, "reason")
+
+
+def check_provide_input(request: pb.ProvideInputRequest) -> None:
+    """A ProvideInput request's fields (the value is checked against the step's schema)."""
+    check_task_id(request.task_id)
+    if not request.step_id:
+        raise ValidationError("must name the step to answer", field="step_id")
+    _length(request.step_id, MAX_NAME, "step_id")
+    if not request.HasField("value"):
+        raise ValidationError("an answer needs a value", field="value")
 
 
 def check_watch(request: pb.WatchTaskRequest) -> None:

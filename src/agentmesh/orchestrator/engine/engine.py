@@ -31,11 +31,12 @@ from agentmesh.orchestrator.engine.idempotency import fingerprint
 from agentmesh.orchestrator.engine.run import TaskRun
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import Planner, PlanPiece, draft_plan
-from agentmesh.orchestrator.store import Lease, Store
+from agentmesh.orchestrator.store import Answer, Lease, Store
 
 log = structlog.get_logger(__name__)
 
 _CANCEL_CHANNEL = "task-cancel"
+_ANSWER_CHANNEL = "task-answer"
 
 
 class Engine:
@@ -68,6 +69,7 @@ class Engine:
         await self._claim()  # resume our own unfinished tasks before serving
         self._background.spawn(self._keep_leases(), name="engine-leases")
         self._background.spawn(self._listen_for_cancels(), name="engine-cancels")
+        self._background.spawn(self._listen_for_answers(), name="engine-answers")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -120,6 +122,30 @@ class Engine:
                 if isinstance(message, dict):
                     self._cancel_local(str(message.get("task_id")), str(message.get("reason")))
 
+    async def _listen_for_answers(self) -> None:
+        # The fast path for answers given to another replica; without it a waiting step
+        # finds its answer in the store on its next look.
+        async with self._cache.subscribe(_ANSWER_CHANNEL) as messages:
+            async for message in messages:
+                if isinstance(message, dict):
+                    run = self._runs.get(str(message.get("task_id")))
+                    if run is not None:
+                        run.answered(str(message.get("step_id")))
+
+    async def provide_input(self, task_id: str, step_id: str, answer: Answer) -> None:
+        """Keep ``answer`` to an input step (FailedPrecondition when it has one) and wake
+        the run waiting for it, wherever it runs."""
+        await self._store.save_answer(task_id, step_id, answer)
+        log.info("step.answered", task_id=task_id, step=step_id, by=answer.answered_by)
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.answered(step_id)
+            return
+        try:
+            await self._cache.publish(_ANSWER_CHANNEL, {"task_id": task_id, "step_id": step_id})
+        except Exception as exc:  # the answer is stored: the run finds it on its next look
+            log.warning("step.answer_not_published", task_id=task_id, error=repr(exc))
+
     # -- runs --------------------------------------------------------------------------------
 
     def _start(
@@ -139,6 +165,7 @@ class Engine:
             lease=self.lease,
             span=span,
             plan_rest=plan_rest,
+            cancel=self.cancel,
         )
         self._runs[task.id] = run
         self._tasks[task.id] = self._background.spawn(self._drive(run), name=f"task-{task.id}")
@@ -169,6 +196,14 @@ class Engine:
         finally:
             self._runs.pop(run.task.id, None)
             self._tasks.pop(run.task.id, None)
+            if run.task.state.final:
+                self._tell_parent(run.task, run.task.state.value)
+
+    def _tell_parent(self, task: TaskRecord, what: str) -> None:
+        # Only a parent run here hears (one elsewhere has its child's events to follow).
+        parent = self._runs.get(task.parent.task_id) if task.parent else None
+        if parent is not None:
+            parent.child_changed(task, what)
 
     async def submit(self, request: TaskRequest, owner: str) -> TaskRecord:
         """Plan and persist a task, start running it, and return it at once.
@@ -201,6 +236,8 @@ class Engine:
             priority=request.priority,
             labels=request.labels,
             timeout_seconds=request.timeout_seconds,
+            budget=request.budget,
+            parent=request.parent,
             plan=plan,
             steps={s.id: StepRecord(spec=s) for s in plan.steps},
             created_at=now,
@@ -227,6 +264,7 @@ class Engine:
         )
         metrics.TASKS_SUBMITTED.inc()
         self._start(task, 0, span, draft.rest)
+        self._tell_parent(task, "submitted")
         return stored
 
     def _cancel_local(self, task_id: str, reason: str) -> None:

@@ -20,7 +20,15 @@ from typing import Any
 
 import structlog
 
-from agentmesh.models import EventKind, StepRecord, StepState, TaskEvent, TaskRecord, TaskState
+from agentmesh.models import (
+    EventKind,
+    StepRecord,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+    Usage,
+)
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.store import Lease, LeaseLost, Store
@@ -31,6 +39,9 @@ from agentmesh.orchestrator.store import Lease, LeaseLost, Store
 GATHER_SECONDS = 0.01
 #: How long the flusher waits after a failed write before trying the batch again.
 RETRY_SECONDS = 1.0
+
+
+_NOTHING_USED = Usage()
 
 
 def now() -> datetime:
@@ -99,6 +110,7 @@ class Journal:
             reason=reason,
             output=self.task.result if state is TaskState.SUCCEEDED else None,
             partial=self.task.partial,
+            usage=self._usage(),
         )
         self._log.info("task.state", state=state.value, reason=reason)
         if state.final:
@@ -108,9 +120,18 @@ class Journal:
             self._log.error("task.rollback_failed", reason=reason)
 
     def step_state(
-        self, step: StepRecord, state: StepState, reason: str = "", *, attempt: int = 0
+        self,
+        step: StepRecord,
+        state: StepState,
+        reason: str = "",
+        *,
+        attempt: int = 0,
+        cached: bool = False,
     ) -> None:
-        """Move ``step`` to ``state``; a final state stamps its finishing time."""
+        """Move ``step`` to ``state``; a final state stamps its finishing time.
+
+        ``cached``: the step succeeded with an output reused from the step cache.
+        """
         step.state = state
         step.waiting_for = reason if state is StepState.WAITING else ""
         if state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
@@ -126,7 +147,14 @@ class Journal:
             attempt=attempt or step.attempts,
             reason=reason,
             output=step.output if state is StepState.SUCCEEDED else None,
+            usage=self._usage() if state.final else None,
+            cached=cached,
         )
+
+    def _usage(self) -> Usage | None:
+        """The task's usage so far, for an event; None while there is none to tell."""
+        usage = self.task.usage
+        return None if usage == _NOTHING_USED else usage
 
     def add_steps(self, steps: list[StepRecord]) -> None:
         """Add steps the plan grew by (follow-ups, fan-out instances); written as new rows."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from datetime import timedelta
+from typing import Protocol
 
 import structlog
 from opentelemetry.trace import Span
@@ -25,16 +26,21 @@ from agentmesh.models import (
     EventKind,
     FailureCode,
     Outcome,
+    StepKind,
     StepRecord,
     StepState,
     TaskRecord,
     TaskState,
+    Usage,
 )
 from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.registry import Registry
-from agentmesh.orchestrator.engine import growth, readable, saga, spans
+from agentmesh.orchestrator.engine import children, growth, readable, saga, spans
+from agentmesh.orchestrator.engine.budget import BudgetKeeper
+from agentmesh.orchestrator.engine.inputs import InputWait
 from agentmesh.orchestrator.engine.journal import Journal, now
 from agentmesh.orchestrator.engine.scheduler import Scheduler
+from agentmesh.orchestrator.engine.stepcache import StepCache
 from agentmesh.orchestrator.engine.streaming import PlanFollower
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import PlanPiece, dependencies, resolve
@@ -48,17 +54,35 @@ class TaskFailed(AgentMeshError):
     """A required step failed for good; the task cannot finish."""
 
 
+class _Budgeted(Protocol):
+    """Where a step's attempts report to the task's budget."""
+
+    def starting(self, first: bool) -> None:
+        """An attempt is about to go out (``first``: the step's first); StepFailed when the
+        budget forbids it."""
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """An attempt ended, having used this much."""
+
+
 class _StepObserver:
     """A step's state follows its attempts."""
 
-    def __init__(self, journal: Journal, step: StepRecord) -> None:
+    def __init__(self, journal: Journal, step: StepRecord, budget: _Budgeted) -> None:
         self._journal = journal
         self._step = step
+        self._budget = budget
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        self._budget.used(usage, seconds)
 
     def waiting(self, attempt: int, reason: str) -> None:
         self._journal.step_state(self._step, StepState.WAITING, reason, attempt=attempt)
 
     def started(self, agent: str, attempt: int) -> None:
+        # StepFailed when the budget is spent. A step resumed after a restart re-sends an
+        # attempt it counted already (its record has it).
+        self._budget.starting(first=self._step.attempts == 0)
         step = self._step
         step.agent, step.attempts = agent, attempt
         step.started_at = step.started_at or now()
@@ -93,15 +117,21 @@ class TaskRun:
         lease: Lease | None = None,
         span: Span | None = None,
         plan_rest: AsyncGenerator[PlanPiece, None] | None = None,
+        cancel: children.CancelTask | None = None,
     ) -> None:
         self.task = task
         #: The task's ``invoke_workflow`` span (a resumed run opens its own when it starts).
         self._span = span
+        self._store = store
+        #: Cancels another task (a live child, before this one rolls back).
+        self._cancel_task = cancel
         self._journal = Journal(task, last_sequence, store=store, bus=bus, lease=lease)
         self._dispatcher = Dispatcher(registry, settings)
         self._registry = registry
         self._settings = settings
         self._scheduler = Scheduler()
+        self._step_cache = StepCache(store, registry)
+        self._inputs = InputWait(store, task.id)
         #: Each running step's task; their ends arrive on ``_finished``.
         self._running: dict[str, asyncio.Task[Outcome]] = {}
         #: Each step's end; None when a streamed plan grew (or its planner finished).
@@ -116,6 +146,9 @@ class TaskRun:
         #: Cancelled instances of a failed fan-out, awaited before the run moves on.
         self._stopping: set[asyncio.Task[Outcome]] = set()
         self._cancel_reason = ""
+        self._budget = BudgetKeeper(task)
+        #: Why the run cut its own work short (its budget was passed), once it did.
+        self._failure = ""
         #: The task's work (steps, aggregation) while it runs: a cancel cuts this short.
         self._work: asyncio.Timeout | None = None
         #: Past its work (rolling back or finishing): a cancel changes nothing any more.
@@ -188,10 +221,13 @@ class TaskRun:
             finally:
                 self._work, self._settled = None, True
         except TaskFailed as exc:
-            await self._roll_back(exc.message)
+            # A step refused for the budget fails too: the budget is the reason to give.
+            await self._roll_back(self._failure or exc.message)
             return
         except TimeoutError:
-            if self._cancel_reason:
+            if self._failure:
+                await self._roll_back(self._failure)
+            elif self._cancel_reason:
                 await self._roll_back(self._cancel_reason, cancelled=True)
             else:
                 await self._roll_back("task deadline exceeded")
@@ -216,7 +252,15 @@ class TaskRun:
             parent is not None and parent in self.task.steps and self.task.steps[parent].state.final
         )
 
+    def child_changed(self, child: TaskRecord, what: str) -> None:
+        """A sub-task of this task was submitted or ended: its parent step's watchers hear."""
+        children.tell_parent(self._journal, child, what)
+
     async def _roll_back(self, reason: str, *, cancelled: bool = False) -> None:
+        if self._cancel_task is not None:  # children first: they may be using what we undo
+            await children.cancel_live_children(
+                self._store, self._cancel_task, self.task.id, reason
+            )
         await saga.roll_back(self._journal, self._dispatcher, reason, cancelled=cancelled)
 
     # -- the steps ----------------------------------------------------------------------------
@@ -295,9 +339,24 @@ class TaskRun:
                 except StepFailed as exc:
                     self._failed(step, exc)
             return
-        task = asyncio.create_task(self._attempts(step), name=f"step-{step.spec.id}")
+        work = self._ask(step) if step.spec.kind is StepKind.INPUT else self._attempts(step)
+        task = asyncio.create_task(work, name=f"step-{step.spec.id}")
         self._running[step.spec.id] = task
         task.add_done_callback(lambda done: self._finished.put_nowait((step, done)))
+
+    def answered(self, step_id: str) -> None:
+        """An answer to input step ``step_id`` is in the store: its wait ends."""
+        self._inputs.answered(step_id)
+
+    async def _ask(self, step: StepRecord) -> Outcome:
+        if step.state is not StepState.INPUT_REQUIRED:
+            asked = step.spec.human_input
+            # Kept across restarts: the timeout counts from the first time the step asked.
+            step.started_at = step.started_at or now()
+            self._journal.step_state(
+                step, StepState.INPUT_REQUIRED, asked.prompt if asked is not None else ""
+            )
+        return await self._inputs.wait(step)
 
     async def _attempts(self, step: StepRecord) -> Outcome:
         spec = step.spec
@@ -307,6 +366,9 @@ class TaskRun:
             raise StepFailed(
                 f"cannot resolve input: {exc}", code=FailureCode.BAD_REFERENCE, retryable=False
             ) from None
+        if spec.cache is not None and (hit := await self._step_cache.lookup(spec, payload)):
+            step.started_at = step.started_at or now()
+            return hit
         # A step found RUNNING after a restart re-sends its last attempt (same idempotency key).
         resume = step.state is StepState.RUNNING and step.attempts > 0
         job = Job(
@@ -323,7 +385,31 @@ class TaskRun:
             first_attempt=step.attempts if resume else step.attempts + 1,
             resume_on=step.agent if resume else "",
         )
-        return await self._dispatcher.send(job, _StepObserver(self._journal, step))
+        outcome = await self._dispatcher.send(job, _StepObserver(self._journal, step, self))
+        await self._step_cache.keep(spec, payload, outcome, task_id=self.task.id, step_id=spec.id)
+        return outcome
+
+    def starting(self, first: bool) -> None:
+        """A step's attempt is about to go to its agent: StepFailed once the budget is spent
+        (and the task fails for its budget). Only a step's first attempt counts as a step."""
+        if spent := self._budget.spent():
+            self._fail_now(spent)
+            raise StepFailed(spent, code=FailureCode.BUDGET_EXCEEDED, retryable=False)
+        if first:
+            self._budget.started()
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """A step's attempt ended having used ``usage``: the task stops once over budget."""
+        self._budget.used(usage, seconds)
+        if passed := self._budget.passed():
+            self._fail_now(passed)
+
+    def _fail_now(self, reason: str) -> None:
+        """Cut the task's work short, as a cancel does, and fail it with ``reason``."""
+        if self._work is None or self._work.expired() or self._settled:
+            return  # already stopping (cancelled, past its deadline) or past its work
+        self._failure = reason
+        self._work.reschedule(asyncio.get_running_loop().time())
 
     def _succeeded(self, step: StepRecord, outcome: Outcome) -> None:
         if outcome.follow_ups:
@@ -336,7 +422,8 @@ class TaskRun:
                 self._journal.step_state(record, StepState.PENDING, f"added by {step.spec.id}")
                 self._scheduler.add(record.spec.id, grown.needs[record.spec.id])
         step.output = outcome.output
-        self._journal.step_state(step, StepState.SUCCEEDED)
+        # The message of a success says where its output came from: a cache, a person.
+        self._journal.step_state(step, StepState.SUCCEEDED, outcome.message, cached=outcome.cached)
         self._scheduler.succeeded(step.spec.id, step.output)
 
     def _failed(self, step: StepRecord, exc: StepFailed) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
@@ -20,10 +20,12 @@ from agentmesh.models import (
     JSON,
     AgentCard,
     AgentStatus,
+    Budget,
     StepSpec,
     StepState,
     TaskRecord,
     TaskState,
+    Usage,
     WorkflowInfo,
 )
 
@@ -44,6 +46,21 @@ class RetryBody(_Body):
     max_backoff_seconds: Seconds = 0.0
 
 
+class StepCacheBody(_Body):
+    """When a step may reuse an earlier output (``StepCache``)."""
+
+    ttl_seconds: Seconds = 0.0
+
+
+class HumanInputBody(_Body):
+    """What a step of kind ``input`` asks (``HumanInput``)."""
+
+    prompt: str = ""
+    answer_schema: dict[str, Any] = Field(default_factory=dict)
+    approvers: list[str] = Field(default_factory=list)
+    default: Any = None
+
+
 class StepBody(_Body):
     """One step of a plan (``StepSpec``); see the gRPC API for the meaning of each field."""
 
@@ -59,6 +76,9 @@ class StepBody(_Body):
     pin_agent: str = ""
     exclude_agents: list[str] = Field(default_factory=list)
     for_each: str = ""
+    cache: StepCacheBody | None = None
+    kind: str = ""
+    human_input: HumanInputBody | None = None
 
 
 class PlanBody(_Body):
@@ -66,6 +86,15 @@ class PlanBody(_Body):
 
     steps: list[StepBody] = Field(default_factory=list)
     aggregate: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetBody(_Body):
+    """The most a task may use (``Budget``); 0 for no limit."""
+
+    tokens: Annotated[int, Field(ge=0, le=2**64 - 1)] = 0
+    cost: Seconds = 0.0
+    seconds: Seconds = 0.0
+    steps: UInt32 = 0
 
 
 class SubmitBody(_Body):
@@ -79,6 +108,13 @@ class SubmitBody(_Body):
     timeout_seconds: Seconds = 0.0
     labels: dict[str, str] = Field(default_factory=dict)
     idempotency_key: str = ""
+    budget: BudgetBody | None = None
+
+
+class InputBody(_Body):
+    """``POST /v1/tasks/{task_id}/steps/{step_id}/input``: the answer (any JSON value)."""
+
+    value: Any
 
 
 class CancelBody(_Body):
@@ -95,6 +131,12 @@ def _message(document: dict[str, Any], message: Any) -> Any:
         # The models keep the shape right; what remains are values like integers too big
         # for a JSON number in a Struct, or text that is not UTF-8.
         raise ValidationError(f"cannot be represented: {describe(exc)}", field="request") from None
+
+
+def input_value(body: InputBody) -> struct_pb2.Value:
+    """The answer in ``body`` as a protobuf Value; ValidationError when protobuf cannot hold it."""
+    value: struct_pb2.Value = _message(body.value, struct_pb2.Value())
+    return value
 
 
 def submit_request(body: SubmitBody) -> pb.SubmitTaskRequest:
@@ -150,6 +192,8 @@ class TaskView(BaseModel):
     partial: bool
     created_at: datetime
     updated_at: datetime
+    budget: Budget = Field(default_factory=Budget)
+    usage: Usage = Field(default_factory=Usage)
 
     @classmethod
     def of(cls, task: TaskRecord, *, omit_outputs: bool = False) -> TaskView:
@@ -157,6 +201,8 @@ class TaskView(BaseModel):
         return cls(
             task_id=task.id,
             owner=task.owner,
+            budget=task.budget,
+            usage=task.usage,
             state=task.state,
             input=task.input,
             priority=task.priority,

@@ -26,10 +26,12 @@ from agentmesh.orchestrator.http.models import (
     CancelBody,
     ErrorView,
     HealthView,
+    InputBody,
     SubmitBody,
     TaskPageView,
     TaskView,
     WorkflowView,
+    input_value,
     submit_request,
 )
 from agentmesh.security import Peer
@@ -174,6 +176,16 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
         """Cancel a task and roll back what it did; answers once it is final."""
         request = pb.CancelTaskRequest(task_id=task_id, reason=body.reason if body else "")
         return TaskView.of(await tasks.cancel(caller.identity, request))
+
+    @api.post("/v1/tasks/{task_id}/steps/{step_id}/input", tags=["tasks"])
+    async def provide_input(
+        task_id: TaskId, step_id: str, body: InputBody, caller: Caller, tasks: Tasks
+    ) -> TaskView:
+        """Answer a step waiting for input; the task as it is then (without outputs)."""
+        request = pb.ProvideInputRequest(task_id=task_id, step_id=step_id)
+        request.value.CopyFrom(input_value(body))
+        task = await tasks.provide_input(caller.identity, request)
+        return TaskView.of(task, omit_outputs=True)
 
     @api.get(
         "/v1/tasks/{task_id}/events",

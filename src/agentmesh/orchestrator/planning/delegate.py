@@ -9,7 +9,7 @@ import pydantic
 
 from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, StepFailed, ValidationError
-from agentmesh.models import JSON, Capability, FailureCode, Plan, RetryPolicy, TaskRequest
+from agentmesh.models import JSON, Capability, FailureCode, Plan, RetryPolicy, TaskRequest, Usage
 from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
@@ -37,6 +37,9 @@ class _Watch:
 
     def retrying(self, attempt: int, reason: str) -> None:
         """One attempt only: nothing to report."""
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """Planning happens before the task exists: no budget to count it against."""
 
 
 class AgentPlanner:

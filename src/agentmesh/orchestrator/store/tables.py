@@ -45,6 +45,7 @@ class TaskRow(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_tasks_owner_idempotency_key"),
         Index("ix_tasks_state", "state"),
         Index("ix_tasks_owner_created", "owner", "created_at"),
+        Index("ix_tasks_parent", "parent_task_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -72,6 +73,13 @@ class TaskRow(Base):
     trace_context: Mapped[dict[str, Any] | None]
     #: True while the planner still streams the plan's steps (revision 0004).
     planning: Mapped[bool] = mapped_column(default=False, server_default="0")
+    #: The task's :class:`~agentmesh.models.Budget` and :class:`~agentmesh.models.Usage`;
+    #: NULL for older tasks (no budget, nothing counted); added by revision 0006.
+    budget: Mapped[dict[str, Any] | None]
+    usage: Mapped[dict[str, Any] | None]
+    #: For a sub-task: the task and step whose agent submitted it (revision 0009).
+    parent_task_id: Mapped[str | None] = mapped_column(String(36))
+    parent_step_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -129,3 +137,35 @@ class HoldRow(Base):
 TASKS = cast(Table, TaskRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
+
+
+class StepOutputRow(Base):
+    """A successful step output kept for reuse: the step cache, keyed by a hash of the
+    capability, the version that produced it and the resolved input."""
+
+    __tablename__ = "step_outputs"
+    __table_args__ = (Index("ix_step_outputs_stored_at", "stored_at"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    capability: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    output: Mapped[Any | None]
+    #: The task and step that produced it (for the event that says where it came from).
+    task_id: Mapped[str] = mapped_column(String(36))
+    step_id: Mapped[str] = mapped_column(String(128))
+    stored_at: Mapped[datetime]
+
+
+class StepAnswerRow(Base):
+    """A person's answer to a step of kind ``input``, kept until the run that waits takes it
+    (the run may be on another replica, or not started yet after a restart)."""
+
+    __tablename__ = "step_answers"
+
+    task_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[Any | None]
+    answered_by: Mapped[str] = mapped_column(String(512))
+    answered_at: Mapped[datetime]

@@ -16,7 +16,9 @@ from sqlalchemy import select
 
 from agentmesh.errors import AlreadyExists
 from agentmesh.models import (
+    Budget,
     EventKind,
+    ParentStep,
     Plan,
     StepRecord,
     StepSpec,
@@ -24,6 +26,7 @@ from agentmesh.models import (
     TaskEvent,
     TaskRecord,
     TaskState,
+    Usage,
 )
 from agentmesh.orchestrator.store import writes
 from agentmesh.orchestrator.store.connection import Connection, utc
@@ -142,6 +145,17 @@ class Tasks(Connection):
             rows = (await session.scalars(query.limit(limit).offset(offset))).all()
         return [_task_record(r, ()) for r in rows]
 
+    async def live_children(self, task_id: str) -> list[str]:
+        """The ids of the sub-tasks of ``task_id`` that are not final yet, oldest first."""
+        live = [s.value for s in TaskState if not s.final]
+        async with self._read() as session:
+            rows = await session.scalars(
+                select(TaskRow.id)
+                .where(TaskRow.parent_task_id == task_id, TaskRow.state.in_(live))
+                .order_by(TaskRow.created_at)
+            )
+            return list(rows.all())
+
     async def last_sequence(self, task_id: str) -> int:
         """The sequence number of the task's newest event (0 when none)."""
         end = await self.stream_end(task_id)
@@ -253,6 +267,13 @@ def _task_record(row: Any, steps: Iterable[Any]) -> TaskRecord:
         partial=row.partial,
         trace_context=row.trace_context or {},
         planning=row.planning,
+        budget=Budget.model_validate(row.budget) if row.budget else Budget(),
+        usage=Usage.model_validate(row.usage) if row.usage else Usage(),
+        parent=(
+            ParentStep(task_id=row.parent_task_id, step_id=row.parent_step_id or "")
+            if row.parent_task_id
+            else None
+        ),
         created_at=utc(row.created_at) or row.created_at,
         updated_at=utc(row.updated_at) or row.updated_at,
     )

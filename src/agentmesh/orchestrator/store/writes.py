@@ -183,6 +183,7 @@ def _task_update(change: Change) -> dict[str, Any]:
         "partial": task.partial,
         "updated_at": task.updated_at,
         "planning": task.planning,
+        "usage": task.usage.model_dump(mode="json"),
     }
     # Added steps (fan-out instances, follow-ups, streamed steps) change the plan, and so
     # does the end of a streamed plan.
@@ -215,6 +216,10 @@ def _task_row(creation: Creation) -> dict[str, Any]:
         "request_fingerprint": (creation.fingerprint or None) if key else None,
         "trace_context": task.trace_context or None,
         "planning": task.planning,
+        "budget": task.budget.model_dump(mode="json"),
+        "usage": task.usage.model_dump(mode="json"),
+        "parent_task_id": task.parent.task_id if task.parent else None,
+        "parent_step_id": task.parent.step_id if task.parent else None,
         "last_sequence": 0,
         "lease_owner": lease.owner if lease else None,
         "lease_expires_at": lease.expires_at() if lease else None,

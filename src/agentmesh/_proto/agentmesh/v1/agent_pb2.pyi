@@ -294,6 +294,7 @@ class Result(_message.Message):
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     FOLLOW_UPS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     @_builtins.property
     def output(self) -> _struct_pb2.Struct: ...
@@ -304,16 +305,21 @@ class Result(_message.Message):
         its output and any earlier step's.
         """
 
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """What the run used (tokens and cost of its model calls), if the handler said."""
+
     def __init__(
         self,
         *,
         assignment_id: _builtins.str = ...,
         output: _struct_pb2.Struct | None = ...,
         follow_ups: _abc.Iterable[_common_pb2.StepSpec] | None = ...,
+        usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "follow_ups", b"follow_ups", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "follow_ups", b"follow_ups", "output", b"output", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,12 +333,17 @@ class Failure(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     code: _builtins.str
     """A short machine-readable code, e.g. "invalid_input", "timeout", "draining"."""
     message: _builtins.str
     retryable: _builtins.bool
     """True when trying again (here or on another agent) may succeed."""
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """What the run used before it failed (a failed model call may still cost)."""
+
     def __init__(
         self,
         *,
@@ -340,10 +351,11 @@ class Failure(_message.Message):
         code: _builtins.str = ...,
         message: _builtins.str = ...,
         retryable: _builtins.bool = ...,
+        usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "code", b"code", "message", b"message", "retryable", b"retryable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "code", b"code", "message", b"message", "retryable", b"retryable", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

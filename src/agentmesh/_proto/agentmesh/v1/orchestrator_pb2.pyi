@@ -67,6 +67,8 @@ class _StepStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepState.V
     STEP_STATE_SKIPPED: _StepState.ValueType  # 6
     STEP_STATE_CANCELLED: _StepState.ValueType  # 7
     STEP_STATE_COMPENSATED: _StepState.ValueType  # 8
+    STEP_STATE_INPUT_REQUIRED: _StepState.ValueType  # 9
+    """A step of kind "input" waits for a person's answer (ProvideInput)."""
 
 class StepState(_StepState, metaclass=_StepStateEnumTypeWrapper): ...
 
@@ -80,6 +82,8 @@ STEP_STATE_FAILED: StepState.ValueType  # 5
 STEP_STATE_SKIPPED: StepState.ValueType  # 6
 STEP_STATE_CANCELLED: StepState.ValueType  # 7
 STEP_STATE_COMPENSATED: StepState.ValueType  # 8
+STEP_STATE_INPUT_REQUIRED: StepState.ValueType  # 9
+"""A step of kind "input" waits for a person's answer (ProvideInput)."""
 Global___StepState: _TypeAlias = StepState  # noqa: Y015
 
 class _CircuitState:
@@ -161,6 +165,8 @@ class SubmitTaskRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     workflow: _builtins.str
     """Name of a workflow in the orchestrator's catalog."""
     goal: _builtins.str
@@ -179,6 +185,17 @@ class SubmitTaskRequest(_message.Message):
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def budget(self) -> _common_pb2.Budget:
+        """Limits on what the task may use; unset for none."""
+
+    @_builtins.property
+    def parent(self) -> Global___ParentStep:
+        """A sub-task: submitted by the agent running this step of another task. The
+        child is owned by the parent's owner (and runs with its authority), and is
+        cancelled before its parent rolls back or is cancelled.
+        """
+
     def __init__(
         self,
         *,
@@ -190,16 +207,40 @@ class SubmitTaskRequest(_message.Message):
         timeout_seconds: _builtins.float = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
+        budget: _common_pb2.Budget | None = ...,
+        parent: Global___ParentStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["goal", b"goal", "input", b"input", "plan", b"plan", "spec", b"spec", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "input", b"input", "parent", b"parent", "plan", b"plan", "spec", b"spec", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["goal", b"goal", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "plan", b"plan", "priority", b"priority", "spec", b"spec", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "parent", b"parent", "plan", b"plan", "priority", b"priority", "spec", b"spec", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_spec: _TypeAlias = _typing.Literal["plan", "workflow", "goal"]  # noqa: Y015
     _WhichOneofArgType_spec: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_spec) -> _WhichOneofReturnType_spec | None: ...
 
 Global___SubmitTaskRequest: _TypeAlias = SubmitTaskRequest  # noqa: Y015
+
+@_typing.final
+class ParentStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    step_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_id", b"step_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParentStep: _TypeAlias = ParentStep  # noqa: Y015
 
 @_typing.final
 class SubmitTaskResponse(_message.Message):
@@ -323,6 +364,32 @@ class CancelTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelTaskRequest: _TypeAlias = CancelTaskRequest  # noqa: Y015
+
+@_typing.final
+class ProvideInputRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    step_id: _builtins.str
+    @_builtins.property
+    def value(self) -> _struct_pb2.Value: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+        value: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_id", b"step_id", "task_id", b"task_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvideInputRequest: _TypeAlias = ProvideInputRequest  # noqa: Y015
 
 @_typing.final
 class WatchTaskRequest(_message.Message):
@@ -605,6 +672,9 @@ class Task(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     error: _builtins.str
@@ -625,6 +695,18 @@ class Task(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def budget(self) -> _common_pb2.Budget:
+        """The limits the task was submitted with (all 0 for none)."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """What the task has used so far, summed over all its steps."""
+
+    @_builtins.property
+    def parent(self) -> Global___ParentStep:
+        """For a sub-task: the task and step whose agent submitted it."""
+
     def __init__(
         self,
         *,
@@ -640,10 +722,13 @@ class Task(_message.Message):
         owner: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        budget: _common_pb2.Budget | None = ...,
+        usage: _common_pb2.Usage | None = ...,
+        parent: Global___ParentStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "input", b"input", "result", b"result", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "input", b"input", "parent", b"parent", "result", b"result", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "input", b"input", "labels", b"labels", "owner", b"owner", "partial", b"partial", "priority", b"priority", "result", b"result", "state", b"state", "steps", b"steps", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "error", b"error", "input", b"input", "labels", b"labels", "owner", b"owner", "parent", b"parent", "partial", b"partial", "priority", b"priority", "result", b"result", "state", b"state", "steps", b"steps", "task_id", b"task_id", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -698,12 +783,17 @@ class TaskStateChanged(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     PARTIAL_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     state: Global___TaskState.ValueType
     reason: _builtins.str
     partial: _builtins.bool
     @_builtins.property
     def result(self) -> _struct_pb2.Value:
         """Set on the final SUCCEEDED event."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """The task's usage so far."""
 
     def __init__(
         self,
@@ -712,10 +802,11 @@ class TaskStateChanged(_message.Message):
         reason: _builtins.str = ...,
         result: _struct_pb2.Value | None = ...,
         partial: _builtins.bool = ...,
+        usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial", "reason", b"reason", "result", b"result", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial", "reason", b"reason", "result", b"result", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -731,14 +822,22 @@ class StepStateChanged(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     state: Global___StepState.ValueType
     agent: _builtins.str
     attempt: _builtins.int
     reason: _builtins.str
+    cached: _builtins.bool
+    """On SUCCEEDED: the output is an earlier run's, reused from the step cache."""
     @_builtins.property
     def output(self) -> _struct_pb2.Value:
         """Set when the step succeeded."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """On a step's final states: the task's usage so far."""
 
     def __init__(
         self,
@@ -749,10 +848,12 @@ class StepStateChanged(_message.Message):
         attempt: _builtins.int = ...,
         reason: _builtins.str = ...,
         output: _struct_pb2.Value | None = ...,
+        usage: _common_pb2.Usage | None = ...,
+        cached: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "cached", b"cached", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -767,11 +868,16 @@ class StepProgress(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     FRACTION_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    CHILD_TASK_ID_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     agent: _builtins.str
     attempt: _builtins.int
     fraction: _builtins.float
     message: _builtins.str
+    child_task_id: _builtins.str
+    """Set when the step's agent submitted a sub-task, or that sub-task ended:
+    its id (WatchTask follows it).
+    """
     def __init__(
         self,
         *,
@@ -780,10 +886,11 @@ class StepProgress(_message.Message):
         attempt: _builtins.int = ...,
         fraction: _builtins.float = ...,
         message: _builtins.str = ...,
+        child_task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "fraction", b"fraction", "message", b"message", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "child_task_id", b"child_task_id", "fraction", b"fraction", "message", b"message", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

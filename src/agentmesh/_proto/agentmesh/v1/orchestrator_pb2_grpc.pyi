@@ -47,6 +47,11 @@ class OrchestratorStub:
     ListAgents: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]
     ListWorkflows: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]
     """The workflows of the orchestrator's catalog, sorted by name."""
+    ProvideInput: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ProvideInputRequest, _orchestrator_pb2.Task]
+    """Answers a step of kind "input" that is INPUT_REQUIRED; the value must
+    match the step's answer schema and becomes its output. Allowed to the
+    step's approvers (and by the policy's provide_input). Returns the task.
+    """
 
 @_typing.type_check_only
 class OrchestratorAsyncStub(OrchestratorStub):
@@ -67,6 +72,11 @@ class OrchestratorAsyncStub(OrchestratorStub):
     ListAgents: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]  # type: ignore[assignment]
     ListWorkflows: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
     """The workflows of the orchestrator's catalog, sorted by name."""
+    ProvideInput: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ProvideInputRequest, _orchestrator_pb2.Task]  # type: ignore[assignment]
+    """Answers a step of kind "input" that is INPUT_REQUIRED; the value must
+    match the step's answer schema and becomes its output. Allowed to the
+    step's approvers (and by the policy's provide_input). Returns the task.
+    """
 
 class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
     """Served by the orchestrator to clients and progress subscribers."""
@@ -126,6 +136,17 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListWorkflowsResponse, _abc.Awaitable[_orchestrator_pb2.ListWorkflowsResponse]]:
         """The workflows of the orchestrator's catalog, sorted by name."""
+
+    @_abc_1.abstractmethod
+    def ProvideInput(
+        self,
+        request: _orchestrator_pb2.ProvideInputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.Task, _abc.Awaitable[_orchestrator_pb2.Task]]:
+        """Answers a step of kind "input" that is INPUT_REQUIRED; the value must
+        match the step's answer schema and becomes its output. Allowed to the
+        step's approvers (and by the policy's provide_input). Returns the task.
+        """
 
 def add_OrchestratorServicer_to_server(servicer: OrchestratorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
