@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     circuit_fail_max: int = Field(default=5, ge=1)
     #: How long an open circuit stays open before one probe assignment may go through.
     circuit_reset_seconds: float = Field(default=5.0, gt=0)
+    #: How often a replica reads operators' overrides (drain, weight) from the store, to
+    #: apply those set through another replica.
+    overrides_refresh_seconds: float = Field(default=2.0, gt=0)
     #: host:port of the Prometheus /metrics endpoint (port 0: any free port); empty for none.
     metrics_listen: str = ""
 

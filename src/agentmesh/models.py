@@ -267,12 +267,33 @@ class AgentStatus:
     #: Attempts that ended ok and that failed, since the orchestrator first saw the agent.
     successes: int = 0
     failures: int = 0
+    #: Drained by an operator: no new work until resumed.
+    drained: bool = False
+    #: The operator's weight on the agent's share of work (1 by default).
+    weight: float = 1.0
 
     @property
     def success_rate(self) -> float | None:
         """Share of the agent's attempts that succeeded (None before its first)."""
         total = self.successes + self.failures
         return None if total == 0 else self.successes / total
+
+
+#: The weight an agent has until an operator sets one, and the widest an operator may set.
+DEFAULT_WEIGHT: Final = 1.0
+MAX_WEIGHT: Final = 100.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentOverride:
+    """What operators said of one agent (drained, weight), kept in the store for every replica."""
+
+    name: str
+    drained: bool = False
+    weight: float = DEFAULT_WEIGHT
+    #: The identity that set it last, and when (None: never set).
+    updated_by: str = ""
+    updated_at: datetime | None = None
 
 
 class FailureCode(enum.StrEnum):

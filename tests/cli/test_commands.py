@@ -268,3 +268,36 @@ def test_certs_init_issues_the_cli_identity_that_commands_use_by_default(
     assert (folder / "client" / "cli.pem").exists()
     assert (folder / "client" / "cli.key").stat().st_mode & 0o777 == 0o600
     assert "client cli" in answer.stdout
+
+
+async def test_an_admin_drains_weighs_and_resumes_an_agent_from_the_command_line(
+    mesh: Mesh,
+) -> None:
+    connection = [
+        "--address",
+        f"localhost:{mesh.orchestrator.port}",
+        "--certs-dir",
+        str(mesh.certs),
+    ]
+
+    async def invoke(*args: str) -> object:
+        return await asyncio.to_thread(
+            CliRunner().invoke, app, ["agents", *args, *connection], env={"COLUMNS": "200"}
+        )
+
+    refused = await invoke("drain", "echo-1", "--admin", "nobody")
+    drained = await invoke("drain", "echo-1", "--admin", "root")
+    weighed = await invoke("weight", "echo-1", "0.5", "--admin", "root", "-o", "json")
+    listed = await mesh.cli("agents")
+    (shown,) = json.loads((await mesh.cli("agents", "-o", "json")).stdout)
+    resumed = await invoke("resume", "echo-1", "--admin", "root")
+    bad = await invoke("weight", "echo-1", "0", "--admin", "root")
+    assert refused.exit_code == 1  # type: ignore[attr-defined]
+    assert "certs issue admin nobody" in refused.stderr  # type: ignore[attr-defined]
+    assert drained.stdout == "echo-1: drained, weight 1\n"  # type: ignore[attr-defined]
+    assert json.loads(weighed.stdout)["weight"] == 0.5  # type: ignore[attr-defined]
+    assert "drained, weight 0.5" in listed.stdout
+    assert (shown["drained"], shown["weight"]) == (True, 0.5)
+    assert resumed.stdout == "echo-1: in rotation, weight 0.5\n"  # type: ignore[attr-defined]
+    assert bad.exit_code == 1  # type: ignore[attr-defined]
+    assert "INVALID_ARGUMENT" in bad.stderr  # type: ignore[attr-defined]

@@ -78,6 +78,8 @@ class Action(enum.StrEnum):
     LIST_AGENTS = "list_agents"
     LIST_WORKFLOWS = "list_workflows"
     REGISTER_CAPABILITIES = "register_capabilities"
+    #: Drain, resume and weigh agents (operator overrides of matching).
+    MANAGE_AGENTS = "manage_agents"
 
 
 #: Actions on tasks, answered with a :class:`Scope`.
@@ -115,6 +117,8 @@ class Allow(_Strict):
     list_agents: bool = False
     #: Read the orchestrator's workflow catalog (names, descriptions, input schemas, steps).
     list_workflows: bool = False
+    #: Drain, resume and weigh agents: take one out of rotation, or give it more or less work.
+    manage_agents: bool = False
     #: Globs of the capability names an agent may register.
     register_capabilities: tuple[str, ...] = ()
     #: Globs of the capability names an agent may register even while an agent of another
@@ -248,7 +252,7 @@ class Policy:
         )
 
     def allows(self, identity: Identity, action: Action) -> Decision:
-        """Whether ``identity`` may submit tasks, list agents or list workflows."""
+        """Whether ``identity`` may submit tasks, list agents or workflows, or manage agents."""
         rules = self.rules_for(identity)
         for rule in rules:
             if getattr(rule.allow, action.value) is True:
@@ -298,8 +302,8 @@ class Policy:
 
 #: Today's behaviour as a policy: agents register as themselves with any capability, clients
 #: and admins submit and list the workflows they can submit, owners see and cancel their own
-#: tasks, admins see every task, any identity lists agents (every rule here is by kind or
-#: ``*``, so of the policy's domain only).
+#: tasks, admins see every task and manage agents, any identity lists agents (every rule here
+#: is by kind or ``*``, so of the policy's domain only).
 DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     "version": 1,
     "rules": [
@@ -310,7 +314,7 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
             "allow": {"submit_tasks": True, "list_workflows": True},
         },
         {"name": "owners", "identities": ["*"], "allow": {"tasks": "own"}},
-        {"name": "admins", "kinds": ["admin"], "allow": {"tasks": "any"}},
+        {"name": "admins", "kinds": ["admin"], "allow": {"tasks": "any", "manage_agents": True}},
         {"name": "everyone", "identities": ["*"], "allow": {"list_agents": True}},
     ],
 }

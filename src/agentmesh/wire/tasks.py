@@ -11,7 +11,9 @@ from pydantic import ValidationError as PydanticValidationError
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError
 from agentmesh.models import (
+    DEFAULT_WEIGHT,
     JSON,
+    AgentOverride,
     AgentStatus,
     EventKind,
     Plan,
@@ -108,6 +110,8 @@ def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
         success_rate=status.success_rate or 0.0,
         successes=status.successes,
         failures=status.failures,
+        drained=status.drained,
+        weight=status.weight,
     )
     _timestamp(status.registered_at, message.registered_at)
     _timestamp(status.last_seen, message.last_seen)
@@ -130,6 +134,32 @@ def status_from_proto(message: pb.AgentStatus) -> AgentStatus:
         latency=message.latency_seconds or None,
         successes=message.successes,
         failures=message.failures,
+        drained=message.drained,
+        # 0 from an orchestrator that predates weights, whose every agent weighs 1.
+        weight=message.weight or DEFAULT_WEIGHT,
+    )
+
+
+def override_to_proto(override: AgentOverride) -> pb.AgentOverride:
+    """An operator's override on the wire."""
+    message = pb.AgentOverride(
+        name=override.name,
+        drained=override.drained,
+        weight=override.weight,
+        updated_by=override.updated_by,
+    )
+    _timestamp(override.updated_at, message.updated_at)
+    return message
+
+
+def override_from_proto(message: pb.AgentOverride) -> AgentOverride:
+    """An operator's override as a domain object."""
+    return AgentOverride(
+        name=message.name,
+        drained=message.drained,
+        weight=message.weight or DEFAULT_WEIGHT,
+        updated_by=message.updated_by,
+        updated_at=_time(message, "updated_at"),
     )
 
 

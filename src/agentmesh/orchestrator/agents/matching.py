@@ -22,6 +22,10 @@ class AgentStats:
     last_assigned: float = 0.0
     #: Recent outcomes weigh more than old ones.
     _alpha: float = field(default=0.3, repr=False)
+    #: An operator's drain: no new work (see :class:`~agentmesh.models.AgentOverride`).
+    drained: bool = False
+    #: An operator's weight on the agent's share of work (1 by default).
+    weight: float = 1.0
 
     def record(self, seconds: float, ok: bool) -> None:
         """Account one finished attempt."""
@@ -126,16 +130,21 @@ def choose(candidates: Iterable[Candidate], requirement: Requirement) -> Candida
     for candidate in candidates:
         if not candidate.usable or candidate.active >= candidate.card.max_concurrency:
             continue
+        if candidate.stats.drained:
+            continue
         if not eligible(candidate, requirement) or rejection(candidate.card, requirement):
             continue
         stats = candidate.stats
+        # An operator's weight makes the agent look less (or more) loaded and faster (or
+        # slower) than it is: a weight of 0.5 gets work as if it were twice as busy and slow.
+        weight = stats.weight
         score = (
             0.0 if candidate.card.name == requirement.prefer else 1.0,
             1.0 if candidate.card.name in requirement.avoid else 0.0,
             # Lower is better from here on.
             -round(stats.success_rate, 1),
-            candidate.active / candidate.card.max_concurrency,
-            stats.latency or 0.0,
+            candidate.active / candidate.card.max_concurrency / weight,
+            (stats.latency or 0.0) / weight,
             stats.last_assigned,
         )
         if best is None or score < best[0]:

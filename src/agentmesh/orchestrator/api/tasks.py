@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import NotFound
-from agentmesh.models import AgentStatus, TaskEvent, TaskRecord, WorkflowInfo
+from agentmesh.models import AgentOverride, AgentStatus, TaskEvent, TaskRecord, WorkflowInfo
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
 from agentmesh.orchestrator.engine import Engine
@@ -123,3 +123,18 @@ class TaskService:
         self.guard.require(caller, Action.LIST_AGENTS)
         validation.check_list_agents(request)
         return list(self._registry.statuses(request.capability))
+
+    async def override_agent(
+        self,
+        caller: Identity,
+        name: str,
+        *,
+        drained: bool | None = None,
+        weight: float | None = None,
+    ) -> AgentOverride:
+        """Drain or resume an agent, or set its weight (policy action ``manage_agents``)."""
+        self.guard.require(caller, Action.MANAGE_AGENTS)
+        validation.check_agent_name(name)
+        if weight is not None:
+            validation.check_weight(weight)
+        return await self._registry.override(name, caller.uri, drained=drained, weight=weight)

@@ -23,7 +23,7 @@ from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError, field_path
 from agentmesh.limits import ByteBudget, PlanLimits, check_struct
-from agentmesh.models import MAX_CAPABILITY_NAME, AgentCard, is_capability_name
+from agentmesh.models import MAX_CAPABILITY_NAME, MAX_WEIGHT, AgentCard, is_capability_name
 from agentmesh.security.identity import check_name
 
 TASK_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -181,6 +181,21 @@ def check_watch(request: pb.WatchTaskRequest) -> None:
 def check_list_agents(request: pb.ListAgentsRequest) -> None:
     """A ListAgents request's fields."""
     _token(request.capability, MAX_CAPABILITY_NAME, "capability")
+
+
+def check_agent_name(name: str) -> None:
+    """The agent named by a DrainAgent, ResumeAgent or SetAgentWeight request."""
+    check_name(name, "name")
+
+
+def check_weight(weight: float) -> None:
+    """A SetAgentWeight request's weight: finite, more than 0, at most MAX_WEIGHT."""
+    if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
+        raise ValidationError(
+            f"must be more than 0 and at most {MAX_WEIGHT:g} (1 is the default share),"
+            f" not {weight!r}",
+            field="weight",
+        )
 
 
 # -- Registry -----------------------------------------------------------------------------------

@@ -476,6 +476,8 @@ class AgentStatus(_message.Message):
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     SUCCESSES_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
     identity: _builtins.str
     """The agent's identity, from its certificate."""
     connected: _builtins.bool
@@ -489,6 +491,12 @@ class AgentStatus(_message.Message):
     successes: _builtins.int
     """Attempts that ended ok and that failed, since the orchestrator first saw the agent."""
     failures: _builtins.int
+    drained: _builtins.bool
+    """Drained by an operator (DrainAgent): no new work until ResumeAgent."""
+    weight: _builtins.float
+    """The operator's weight (SetAgentWeight); 0 from an orchestrator that
+    predates weights, which is 1.
+    """
     @_builtins.property
     def card(self) -> _common_pb2.AgentCard: ...
     @_builtins.property
@@ -510,14 +518,112 @@ class AgentStatus(_message.Message):
         success_rate: _builtins.float = ...,
         successes: _builtins.int = ...,
         failures: _builtins.int = ...,
+        drained: _builtins.bool = ...,
+        weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "last_seen", b"last_seen", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "draining", b"draining", "failures", b"failures", "identity", b"identity", "last_seen", b"last_seen", "latency_seconds", b"latency_seconds", "registered_at", b"registered_at", "success_rate", b"success_rate", "successes", b"successes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "drained", b"drained", "draining", b"draining", "failures", b"failures", "identity", b"identity", "last_seen", b"last_seen", "latency_seconds", b"latency_seconds", "registered_at", b"registered_at", "success_rate", b"success_rate", "successes", b"successes", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
+
+@_typing.final
+class DrainAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainAgentRequest: _TypeAlias = DrainAgentRequest  # noqa: Y015
+
+@_typing.final
+class ResumeAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeAgentRequest: _TypeAlias = ResumeAgentRequest  # noqa: Y015
+
+@_typing.final
+class SetAgentWeightRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    weight: _builtins.float
+    """More than 0, at most 100; 1 is the default share."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAgentWeightRequest: _TypeAlias = SetAgentWeightRequest  # noqa: Y015
+
+@_typing.final
+class AgentOverride(_message.Message):
+    """What operators said of one agent, as the store keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    drained: _builtins.bool
+    weight: _builtins.float
+    updated_by: _builtins.str
+    """The identity that set it last, and when."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        drained: _builtins.bool = ...,
+        weight: _builtins.float = ...,
+        updated_by: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "name", b"name", "updated_at", b"updated_at", "updated_by", b"updated_by", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentOverride: _TypeAlias = AgentOverride  # noqa: Y015
 
 @_typing.final
 class Step(_message.Message):
