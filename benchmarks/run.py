@@ -30,6 +30,7 @@ import agentmesh
 from benchmarks import (
     critical_path,
     http_latency,
+    matching,
     noop,
     parallel_speedup,
     scale,
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     http_latency.NAME: http_latency.run,
     scale.NAME: scale.run,
     noop.NAME: noop.run,
+    matching.NAME: matching.run,
 }
 
 

@@ -225,6 +225,26 @@ class EventKind(enum.StrEnum):
     STEP_PROGRESS = "step_progress"
 
 
+class AgentScore(_Frozen):
+    """How matching rated one agent for a step: lower scores are better."""
+
+    agent: str
+    score: float
+    #: Why it was not a contender, when it was not (``full``, ``circuit open``, ``drained``,
+    #: ``failed this step``); empty for one that was.
+    note: str = ""
+
+
+class AgentChoice(_Frozen):
+    """Why a step's attempt went to its agent: the strategy, the winner's score (lower is
+    better; the learner's is its sampled seconds per success), and the others."""
+
+    strategy: str
+    score: float
+    reason: str
+    alternatives: tuple[AgentScore, ...] = ()
+
+
 class TaskEvent(_Frozen):
     """One ordered change of a task, as persisted and streamed to watchers."""
 
@@ -242,6 +262,8 @@ class TaskEvent(_Frozen):
     message: str = ""
     output: JSON = None
     partial: bool = False
+    #: On a step's RUNNING event: why matching gave the attempt to ``agent``.
+    choice: AgentChoice | None = None
 
 
 def version_matches(prefix: str, version: str) -> bool:

@@ -13,7 +13,9 @@ from agentmesh.errors import ValidationError
 from agentmesh.models import (
     DEFAULT_WEIGHT,
     JSON,
+    AgentChoice,
     AgentOverride,
+    AgentScore,
     AgentStatus,
     EventKind,
     Plan,
@@ -302,6 +304,15 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         change.reason = event.reason
         if event.output is not None:
             value_to_proto(event.output, change.output)
+        if event.choice is not None:
+            choice = event.choice
+            change.choice.strategy = choice.strategy
+            change.choice.score = choice.score
+            change.choice.reason = choice.reason
+            change.choice.alternatives.extend(
+                pb.AgentScore(agent=a.agent, score=a.score, note=a.note)
+                for a in choice.alternatives
+            )
     else:
         message.step_progress.step_id = event.step_id
         message.step_progress.agent = event.agent
@@ -309,6 +320,17 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         message.step_progress.fraction = event.fraction
         message.step_progress.message = event.message
     return message
+
+
+def _choice(message: pb.AgentChoice) -> AgentChoice:
+    return AgentChoice(
+        strategy=message.strategy,
+        score=message.score,
+        reason=message.reason,
+        alternatives=tuple(
+            AgentScore(agent=a.agent, score=a.score, note=a.note) for a in message.alternatives
+        ),
+    )
 
 
 def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
@@ -340,6 +362,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             attempt=step.attempt,
             reason=step.reason,
             output=_value(step, "output"),
+            choice=_choice(step.choice) if step.HasField("choice") else None,
         )
     if kind == "step_progress":
         progress = message.step_progress

@@ -27,9 +27,11 @@ from agentmesh.models import AgentCard, AgentOverride, AgentStatus
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
 from agentmesh.orchestrator.agents.claims import MayRedefine, check_claims
+from agentmesh.orchestrator.agents.learning import LearnerKnobs, matcher
 from agentmesh.orchestrator.agents.link import AgentLink
 from agentmesh.orchestrator.agents.matching import (
     AgentStats,
+    Matcher,
     Requirement,
     eligible,
     rejection,
@@ -76,6 +78,21 @@ class Registry:
         self._tasks = TaskSet()
         self._ticker: asyncio.Task[None] | None = None
         self._slots = Slots(self._links, self._stats, self._circuits)
+        #: The scorer every step's requirement carries (``AGENTMESH_MATCHING_STRATEGY``).
+        self.matcher: Matcher = matcher(
+            settings.matching_strategy,
+            LearnerKnobs(
+                prior_successes=settings.learn_prior_successes,
+                prior_failures=settings.learn_prior_failures,
+                latency_spread=settings.learn_latency_spread,
+                half_life_seconds=settings.learn_half_life_seconds,
+                explore=settings.learn_explore,
+                load_penalty=settings.learn_load_penalty,
+            ),
+        )
+
+    def _new_stats(self) -> AgentStats:
+        return AgentStats(half_life=self._settings.learn_half_life_seconds)
 
     async def __aenter__(self) -> Registry:
         for card, _, _ in await self._store.agents():
@@ -142,7 +159,7 @@ class Registry:
                         by=override.updated_by,
                     )
             self._overrides[name] = override
-            stats = self._stats.setdefault(name, AgentStats())
+            stats = self._stats.get(name) or self._stats.setdefault(name, self._new_stats())
             stats.drained = override.drained
             stats.weight = override.weight
         if changed:
@@ -266,7 +283,8 @@ class Registry:
             self._registered.notify_all()
         self._learn(card)
         self._registered_at[card.name] = now
-        self._stats.setdefault(card.name, AgentStats())
+        if card.name not in self._stats:
+            self._stats[card.name] = self._new_stats()
         self._circuits.setdefault(
             card.name,
             AgentCircuit(
@@ -374,14 +392,17 @@ class Registry:
             for c in self._slots.candidates()
         )
 
-    def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> str:
-        """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit.
+    def record(
+        self, agent: str, seconds: float, ok: bool, *, agent_fault: bool, capability: str = ""
+    ) -> str:
+        """Account an attempt's outcome (of ``capability``) for matching; ``agent_fault``
+        counts against its circuit.
 
         Returns the agent's circuit state afterwards (closed, open or half_open).
         """
         stats = self._stats.get(agent)
         if stats is not None:
-            stats.record(seconds, ok)
+            stats.record(seconds, ok, capability)
         circuit = self._circuits.get(agent)
         if circuit is not None and (ok or agent_fault):
             circuit.record(ok)

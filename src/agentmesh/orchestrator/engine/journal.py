@@ -17,7 +17,15 @@ from typing import Any
 
 import structlog
 
-from agentmesh.models import EventKind, StepRecord, StepState, TaskEvent, TaskRecord, TaskState
+from agentmesh.models import (
+    AgentChoice,
+    EventKind,
+    StepRecord,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+)
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.store import Lease, LeaseLost, Store
@@ -94,9 +102,16 @@ class Journal:
             self._log.error("task.rollback_failed", reason=reason)
 
     def step_state(
-        self, step: StepRecord, state: StepState, reason: str = "", *, attempt: int = 0
+        self,
+        step: StepRecord,
+        state: StepState,
+        reason: str = "",
+        *,
+        attempt: int = 0,
+        choice: AgentChoice | None = None,
     ) -> None:
-        """Move ``step`` to ``state``; a final state stamps its finishing time."""
+        """Move ``step`` to ``state``; a final state stamps its finishing time. ``choice``
+        (on RUNNING) says why matching gave the attempt to its agent."""
         step.state = state
         if state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
             step.error = reason
@@ -111,6 +126,7 @@ class Journal:
             attempt=attempt or step.attempts,
             reason=reason,
             output=step.output if state is StepState.SUCCEEDED else None,
+            choice=choice,
         )
 
     def add_steps(self, steps: list[StepRecord]) -> None:

@@ -21,6 +21,7 @@ from agentmesh.config import Settings
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
 from agentmesh.models import (
     JSON,
+    AgentChoice,
     EventKind,
     FailureCode,
     Outcome,
@@ -56,11 +57,11 @@ class _StepObserver:
     def waiting(self, attempt: int, reason: str) -> None:
         self._journal.step_state(self._step, StepState.WAITING, reason, attempt=attempt)
 
-    def started(self, agent: str, attempt: int) -> None:
+    def started(self, agent: str, attempt: int, choice: AgentChoice | None = None) -> None:
         step = self._step
         step.agent, step.attempts = agent, attempt
         step.started_at = step.started_at or now()
-        self._journal.step_state(step, StepState.RUNNING, attempt=attempt)
+        self._journal.step_state(step, StepState.RUNNING, attempt=attempt, choice=choice)
 
     def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
         self._journal.emit(

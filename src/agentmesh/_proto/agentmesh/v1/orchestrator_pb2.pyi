@@ -833,6 +833,7 @@ class StepStateChanged(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     state: Global___StepState.ValueType
     agent: _builtins.str
@@ -841,6 +842,10 @@ class StepStateChanged(_message.Message):
     @_builtins.property
     def output(self) -> _struct_pb2.Value:
         """Set when the step succeeded."""
+
+    @_builtins.property
+    def choice(self) -> Global___AgentChoice:
+        """On RUNNING: why matching gave the attempt to `agent`."""
 
     def __init__(
         self,
@@ -851,14 +856,78 @@ class StepStateChanged(_message.Message):
         attempt: _builtins.int = ...,
         reason: _builtins.str = ...,
         output: _struct_pb2.Value | None = ...,
+        choice: Global___AgentChoice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "choice", b"choice", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepStateChanged: _TypeAlias = StepStateChanged  # noqa: Y015
+
+@_typing.final
+class AgentChoice(_message.Message):
+    """Why an attempt went to its agent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    strategy: _builtins.str
+    """learned, recent or round_robin (AGENTMESH_MATCHING_STRATEGY)."""
+    score: _builtins.float
+    """The chosen agent's score; lower is better (the learner's: sampled seconds
+    per success).
+    """
+    reason: _builtins.str
+    @_builtins.property
+    def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentScore]:
+        """The other agents considered, best first, then those that could not take it."""
+
+    def __init__(
+        self,
+        *,
+        strategy: _builtins.str = ...,
+        score: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        alternatives: _abc.Iterable[Global___AgentScore] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "reason", b"reason", "score", b"score", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentChoice: _TypeAlias = AgentChoice  # noqa: Y015
+
+@_typing.final
+class AgentScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    agent: _builtins.str
+    score: _builtins.float
+    note: _builtins.str
+    """Why it was no contender (full, drained, ...); empty when it was one."""
+    def __init__(
+        self,
+        *,
+        agent: _builtins.str = ...,
+        score: _builtins.float = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "note", b"note", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentScore: _TypeAlias = AgentScore  # noqa: Y015
 
 @_typing.final
 class StepProgress(_message.Message):
