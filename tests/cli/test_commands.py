@@ -301,3 +301,20 @@ async def test_an_admin_drains_weighs_and_resumes_an_agent_from_the_command_line
     assert resumed.stdout == "echo-1: in rotation, weight 0.5\n"  # type: ignore[attr-defined]
     assert bad.exit_code == 1  # type: ignore[attr-defined]
     assert "INVALID_ARGUMENT" in bad.stderr  # type: ignore[attr-defined]
+
+
+async def test_health_exits_0_for_a_serving_orchestrator_and_1_for_nothing_there(
+    mesh: Mesh,
+) -> None:
+    def invoke(address: str) -> object:
+        arguments = ["health", "--address", address, "--certs-dir", str(mesh.certs)]
+        return CliRunner().invoke(
+            app, [*arguments, "--kind", "orchestrator", "--name", "orchestrator"]
+        )
+
+    serving = await asyncio.to_thread(invoke, f"localhost:{mesh.orchestrator.port}")
+    nothing = await asyncio.to_thread(invoke, "localhost:1")
+    assert serving.exit_code == 0, serving.stderr  # type: ignore[attr-defined]
+    assert serving.stdout == "SERVING\n"  # type: ignore[attr-defined]
+    assert nothing.exit_code == 1  # type: ignore[attr-defined]
+    assert "is not serving" in nothing.stderr  # type: ignore[attr-defined]

@@ -6,7 +6,19 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.cli import agent, agents, certs, common, demo, dev, run, tasks, tokens, workflows
+from agentmesh.cli import (
+    agent,
+    agents,
+    certs,
+    common,
+    demo,
+    dev,
+    health,
+    run,
+    tasks,
+    tokens,
+    workflows,
+)
 
 app = typer.Typer(
     help="agentmesh: a gRPC service mesh for AI agents.",
@@ -33,6 +45,7 @@ app.add_typer(tokens.app, name="tokens")
 app.command("serve")(run.serve)
 app.command("submit")(run.submit)
 app.command("dev")(dev.dev)
+app.command("health")(health.health)
 app.command("demo")(demo.demo)
 
 
