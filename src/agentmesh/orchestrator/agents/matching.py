@@ -218,7 +218,7 @@ class Matcher(Protocol):
         ...
 
 
-def _unavailable(candidate: Candidate, requirement: Requirement) -> str:
+def _unavailable(candidate: Candidate) -> str:
     """Why an eligible agent that accepts the input cannot take the step now ("" if it can)."""
     if not candidate.usable:
         return "unavailable (circuit open, disconnected or draining)"
@@ -238,7 +238,7 @@ def _matched(candidates: Iterable[Candidate], requirement: Requirement) -> Candi
     for candidate in candidates:
         if not eligible(candidate, requirement) or rejection(candidate.card, requirement):
             continue
-        note = _unavailable(candidate, requirement)
+        note = _unavailable(candidate)
         if note:
             benched.append(AgentScore(agent=candidate.card.name, score=0.0, note=note))
         else:
