@@ -30,6 +30,7 @@ import agentmesh
 from benchmarks import (
     critical_path,
     http_latency,
+    matching,
     noop,
     parallel_speedup,
     scale,
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     scale.NAME: scale.run,
     noop.NAME: noop.run,
     streaming_plan.NAME: streaming_plan.run,
+    matching.NAME: matching.run,
 }
 
 

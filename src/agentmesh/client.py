@@ -19,6 +19,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FIELD_METADATA_KEY, ValidationError, error_from_status
 from agentmesh.models import (
     JSON,
+    AgentOverride,
     AgentStatus,
     Budget,
     ParentStep,
@@ -33,6 +34,7 @@ from agentmesh.security import CertFiles, IdentityKind, channel_credentials
 from agentmesh.tracing import metadata as trace_metadata
 from agentmesh.wire.tasks import (
     event_from_proto,
+    override_from_proto,
     page_from_proto,
     plan_to_proto,
     status_from_proto,
@@ -182,6 +184,25 @@ class Client:
                 pb.ListAgentsRequest(capability=capability), timeout=10
             )
         return [status_from_proto(s) for s in response.agents]
+
+    async def drain_agent(self, name: str) -> AgentOverride:
+        """Give agent ``name`` no new work (on every replica); its work in flight finishes."""
+        with _domain_errors():
+            answer = await self._stub.DrainAgent(pb.DrainAgentRequest(name=name), timeout=10)
+        return override_from_proto(answer)
+
+    async def resume_agent(self, name: str) -> AgentOverride:
+        """Give a drained agent work again."""
+        with _domain_errors():
+            answer = await self._stub.ResumeAgent(pb.ResumeAgentRequest(name=name), timeout=10)
+        return override_from_proto(answer)
+
+    async def set_agent_weight(self, name: str, weight: float) -> AgentOverride:
+        """Scale agent ``name``'s share of work (1 is the default; more than 0, at most 100)."""
+        request = pb.SetAgentWeightRequest(name=name, weight=weight)
+        with _domain_errors():
+            answer = await self._stub.SetAgentWeight(request, timeout=10)
+        return override_from_proto(answer)
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         """The workflows of the orchestrator's catalog, by name; submit one with ``workflow=``."""

@@ -344,6 +344,26 @@ class EventKind(enum.StrEnum):
     STEP_PROGRESS = "step_progress"
 
 
+class AgentScore(_Frozen):
+    """How matching rated one agent for a step: lower scores are better."""
+
+    agent: str
+    score: float
+    #: Why it was not a contender, when it was not (``full``, ``circuit open``, ``drained``,
+    #: ``failed this step``); empty for one that was.
+    note: str = ""
+
+
+class AgentChoice(_Frozen):
+    """Why a step's attempt went to its agent: the strategy, the winner's score (lower is
+    better; the learner's is its sampled seconds per success), and the others."""
+
+    strategy: str
+    score: float
+    reason: str
+    alternatives: tuple[AgentScore, ...] = ()
+
+
 class TaskEvent(_Frozen):
     """One ordered change of a task, as persisted and streamed to watchers."""
 
@@ -367,6 +387,8 @@ class TaskEvent(_Frozen):
     cached: bool = False
     #: On progress events: the sub-task the step's agent submitted (or that ended).
     child_task_id: str = ""
+    #: On a step's RUNNING event: why matching gave the attempt to ``agent``.
+    choice: AgentChoice | None = None
 
 
 def version_matches(prefix: str, version: str) -> bool:
@@ -392,12 +414,33 @@ class AgentStatus:
     #: Attempts that ended ok and that failed, since the orchestrator first saw the agent.
     successes: int = 0
     failures: int = 0
+    #: Drained by an operator: no new work until resumed.
+    drained: bool = False
+    #: The operator's weight on the agent's share of work (1 by default).
+    weight: float = 1.0
 
     @property
     def success_rate(self) -> float | None:
         """Share of the agent's attempts that succeeded (None before its first)."""
         total = self.successes + self.failures
         return None if total == 0 else self.successes / total
+
+
+#: The weight an agent has until an operator sets one, and the widest an operator may set.
+DEFAULT_WEIGHT: Final = 1.0
+MAX_WEIGHT: Final = 100.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentOverride:
+    """What operators said of one agent (drained, weight), kept in the store for every replica."""
+
+    name: str
+    drained: bool = False
+    weight: float = DEFAULT_WEIGHT
+    #: The identity that set it last, and when (None: never set).
+    updated_by: str = ""
+    updated_at: datetime | None = None
 
 
 class FailureCode(enum.StrEnum):

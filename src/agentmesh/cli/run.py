@@ -75,6 +75,8 @@ def agent_json(status: AgentStatus) -> dict[str, JSON]:
         "success_rate": status.success_rate,
         "successes": status.successes,
         "failures": status.failures,
+        "drained": status.drained,
+        "weight": status.weight,
     }
 
 
@@ -120,6 +122,8 @@ def agents(
     for status in statuses:
         card = status.card
         state = status.circuit + (", draining" if status.draining else "")
+        state += ", drained" if status.drained else ""
+        state += f", weight {status.weight:g}" if status.weight != 1.0 else ""
         table.add_row(
             Text(card.name),
             Text(card.endpoint),

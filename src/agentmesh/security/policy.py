@@ -80,6 +80,8 @@ class Action(enum.StrEnum):
     REGISTER_CAPABILITIES = "register_capabilities"
     #: Answer steps of kind ``input`` (only those whose approvers name the caller).
     PROVIDE_INPUT = "provide_input"
+    #: Drain, resume and weigh agents (operator overrides of matching).
+    MANAGE_AGENTS = "manage_agents"
 
 
 #: Actions on tasks, answered with a :class:`Scope`.
@@ -119,6 +121,8 @@ class Allow(_Strict):
     list_workflows: bool = False
     #: Answer steps of kind ``input`` whose approvers name the caller (ProvideInput).
     provide_input: bool = False
+    #: Drain, resume and weigh agents: take one out of rotation, or give it more or less work.
+    manage_agents: bool = False
     #: Globs of the capability names an agent may register.
     register_capabilities: tuple[str, ...] = ()
     #: Globs of the capability names an agent may register even while an agent of another
@@ -255,7 +259,7 @@ class Policy:
         )
 
     def allows(self, identity: Identity, action: Action) -> Decision:
-        """Whether ``identity`` may submit tasks, list agents or list workflows."""
+        """Whether ``identity`` may submit tasks, list agents or workflows, or manage agents."""
         rules = self.rules_for(identity)
         for rule in rules:
             if getattr(rule.allow, action.value) is True:
@@ -305,9 +309,9 @@ class Policy:
 
 #: Today's behaviour as a policy: agents register as themselves with any capability, clients
 #: and admins submit, list the workflows they can submit and answer the questions of steps
-#: whose approvers name them, owners see and cancel their own
-#: tasks, admins see every task, any identity lists agents (every rule here is by kind or
-#: ``*``, so of the policy's domain only).
+#: whose approvers name them, owners see and cancel their own tasks, admins see every task
+#: and manage agents, any identity lists agents (every rule here is by kind or ``*``, so of
+#: the policy's domain only).
 DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     "version": 1,
     "rules": [
@@ -318,7 +322,7 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
             "allow": {"submit_tasks": True, "list_workflows": True, "provide_input": True},
         },
         {"name": "owners", "identities": ["*"], "allow": {"tasks": "own"}},
-        {"name": "admins", "kinds": ["admin"], "allow": {"tasks": "any"}},
+        {"name": "admins", "kinds": ["admin"], "allow": {"tasks": "any", "manage_agents": True}},
         {"name": "everyone", "identities": ["*"], "allow": {"list_agents": True}},
     ],
 }

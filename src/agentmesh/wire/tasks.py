@@ -11,7 +11,11 @@ from pydantic import ValidationError as PydanticValidationError
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError
 from agentmesh.models import (
+    DEFAULT_WEIGHT,
     JSON,
+    AgentChoice,
+    AgentOverride,
+    AgentScore,
     AgentStatus,
     EventKind,
     ParentStep,
@@ -113,6 +117,8 @@ def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
         success_rate=status.success_rate or 0.0,
         successes=status.successes,
         failures=status.failures,
+        drained=status.drained,
+        weight=status.weight,
     )
     _timestamp(status.registered_at, message.registered_at)
     _timestamp(status.last_seen, message.last_seen)
@@ -135,6 +141,32 @@ def status_from_proto(message: pb.AgentStatus) -> AgentStatus:
         latency=message.latency_seconds or None,
         successes=message.successes,
         failures=message.failures,
+        drained=message.drained,
+        # 0 from an orchestrator that predates weights, whose every agent weighs 1.
+        weight=message.weight or DEFAULT_WEIGHT,
+    )
+
+
+def override_to_proto(override: AgentOverride) -> pb.AgentOverride:
+    """An operator's override on the wire."""
+    message = pb.AgentOverride(
+        name=override.name,
+        drained=override.drained,
+        weight=override.weight,
+        updated_by=override.updated_by,
+    )
+    _timestamp(override.updated_at, message.updated_at)
+    return message
+
+
+def override_from_proto(message: pb.AgentOverride) -> AgentOverride:
+    """An operator's override as a domain object."""
+    return AgentOverride(
+        name=message.name,
+        drained=message.drained,
+        weight=message.weight or DEFAULT_WEIGHT,
+        updated_by=message.updated_by,
+        updated_at=_time(message, "updated_at"),
     )
 
 
@@ -304,6 +336,15 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         if event.usage is not None:
             usage_to_proto(event.usage, change.usage)
         change.cached = event.cached
+        if event.choice is not None:
+            choice = event.choice
+            change.choice.strategy = choice.strategy
+            change.choice.score = choice.score
+            change.choice.reason = choice.reason
+            change.choice.alternatives.extend(
+                pb.AgentScore(agent=a.agent, score=a.score, note=a.note)
+                for a in choice.alternatives
+            )
     else:
         message.step_progress.step_id = event.step_id
         message.step_progress.agent = event.agent
@@ -312,6 +353,17 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         message.step_progress.message = event.message
         message.step_progress.child_task_id = event.child_task_id
     return message
+
+
+def _choice(message: pb.AgentChoice) -> AgentChoice:
+    return AgentChoice(
+        strategy=message.strategy,
+        score=message.score,
+        reason=message.reason,
+        alternatives=tuple(
+            AgentScore(agent=a.agent, score=a.score, note=a.note) for a in message.alternatives
+        ),
+    )
 
 
 def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
@@ -346,6 +398,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             output=_value(step, "output"),
             usage=usage_from_proto(step.usage) if step.HasField("usage") else None,
             cached=step.cached,
+            choice=_choice(step.choice) if step.HasField("choice") else None,
         )
     if kind == "step_progress":
         progress = message.step_progress

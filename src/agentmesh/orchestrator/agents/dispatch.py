@@ -25,7 +25,7 @@ from agentmesh import schemas, tracing
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.config import Settings
 from agentmesh.errors import StepFailed
-from agentmesh.models import JSON, FailureCode, Outcome, RetryPolicy, Usage
+from agentmesh.models import JSON, AgentChoice, FailureCode, Outcome, RetryPolicy, Usage
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES
@@ -43,8 +43,8 @@ class AttemptObserver(Protocol):
     def waiting(self, attempt: int, reason: str) -> None:
         """No capable agent has room for ``attempt`` yet."""
 
-    def started(self, agent: str, attempt: int) -> None:
-        """``attempt`` was given to ``agent``."""
+    def started(self, agent: str, attempt: int, choice: AgentChoice | None = None) -> None:
+        """``attempt`` was given to ``agent`` (``choice``: why, by matching)."""
 
     def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
         """The agent reported progress (already bounded in rate and size)."""
@@ -153,6 +153,7 @@ class Dispatcher:
             exclude=job.exclude,
             avoid=frozenset(failed_on),
             payload=job.payload,
+            matcher=self._registry.matcher,
         )
 
         def waiting(reason: str) -> None:
@@ -164,7 +165,9 @@ class Dispatcher:
                 link = await stack.enter_async_context(
                     self._registry.slot(requirement, job.priority, waiting)
                 )
-            outcome, elapsed, circuit = await self._run(job, number, link, failed_on, observer)
+            outcome, elapsed, circuit = await self._run(
+                job, number, link, failed_on, observer, requirement.choice
+            )
         if outcome.ok:
             log.debug(
                 "step.attempt_succeeded",
@@ -201,11 +204,12 @@ class Dispatcher:
         link: AgentLink,
         failed_on: set[str],
         observer: AttemptObserver | None,
+        choice: AgentChoice | None = None,
     ) -> tuple[Outcome, float, str]:
         """One attempt on ``link``: its (checked) outcome, seconds and the circuit after it."""
         loop = asyncio.get_running_loop()
         if observer is not None:
-            observer.started(link.name, number)
+            observer.started(link.name, number, choice)
         timeout = job.timeout or self._settings.default_step_timeout_seconds
         if job.deadline is not None:
             timeout = max(0.0, min(timeout, job.deadline - loop.time()))
@@ -259,7 +263,11 @@ class Dispatcher:
             if not outcome.ok:
                 tracing.failed(span, outcome.code, outcome.message)
         circuit = self._registry.record(
-            link.name, elapsed, outcome.ok, agent_fault=outcome.code in AGENT_FAULTS
+            link.name,
+            elapsed,
+            outcome.ok,
+            agent_fault=outcome.code in AGENT_FAULTS,
+            capability=job.capability,
         )
         metrics.ATTEMPTS.labels(link.name, outcome.code or "ok").inc()
         metrics.ATTEMPT_SECONDS.labels(job.capability).observe(elapsed)

@@ -125,6 +125,24 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         workflows = self._tasks.workflows(current_caller())
         return pb.ListWorkflowsResponse(workflows=[workflow_to_proto(w) for w in workflows])
 
+    async def DrainAgent(self, request: pb.DrainAgentRequest, context: Context) -> pb.AgentOverride:
+        override = await self._tasks.override_agent(current_caller(), request.name, drained=True)
+        return convert.override_to_proto(override)
+
+    async def ResumeAgent(
+        self, request: pb.ResumeAgentRequest, context: Context
+    ) -> pb.AgentOverride:
+        override = await self._tasks.override_agent(current_caller(), request.name, drained=False)
+        return convert.override_to_proto(override)
+
+    async def SetAgentWeight(
+        self, request: pb.SetAgentWeightRequest, context: Context
+    ) -> pb.AgentOverride:
+        override = await self._tasks.override_agent(
+            current_caller(), request.name, weight=request.weight
+        )
+        return convert.override_to_proto(override)
+
 
 class RegistryServicer(pb_grpc.RegistryServicer):
     """The agent-facing API: register and deregister."""

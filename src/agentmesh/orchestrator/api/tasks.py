@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import NotFound, PermissionDenied
 from agentmesh.models import (
+    AgentOverride,
     AgentStatus,
     Capability,
     ParentStep,
@@ -235,3 +236,18 @@ class TaskService:
         self.guard.require(caller, Action.LIST_AGENTS)
         validation.check_list_agents(request)
         return await self._registry.mesh_statuses(request.capability)
+
+    async def override_agent(
+        self,
+        caller: Identity,
+        name: str,
+        *,
+        drained: bool | None = None,
+        weight: float | None = None,
+    ) -> AgentOverride:
+        """Drain or resume an agent, or set its weight (policy action ``manage_agents``)."""
+        self.guard.require(caller, Action.MANAGE_AGENTS)
+        validation.check_agent_name(name)
+        if weight is not None:
+            validation.check_weight(weight)
+        return await self._registry.override(name, caller.uri, drained=drained, weight=weight)

@@ -26,6 +26,7 @@ from agentmesh.limits import MAX_CACHE_TTL_SECONDS, ByteBudget, PlanLimits, chec
 from agentmesh.models import (
     MAX_CAPABILITY_NAME,
     MAX_RESOURCE_NAME,
+    MAX_WEIGHT,
     AgentCard,
     is_capability_name,
     is_resource_name,
@@ -202,6 +203,21 @@ def check_watch(request: pb.WatchTaskRequest) -> None:
 def check_list_agents(request: pb.ListAgentsRequest) -> None:
     """A ListAgents request's fields."""
     _token(request.capability, MAX_CAPABILITY_NAME, "capability")
+
+
+def check_agent_name(name: str) -> None:
+    """The agent named by a DrainAgent, ResumeAgent or SetAgentWeight request."""
+    check_name(name, "name")
+
+
+def check_weight(weight: float) -> None:
+    """A SetAgentWeight request's weight: finite, more than 0, at most MAX_WEIGHT."""
+    if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
+        raise ValidationError(
+            f"must be more than 0 and at most {MAX_WEIGHT:g} (1 is the default share),"
+            f" not {weight!r}",
+            field="weight",
+        )
 
 
 # -- Registry -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from agentmesh.models import (
+    AgentChoice,
     EventKind,
     StepRecord,
     StepState,
@@ -127,10 +128,12 @@ class Journal:
         *,
         attempt: int = 0,
         cached: bool = False,
+        choice: AgentChoice | None = None,
     ) -> None:
         """Move ``step`` to ``state``; a final state stamps its finishing time.
 
-        ``cached``: the step succeeded with an output reused from the step cache.
+        ``cached``: the step succeeded with an output reused from the step cache. ``choice``
+        (on RUNNING) says why matching gave the attempt to its agent.
         """
         step.state = state
         step.waiting_for = reason if state is StepState.WAITING else ""
@@ -149,6 +152,7 @@ class Journal:
             output=step.output if state is StepState.SUCCEEDED else None,
             usage=self._usage() if state.final else None,
             cached=cached,
+            choice=choice,
         )
 
     def _usage(self) -> Usage | None:

@@ -23,6 +23,7 @@ from agentmesh.config import Settings
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
 from agentmesh.models import (
     JSON,
+    AgentChoice,
     EventKind,
     FailureCode,
     Outcome,
@@ -79,14 +80,14 @@ class _StepObserver:
     def waiting(self, attempt: int, reason: str) -> None:
         self._journal.step_state(self._step, StepState.WAITING, reason, attempt=attempt)
 
-    def started(self, agent: str, attempt: int) -> None:
+    def started(self, agent: str, attempt: int, choice: AgentChoice | None = None) -> None:
         # StepFailed when the budget is spent. A step resumed after a restart re-sends an
         # attempt it counted already (its record has it).
         self._budget.starting(first=self._step.attempts == 0)
         step = self._step
         step.agent, step.attempts = agent, attempt
         step.started_at = step.started_at or now()
-        self._journal.step_state(step, StepState.RUNNING, attempt=attempt)
+        self._journal.step_state(step, StepState.RUNNING, attempt=attempt, choice=choice)
 
     def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
         self._journal.emit(

@@ -19,6 +19,7 @@ from agentmesh.errors import ValidationError, describe
 from agentmesh.models import (
     JSON,
     AgentCard,
+    AgentOverride,
     AgentStatus,
     Budget,
     StepSpec,
@@ -254,6 +255,10 @@ class AgentView(BaseModel):
     success_rate: float | None
     successes: int
     failures: int
+    #: Drained by an operator: no new work until resumed.
+    drained: bool
+    #: The operator's weight on the agent's share of work (1 by default).
+    weight: float
 
     @classmethod
     def of(cls, status: AgentStatus) -> AgentView:
@@ -271,6 +276,36 @@ class AgentView(BaseModel):
             success_rate=status.success_rate,
             successes=status.successes,
             failures=status.failures,
+            drained=status.drained,
+            weight=status.weight,
+        )
+
+
+class WeightBody(_Body):
+    """The body of ``PUT /v1/agents/{name}/weight``."""
+
+    #: More than 0, at most 100; 1 is the default share.
+    weight: float
+
+
+class AgentOverrideView(BaseModel):
+    """What operators said of one agent, as every replica applies it."""
+
+    name: str
+    drained: bool
+    weight: float
+    updated_by: str
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, override: AgentOverride) -> AgentOverrideView:
+        """The view of an override."""
+        return cls(
+            name=override.name,
+            drained=override.drained,
+            weight=override.weight,
+            updated_by=override.updated_by,
+            updated_at=override.updated_at,
         )
 
 

@@ -22,6 +22,7 @@ from agentmesh.orchestrator.http import dashboard, errors
 from agentmesh.orchestrator.http.auth import Authenticator
 from agentmesh.orchestrator.http.events import frame, stream, task_frame
 from agentmesh.orchestrator.http.models import (
+    AgentOverrideView,
     AgentView,
     CancelBody,
     ErrorView,
@@ -30,6 +31,7 @@ from agentmesh.orchestrator.http.models import (
     SubmitBody,
     TaskPageView,
     TaskView,
+    WeightBody,
     WorkflowView,
     input_value,
     submit_request,
@@ -219,6 +221,27 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
         """The registered agents, those offering ``capability`` when given."""
         statuses = await tasks.agents(caller.identity, pb.ListAgentsRequest(capability=capability))
         return [AgentView.of(s) for s in statuses]
+
+    @api.post("/v1/agents/{name}/drain", tags=["agents"])
+    async def drain_agent(name: str, caller: Caller, tasks: Tasks) -> AgentOverrideView:
+        """Give the agent no new work, on every replica (policy action ``manage_agents``)."""
+        return AgentOverrideView.of(await tasks.override_agent(caller.identity, name, drained=True))
+
+    @api.post("/v1/agents/{name}/resume", tags=["agents"])
+    async def resume_agent(name: str, caller: Caller, tasks: Tasks) -> AgentOverrideView:
+        """Give a drained agent work again (policy action ``manage_agents``)."""
+        return AgentOverrideView.of(
+            await tasks.override_agent(caller.identity, name, drained=False)
+        )
+
+    @api.put("/v1/agents/{name}/weight", tags=["agents"])
+    async def set_agent_weight(
+        name: str, body: WeightBody, caller: Caller, tasks: Tasks
+    ) -> AgentOverrideView:
+        """Scale the agent's share of work (policy action ``manage_agents``)."""
+        return AgentOverrideView.of(
+            await tasks.override_agent(caller.identity, name, weight=body.weight)
+        )
 
     @api.get("/v1/workflows", tags=["workflows"])
     async def list_workflows(caller: Caller) -> list[WorkflowView]:

@@ -37,6 +37,19 @@ class AgentRow(Base):
     last_seen: Mapped[datetime]
 
 
+class AgentOverrideRow(Base):
+    """What operators said of an agent (drained, weight); kept apart from :class:`AgentRow`
+    so that it outlives the agent's registrations and every replica reads the same."""
+
+    __tablename__ = "agent_overrides"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    drained: Mapped[bool] = mapped_column(default=False)
+    weight: Mapped[float] = mapped_column(default=1.0)
+    updated_by: Mapped[str] = mapped_column(String(512))
+    updated_at: Mapped[datetime]
+
+
 class TaskRow(Base):
     """A task: its request, plan, outcome and the last event sequence it used."""
 

@@ -543,6 +543,8 @@ class AgentStatus(_message.Message):
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     SUCCESSES_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
     identity: _builtins.str
     """The agent's identity, from its certificate."""
     connected: _builtins.bool
@@ -556,6 +558,12 @@ class AgentStatus(_message.Message):
     successes: _builtins.int
     """Attempts that ended ok and that failed, since the orchestrator first saw the agent."""
     failures: _builtins.int
+    drained: _builtins.bool
+    """Drained by an operator (DrainAgent): no new work until ResumeAgent."""
+    weight: _builtins.float
+    """The operator's weight (SetAgentWeight); 0 from an orchestrator that
+    predates weights, which is 1.
+    """
     @_builtins.property
     def card(self) -> _common_pb2.AgentCard: ...
     @_builtins.property
@@ -577,14 +585,112 @@ class AgentStatus(_message.Message):
         success_rate: _builtins.float = ...,
         successes: _builtins.int = ...,
         failures: _builtins.int = ...,
+        drained: _builtins.bool = ...,
+        weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "last_seen", b"last_seen", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "draining", b"draining", "failures", b"failures", "identity", b"identity", "last_seen", b"last_seen", "latency_seconds", b"latency_seconds", "registered_at", b"registered_at", "success_rate", b"success_rate", "successes", b"successes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "drained", b"drained", "draining", b"draining", "failures", b"failures", "identity", b"identity", "last_seen", b"last_seen", "latency_seconds", b"latency_seconds", "registered_at", b"registered_at", "success_rate", b"success_rate", "successes", b"successes", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
+
+@_typing.final
+class DrainAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainAgentRequest: _TypeAlias = DrainAgentRequest  # noqa: Y015
+
+@_typing.final
+class ResumeAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeAgentRequest: _TypeAlias = ResumeAgentRequest  # noqa: Y015
+
+@_typing.final
+class SetAgentWeightRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    weight: _builtins.float
+    """More than 0, at most 100; 1 is the default share."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAgentWeightRequest: _TypeAlias = SetAgentWeightRequest  # noqa: Y015
+
+@_typing.final
+class AgentOverride(_message.Message):
+    """What operators said of one agent, as the store keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    drained: _builtins.bool
+    weight: _builtins.float
+    updated_by: _builtins.str
+    """The identity that set it last, and when."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        drained: _builtins.bool = ...,
+        weight: _builtins.float = ...,
+        updated_by: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "name", b"name", "updated_at", b"updated_at", "updated_by", b"updated_by", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentOverride: _TypeAlias = AgentOverride  # noqa: Y015
 
 @_typing.final
 class Step(_message.Message):
@@ -824,6 +930,7 @@ class StepStateChanged(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     state: Global___StepState.ValueType
     agent: _builtins.str
@@ -839,6 +946,10 @@ class StepStateChanged(_message.Message):
     def usage(self) -> _common_pb2.Usage:
         """On a step's final states: the task's usage so far."""
 
+    @_builtins.property
+    def choice(self) -> Global___AgentChoice:
+        """On RUNNING: why matching gave the attempt to `agent`."""
+
     def __init__(
         self,
         *,
@@ -850,14 +961,78 @@ class StepStateChanged(_message.Message):
         output: _struct_pb2.Value | None = ...,
         usage: _common_pb2.Usage | None = ...,
         cached: _builtins.bool = ...,
+        choice: Global___AgentChoice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "cached", b"cached", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "cached", b"cached", "choice", b"choice", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepStateChanged: _TypeAlias = StepStateChanged  # noqa: Y015
+
+@_typing.final
+class AgentChoice(_message.Message):
+    """Why an attempt went to its agent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    strategy: _builtins.str
+    """learned, recent or round_robin (AGENTMESH_MATCHING_STRATEGY)."""
+    score: _builtins.float
+    """The chosen agent's score; lower is better (the learner's: sampled seconds
+    per success).
+    """
+    reason: _builtins.str
+    @_builtins.property
+    def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentScore]:
+        """The other agents considered, best first, then those that could not take it."""
+
+    def __init__(
+        self,
+        *,
+        strategy: _builtins.str = ...,
+        score: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        alternatives: _abc.Iterable[Global___AgentScore] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "reason", b"reason", "score", b"score", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentChoice: _TypeAlias = AgentChoice  # noqa: Y015
+
+@_typing.final
+class AgentScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    agent: _builtins.str
+    score: _builtins.float
+    note: _builtins.str
+    """Why it was no contender (full, drained, ...); empty when it was one."""
+    def __init__(
+        self,
+        *,
+        agent: _builtins.str = ...,
+        score: _builtins.float = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "note", b"note", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentScore: _TypeAlias = AgentScore  # noqa: Y015
 
 @_typing.final
 class StepProgress(_message.Message):

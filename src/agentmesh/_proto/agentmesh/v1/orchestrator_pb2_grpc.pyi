@@ -52,6 +52,14 @@ class OrchestratorStub:
     match the step's answer schema and becomes its output. Allowed to the
     step's approvers (and by the policy's provide_input). Returns the task.
     """
+    DrainAgent: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainAgentRequest, _orchestrator_pb2.AgentOverride]
+    """Operator overrides of matching (policy action manage_agents, admins by
+    default), kept in the store and applied by every replica. A drained agent
+    gets no new work; what it runs finishes.
+    """
+    ResumeAgent: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeAgentRequest, _orchestrator_pb2.AgentOverride]
+    SetAgentWeight: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.SetAgentWeightRequest, _orchestrator_pb2.AgentOverride]
+    """Scales the share of work matching gives the agent (1 by default)."""
 
 @_typing.type_check_only
 class OrchestratorAsyncStub(OrchestratorStub):
@@ -77,6 +85,14 @@ class OrchestratorAsyncStub(OrchestratorStub):
     match the step's answer schema and becomes its output. Allowed to the
     step's approvers (and by the policy's provide_input). Returns the task.
     """
+    DrainAgent: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainAgentRequest, _orchestrator_pb2.AgentOverride]  # type: ignore[assignment]
+    """Operator overrides of matching (policy action manage_agents, admins by
+    default), kept in the store and applied by every replica. A drained agent
+    gets no new work; what it runs finishes.
+    """
+    ResumeAgent: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeAgentRequest, _orchestrator_pb2.AgentOverride]  # type: ignore[assignment]
+    SetAgentWeight: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.SetAgentWeightRequest, _orchestrator_pb2.AgentOverride]  # type: ignore[assignment]
+    """Scales the share of work matching gives the agent (1 by default)."""
 
 class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
     """Served by the orchestrator to clients and progress subscribers."""
@@ -147,6 +163,32 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
         match the step's answer schema and becomes its output. Allowed to the
         step's approvers (and by the policy's provide_input). Returns the task.
         """
+
+    @_abc_1.abstractmethod
+    def DrainAgent(
+        self,
+        request: _orchestrator_pb2.DrainAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.AgentOverride, _abc.Awaitable[_orchestrator_pb2.AgentOverride]]:
+        """Operator overrides of matching (policy action manage_agents, admins by
+        default), kept in the store and applied by every replica. A drained agent
+        gets no new work; what it runs finishes.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeAgent(
+        self,
+        request: _orchestrator_pb2.ResumeAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.AgentOverride, _abc.Awaitable[_orchestrator_pb2.AgentOverride]]: ...
+
+    @_abc_1.abstractmethod
+    def SetAgentWeight(
+        self,
+        request: _orchestrator_pb2.SetAgentWeightRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.AgentOverride, _abc.Awaitable[_orchestrator_pb2.AgentOverride]]:
+        """Scales the share of work matching gives the agent (1 by default)."""
 
 def add_OrchestratorServicer_to_server(servicer: OrchestratorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
