@@ -36,6 +36,9 @@ async def test_a_chat_streams_progress_as_tokens_arrive_and_reports_usage(
     out = output_of(replies[-1])
     assert out["content"] == "one two three four five six seven"
     assert out["usage"] == {"input_tokens": 3, "output_tokens": 7}
+    # ...and with the Result itself, where the task's budget counts it.
+    usage = replies[-1].result.usage
+    assert (usage.input_tokens, usage.output_tokens) == (3, 7)
     assert out["finish_reason"] == "stop"
     request = model.requests[0]
     assert request["headers"]["authorization"] == "Bearer k"

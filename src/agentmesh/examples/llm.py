@@ -4,8 +4,9 @@ Python programs written by the model through a tool call (``llm.write_code``).
 Configured by ``AGENTMESH_LLM_BASE_URL`` (e.g. ``https://api.openai.com/v1``, a vLLM, Ollama
 or llama.cpp server, or :mod:`agentmesh.examples.fake_llm`), ``AGENTMESH_LLM_MODEL`` and
 ``AGENTMESH_LLM_API_KEY``: the same variables the orchestrator's LLM planner reads. Answers
-are streamed (Server-Sent Events) and reported as progress while tokens arrive. The SDK's
-``Result`` has no usage field, so the token counts travel in the output (``usage``).
+are streamed (Server-Sent Events) and reported as progress while tokens arrive. Each
+completion's token counts are reported with the result (``ctx.report_usage``: they count
+against the task's budget) and also shown in the output (``usage``).
 """
 
 from __future__ import annotations
@@ -325,7 +326,12 @@ class LLMAgent(Agent):
             ) from None
         except httpx.TransportError as exc:
             raise StepFailed(f"{url} is unreachable: {exc!r}", code="llm_unavailable") from None
-        return answer.result(settings.model)
+        result = answer.result(settings.model)
+        # Usage goes with the Result too (the task's budget and totals count it).
+        ctx.report_usage(
+            input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens
+        )
+        return result
 
 
 def _refusal(url: str, response: httpx.Response) -> StepFailed:
