@@ -33,6 +33,7 @@ from agentmesh.examples.fake_llm import ChatServer, analyst_responder
 from agentmesh.logs import configure_logging
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, create_ca, issue, trust_domain_of
+from agentmesh.tracing import configure_tracing
 
 #: The client identity every ``agentmesh`` command uses by default.
 CLI_CLIENT = "cli"
@@ -114,7 +115,11 @@ async def run_dev(settings: Settings, folder: Path, latency: float, console: Con
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with (folder / "orchestrator.log").open("a") as log:
+    # Spans go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, as with `serve` (the
+    # agent processes inherit the variable and export their own).
+    stop_tracing = configure_tracing("agentmesh-orchestrator")
+    with contextlib.ExitStack() as cleanup, (folder / "orchestrator.log").open("a") as log:
+        cleanup.callback(stop_tracing)  # flushes the spans still buffered
         configure_logging("info", json=True, stream=log)
         async with Orchestrator(settings) as orchestrator:
             address = f"localhost:{orchestrator.port}"
