@@ -6,6 +6,9 @@
 #   bash scripts/bench.sh --only critical_path       # some of them
 #   bash scripts/bench.sh --rev HEAD                 # agentmesh as committed at a git revision
 #   bash scripts/bench.sh --profile py-spy           # also profile each orchestrator
+#   bash scripts/bench.sh --database postgresql      # the orchestrator on PostgreSQL (default sqlite)
+#   bash scripts/bench.sh --database both            # each on SQLite, then PostgreSQL, side by side
+#   bash scripts/bench.sh --only agents1000 --agents 200 --steps 2000   # a smaller agents1000
 #
 # Reuses .venv (make it with scripts/test.sh). --rev REV benchmarks the src/ of REV (exported
 # with git archive into var/bench/src-<commit>) instead of the work tree, so that edits in
