@@ -98,16 +98,17 @@ def markdown(measurements: Sequence[Measurement]) -> str:
 POSTGRES_TARGET = 1.5
 
 
-def higher_is_better(unit: str) -> bool:
-    """True for rates (``steps/s``, ``tasks/s``): a larger value is the better one."""
-    return unit.endswith("/s")
+def higher_is_better(m: Measurement) -> bool:
+    """True for rates (``steps/s``, ``tasks/s``) and speed-ups: a larger value is better."""
+    return m.unit.endswith("/s") or m.metric.startswith("speed-up")
 
 
 def comparison(measurements: Sequence[Measurement]) -> str:
     """SQLite and PostgreSQL figures of each metric side by side, as a Markdown table.
 
     The ratio is PostgreSQL / SQLite; "within 1.5x" is judged on the slowdown (the ratio
-    for times, memory and CPU; its inverse for rates). Percentages are compared as is.
+    for times, memory and CPU; its inverse for rates and speed-ups). A percentage passes
+    when PostgreSQL's is at least SQLite's.
     """
     by_metric: dict[tuple[str, str], dict[str, Measurement]] = {}
     for m in measurements:
@@ -125,7 +126,7 @@ def comparison(measurements: Sequence[Measurement]) -> str:
             if sqlite.unit == "%":
                 verdict = _verdict(postgres.value >= sqlite.value)
             elif not math.isnan(value) and value > 0:
-                slowdown = 1 / value if higher_is_better(sqlite.unit) else value
+                slowdown = 1 / value if higher_is_better(sqlite) else value
                 verdict = _verdict(slowdown <= POSTGRES_TARGET)
         rows.append(
             f"| {benchmark} | {metric} "
