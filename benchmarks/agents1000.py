@@ -26,7 +26,7 @@ from agentmesh.client import Client
 from agentmesh.errors import DeadlineExceeded
 from agentmesh.models import AgentStatus, Plan, StepSpec
 from benchmarks.agent_host import GATE_SIGNAL
-from benchmarks.mesh import Mesh, Profiling, TaskRun, cpu_seconds, memory_of, run_task
+from benchmarks.mesh import Mesh, Profiling, TaskRun, cpu_seconds, memory_of, watch_task
 from benchmarks.report import Measurement, share
 
 NAME = "agents1000"
@@ -42,8 +42,16 @@ TARGET_RSS_MB = 256.0
 #: Generous: a thousand agents start on two busy cores.
 REGISTER_TIMEOUT = 900.0
 RUN_TIMEOUT = 900.0
-#: How often ListAgents is read while waiting (it lists every agent: not too often).
-POLL_SECONDS = 0.2
+#: How often ListAgents is read while waiting, per 1,000 agents (it lists every agent, and
+#: at a thousand a listing every 0.2 s kept a busy orchestrator from doing anything else).
+POLL_SECONDS_PER_1000 = 2.0
+MIN_POLL_SECONDS = 0.2
+
+
+def _poll_seconds(agents: int) -> float:
+    return max(MIN_POLL_SECONDS, POLL_SECONDS_PER_1000 * agents / 1000)
+
+
 #: The orchestrator's settings for this many agents on a busy machine: pings less often and
 #: an agent is dropped only after a minute of silence (a thousand Sessions share two cores
 #: with the agents themselves), and a step waits at its gate for as long as the run may take.
@@ -111,21 +119,23 @@ async def _connected(mesh: Mesh, client: Client, count: int) -> None:
             dead = mesh.dead_agents()
             if dead:
                 raise RuntimeError(f"agent hosts exited: {dead}; see {mesh.folder / 'logs'}")
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(_poll_seconds(count))
 
 
-async def _assigned(client: Client, count: int, watchers: list[asyncio.Task[TaskRun]]) -> None:
+async def _assigned(
+    client: Client, count: int, agents: int, watchers: list[asyncio.Task[None]]
+) -> None:
     async with asyncio.timeout(RUN_TIMEOUT):
         while True:
-            agents = await _agents(client)
-            if sum(a.active for a in agents) >= count:
+            listed = await _agents(client)
+            if sum(a.active for a in listed) >= count:
                 return
             failed = [w for w in watchers if w.done()]
             if failed:
                 # A task ended before its gate opened: a step failed; say how.
                 await failed[0]
-                raise RuntimeError(f"task {failed[0].result().task_id} ended before the gate")
-            await asyncio.sleep(POLL_SECONDS)
+                raise RuntimeError(f"task {failed[0].get_name()} ended before the gate")
+            await asyncio.sleep(_poll_seconds(agents))
 
 
 async def measure(folder: Path, agents: int, steps: int, profiling: Profiling | None) -> Run:
@@ -151,12 +161,20 @@ async def measure(folder: Path, agents: int, steps: int, profiling: Profiling | 
         print(f"  {agents} agents ({len(hosts)} processes) connected in {register:.1f}s")
         cpu = cpu_seconds(mesh.orchestrator_pid)
         started = time.time()
-        watchers = [
-            asyncio.create_task(run_task(client, plan), name=f"watch-{i}")
-            for i, plan in enumerate(_plans(steps))
-        ]
+        runs: list[TaskRun] = []
+        watchers: list[asyncio.Task[None]] = []
         try:
-            await _assigned(client, steps, watchers)
+            # One after the other: ten 1,000-step submissions at once on a busy orchestrator
+            # outlast the client's 30 s SubmitTask deadline. Each is watched once accepted.
+            for plan in _plans(steps):
+                run = TaskRun(submitted=time.time())
+                run.task_id = await client.submit(plan=plan)
+                run.accepted = time.time()
+                runs.append(run)
+                watchers.append(
+                    asyncio.create_task(watch_task(client, run), name=f"watch-{run.task_id}")
+                )
+            await _assigned(client, steps, agents, watchers)
             assign = time.time() - started
             memory = memory_of(mesh.orchestrator_pid)
             print(
@@ -166,7 +184,7 @@ async def measure(folder: Path, agents: int, steps: int, profiling: Profiling | 
             mesh.signal_agents(GATE_SIGNAL)
             opened = time.time()
             async with asyncio.timeout(RUN_TIMEOUT):
-                runs = await asyncio.gather(*watchers)
+                await asyncio.gather(*watchers)
         finally:
             for watcher in watchers:
                 watcher.cancel()

@@ -190,7 +190,10 @@ def cli() -> None:
     )
     failed = [m for m in measurements if m.ok is False]
     if failed:
-        print(f"\n{len(failed)} target(s) missed: " + ", ".join(m.metric for m in failed))
+        print(
+            f"\n{len(failed)} target(s) missed: "
+            + ", ".join(f"{m.benchmark} {m.metric} ({m.database})" for m in failed)
+        )
 
 
 if __name__ == "__main__":
