@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmarks: real orchestrator and agent processes over mTLS on 127.0.0.1 (see
-# benchmarks/README.md). Not part of CI; takes about three minutes on two cores.
+# benchmarks/README.md). Not part of CI; takes three minutes on two cores, plus 5-15 for agents1000.
 #
 #   bash scripts/bench.sh                            # every benchmark, on this checkout's src/
 #   bash scripts/bench.sh --only critical_path       # some of them
