@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -233,7 +233,7 @@ class Mesh:
         profiling: Profiling | None = None,
         http: bool = False,
         database: str | None = None,
-        settings: dict[str, str] | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.folder = folder
         #: "sqlite" (a file in ``folder``) or "postgresql" (a fresh schema, dropped after).
@@ -241,7 +241,8 @@ class Mesh:
         if self.database not in DATABASES:
             raise ValueError(f"unknown database {self.database!r}")
         self._schema = ""
-        #: Extra ``AGENTMESH_*`` settings of the orchestrator (e.g. longer agent timeouts).
+        #: More ``AGENTMESH_*`` settings of the orchestrator (e.g. a model planner's, or
+        #: longer agent timeouts).
         self._settings = dict(settings or {})
         #: Serve the HTTP API too (on :attr:`http_port`).
         self._http = http

@@ -32,9 +32,11 @@ from benchmarks import (
     agents1000,
     critical_path,
     http_latency,
+    matching,
     noop,
     parallel_speedup,
     scale,
+    streaming_plan,
     submit_latency,
 )
 from benchmarks.mesh import DATABASES, ROOT, Profiling, use_database
@@ -49,6 +51,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     http_latency.NAME: http_latency.run,
     scale.NAME: scale.run,
     noop.NAME: noop.run,
+    streaming_plan.NAME: streaming_plan.run,
+    matching.NAME: matching.run,
     agents1000.NAME: agents1000.run,
 }
 

@@ -6,7 +6,7 @@
 #   PYTEST_ARGS="tests/engine --no-cov" bash scripts/test.sh
 #
 # Safe to run again and again. On a fresh Debian machine run it as root: it installs
-# redis-server, postgresql, chromium and python3-venv when they are missing, starts Redis and
+# redis-server, postgresql, chromium, nodejs, npm and python3-venv when they are missing, starts Redis and
 # PostgreSQL when they are down, and creates .venv. AGENTMESH_TEST_REDIS_URL / AGENTMESH_TEST_POSTGRES_URL
 # set beforehand point the tests elsewhere, and the script then leaves that service alone.
 #
@@ -62,13 +62,15 @@ have_postgres() {
 }
 # The dashboard's browser test drives Debian's chromium (Playwright never downloads one).
 have_chromium() { command -v chromium >/dev/null; }
+# The TypeScript SDK's tests (sdks/typescript) and the cross-language test run on Node.js.
+have_node() { command -v node >/dev/null && command -v npm >/dev/null; }
 # Debian's python3 lacks venv/ensurepip until python3-venv is installed.
 have_python() {
     command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null
 }
 
-# ensure_packages [redis] [postgres] [chromium]: install what the named services, the browser
-# test and the venv need.
+# ensure_packages [redis] [postgres] [chromium] [node]: install what the named services, the
+# browser test, the TypeScript SDK and the venv need.
 ensure_packages() {
     local want missing=()
     for want in "$@"; do
@@ -76,6 +78,7 @@ ensure_packages() {
             redis) have_redis || missing+=(redis-server) ;;
             postgres) have_postgres || missing+=(postgresql) ;;
             chromium) have_chromium || missing+=(chromium) ;;
+            node) have_node || missing+=(nodejs npm) ;;
         esac
     done
     if [[ ! -x $VENV/bin/python ]] && ! have_python; then
@@ -250,7 +253,7 @@ run_pytest() {
 finish() {
     local rc=$?
     if ((rc == 0)); then
-        echo "test.sh: PASSED: protos, ruff, flake8, mypy, sphinx and pytest${NARROWED:+ ($NARROWED)}"
+        echo "test.sh: PASSED: protos, ruff, flake8, mypy, sphinx, npm test and pytest${NARROWED:+ ($NARROWED)}"
     else
         echo "test.sh: FAILED at $GATE (exit $rc)"
     fi
@@ -278,7 +281,7 @@ main() {
     local services=()
     [[ -n $AGENTMESH_TEST_REDIS_URL ]] || services+=(redis)
     [[ -n $AGENTMESH_TEST_POSTGRES_URL ]] || services+=(postgres)
-    ensure_packages "${services[@]}" chromium
+    ensure_packages "${services[@]}" chromium node
     if [[ -z $AGENTMESH_TEST_REDIS_URL ]]; then
         ensure_redis 6379
         AGENTMESH_TEST_REDIS_URL=$DEFAULT_REDIS_URL
@@ -304,6 +307,10 @@ main() {
     gate "mypy --strict src/" mypy --strict src/
     gate "mypy src/" mypy src/
     gate "sphinx-build docs" sphinx-build -q -W --keep-going -b html docs docs/_build/html
+    # From the lockfile; the SDK's tests start `agentmesh serve` from .venv. pytest's
+    # cross-language test runs the SDK's reference agent from these node_modules too.
+    gate "npm ci (sdks/typescript)" npm --prefix sdks/typescript ci --no-audit --no-fund
+    gate "npm test (sdks/typescript)" npm --prefix sdks/typescript test
     run_pytest "${pytest_args[@]}"
     GATE=finished
 }

@@ -21,6 +21,9 @@ from tests.support.processes import AgentProcesses
 if TYPE_CHECKING:
     from agentmesh.orchestrator import Orchestrator
 
+#: Fixtures kept beside their helpers: the TypeScript reference agent (``node_agent``).
+pytest_plugins = ["tests.support.node"]
+
 POSTGRES_URL = os.environ.get(
     "AGENTMESH_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )

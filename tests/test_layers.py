@@ -26,6 +26,7 @@ SHARED = (
     "_tasks",
     "security",
     "_proto",
+    "tracing",
 )
 
 #: Orchestrator layers, top to bottom; a module may import its own layer and those below.

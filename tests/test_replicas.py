@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -37,7 +38,12 @@ async def replicas(
 ) -> AsyncIterator[tuple[OrchestratorProcess, OrchestratorProcess]]:
     """Two replicas on one PostgreSQL schema and one Redis, with 2-second task leases."""
     database = postgres_database
-    common = {"redis_url": REDIS_URL, "lease_seconds": "2"}
+    # A namespace of their own: other tests' agents and holds stay out of this mesh.
+    common = {
+        "redis_url": REDIS_URL,
+        "redis_namespace": f"test-{uuid.uuid4().hex}",
+        "lease_seconds": "2",
+    }
     a = OrchestratorProcess(certs, tmp_path / "a", database, replica_id="a", **common)
     b = OrchestratorProcess(certs, tmp_path / "b", database, replica_id="b", **common)
     async with a, b:

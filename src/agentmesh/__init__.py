@@ -35,7 +35,15 @@ if TYPE_CHECKING:
         Unavailable,
         ValidationError,
     )
-    from agentmesh.models import Capability, Plan, RetryPolicy, StepSpec, StepState, TaskState
+    from agentmesh.models import (
+        Budget,
+        Capability,
+        Plan,
+        RetryPolicy,
+        StepSpec,
+        StepState,
+        TaskState,
+    )
     from agentmesh.orchestrator import Orchestrator
 
 _HOMES = {
@@ -58,7 +66,15 @@ _HOMES = {
         "Unavailable",
         "ValidationError",
     ),
-    "agentmesh.models": ("Capability", "Plan", "RetryPolicy", "StepSpec", "StepState", "TaskState"),
+    "agentmesh.models": (
+        "Budget",
+        "Capability",
+        "Plan",
+        "RetryPolicy",
+        "StepSpec",
+        "StepState",
+        "TaskState",
+    ),
     "agentmesh.orchestrator": ("Orchestrator",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -70,6 +86,7 @@ __all__ = [
     "AgentSettings",
     "AgentUnavailable",
     "AssignmentContext",
+    "Budget",
     "Capability",
     "Client",
     "NotFound",

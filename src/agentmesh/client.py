@@ -12,13 +12,17 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
+from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
-from agentmesh.errors import FIELD_METADATA_KEY, error_from_status
+from agentmesh.errors import FIELD_METADATA_KEY, ValidationError, error_from_status
 from agentmesh.models import (
     JSON,
+    AgentOverride,
     AgentStatus,
+    Budget,
+    ParentStep,
     Plan,
     TaskEvent,
     TaskPage,
@@ -27,14 +31,17 @@ from agentmesh.models import (
     WorkflowInfo,
 )
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
+from agentmesh.tracing import metadata as trace_metadata
 from agentmesh.wire.tasks import (
     event_from_proto,
+    override_from_proto,
     page_from_proto,
     plan_to_proto,
     status_from_proto,
     task_from_proto,
     task_state_to_proto,
 )
+from agentmesh.wire.usage import budget_to_proto
 from agentmesh.wire.workflows import workflow_from_proto
 
 
@@ -94,11 +101,22 @@ class Client:
         priority: int = 0,
         timeout_seconds: float = 0.0,
         idempotency_key: str = "",
+        budget: Budget | None = None,
+        parent: ParentStep | None = None,
     ) -> str:
-        """Submit a task given as a plan, a catalog workflow name or a goal; return its id."""
+        """Submit a task given as a plan, a catalog workflow name or a goal; return its id.
+
+        With ``budget`` the task stops (failing with ``budget_exceeded``) once its steps have
+        used that much.
+        """
         request = pb.SubmitTaskRequest(
             priority=priority, timeout_seconds=timeout_seconds, idempotency_key=idempotency_key
         )
+        if budget is not None:
+            budget_to_proto(budget, request.budget)
+        if parent is not None:  # a sub-task, submitted by the agent running that step
+            request.parent.task_id = parent.task_id
+            request.parent.step_id = parent.step_id
         if plan is not None:
             request.plan.CopyFrom(plan_to_proto(plan))
         elif workflow:
@@ -107,7 +125,8 @@ class Client:
             request.goal = goal
         request.input.update(input or {})
         with _domain_errors():
-            response = await self._stub.SubmitTask(request, timeout=30)
+            # The current span, if any, parents the task's spans in the orchestrator.
+            response = await self._stub.SubmitTask(request, timeout=30, metadata=trace_metadata())
         return response.task_id
 
     async def get(self, task_id: str) -> TaskRecord:
@@ -120,6 +139,19 @@ class Client:
         """Cancel a task; returns it once cancellation (and rollback) finished."""
         with _domain_errors():
             task = await self._stub.CancelTask(pb.CancelTaskRequest(task_id=task_id, reason=reason))
+        return task_from_proto(task)
+
+    async def provide_input(self, task_id: str, step_id: str, value: JSON) -> TaskRecord:
+        """Answer a step of kind ``input`` with ``value``; the task as it is then (without
+        outputs). ValidationError (field ``value``) when the answer breaks the step's
+        schema, PermissionDenied when the caller is not one of its approvers."""
+        request = pb.ProvideInputRequest(task_id=task_id, step_id=step_id)
+        try:
+            json_format.ParseDict(value, request.value)
+        except (json_format.ParseError, ValueError, TypeError) as exc:
+            raise ValidationError(f"not a JSON value: {exc}", field="value") from None
+        with _domain_errors():
+            task = await self._stub.ProvideInput(request, timeout=30)
         return task_from_proto(task)
 
     async def watch(self, task_id: str, *, after: int = 0) -> AsyncIterator[TaskEvent]:
@@ -152,6 +184,25 @@ class Client:
                 pb.ListAgentsRequest(capability=capability), timeout=10
             )
         return [status_from_proto(s) for s in response.agents]
+
+    async def drain_agent(self, name: str) -> AgentOverride:
+        """Give agent ``name`` no new work (on every replica); its work in flight finishes."""
+        with _domain_errors():
+            answer = await self._stub.DrainAgent(pb.DrainAgentRequest(name=name), timeout=10)
+        return override_from_proto(answer)
+
+    async def resume_agent(self, name: str) -> AgentOverride:
+        """Give a drained agent work again."""
+        with _domain_errors():
+            answer = await self._stub.ResumeAgent(pb.ResumeAgentRequest(name=name), timeout=10)
+        return override_from_proto(answer)
+
+    async def set_agent_weight(self, name: str, weight: float) -> AgentOverride:
+        """Scale agent ``name``'s share of work (1 is the default; more than 0, at most 100)."""
+        request = pb.SetAgentWeightRequest(name=name, weight=weight)
+        with _domain_errors():
+            answer = await self._stub.SetAgentWeight(request, timeout=10)
+        return override_from_proto(answer)
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         """The workflows of the orchestrator's catalog, by name; submit one with ``workflow=``."""

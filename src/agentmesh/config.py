@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     database_schema: str = ""
     #: Redis URL; empty to run on the in-memory cache alone.
     redis_url: str = ""
+    #: Prefix of every Redis key and channel: replicas of one mesh share it, another mesh
+    #: on the same Redis takes its own.
+    redis_namespace: str = Field(default="agentmesh", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     #: How long cached agent cards live in Redis (renewed while the agent is connected).
     cache_ttl_seconds: float = Field(default=30.0, gt=0)
 
@@ -73,6 +77,12 @@ class Settings(BaseSettings):
     #: tasks are taken over by another after at most this long.
     lease_seconds: float = Field(default=10.0, gt=0)
 
+    #: Pools file (YAML, or JSON when it ends in .json): limits on the shared resources
+    #: capabilities declare they use (concurrent uses, requests per second), held across
+    #: every agent and replica, in Redis when configured, else in the database; empty for
+    #: none. Read at start: a bad file stops the orchestrator, naming the field.
+    pools_file: str = ""
+
     #: How often the orchestrator pings each agent's Session.
     ping_interval_seconds: float = Field(default=1.0, gt=0)
     #: An agent that answers no ping for this long is dropped and its work failed over.
@@ -86,6 +96,27 @@ class Settings(BaseSettings):
     circuit_fail_max: int = Field(default=5, ge=1)
     #: How long an open circuit stays open before one probe assignment may go through.
     circuit_reset_seconds: float = Field(default=5.0, gt=0)
+    #: How often a replica reads operators' overrides (drain, weight) from the store, to
+    #: apply those set through another replica.
+    overrides_refresh_seconds: float = Field(default=2.0, gt=0)
+
+    #: How matching picks among the agents with room for a step: ``learned`` (Thompson
+    #: sampling over each agent's success and latency per capability), ``recent`` (the
+    #: fixed order of before: recent success rate, load, latency) or ``round_robin``.
+    matching_strategy: Literal["learned", "recent", "round_robin"] = "learned"
+    #: The learner's Beta prior of a new agent's success probability (successes, failures).
+    learn_prior_successes: float = Field(default=1.0, gt=0)
+    learn_prior_failures: float = Field(default=1.0, gt=0)
+    #: Spread (log space) of the learner's latency draw with no evidence; narrows with
+    #: attempts.
+    learn_latency_spread: float = Field(default=0.5, ge=0)
+    #: The learner's evidence halves every this many seconds: an agent that turned slow loses
+    #: its good record, a recovered one is tried again.
+    learn_half_life_seconds: float = Field(default=60.0, gt=0)
+    #: Share of the learner's decisions that take a random agent with room.
+    learn_explore: float = Field(default=0.05, ge=0, le=1)
+    #: How much slower the learner takes a fully loaded agent to be (0.5: 1.5 times).
+    learn_load_penalty: float = Field(default=0.5, ge=0)
     #: host:port of the Prometheus /metrics endpoint (port 0: any free port); empty for none.
     metrics_listen: str = ""
 
@@ -108,3 +139,6 @@ class Settings(BaseSettings):
     llm_api_key: str = ""
     #: How long one planning request (to the LLM or a planning agent) may take.
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: Stream the model's plan and start each step as soon as it is planned and its inputs
+    #: are ready, instead of after the whole plan (see docs/planning.rst).
+    llm_stream: bool = False

@@ -144,3 +144,7 @@ def check_struct(
             spend(8, where)
         else:
             spend(5, where)
+
+
+#: The oldest an output reused from the step cache may be (``StepSpec.cache.ttl_seconds``).
+MAX_CACHE_TTL_SECONDS: Final = 30 * 24 * 3600.0

@@ -9,6 +9,8 @@ from typing import TextIO
 
 import structlog
 
+from agentmesh.tracing import add_trace_ids
+
 #: An exception's message in a log line is cut here (it may quote a whole input).
 _ERROR_CHARS = 2000
 
@@ -24,6 +26,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -63,17 +63,34 @@ class StepState(enum.StrEnum):
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
     COMPENSATED = "compensated"
+    #: A step of kind ``input`` waits for a person's answer.
+    INPUT_REQUIRED = "input_required"
 
     @property
     def final(self) -> bool:
         """True once the step will run no more (compensation aside)."""
-        return self not in (StepState.PENDING, StepState.WAITING, StepState.RUNNING)
+        return self not in _LIVE_STEP_STATES
 
+
+_LIVE_STEP_STATES = frozenset(
+    {StepState.PENDING, StepState.WAITING, StepState.RUNNING, StepState.INPUT_REQUIRED}
+)
 
 #: What a capability may be called: dotted lowercase words, e.g. ``text.summarize``.
 CAPABILITY_NAME: Final = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*")
 #: The longest capability name an orchestrator accepts.
 MAX_CAPABILITY_NAME: Final = 128
+
+
+#: What a shared resource may be called, e.g. ``llm:openai/gpt-4o``.
+RESOURCE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+#: The longest resource name an orchestrator accepts.
+MAX_RESOURCE_NAME: Final = 128
+
+
+def is_resource_name(name: str) -> bool:
+    """True when all of ``name`` fits :data:`RESOURCE_NAME`, in :data:`MAX_RESOURCE_NAME`."""
+    return len(name) <= MAX_RESOURCE_NAME and RESOURCE_NAME.fullmatch(name) is not None
 
 
 def is_capability_name(name: str) -> bool:
@@ -90,6 +107,8 @@ class Capability(_Frozen):
     input_schema: dict[str, JSON] = Field(default_factory=dict)
     output_schema: dict[str, JSON] = Field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    #: Shared resources each run uses (pools an operator limits across the mesh).
+    resources: tuple[str, ...] = ()
 
 
 class AgentCard(_Frozen):
@@ -129,11 +148,41 @@ class RetryPolicy(_Frozen):
     max_backoff_seconds: float = Field(default=5.0, ge=0)
 
 
+class CachePolicy(_Frozen):
+    """When a step may reuse an earlier output instead of running (see ``StepSpec.cache``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    #: How old an earlier output of the same capability, version and input may be.
+    ttl_seconds: float = Field(gt=0)
+
+
+class StepKind(enum.StrEnum):
+    """Who does a step's work."""
+
+    #: An agent offering the step's capability.
+    AGENT = "agent"
+    #: A person, answering with ``ProvideInput`` (see :class:`HumanInput`).
+    INPUT = "input"
+
+
+class HumanInput(_Frozen):
+    """What a step of kind ``input`` asks, of whom, and what stands when nobody answers."""
+
+    prompt: str
+    #: JSON Schema the answer must match; empty for any JSON value.
+    answer_schema: dict[str, JSON] = Field(default_factory=dict)
+    #: SPIFFE ID patterns of who may answer; empty: the task's owner.
+    approvers: tuple[str, ...] = ()
+    #: The answer once the step's timeout passes unanswered; None: the step fails then.
+    default: JSON = None
+
+
 class StepSpec(_Frozen):
     """One step of a plan: a capability to run on an input that may reference other steps."""
 
     id: str
-    capability: str
+    capability: str = ""
     version: str = ""
     input: dict[str, JSON] = Field(default_factory=dict)
     needs: tuple[str, ...] = ()
@@ -144,6 +193,11 @@ class StepSpec(_Frozen):
     pin_agent: str = ""
     exclude_agents: tuple[str, ...] = ()
     for_each: str = ""
+    #: Reuse an earlier successful output (never for a step with a compensation).
+    cache: CachePolicy | None = None
+    kind: StepKind = StepKind.AGENT
+    #: For a step of kind ``input``: the question.
+    human_input: HumanInput | None = None
 
 
 class Plan(_Frozen):
@@ -163,6 +217,57 @@ class WorkflowInfo(_Frozen):
     plan: Plan
 
 
+class Usage(_Frozen):
+    """What a run used: tokens and cost as agents report them, seconds and steps as counted.
+
+    Reported by an agent for one run (only tokens and cost), or summed over a task's steps.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cost: float = Field(default=0.0, ge=0)
+    #: Seconds of agent work: every attempt's duration, parallel attempts added up.
+    seconds: float = Field(default=0.0, ge=0)
+    #: Steps run by agents (each fan-out instance counts once, retries do not).
+    steps: int = Field(default=0, ge=0)
+
+    @property
+    def tokens(self) -> int:
+        """Input and output tokens together."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost=self.cost + other.cost,
+            seconds=self.seconds + other.seconds,
+            steps=self.steps + other.steps,
+        )
+
+
+class Budget(_Frozen):
+    """The most a task may use; 0 in a field for no limit on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    #: Input and output tokens together.
+    tokens: int = Field(default=0, ge=0)
+    cost: float = Field(default=0.0, ge=0)
+    #: Seconds of agent work (see :attr:`Usage.seconds`); wall time is ``timeout_seconds``.
+    seconds: float = Field(default=0.0, ge=0)
+    steps: int = Field(default=0, ge=0)
+
+
+class ParentStep(_Frozen):
+    """The step of another task whose agent submitted a sub-task."""
+
+    task_id: str
+    step_id: str
+
+
 class TaskRequest(_Frozen):
     """A validated SubmitTask request, before planning."""
 
@@ -174,6 +279,9 @@ class TaskRequest(_Frozen):
     timeout_seconds: float = Field(default=0.0, ge=0)
     labels: dict[str, str] = Field(default_factory=dict)
     idempotency_key: str = ""
+    budget: Budget = Field(default_factory=Budget)
+    #: For a sub-task: the task and step whose agent submits it.
+    parent: ParentStep | None = None
 
 
 class StepRecord(BaseModel):
@@ -186,6 +294,8 @@ class StepRecord(BaseModel):
     #: The agent's result; for a fan-out step, the list of every run's output.
     output: JSON = None
     error: str = ""
+    #: While waiting: what for (no agent with room, a pool at its limit); not stored.
+    waiting_for: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -207,6 +317,15 @@ class TaskRecord(BaseModel):
     partial: bool = False
     created_at: datetime
     updated_at: datetime
+    #: W3C trace context of the task's first ``invoke_workflow`` span (see agentmesh.tracing).
+    trace_context: dict[str, str] = Field(default_factory=dict)
+    #: True while a streaming planner is still adding steps to ``plan``.
+    planning: bool = False
+    budget: Budget = Field(default_factory=Budget)
+    #: What the task has used so far, summed over its steps.
+    usage: Usage = Field(default_factory=Usage)
+    #: For a sub-task: the task and step whose agent submitted it.
+    parent: ParentStep | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -223,6 +342,26 @@ class EventKind(enum.StrEnum):
     TASK_STATE = "task_state"
     STEP_STATE = "step_state"
     STEP_PROGRESS = "step_progress"
+
+
+class AgentScore(_Frozen):
+    """How matching rated one agent for a step: lower scores are better."""
+
+    agent: str
+    score: float
+    #: Why it was not a contender, when it was not (``full``, ``circuit open``, ``drained``,
+    #: ``failed this step``); empty for one that was.
+    note: str = ""
+
+
+class AgentChoice(_Frozen):
+    """Why a step's attempt went to its agent: the strategy, the winner's score (lower is
+    better; the learner's is its sampled seconds per success), and the others."""
+
+    strategy: str
+    score: float
+    reason: str
+    alternatives: tuple[AgentScore, ...] = ()
 
 
 class TaskEvent(_Frozen):
@@ -242,6 +381,14 @@ class TaskEvent(_Frozen):
     message: str = ""
     output: JSON = None
     partial: bool = False
+    #: On task events and a step's final events: the task's usage so far.
+    usage: Usage | None = None
+    #: On a step's SUCCEEDED event: the output came from the step cache.
+    cached: bool = False
+    #: On progress events: the sub-task the step's agent submitted (or that ended).
+    child_task_id: str = ""
+    #: On a step's RUNNING event: why matching gave the attempt to ``agent``.
+    choice: AgentChoice | None = None
 
 
 def version_matches(prefix: str, version: str) -> bool:
@@ -267,12 +414,33 @@ class AgentStatus:
     #: Attempts that ended ok and that failed, since the orchestrator first saw the agent.
     successes: int = 0
     failures: int = 0
+    #: Drained by an operator: no new work until resumed.
+    drained: bool = False
+    #: The operator's weight on the agent's share of work (1 by default).
+    weight: float = 1.0
 
     @property
     def success_rate(self) -> float | None:
         """Share of the agent's attempts that succeeded (None before its first)."""
         total = self.successes + self.failures
         return None if total == 0 else self.successes / total
+
+
+#: The weight an agent has until an operator sets one, and the widest an operator may set.
+DEFAULT_WEIGHT: Final = 1.0
+MAX_WEIGHT: Final = 100.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentOverride:
+    """What operators said of one agent (drained, weight), kept in the store for every replica."""
+
+    name: str
+    drained: bool = False
+    weight: float = DEFAULT_WEIGHT
+    #: The identity that set it last, and when (None: never set).
+    updated_by: str = ""
+    updated_at: datetime | None = None
 
 
 class FailureCode(enum.StrEnum):
@@ -304,6 +472,8 @@ class FailureCode(enum.StrEnum):
     DRAINING = "draining"
     #: The agent does not offer the capability.
     UNKNOWN_CAPABILITY = "unknown_capability"
+    #: The task's budget is spent: no further step may start.
+    BUDGET_EXCEEDED = "budget_exceeded"
 
     @property
     def retryable(self) -> bool:
@@ -334,6 +504,12 @@ class Outcome:
     follow_ups: tuple[StepSpec, ...] = ()
     #: Wire bytes of the output (big ones are schema-checked in a thread).
     size: int = 0
+    #: What the run used, as the agent reported it (tokens and cost).
+    usage: Usage | None = None
+    #: The version of the capability the agent that answered declares.
+    version: str = ""
+    #: True when the output is an earlier run's, reused from the step cache.
+    cached: bool = False
 
     @property
     def ok(self) -> bool:

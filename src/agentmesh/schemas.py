@@ -12,12 +12,12 @@ from agentmesh.models import JSON
 
 
 @functools.lru_cache(maxsize=512)
-def _compiled(schema_json: str) -> jsonschema.Draft202012Validator | None:
+def _compiled(schema_json: str) -> jsonschema.Draft202012Validator | jsonschema.SchemaError:
     schema = json.loads(schema_json)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError:
-        return None
+    except jsonschema.SchemaError as exc:
+        return exc
     return jsonschema.Draft202012Validator(schema)
 
 
@@ -25,16 +25,15 @@ def _compiled(schema_json: str) -> jsonschema.Draft202012Validator | None:
 #: schema is one object for as long as its declaration lives, so the per-result lookup
 #: costs a dict access instead of a json.dumps of the whole schema. Each entry keeps its
 #: schema alive, so a recycled id() can never match another schema.
-_BY_ID: dict[int, tuple[Mapping[str, JSON], jsonschema.Draft202012Validator | None]] = {}
+_BY_ID: dict[
+    int, tuple[Mapping[str, JSON], jsonschema.Draft202012Validator | jsonschema.SchemaError]
+] = {}
 _MAX_BY_ID = 512
 
 
-def validator(schema: Mapping[str, JSON]) -> jsonschema.Draft202012Validator | None:
-    """A Draft 2020-12 validator of ``schema``, or None when ``schema`` is not a valid schema.
-
-    ``schema`` must not be changed in place after it was first given here (declarations
-    are frozen): the validator is cached by the object's identity.
-    """
+def _lookup(
+    schema: Mapping[str, JSON],
+) -> jsonschema.Draft202012Validator | jsonschema.SchemaError:
     entry = _BY_ID.get(id(schema))
     if entry is not None and entry[0] is schema:
         return entry[1]
@@ -43,6 +42,28 @@ def validator(schema: Mapping[str, JSON]) -> jsonschema.Draft202012Validator | N
         _BY_ID.clear()  # rare (that many distinct live schemas): compiling stays cached
     _BY_ID[id(schema)] = (schema, compiled)
     return compiled
+
+
+def validator(schema: Mapping[str, JSON]) -> jsonschema.Draft202012Validator | None:
+    """A Draft 2020-12 validator of ``schema``, or None when ``schema`` is not a valid schema.
+
+    ``schema`` must not be changed in place after it was first given here (declarations
+    are frozen): the validator is cached by the object's identity.
+    """
+    compiled = _lookup(schema)
+    return None if isinstance(compiled, jsonschema.SchemaError) else compiled
+
+
+def schema_problem(schema: Mapping[str, JSON]) -> str | None:
+    """Why ``schema`` is not a valid Draft 2020-12 schema, in jsonschema's own words and
+    where in the schema (``"'strin' is not valid under any of the given schemas (at
+    ['properties']['a']['type'])"``), or None when it is valid. Cached like :func:`validator`.
+    """
+    compiled = _lookup(schema)
+    if not isinstance(compiled, jsonschema.SchemaError):
+        return None
+    where = "".join(f"[{p!r}]" for p in compiled.absolute_path) or "the top level"
+    return f"{compiled.message} (at {where})"
 
 
 def first_error(

@@ -236,8 +236,9 @@ async def test_the_same_work_sent_by_two_bridges_runs_once_on_celery(
     marker = tmp_path / "count"
     spec = runner.spec.tasks[2]  # billing.flaky
     data = {"marker": str(marker), "failures": 0}
-    first = context("key-1", "assignment-1")
-    again = context("key-1", "assignment-2")
+    key = f"key-{uuid.uuid4().hex}"  # results outlive a test run in Redis: a key of its own
+    first = context(key, "assignment-1")
+    again = context(key, "assignment-2")
 
     outputs = [
         await runner.run(spec, data, first),

@@ -330,3 +330,53 @@ def test_certs_and_tokens_speak_json_for_scripts(tmp_path: Path) -> None:
     assert listed == [{k: token[k] for k in ("id", "identity", "created")}]
     assert json_of("tokens", "revoke", token["id"], *tokens)["id"] == token["id"]
     assert json_of("tokens", "list", *tokens) == []
+
+
+async def test_an_admin_drains_weighs_and_resumes_an_agent_from_the_command_line(
+    mesh: Mesh,
+) -> None:
+    connection = [
+        "--address",
+        f"localhost:{mesh.orchestrator.port}",
+        "--certs-dir",
+        str(mesh.certs),
+    ]
+
+    async def invoke(*args: str) -> object:
+        return await asyncio.to_thread(
+            CliRunner().invoke, app, ["agents", *args, *connection], env={"COLUMNS": "200"}
+        )
+
+    refused = await invoke("drain", "echo-1", "--admin", "nobody")
+    drained = await invoke("drain", "echo-1", "--admin", "root")
+    weighed = await invoke("weight", "echo-1", "0.5", "--admin", "root", "-o", "json")
+    listed = await mesh.cli("agents")
+    (shown,) = json.loads((await mesh.cli("agents", "-o", "json")).stdout)
+    resumed = await invoke("resume", "echo-1", "--admin", "root")
+    bad = await invoke("weight", "echo-1", "0", "--admin", "root")
+    assert refused.exit_code == 1  # type: ignore[attr-defined]
+    assert "certs issue admin nobody" in refused.stderr  # type: ignore[attr-defined]
+    assert drained.stdout == "echo-1: drained, weight 1\n"  # type: ignore[attr-defined]
+    assert json.loads(weighed.stdout)["weight"] == 0.5  # type: ignore[attr-defined]
+    assert "drained, weight 0.5" in listed.stdout
+    assert (shown["drained"], shown["weight"]) == (True, 0.5)
+    assert resumed.stdout == "echo-1: in rotation, weight 0.5\n"  # type: ignore[attr-defined]
+    assert bad.exit_code == 1  # type: ignore[attr-defined]
+    assert "INVALID_ARGUMENT" in bad.stderr  # type: ignore[attr-defined]
+
+
+async def test_health_exits_0_for_a_serving_orchestrator_and_1_for_nothing_there(
+    mesh: Mesh,
+) -> None:
+    def invoke(address: str) -> object:
+        arguments = ["health", "--address", address, "--certs-dir", str(mesh.certs)]
+        return CliRunner().invoke(
+            app, [*arguments, "--kind", "orchestrator", "--name", "orchestrator"]
+        )
+
+    serving = await asyncio.to_thread(invoke, f"localhost:{mesh.orchestrator.port}")
+    nothing = await asyncio.to_thread(invoke, "localhost:1")
+    assert serving.exit_code == 0, serving.stderr  # type: ignore[attr-defined]
+    assert serving.stdout == "SERVING\n"  # type: ignore[attr-defined]
+    assert nothing.exit_code == 1  # type: ignore[attr-defined]
+    assert "is not serving" in nothing.stderr  # type: ignore[attr-defined]

@@ -92,7 +92,7 @@ async def test_tasks_run_on_through_a_redis_restart_and_the_agent_cards_return_t
     configured = settings.model_copy(
         update={"redis_url": redis_server.url, "cache_ttl_seconds": 3.0}
     )
-    expected_cards = {f"agentmesh:agents:{name}" for name in AGENTS}
+    expected_cards = {f"agentmesh:agents:{name}@{configured.replica}" for name in AGENTS}
     with capture_logs() as logs:
         async with Orchestrator(configured) as orchestrator, client(orchestrator, certs) as alice:
             for name in AGENTS:

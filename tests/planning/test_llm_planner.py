@@ -147,7 +147,7 @@ async def test_a_plan_still_invalid_after_the_repair_is_rejected_with_the_reason
     [
         ("Sure! Here is your plan.", "plan: the answer is not JSON"),
         ("[1, 2]", "plan: the answer is not a JSON object"),
-        ('{"steps": [{"id": "a"}]}', "plan.steps[0].capability: Field required"),
+        ('{"steps": [{"id": "a"}]}', "plan.steps[0].capability: a step needs a capability"),
         ('{"steps": [], "extra": 1}', "plan.extra: Extra inputs are not permitted"),
         ('{"steps": []}', "plan.steps: a plan needs at least one step"),
     ],
@@ -312,6 +312,7 @@ async def test_the_default_planner_asks_the_configured_model_for_goals_no_workfl
         llm_model="local-model",
         llm_api_key="",
         llm_timeout_seconds=5.0,
+        llm_stream=False,
     )
     planner = default_planner(settings)  # type: ignore[arg-type]
     assert isinstance(planner, ChainPlanner)

@@ -143,6 +143,8 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
         self.capabilities = tuple(capabilities)
         self.assignments: list[agent_pb2.Assignment] = []
         self.got_assignment = asyncio.Event()
+        self.cancels: list[agent_pb2.Cancel] = []
+        self.got_cancel = asyncio.Event()
         #: Serial numbers of the certificates orchestrators opened Sessions with.
         self.orchestrator_serials: list[int] = []
         self.sessions = 0
@@ -229,6 +231,9 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
                     task = asyncio.create_task(self.script(self, message.assignment))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+                elif kind == "cancel":
+                    self.cancels.append(message.cancel)
+                    self.got_cancel.set()
             await outbox.put(None)
 
         reader = asyncio.create_task(read())

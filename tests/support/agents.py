@@ -7,9 +7,11 @@ is driven by the assignment's input, so tests decide what happens per step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,12 @@ class Failing(BaseModel):
 class Flaky(BaseModel):
     value: Any = None
     failure_rate: float = 0.3
+
+
+class FailFirst(BaseModel):
+    value: Any = None
+    #: The attempt that succeeds; every earlier one fails, retryably.
+    succeed_on: int = 2
 
 
 class CrashOnce(BaseModel):
@@ -83,6 +91,13 @@ class Undo(BaseModel):
 
 class Recorded(BaseModel):
     entry: str
+
+
+class StoredStep(BaseModel):
+    #: The orchestrator's SQLite file, read directly (outside the orchestrator).
+    database: str
+    #: The step of this assignment's task whose stored state is returned.
+    step: str
 
 
 def _append(path: str, line: str) -> None:
@@ -149,6 +164,12 @@ class FaultyAgent(Agent):
             raise StepFailed("injected failure", code="injected", retryable=True)
         return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
 
+    @capability("test.fail_first", description="Fail (retryably) until attempt succeed_on.")
+    async def fail_first(self, data: FailFirst, ctx: AssignmentContext) -> Echoed:
+        if ctx.attempt < data.succeed_on:
+            raise StepFailed(f"attempt {ctx.attempt} fails", code="injected", retryable=True)
+        return Echoed(value=data.value, agent=os.environ.get("AGENTMESH_AGENT_NAME", ""))
+
     @capability("test.crash_once", description="The first process to run this dies mid-step.")
     async def crash_once(self, data: CrashOnce, ctx: AssignmentContext) -> Echoed:
         try:
@@ -186,6 +207,23 @@ class FaultyAgent(Agent):
             raise
         _journal(data.journal, "end", data.entry, ctx)
         return Recorded(entry=data.entry)
+
+    @capability(
+        "test.pooled",
+        description="test.work that uses the shared resource llm:test/model (pools limit it).",
+        resources=("llm:test/model",),
+    )
+    async def pooled(self, data: Work, ctx: AssignmentContext) -> Recorded:
+        return await self.work(data, ctx)
+
+    @capability("test.stored_state", description="The stored state of another step of the task.")
+    async def stored_state(self, data: StoredStep, ctx: AssignmentContext) -> Echoed:
+        with contextlib.closing(sqlite3.connect(data.database, timeout=30)) as db:
+            row = db.execute(
+                "SELECT state FROM steps WHERE task_id = ? AND step_id = ?",
+                (ctx.task_id, data.step),
+            ).fetchone()
+        return Echoed(value=None if row is None else row[0])
 
     @capability("test.record", description="Append an entry to a file (undone by test.undo).")
     async def record(self, data: Record, ctx: AssignmentContext) -> Recorded:

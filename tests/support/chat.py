@@ -3,6 +3,6 @@ dev`` serves too (one fake chat-completions server, not two)."""
 
 from __future__ import annotations
 
-from agentmesh.examples.fake_llm import ChatServer, JSONObject, completion
+from agentmesh.examples.fake_llm import ChatServer, JSONObject, StreamedReply, completion
 
-__all__ = ["ChatServer", "JSONObject", "completion"]
+__all__ = ["ChatServer", "JSONObject", "StreamedReply", "completion"]

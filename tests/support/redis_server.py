@@ -15,9 +15,11 @@ from tests.support.waiting import eventually
 class RedisServer:
     """A redis-server of the test's own, on a fixed port, that the test may stop and restart."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *extra: str) -> None:
+        """``extra``: more redis-server arguments (e.g. ``--replicaof 127.0.0.1 6380``)."""
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
+        self._extra = extra
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -33,6 +35,7 @@ class RedisServer:
             "no",
             "--bind",
             "127.0.0.1",
+            *self._extra,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -9,7 +9,13 @@ from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel
 
-from agentmesh.models import MAX_CAPABILITY_NAME, Capability, is_capability_name
+from agentmesh.models import (
+    MAX_CAPABILITY_NAME,
+    MAX_RESOURCE_NAME,
+    Capability,
+    is_capability_name,
+    is_resource_name,
+)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -33,18 +39,29 @@ def capability(
     version: str = "1.0.0",
     description: str = "",
     tags: Sequence[str] = (),
+    resources: Sequence[str] = (),
 ) -> Callable[[F], F]:
     """Declare an ``async def method(self, data: In, ctx: AssignmentContext) -> Out`` a capability.
 
     ``In`` and ``Out`` must be pydantic models; their JSON schemas become the
     capability's input and output schemas. The description defaults to the first
-    line of the method's docstring.
+    line of the method's docstring. ``resources`` names the shared resources each run uses
+    (e.g. ``("llm:openai/gpt-4o",)``): the orchestrator's pools file limits their use
+    across every agent of the mesh.
     """
     if not is_capability_name(name):
         raise ValueError(
             f"capability name {name!r} must be dotted lowercase, at most {MAX_CAPABILITY_NAME}"
             " characters, e.g. 'text.summarize'"
         )
+    if isinstance(resources, str):
+        raise TypeError("resources must be a sequence of names, e.g. ('llm:openai/gpt-4o',)")
+    for resource in resources:
+        if not is_resource_name(resource):
+            raise ValueError(
+                f"resource name {resource!r} must be letters, digits and ._:/@+- (not first),"
+                f" at most {MAX_RESOURCE_NAME} characters, e.g. 'llm:openai/gpt-4o'"
+            )
 
     def decorate(fn: F) -> F:
         input_model, output_model = _payload_models(fn)
@@ -57,6 +74,7 @@ def capability(
                 input_schema=input_model.model_json_schema(),
                 output_schema=output_model.model_json_schema(),
                 tags=tuple(tags),
+                resources=tuple(dict.fromkeys(resources)),
             ),
             input_model=input_model,
             output_model=output_model,

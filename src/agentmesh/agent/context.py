@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from agentmesh.agent.subtasks import SubTasks
 from agentmesh.agent.work import Assignment
-from agentmesh.models import StepSpec
+from agentmesh.errors import StepFailed
+from agentmesh.models import JSON, Budget, ParentStep, Plan, StepSpec, Usage
 
 ProgressReporter = Callable[[float, str], None]
 
@@ -34,9 +36,14 @@ class AssignmentContext:
     deadline: datetime | None
     _report: ProgressReporter = field(repr=False)
     _follow_ups: list[StepSpec] = field(default_factory=list, repr=False)
+    _usage: list[Usage] = field(default_factory=list, repr=False)
+    _subtasks: SubTasks | None = field(default=None, repr=False)
+    _children: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
-    def of(cls, assignment: Assignment, report: ProgressReporter) -> AssignmentContext:
+    def of(
+        cls, assignment: Assignment, report: ProgressReporter, subtasks: SubTasks | None = None
+    ) -> AssignmentContext:
         """The context of a run of ``assignment`` whose progress goes to ``report``."""
         return cls(
             assignment_id=assignment.assignment_id,
@@ -47,6 +54,7 @@ class AssignmentContext:
             compensation=assignment.compensation,
             deadline=assignment.deadline,
             _report=report,
+            _subtasks=subtasks,
         )
 
     def time_left(self) -> float | None:
@@ -68,6 +76,63 @@ class AssignmentContext:
     def follow_ups(self) -> tuple[StepSpec, ...]:
         """The steps added with :meth:`add_step` so far."""
         return tuple(self._follow_ups)
+
+    def report_usage(
+        self, *, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0
+    ) -> None:
+        """Say what this run used (say, after each model call); the reports add up.
+
+        The total goes back with the run's Result (or Failure: a failed call may still
+        cost) and counts against the task's budget. ValueError on a negative or
+        non-finite figure.
+        """
+        self._usage.append(Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost))
+
+    @property
+    def usage(self) -> Usage | None:
+        """The sum of every :meth:`report_usage` so far; None before the first."""
+        if not self._usage:
+            return None
+        total = Usage()
+        for report in self._usage:
+            total = total + report
+        return total
+
+    async def submit(
+        self,
+        *,
+        plan: Plan | None = None,
+        workflow: str = "",
+        goal: str = "",
+        input: dict[str, JSON] | None = None,
+        timeout_seconds: float = 0.0,
+        budget: Budget | None = None,
+    ) -> JSON:
+        """Run a sub-task of this step (a plan, a workflow or a goal) and return its result.
+
+        The child belongs to this task's owner and records this step as its parent; it is
+        cancelled before this task rolls back or is cancelled. StepFailed
+        (``subtask_failed``, not retried) when it ends other than succeeded. A re-sent
+        assignment (same idempotency key) gets the same children back.
+        """
+        if self._subtasks is None:
+            raise StepFailed(
+                "this run cannot submit sub-tasks (it was not given by an orchestrator)",
+                code="subtask_failed",
+                retryable=False,
+            )
+        self._children.append("")
+        key = f"{self.idempotency_key}/child-{len(self._children)}" if self.idempotency_key else ""
+        return await self._subtasks.run(
+            ParentStep(task_id=self.task_id, step_id=self.step_id),
+            key=key,
+            plan=plan,
+            workflow=workflow,
+            goal=goal,
+            input=input,
+            timeout_seconds=timeout_seconds,
+            budget=budget,
+        )
 
     async def progress(self, fraction: float, message: str = "") -> None:
         """Report how far the work is: ``fraction`` in 0..1, or negative when unknown."""

@@ -7,7 +7,7 @@ from datetime import UTC
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent.work import Assignment
 from agentmesh.models import FailureCode, Outcome
-from agentmesh.wire import from_struct, step_to_proto, to_struct
+from agentmesh.wire import from_struct, step_to_proto, to_struct, usage_to_proto
 
 
 def assignment_from_pb(message: agent_pb2.Assignment) -> Assignment:
@@ -22,6 +22,7 @@ def assignment_from_pb(message: agent_pb2.Assignment) -> Assignment:
         attempt=message.attempt,
         deadline=message.deadline.ToDatetime(tzinfo=UTC) if message.HasField("deadline") else None,
         compensation=message.compensation,
+        trace_context=dict(message.trace_context),
     )
 
 
@@ -49,21 +50,26 @@ def outcome(
         message = agent_pb2.Result(assignment_id=assignment_id, output=to_struct(result.output))
         for step in result.follow_ups:
             step_to_proto(step, message.follow_ups.add())
+        if result.usage is not None:
+            usage_to_proto(result.usage, message.usage)
         size = message.ByteSize()
         if size <= max_bytes - 1024:  # leave room for the envelope
             return agent_pb2.AgentMessage(result=message)
+        usage = result.usage
         result = Outcome.failed(
             FailureCode.INVALID_OUTPUT,
             f"output of {size} bytes exceeds the {max_bytes}-byte message limit",
         )
-    return agent_pb2.AgentMessage(
-        failure=agent_pb2.Failure(
-            assignment_id=assignment_id,
-            code=result.code,
-            message=result.message,
-            retryable=result.retryable,
-        )
+        result.usage = usage
+    failure = agent_pb2.Failure(
+        assignment_id=assignment_id,
+        code=result.code,
+        message=result.message,
+        retryable=result.retryable,
     )
+    if result.usage is not None:
+        usage_to_proto(result.usage, failure.usage)
+    return agent_pb2.AgentMessage(failure=failure)
 
 
 def pong(nonce: int, active: int) -> agent_pb2.AgentMessage:

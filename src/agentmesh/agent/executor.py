@@ -8,6 +8,7 @@ orchestrator to collect by re-sending the same idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +25,23 @@ from agentmesh.agent.base import Agent
 from agentmesh.agent.capability import CapabilitySpec
 from agentmesh.agent.context import AssignmentContext
 from agentmesh.agent.idempotency import OutcomeCache
+from agentmesh.agent.subtasks import SubTasks
 from agentmesh.agent.work import INTERRUPTIONS, Assignment
 from agentmesh.errors import StepFailed
 from agentmesh.logs import exception_fields
 from agentmesh.models import FailureCode, Outcome, StepSpec
+from agentmesh.tracing import (
+    AGENT_NAME,
+    ATTEMPT,
+    OPERATION,
+    STEP_ID,
+    TASK_ID,
+    TOOL_NAME,
+    Span,
+    SpanKind,
+    failed,
+    span,
+)
 
 #: How long cancelled handlers get to unwind before a drain stops waiting for them.
 _CANCEL_GRACE_SECONDS = 1.0
@@ -82,8 +96,13 @@ class Executor:
         *,
         cache_size: int,
         log: FilteringBoundLogger | None = None,
+        name: str = "",
+        subtasks: SubTasks | None = None,
     ) -> None:
         self._agent = agent
+        #: The name the agent serves under (its class's unless the server renamed it).
+        self._name = name or agent.name
+        self._subtasks = subtasks
         self._limit = agent.max_concurrency
         self._log: FilteringBoundLogger = log or structlog.get_logger("agentmesh.agent")
         self._tasks = TaskSet()
@@ -266,8 +285,23 @@ class Executor:
             run.task.cancel()
 
     async def _invoke(self, run: _Run, data: BaseModel) -> Outcome:
+        ctx = AssignmentContext.of(
+            run.assignment, functools.partial(self._progress, run), self._subtasks
+        )
+        outcome = await self._call(run, data, ctx)
+        outcome.usage = ctx.usage  # what the handler reported, whichever way it ended
+        return outcome
+
+    async def _call(self, run: _Run, data: BaseModel, ctx: AssignmentContext) -> Outcome:
         assignment = run.assignment
-        ctx = AssignmentContext.of(assignment, functools.partial(self._progress, run))
+        with handler_span(self._name, assignment) as span:
+            outcome = await self._handle(run, data, ctx)
+            if not outcome.ok:
+                failed(span, outcome.code, outcome.message)
+            return outcome
+
+    async def _handle(self, run: _Run, data: BaseModel, ctx: AssignmentContext) -> Outcome:
+        assignment = run.assignment
         handler = self._agent.handler(run.spec)
         timeout = asyncio.timeout_at(_loop_time(assignment.deadline))
         try:
@@ -328,6 +362,24 @@ class Executor:
             )
         if not self._runs:
             self._idle.set()
+
+
+def handler_span(agent: str, assignment: Assignment) -> contextlib.AbstractContextManager[Span]:
+    """The agent-side span of one run: ``execute_tool {capability}``, a child of the
+    orchestrator's ``invoke_agent`` span carried in the assignment."""
+    return span(
+        f"execute_tool {assignment.capability}",
+        parent=assignment.trace_context,
+        kind=SpanKind.SERVER,
+        attributes=lambda: {
+            OPERATION: "execute_tool",
+            TOOL_NAME: assignment.capability,
+            AGENT_NAME: agent,
+            TASK_ID: assignment.task_id,
+            STEP_ID: assignment.step_id,
+            ATTEMPT: assignment.attempt,
+        },
+    )
 
 
 def _loop_time(deadline: datetime | None) -> float | None:

@@ -21,10 +21,12 @@ from agentmesh.agent.executor import Executor
 from agentmesh.agent.registration import RegistrationKeeper, RegistrationTiming
 from agentmesh.agent.servicer import AgentService
 from agentmesh.agent.settings import AgentSettings
+from agentmesh.agent.subtasks import SubTasks
 from agentmesh.models import AgentCard
 from agentmesh.security import CertFiles, IdentityKind, server_credentials
 from agentmesh.security.ca import own_identity
 from agentmesh.security.identity import check_name
+from agentmesh.tracing import configure_tracing
 from agentmesh.wire import card_to_proto
 
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
@@ -55,7 +57,14 @@ class AgentServer:
             agent=self.name
         )
         self._board = SessionBoard()
-        self._executor = Executor(agent, cache_size=self._settings.result_cache_size, log=self._log)
+        self._subtasks = SubTasks(self._settings.orchestrators, self._settings.certs_dir, self.name)
+        self._executor = Executor(
+            agent,
+            cache_size=self._settings.result_cache_size,
+            log=self._log,
+            name=self.name,
+            subtasks=self._subtasks,
+        )
         self._keepers: list[RegistrationKeeper] = []
         self._keeper_tasks = TaskSet()
         self._health = health.aio.HealthServicer()
@@ -88,6 +97,7 @@ class AgentServer:
         trust_domain = settings.resolved_trust_domain()
         own_identity(files, trust_domain, setting="AGENTMESH_AGENT_TRUST_DOMAIN")
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._subtasks)  # closed after the executor
             await stack.enter_async_context(self._executor)
             # gRPC enables SO_REUSEPORT by default: a second agent on the same fixed
             # port would silently share it instead of failing to start.
@@ -172,10 +182,13 @@ async def serve_until_signalled(agent: Agent, settings: AgentSettings | None = N
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    server = AgentServer(agent, settings)
+    stop_tracing = configure_tracing(server.name)
     try:
-        async with AgentServer(agent, settings):
+        async with server:
             await stop.wait()
     finally:
+        stop_tracing()  # flushes the spans still buffered
         # Only now: a second signal during the drain must not kill it half-way.
         for sig in signals:
             loop.remove_signal_handler(sig)

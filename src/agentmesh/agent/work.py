@@ -28,3 +28,5 @@ class Assignment:
     attempt: int = 0
     deadline: datetime | None = None
     compensation: bool = False
+    #: W3C trace context of the orchestrator's attempt (see :mod:`agentmesh.tracing`).
+    trace_context: dict[str, str] = field(default_factory=dict)

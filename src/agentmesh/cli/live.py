@@ -22,6 +22,7 @@ _STYLE = {
     "succeeded": "green",
     "running": "cyan",
     "waiting": "yellow",
+    "input_required": "magenta",
     "compensating": "yellow",
     "failed": "red",
     "cancelled": "red",

@@ -34,6 +34,7 @@ from agentmesh.errors import ValidationError
 from agentmesh.logs import configure_logging
 from agentmesh.models import JSON, AgentStatus, Plan, TaskState
 from agentmesh.orchestrator import Orchestrator
+from agentmesh.tracing import configure_tracing
 
 
 def serve(
@@ -48,8 +49,12 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with Orchestrator(Settings()):
-            await stop.wait()
+        stop_tracing = configure_tracing("agentmesh-orchestrator")
+        try:
+            async with Orchestrator(Settings()):
+                await stop.wait()
+        finally:
+            stop_tracing()  # flushes the spans still buffered
 
     settings = Settings()
     common.run(main, certs_dir=settings.certs_dir, name=settings.cert_name)
@@ -70,6 +75,8 @@ def agent_json(status: AgentStatus) -> dict[str, JSON]:
         "success_rate": status.success_rate,
         "successes": status.successes,
         "failures": status.failures,
+        "drained": status.drained,
+        "weight": status.weight,
     }
 
 
@@ -115,6 +122,8 @@ def agents(
     for status in statuses:
         card = status.card
         state = status.circuit + (", draining" if status.draining else "")
+        state += ", drained" if status.drained else ""
+        state += f", weight {status.weight:g}" if status.weight != 1.0 else ""
         table.add_row(
             Text(card.name),
             Text(card.endpoint),

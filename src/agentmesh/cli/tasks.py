@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,9 +27,9 @@ from agentmesh.cli.common import (
 )
 from agentmesh.cli.live import TaskView
 from agentmesh.cli.progress import detached, watch_task
-from agentmesh.models import JSON, TaskRecord, TaskState
+from agentmesh.models import JSON, StepState, TaskRecord, TaskState
 
-app = typer.Typer(help="List, show, watch and cancel tasks.", no_args_is_help=True)
+app = typer.Typer(help="List, show, watch, cancel and answer tasks.", no_args_is_help=True)
 
 TaskId = Annotated[str, typer.Argument(help="the task id (from submit or tasks list)")]
 
@@ -91,13 +92,27 @@ def _show(task: TaskRecord) -> None:
         step = task.steps[step_id]
         table.add_row(
             step_id,
-            step.spec.capability,
+            step.spec.capability or step.spec.kind.value,
             step.state.value,
             Text(step.agent),
             str(step.attempts),
             Text(step.error),
         )
     console.print(table)
+    for step_id, step in task.steps.items():
+        if step.state is StepState.INPUT_REQUIRED and step.spec.human_input is not None:
+            console.print(Text(f"{step_id} asks: {step.spec.human_input.prompt}", style="yellow"))
+            console.print(
+                Text(f"  answer with: agentmesh tasks respond {task.id} {step_id} VALUE"),
+                highlight=False,
+            )
+    if task.usage.steps or task.usage.tokens or task.usage.cost:
+        usage = task.usage
+        console.print(
+            f"used {usage.tokens} tokens ({usage.input_tokens} in, {usage.output_tokens} out),"
+            f" cost {usage.cost:g}, {usage.seconds:.1f} agent seconds, {usage.steps} steps",
+            highlight=False,
+        )
     if task.error:
         console.print(Text(f"error: {task.error}", style="red"))
     if task.result is not None:
@@ -190,6 +205,39 @@ def cancel(
         echo_json(task_json(task))
     else:
         typer.echo(f"task {task.id} {task.state.value}" + (f": {task.error}" if task.error else ""))
+
+
+@app.command()
+def respond(
+    task_id: TaskId,
+    step_id: Annotated[str, typer.Argument(help="the input step to answer", show_default=False)],
+    value: Annotated[
+        str,
+        typer.Argument(
+            help="the answer as JSON (text that is not JSON is taken as a string)",
+            show_default=False,
+        ),
+    ],
+    address: Address = DEFAULT_ADDRESS,
+    name: Name = DEFAULT_NAME,
+    certs_dir: CertsDir = DEFAULT_CERTS,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """Answer a step that is waiting for input (INPUT_REQUIRED)."""
+    try:
+        answer: JSON = json.loads(value)
+    except json.JSONDecodeError:
+        answer = value
+
+    async def body() -> TaskRecord:
+        async with connect(address, certs_dir, name) as client:
+            return await client.provide_input(task_id, step_id, answer)
+
+    task = common.run(body, certs_dir=certs_dir, name=name)
+    if output is Output.JSON:
+        echo_json(task_json(task))
+    else:
+        typer.echo(f"answered {step_id} of task {task.id} ({task.state.value})")
 
 
 @app.command()

@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,7 +55,29 @@ class RawReply:
     body: bytes
 
 
-Reply = Completion | RawReply
+@dataclass
+class StreamedReply:
+    """A completion streamed line by line, a few characters (a "token") at a time: how the
+    streaming planner's tests and benchmark hold a plan back half-way.
+
+    ``lines`` are sent one after another, each ending in a newline, with ``token_delay``
+    seconds before each token; with a ``gate``, the lines from ``hold_at`` on wait until the
+    test sets it. ``final_sent`` becomes true just before the last chunk (``[DONE]``) goes
+    out, ``lines_sent`` counts the lines sent in full.
+    """
+
+    lines: list[str]
+    token_delay: float = 0.0
+    gate: asyncio.Event | None = None
+    hold_at: int = 1
+    token_chars: int = 4
+    lines_sent: int = 0
+    final_sent: bool = False
+    #: ``time.time()`` when the last chunk went out.
+    final_sent_at: float = 0.0
+
+
+Reply = Completion | RawReply | StreamedReply
 #: Makes the reply to a request (its parsed JSON body) when none is scripted.
 Responder = Callable[[JSONObject], Reply]
 
@@ -206,6 +229,12 @@ class ChatServer:
         data = body if isinstance(body, str) else json.dumps(body)
         self.replies.append(RawReply(status, data.encode()))
 
+    def stream(self, lines: list[str], **options: Any) -> StreamedReply:
+        """Script a completion streamed line by line (see :class:`StreamedReply`)."""
+        reply = StreamedReply(lines, **options)
+        self.replies.append(reply)
+        return reply
+
     def messages(self, n: int) -> list[JSONObject]:
         """The chat messages of the ``n``-th request."""
         messages: list[JSONObject] = self.requests[n]["json"]["messages"]
@@ -269,6 +298,8 @@ class ChatServer:
                 streamed = isinstance(request, dict) and request.get("stream") is True
                 if isinstance(reply, RawReply):
                     await self._send(writer, reply.status, reply.body)
+                elif isinstance(reply, StreamedReply):
+                    await self._stream_lines(writer, reply)
                 elif streamed:
                     assert isinstance(request, dict)
                     options = request.get("stream_options") or {}
@@ -314,6 +345,30 @@ class ChatServer:
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
         writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    @staticmethod
+    async def _stream_lines(writer: asyncio.StreamWriter, reply: StreamedReply) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        await writer.drain()
+        for number, line in enumerate(reply.lines):
+            if reply.gate is not None and number == reply.hold_at:
+                await reply.gate.wait()
+            text = line + "\n"
+            for start in range(0, len(text), reply.token_chars):
+                if reply.token_delay:
+                    await asyncio.sleep(reply.token_delay)
+                piece = _chunk({"content": text[start : start + reply.token_chars]})
+                data = f"data: {json.dumps(piece)}\n\n".encode()
+                writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                await writer.drain()
+            reply.lines_sent += 1
+        reply.final_sent, reply.final_sent_at = True, time.time()
+        done = b"data: [DONE]\n\n"
+        writer.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
         await writer.drain()
 
 

@@ -17,6 +17,8 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2, orchestrator_pb2_grp
 from agentmesh.config import Settings
 from agentmesh.errors import CertificateError
 from agentmesh.orchestrator import tuning
+from agentmesh.orchestrator.agents.limits import Limits
+from agentmesh.orchestrator.agents.pools import Pools, load_pools
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api.interceptors import MeshInterceptor
 from agentmesh.orchestrator.api.servicers import OrchestratorServicer, RegistryServicer
@@ -95,13 +97,27 @@ class Orchestrator:
                 reload_seconds=settings.security_reload_seconds,
             )
         )
+        pools = Pools(
+            load_pools(Path(settings.pools_file)) if settings.pools_file else None,
+            hold_seconds=settings.lease_seconds,
+        )
         store = await self._stack.enter_async_context(
             Store(settings.database_url, schema=settings.database_schema)
         )
         cache = await self._stack.enter_async_context(
-            Cache(settings.redis_url or None, default_ttl=settings.cache_ttl_seconds)
+            Cache(
+                settings.redis_url or None,
+                namespace=settings.redis_namespace,
+                default_ttl=settings.cache_ttl_seconds,
+            )
         )
-        bus = await self._stack.enter_async_context(EventBus(store, cache))
+        bus = await self._stack.enter_async_context(
+            EventBus(store, cache, snapshot_seconds=settings.cache_ttl_seconds)
+        )
+        # Holds outlive a missed renewal or two, and a dead replica's run out like its leases.
+        limits = await self._stack.enter_async_context(
+            Limits(store, cache, hold_seconds=settings.lease_seconds)
+        )
         registry = await self._stack.enter_async_context(
             Registry(
                 store,
@@ -111,6 +127,8 @@ class Orchestrator:
                 identify=functools.partial(
                     endpoint_identity, files=files, trust_domain=settings.trust_domain
                 ),
+                limits=limits,
+                pools=pools,
             )
         )
         planner = self._planner
@@ -152,7 +170,13 @@ class Orchestrator:
             OrchestratorServicer(tasks, max_message_bytes=settings.max_message_bytes), server
         )
         orchestrator_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryServicer(registry, settings.ping_interval_seconds, guard), server
+            RegistryServicer(
+                registry,
+                settings.ping_interval_seconds,
+                guard,
+                agent_timeout=settings.agent_timeout_seconds,
+            ),
+            server,
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

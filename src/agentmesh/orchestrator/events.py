@@ -28,13 +28,19 @@ import structlog
 
 from agentmesh._tasks import TaskSet
 from agentmesh.errors import OutOfRange
-from agentmesh.models import EventKind, TaskEvent, TaskState
+from agentmesh.models import EventKind, TaskEvent, TaskRecord, TaskState
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.store import Store
 
 log = structlog.get_logger(__name__)
 
 _CHANNEL = "task-events"
+
+
+def _snapshot_key(task_id: str) -> str:
+    return f"tasks:{task_id}"
+
+
 #: Events a watcher may have waiting in memory; past it, it reads the store instead.
 MAX_QUEUED = 1000
 #: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
@@ -108,9 +114,13 @@ class _ListWatcher:
 class EventBus:
     """Hands committed events to the watchers of a task, from memory or from the store."""
 
-    def __init__(self, store: Store, cache: Cache) -> None:
+    def __init__(self, store: Store, cache: Cache, *, snapshot_seconds: float = 30.0) -> None:
         self._store = store
         self._cache = cache
+        #: Tasks whose latest snapshot is yet to be written to Redis.
+        self._snapshots: dict[str, TaskRecord] = {}
+        self._snapshots_due = asyncio.Event()
+        self._snapshot_seconds = snapshot_seconds
         self._watchers: defaultdict[str, set[_Watcher]] = defaultdict(set)
         self._list_watchers: set[_ListWatcher] = set()
         #: Tasks whose journal is on this replica: their events come through committed().
@@ -119,6 +129,8 @@ class EventBus:
 
     async def __aenter__(self) -> EventBus:
         self._tasks.spawn(self._listen(), name="events-listener")
+        if self._cache.shared:
+            self._tasks.spawn(self._write_snapshots(), name="events-snapshots")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -155,12 +167,47 @@ class EventBus:
             self._owned.discard(task_id)
             self._stale(task_id)
 
-    def committed(self, task_id: str, events: Sequence[TaskEvent]) -> None:
-        """Hand ``events`` (durable, in order) to the task's watchers on this replica."""
+    def committed(
+        self, task_id: str, events: Sequence[TaskEvent], task: TaskRecord | None = None
+    ) -> None:
+        """Hand ``events`` (durable, in order) to the task's watchers on this replica.
+
+        ``task``, the task as of these events, becomes its hot snapshot in Redis (when
+        configured), which every replica's GetTask answers from (see :meth:`snapshot`).
+        """
         for watcher in self._watchers.get(task_id, ()):
             watcher.deliver(events)
         if self._list_watchers and any(e.kind in _LISTED_KINDS for e in events):
             self._changed(task_id)
+        if task is not None and self._cache.shared:
+            self._snapshots[task_id] = task
+            self._snapshots_due.set()
+
+    async def snapshot(self, task_id: str) -> TaskRecord | None:
+        """The task's hot snapshot from Redis: a task some replica ran lately (None without
+        Redis, or once the snapshot expired: the store has it)."""
+        if not self._cache.available:
+            return None
+        value = await self._cache.get(_snapshot_key(task_id))
+        if not isinstance(value, dict):
+            return None
+        try:
+            return TaskRecord.model_validate(value)
+        except ValueError:
+            return None
+
+    async def _write_snapshots(self) -> None:
+        # One writer, latest snapshot per task: snapshots reach Redis in commit order, and a
+        # busy task's batches cost one write per round, not one each.
+        while True:
+            await self._snapshots_due.wait()
+            self._snapshots_due.clear()
+            due, self._snapshots = self._snapshots, {}
+            for task_id, task in due.items():
+                # On the loop, not in a thread: the run goes on changing the task's steps
+                # (the journal's copy shares them), and the owner's GetTask shows as much.
+                document = task.model_dump(mode="json")
+                await self._cache.set(_snapshot_key(task_id), document, self._snapshot_seconds)
 
     async def published(self, task_id: str) -> None:
         """Announce to the other replicas that events of ``task_id`` were committed."""

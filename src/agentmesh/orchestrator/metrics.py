@@ -35,6 +35,34 @@ CIRCUIT_OPEN = Gauge(
     "agentmesh_circuit_open", "1 while an agent's circuit is open.", ["agent"], registry=REGISTRY
 )
 
+POOL_IN_USE = Gauge(
+    "agentmesh_pool_in_use",
+    "Runs of this replica holding a use of the pool.",
+    ["pool"],
+    registry=REGISTRY,
+)
+POOL_WAITS = Counter(
+    "agentmesh_pool_waits_total",
+    "Times a step found the pool at its limit and waited.",
+    ["pool"],
+    registry=REGISTRY,
+)
+USAGE_TOKENS = Counter(
+    "agentmesh_usage_tokens_total",
+    "Tokens agents reported using, by kind (input, output).",
+    ["kind"],
+    registry=REGISTRY,
+)
+USAGE_COST = Counter(
+    "agentmesh_usage_cost_total", "Cost agents reported, summed.", registry=REGISTRY
+)
+BUDGETS_EXCEEDED = Counter(
+    "agentmesh_budgets_exceeded_total",
+    "Tasks stopped by their budget, by the limit that stopped them.",
+    ["limit"],
+    registry=REGISTRY,
+)
+
 
 @contextlib.contextmanager
 def serving_metrics(listen: str) -> Iterator[int]:

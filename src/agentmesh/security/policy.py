@@ -78,6 +78,10 @@ class Action(enum.StrEnum):
     LIST_AGENTS = "list_agents"
     LIST_WORKFLOWS = "list_workflows"
     REGISTER_CAPABILITIES = "register_capabilities"
+    #: Answer steps of kind ``input`` (only those whose approvers name the caller).
+    PROVIDE_INPUT = "provide_input"
+    #: Drain, resume and weigh agents (operator overrides of matching).
+    MANAGE_AGENTS = "manage_agents"
 
 
 #: Actions on tasks, answered with a :class:`Scope`.
@@ -115,6 +119,10 @@ class Allow(_Strict):
     list_agents: bool = False
     #: Read the orchestrator's workflow catalog (names, descriptions, input schemas, steps).
     list_workflows: bool = False
+    #: Answer steps of kind ``input`` whose approvers name the caller (ProvideInput).
+    provide_input: bool = False
+    #: Drain, resume and weigh agents: take one out of rotation, or give it more or less work.
+    manage_agents: bool = False
     #: Globs of the capability names an agent may register.
     register_capabilities: tuple[str, ...] = ()
     #: Globs of the capability names an agent may register even while an agent of another
@@ -144,7 +152,8 @@ class Allow(_Strict):
         return self.tasks if self.tasks is not None else Scope.NONE
 
 
-def _check_identity_pattern(pattern: str) -> str:
+def check_identity_pattern(pattern: str) -> str:
+    """``pattern`` if it is ``*`` or globs ``spiffe://<domain>/<kind>/<name>``; else ValueError."""
     if pattern == "*":
         return pattern
     prefix = "spiffe://"
@@ -169,7 +178,7 @@ class Rule(_Strict):
     @field_validator("identities")
     @classmethod
     def _identities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_identity_pattern(p) for p in value)
+        return tuple(check_identity_pattern(p) for p in value)
 
     @model_validator(mode="after")
     def _who(self) -> Rule:
@@ -184,10 +193,12 @@ class Rule(_Strict):
         if not self.identities:
             # "every client" means every client of this mesh, not of any domain the CA signs.
             return identity.trust_domain == trust_domain
-        return any(_identity_matches(p, identity, trust_domain) for p in self.identities)
+        return any(identity_matches(p, identity, trust_domain) for p in self.identities)
 
 
-def _identity_matches(pattern: str, identity: Identity, trust_domain: str) -> bool:
+def identity_matches(pattern: str, identity: Identity, trust_domain: str) -> bool:
+    """True when ``identity`` fits ``pattern`` (see :func:`check_identity_pattern`); ``*`` is
+    every identity of ``trust_domain``."""
     if pattern == "*":
         return identity.trust_domain == trust_domain
     domain, kind, name = pattern.removeprefix("spiffe://").split("/")
@@ -248,7 +259,7 @@ class Policy:
         )
 
     def allows(self, identity: Identity, action: Action) -> Decision:
-        """Whether ``identity`` may submit tasks, list agents or list workflows."""
+        """Whether ``identity`` may submit tasks, list agents or workflows, or manage agents."""
         rules = self.rules_for(identity)
         for rule in rules:
             if getattr(rule.allow, action.value) is True:
@@ -297,9 +308,10 @@ class Policy:
 
 
 #: Today's behaviour as a policy: agents register as themselves with any capability, clients
-#: and admins submit and list the workflows they can submit, owners see and cancel their own
-#: tasks, admins see every task, any identity lists agents (every rule here is by kind or
-#: ``*``, so of the policy's domain only).
+#: and admins submit, list the workflows they can submit and answer the questions of steps
+#: whose approvers name them, owners see and cancel their own tasks, admins see every task
+#: and manage agents, any identity lists agents (every rule here is by kind or ``*``, so of
+#: the policy's domain only).
 DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     "version": 1,
     "rules": [
@@ -307,10 +319,10 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
         {
             "name": "submitters",
             "kinds": ["client", "admin"],
-            "allow": {"submit_tasks": True, "list_workflows": True},
+            "allow": {"submit_tasks": True, "list_workflows": True, "provide_input": True},
         },
         {"name": "owners", "identities": ["*"], "allow": {"tasks": "own"}},
-        {"name": "admins", "kinds": ["admin"], "allow": {"tasks": "any"}},
+        {"name": "admins", "kinds": ["admin"], "allow": {"tasks": "any", "manage_agents": True}},
         {"name": "everyone", "identities": ["*"], "allow": {"list_agents": True}},
     ],
 }

@@ -7,7 +7,16 @@ from pydantic import ValidationError as PydanticValidationError
 
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh.errors import ValidationError
-from agentmesh.models import JSON, AgentCard, Capability, RetryPolicy, StepSpec
+from agentmesh.models import (
+    JSON,
+    AgentCard,
+    CachePolicy,
+    Capability,
+    HumanInput,
+    RetryPolicy,
+    StepKind,
+    StepSpec,
+)
 
 
 def to_struct(value: dict[str, JSON]) -> struct_pb2.Struct:
@@ -35,6 +44,7 @@ def card_to_proto(card: AgentCard) -> common_pb2.AgentCard:
                 input_schema=to_struct(c.input_schema),
                 output_schema=to_struct(c.output_schema),
                 tags=list(c.tags),
+                resources=list(c.resources),
             )
             for c in card.capabilities
         ],
@@ -58,6 +68,7 @@ def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
                     input_schema=from_struct(c.input_schema),
                     output_schema=from_struct(c.output_schema),
                     tags=tuple(c.tags),
+                    resources=tuple(c.resources),
                 )
                 for c in card.capabilities
             ),
@@ -89,6 +100,20 @@ def step_from_proto(step: common_pb2.StepSpec) -> StepSpec:
         pin_agent=step.pin_agent,
         exclude_agents=tuple(step.exclude_agents),
         for_each=step.for_each,
+        cache=CachePolicy(ttl_seconds=step.cache.ttl_seconds) if step.HasField("cache") else None,
+        kind=step.kind or StepKind.AGENT,
+        human_input=_human_input(step.human_input) if step.HasField("human_input") else None,
+    )
+
+
+def _human_input(message: common_pb2.HumanInput) -> HumanInput:
+    return HumanInput(
+        prompt=message.prompt,
+        answer_schema=from_struct(message.answer_schema),
+        approvers=tuple(message.approvers),
+        default=(
+            json_format.MessageToDict(message.default) if message.HasField("default") else None
+        ),
     )
 
 
@@ -108,3 +133,14 @@ def step_to_proto(step: StepSpec, target: common_pb2.StepSpec) -> None:
     target.pin_agent = step.pin_agent
     target.exclude_agents.extend(step.exclude_agents)
     target.for_each = step.for_each
+    if step.cache is not None:
+        target.cache.ttl_seconds = step.cache.ttl_seconds
+    if step.kind is not StepKind.AGENT:
+        target.kind = step.kind.value
+    if step.human_input is not None:
+        asked = target.human_input
+        asked.prompt = step.human_input.prompt
+        asked.answer_schema.update(step.human_input.answer_schema)
+        asked.approvers.extend(step.human_input.approvers)
+        if step.human_input.default is not None:
+            json_format.ParseDict(step.human_input.default, asked.default)

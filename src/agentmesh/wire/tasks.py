@@ -11,9 +11,14 @@ from pydantic import ValidationError as PydanticValidationError
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError
 from agentmesh.models import (
+    DEFAULT_WEIGHT,
     JSON,
+    AgentChoice,
+    AgentOverride,
+    AgentScore,
     AgentStatus,
     EventKind,
+    ParentStep,
     Plan,
     StepRecord,
     StepState,
@@ -24,11 +29,15 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.wire import (
+    budget_from_proto,
+    budget_to_proto,
     card_from_proto,
     card_to_proto,
     from_struct,
     step_from_proto,
     step_to_proto,
+    usage_from_proto,
+    usage_to_proto,
 )
 
 _TASK_STATES = {s: pb.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}
@@ -108,6 +117,8 @@ def status_to_proto(status: AgentStatus) -> pb.AgentStatus:
         success_rate=status.success_rate or 0.0,
         successes=status.successes,
         failures=status.failures,
+        drained=status.drained,
+        weight=status.weight,
     )
     _timestamp(status.registered_at, message.registered_at)
     _timestamp(status.last_seen, message.last_seen)
@@ -130,6 +141,32 @@ def status_from_proto(message: pb.AgentStatus) -> AgentStatus:
         latency=message.latency_seconds or None,
         successes=message.successes,
         failures=message.failures,
+        drained=message.drained,
+        # 0 from an orchestrator that predates weights, whose every agent weighs 1.
+        weight=message.weight or DEFAULT_WEIGHT,
+    )
+
+
+def override_to_proto(override: AgentOverride) -> pb.AgentOverride:
+    """An operator's override on the wire."""
+    message = pb.AgentOverride(
+        name=override.name,
+        drained=override.drained,
+        weight=override.weight,
+        updated_by=override.updated_by,
+    )
+    _timestamp(override.updated_at, message.updated_at)
+    return message
+
+
+def override_from_proto(message: pb.AgentOverride) -> AgentOverride:
+    """An operator's override as a domain object."""
+    return AgentOverride(
+        name=message.name,
+        drained=message.drained,
+        weight=message.weight or DEFAULT_WEIGHT,
+        updated_by=message.updated_by,
+        updated_at=_time(message, "updated_at"),
     )
 
 
@@ -156,6 +193,11 @@ def plan_to_proto(plan: Plan) -> pb.Plan:
     return message
 
 
+def parent_from_proto(message: pb.ParentStep) -> ParentStep:
+    """The parent step of a sub-task."""
+    return ParentStep(task_id=message.task_id, step_id=message.step_id)
+
+
 def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
     """A SubmitTask request as a domain object; ValidationError naming the bad field."""
     kind = request.WhichOneof("spec")
@@ -168,6 +210,13 @@ def request_from_proto(request: pb.SubmitTaskRequest) -> TaskRequest:
         "labels": dict(request.labels),
         "idempotency_key": request.idempotency_key,
     }
+    if request.HasField("parent"):
+        fields["parent"] = parent_from_proto(request.parent)
+    if request.HasField("budget"):
+        try:
+            fields["budget"] = budget_from_proto(request.budget)
+        except PydanticValidationError as exc:
+            raise ValidationError.from_pydantic(exc, field="budget") from None
     if kind == "plan":
         fields["plan"] = plan_from_proto(request.plan)
     else:
@@ -198,6 +247,7 @@ def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
             agent=step.agent,
             attempts=step.attempts,
             error=step.error,
+            waiting_for=step.waiting_for,
         )
         step_to_proto(step.spec, item.spec)
         if step.output is not None and not omit_outputs:
@@ -206,6 +256,11 @@ def task_to_proto(task: TaskRecord, *, omit_outputs: bool = False) -> pb.Task:
         _timestamp(step.finished_at, item.finished_at)
     _timestamp(task.created_at, message.created_at)
     _timestamp(task.updated_at, message.updated_at)
+    budget_to_proto(task.budget, message.budget)
+    usage_to_proto(task.usage, message.usage)
+    if task.parent is not None:
+        message.parent.task_id = task.parent.task_id
+        message.parent.step_id = task.parent.step_id
     return message
 
 
@@ -226,6 +281,7 @@ def task_from_proto(message: pb.Task) -> TaskRecord:
             attempts=step.attempts,
             output=_value(step, "output"),
             error=step.error,
+            waiting_for=step.waiting_for,
             started_at=_time(step, "started_at"),
             finished_at=_time(step, "finished_at"),
         )
@@ -242,6 +298,9 @@ def task_from_proto(message: pb.Task) -> TaskRecord:
         partial=message.partial,
         created_at=_time_required(message, "created_at"),
         updated_at=_time_required(message, "updated_at"),
+        budget=budget_from_proto(message.budget),
+        usage=usage_from_proto(message.usage),
+        parent=parent_from_proto(message.parent) if message.HasField("parent") else None,
     )
 
 
@@ -263,6 +322,8 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         message.task_state.partial = event.partial
         if event.output is not None:
             value_to_proto(event.output, message.task_state.result)
+        if event.usage is not None:
+            usage_to_proto(event.usage, message.task_state.usage)
     elif event.kind is EventKind.STEP_STATE:
         change = message.step_state
         change.step_id = event.step_id
@@ -272,13 +333,37 @@ def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
         change.reason = event.reason
         if event.output is not None:
             value_to_proto(event.output, change.output)
+        if event.usage is not None:
+            usage_to_proto(event.usage, change.usage)
+        change.cached = event.cached
+        if event.choice is not None:
+            choice = event.choice
+            change.choice.strategy = choice.strategy
+            change.choice.score = choice.score
+            change.choice.reason = choice.reason
+            change.choice.alternatives.extend(
+                pb.AgentScore(agent=a.agent, score=a.score, note=a.note)
+                for a in choice.alternatives
+            )
     else:
         message.step_progress.step_id = event.step_id
         message.step_progress.agent = event.agent
         message.step_progress.attempt = event.attempt
         message.step_progress.fraction = event.fraction
         message.step_progress.message = event.message
+        message.step_progress.child_task_id = event.child_task_id
     return message
+
+
+def _choice(message: pb.AgentChoice) -> AgentChoice:
+    return AgentChoice(
+        strategy=message.strategy,
+        score=message.score,
+        reason=message.reason,
+        alternatives=tuple(
+            AgentScore(agent=a.agent, score=a.score, note=a.note) for a in message.alternatives
+        ),
+    )
 
 
 def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
@@ -298,6 +383,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             reason=change.reason,
             partial=change.partial,
             output=_value(change, "result"),
+            usage=usage_from_proto(change.usage) if change.HasField("usage") else None,
         )
     if kind == "step_state":
         step = message.step_state
@@ -310,6 +396,9 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             attempt=step.attempt,
             reason=step.reason,
             output=_value(step, "output"),
+            usage=usage_from_proto(step.usage) if step.HasField("usage") else None,
+            cached=step.cached,
+            choice=_choice(step.choice) if step.HasField("choice") else None,
         )
     if kind == "step_progress":
         progress = message.step_progress
@@ -321,6 +410,7 @@ def event_from_proto(message: pb.TaskEvent) -> TaskEvent:
             attempt=progress.attempt,
             fraction=progress.fraction,
             message=progress.message,
+            child_task_id=progress.child_task_id,
         )
     raise ValidationError(
         "one of task_state, step_state or step_progress is required", field="kind"

@@ -45,7 +45,7 @@ class Slots:
             await asked.wait()
 
     async def _hold(self, label: str, priority: int, asked: asyncio.Event) -> None:
-        def waiting() -> None:
+        def waiting(reason: str) -> None:
             self.waited.add(label)
             asked.set()
 

@@ -24,12 +24,41 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 
+from agentmesh.config import Settings
 from agentmesh.orchestrator import Orchestrator
 from tests.orchestrator.http.conftest import Https, tls
 from tests.security.helpers import RawAgent, hang
 from tests.support.waiting import eventually
 
 A2AClient = Callable[..., contextlib.AbstractAsyncContextManager[Client]]
+
+#: A catalog workflow that asks its owner before it echoes the answer.
+ASK_THEN_ECHO = """
+name: ask-then-echo
+description: Ask the owner for a value, then echo it.
+steps:
+  - id: ask
+    kind: input
+    human_input:
+      prompt: Which value shall I echo?
+      answer_schema:
+        type: object
+        required: [value]
+        properties: {value: {type: string}}
+  - id: echo
+    capability: test.echo
+    input: {value: "${steps.ask.output.value}"}
+aggregate: {strategy: pick, step: echo, field: value}
+"""
+
+
+@pytest.fixture
+def http_settings(http_settings: Settings, tmp_path: Path) -> Settings:
+    """The HTTP API's settings with a catalog folder holding ``ask-then-echo``."""
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "ask-then-echo.yaml").write_text(ASK_THEN_ECHO)
+    return http_settings.model_copy(update={"workflows_dir": folder})
 
 
 @pytest.fixture
@@ -175,3 +204,28 @@ async def test_someone_elses_task_is_not_found(a2a: A2AClient, echo_agent: RawAg
     async with a2a("bob") as bob:
         with pytest.raises(Exception, match="no task"):
             await bob.get_task(GetTaskRequest(id=sent.task.id))
+
+
+async def test_an_input_step_is_input_required_and_a_message_naming_the_task_answers_it(
+    a2a: A2AClient, echo_agent: RawAgent
+) -> None:
+    async with a2a("alice") as client:
+        first = await collect(client.send_message(message("workflow:ask-then-echo", {})))
+        task_id = first[0].task.id
+        asked = first[-1].status_update.status
+        bad = message("workflow:ask-then-echo", {"value": 7})
+        bad.message.task_id = task_id
+        with pytest.raises(Exception, match="value"):
+            await collect(client.send_message(bad))
+        answer = message("workflow:ask-then-echo", {"value": "yes please"})
+        answer.message.task_id = task_id
+        second = await collect(client.send_message(answer))
+        done = await client.get_task(GetTaskRequest(id=task_id))
+
+    # The turn ended at the question, the prompt as its message.
+    assert asked.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert asked.message.parts[0].text == "Which value shall I echo?"
+    assert asked.message.metadata["step"] == "ask"
+    assert second[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED
+    assert get_data_parts(list(done.artifacts[0].parts)) == ["yes please"]

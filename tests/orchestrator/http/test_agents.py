@@ -62,3 +62,30 @@ async def test_an_agents_latency_and_success_rate_after_real_work_are_listed_ove
     assert (view["successes"], view["failures"]) == (3, 1)
     assert view["success_rate"] == pytest.approx(0.75)
     assert view["latency_seconds"] == pytest.approx(echo.latency)
+
+
+async def test_an_admin_drains_and_weighs_an_agent_over_http_and_a_client_may_not(
+    http_mesh: Orchestrator, certs: Path, https: Https
+) -> None:
+    config = AgentSettings(
+        certs_dir=certs, name="echo-1", orchestrators=[f"localhost:{http_mesh.port}"]
+    )
+    async with AgentServer(FaultyAgent(), config), client(http_mesh, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        async with https("client", "alice") as api:
+            refused = await api.post("/v1/agents/echo-1/drain")
+        async with https("admin", "root") as api:
+            drained = await api.post("/v1/agents/echo-1/drain")
+            weighed = await api.put("/v1/agents/echo-1/weight", json={"weight": 0.25})
+            bad = await api.put("/v1/agents/echo-1/weight", json={"weight": 0})
+            missing = await api.post("/v1/agents/nobody/resume")
+            (view,) = (await api.get("/v1/agents")).json()
+            resumed = await api.post("/v1/agents/echo-1/resume")
+    assert refused.status_code == 403
+    assert drained.status_code == 200
+    assert drained.json()["drained"] is True
+    assert weighed.json()["weight"] == 0.25
+    assert bad.status_code == 400
+    assert missing.status_code == 404
+    assert (view["drained"], view["weight"]) == (True, 0.25)
+    assert resumed.json()["drained"] is False

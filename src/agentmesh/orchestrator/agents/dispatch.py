@@ -21,11 +21,11 @@ from typing import Protocol
 import structlog
 from google.protobuf import json_format, timestamp_pb2
 
-from agentmesh import schemas
+from agentmesh import schemas, tracing
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.config import Settings
 from agentmesh.errors import StepFailed
-from agentmesh.models import JSON, FailureCode, Outcome, RetryPolicy
+from agentmesh.models import JSON, AgentChoice, FailureCode, Outcome, RetryPolicy, Usage
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES
@@ -43,14 +43,18 @@ class AttemptObserver(Protocol):
     def waiting(self, attempt: int, reason: str) -> None:
         """No capable agent has room for ``attempt`` yet."""
 
-    def started(self, agent: str, attempt: int) -> None:
-        """``attempt`` was given to ``agent``."""
+    def started(self, agent: str, attempt: int, choice: AgentChoice | None = None) -> None:
+        """``attempt`` was given to ``agent`` (``choice``: why, by matching)."""
 
     def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
         """The agent reported progress (already bounded in rate and size)."""
 
     def retrying(self, attempt: int, reason: str) -> None:
         """``attempt`` failed and may be retried (the retry policy may still give up)."""
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """An attempt ended (either way) having used ``usage`` (as its agent said) in
+        ``seconds``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,18 +153,21 @@ class Dispatcher:
             exclude=job.exclude,
             avoid=frozenset(failed_on),
             payload=job.payload,
+            matcher=self._registry.matcher,
         )
 
-        def waiting() -> None:
+        def waiting(reason: str) -> None:
             if observer is not None:
-                observer.waiting(number, f"no agent with {job.capability!r} has room")
+                observer.waiting(number, reason)
 
         async with contextlib.AsyncExitStack() as stack:
             async with asyncio.timeout_at(job.deadline):
                 link = await stack.enter_async_context(
                     self._registry.slot(requirement, job.priority, waiting)
                 )
-            outcome, elapsed, circuit = await self._run(job, number, link, failed_on, observer)
+            outcome, elapsed, circuit = await self._run(
+                job, number, link, failed_on, observer, requirement.choice
+            )
         if outcome.ok:
             log.debug(
                 "step.attempt_succeeded",
@@ -197,11 +204,12 @@ class Dispatcher:
         link: AgentLink,
         failed_on: set[str],
         observer: AttemptObserver | None,
+        choice: AgentChoice | None = None,
     ) -> tuple[Outcome, float, str]:
         """One attempt on ``link``: its (checked) outcome, seconds and the circuit after it."""
         loop = asyncio.get_running_loop()
         if observer is not None:
-            observer.started(link.name, number)
+            observer.started(link.name, number, choice)
         timeout = job.timeout or self._settings.default_step_timeout_seconds
         if job.deadline is not None:
             timeout = max(0.0, min(timeout, job.deadline - loop.time()))
@@ -235,28 +243,31 @@ class Dispatcher:
             capability=job.capability,
             compensation=job.compensation,
         )
-        started = loop.time()
-        try:
-            async with asyncio.timeout(timeout):
-                outcome = await link.run(assignment, limiter.report)
-        except TimeoutError:
-            outcome = Outcome(code=FailureCode.TIMEOUT, message=f"no result within {timeout:g}s")
-        finally:
-            limiter.close()  # the latest report held back goes out before the outcome
-        elapsed = loop.time() - started
-        if outcome.ok:
-            declared = link.card.capability(job.capability)
-            problem = declared and await _schema_error(declared.output_schema, outcome)
-            if problem:
-                # The agent broke its own contract: counted against it (before its circuit
-                # and stats see the attempt), tried elsewhere.
-                outcome = Outcome(code=FailureCode.INVALID_OUTPUT, message=problem)
-        elif outcome.code == FailureCode.INVALID_OUTPUT:
-            # Also when the agent's own SDK caught it (and called it final): the fault is the
-            # agent's, not the input's, so another agent may well answer correctly.
-            outcome.retryable = True
+        with _attempt_span(job, number, link) as span:
+            assignment.trace_context.update(tracing.carrier(span))
+            outcome, elapsed = await self._exchange(link, assignment, timeout, limiter)
+            if observer is not None:
+                observer.used(outcome.usage, elapsed)
+            if outcome.ok:
+                declared = link.card.capability(job.capability)
+                outcome.version = declared.version if declared else ""
+                problem = declared and await _schema_error(declared.output_schema, outcome)
+                if problem:
+                    # The agent broke its own contract: counted against it (before its circuit
+                    # and stats see the attempt), tried elsewhere.
+                    outcome = Outcome(code=FailureCode.INVALID_OUTPUT, message=problem)
+            elif outcome.code == FailureCode.INVALID_OUTPUT:
+                # Also when the agent's own SDK caught it (and called it final): the fault is
+                # the agent's, not the input's, so another agent may well answer correctly.
+                outcome.retryable = True
+            if not outcome.ok:
+                tracing.failed(span, outcome.code, outcome.message)
         circuit = self._registry.record(
-            link.name, elapsed, outcome.ok, agent_fault=outcome.code in AGENT_FAULTS
+            link.name,
+            elapsed,
+            outcome.ok,
+            agent_fault=outcome.code in AGENT_FAULTS,
+            capability=job.capability,
         )
         metrics.ATTEMPTS.labels(link.name, outcome.code or "ok").inc()
         metrics.ATTEMPT_SECONDS.labels(job.capability).observe(elapsed)
@@ -265,6 +276,44 @@ class Dispatcher:
             if failed_on and link.name not in failed_on:
                 metrics.FAILOVERS.inc()
         return outcome, elapsed, circuit
+
+    @staticmethod
+    async def _exchange(
+        link: AgentLink,
+        assignment: agent_pb2.Assignment,
+        seconds: float,
+        limiter: ProgressLimiter,
+    ) -> tuple[Outcome, float]:
+        """The agent's answer to ``assignment`` (TIMEOUT after ``seconds``), and its seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            # The link times the attempt out itself: it tells the agent why (Cancel.reason).
+            outcome = await link.run(assignment, limiter.report, seconds=seconds)
+        finally:
+            limiter.close()  # the latest report held back goes out before the outcome
+        return outcome, loop.time() - started
+
+
+def _attempt_span(
+    job: Job, number: int, link: AgentLink
+) -> contextlib.AbstractContextManager[tracing.Span]:
+    """The ``invoke_agent {agent}`` client span of one attempt (GenAI conventions)."""
+    card = link.card
+    return tracing.span(
+        f"invoke_agent {card.name}",
+        kind=tracing.SpanKind.CLIENT,
+        attributes=lambda: {
+            tracing.OPERATION: "invoke_agent",
+            tracing.AGENT_NAME: card.name,
+            tracing.AGENT_ID: link.identity,
+            tracing.AGENT_VERSION: card.version,
+            tracing.TOOL_NAME: job.capability,
+            tracing.TASK_ID: job.task_id,
+            tracing.STEP_ID: job.step_id,
+            tracing.ATTEMPT: number,
+        },
+    )
 
 
 async def _schema_error(schema: Mapping[str, JSON], outcome: Outcome) -> str | None:

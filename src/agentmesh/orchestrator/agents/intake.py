@@ -19,8 +19,8 @@ from pydantic import ValidationError as PydanticValidationError
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.errors import ValidationError
 from agentmesh.limits import ByteBudget, check_struct, output_limits
-from agentmesh.models import JSON, StepSpec
-from agentmesh.wire import from_struct, step_from_proto
+from agentmesh.models import JSON, StepSpec, Usage
+from agentmesh.wire import from_struct, step_from_proto, usage_from_proto
 
 #: Payloads larger than this (wire bytes) are checked and converted in a thread; smaller ones
 #: take well under a millisecond, less than the hop to a thread.
@@ -35,6 +35,8 @@ class Taken:
     follow_ups: tuple[StepSpec, ...]
     #: Wire bytes of the output (decides whether later checks of it run in a thread).
     size: int
+    #: What the run used, as the agent reported it; None when it said nothing.
+    usage: Usage | None = None
 
 
 def take(result: agent_pb2.Result, max_output_bytes: int) -> Taken:
@@ -61,4 +63,5 @@ def take(result: agent_pb2.Result, max_output_bytes: int) -> Taken:
     except ValueError as exc:
         # NaN or an infinity in a follow-up's input: not JSON.
         raise ValidationError(str(exc), field="result.follow_ups") from None
-    return Taken(from_struct(result.output), follow_ups, size)
+    usage = usage_from_proto(result.usage) if result.HasField("usage") else None
+    return Taken(from_struct(result.output), follow_ups, size, usage)

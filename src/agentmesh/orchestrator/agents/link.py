@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from agentmesh._tasks import TaskSet
 from agentmesh.errors import ValidationError
 from agentmesh.models import AgentCard, FailureCode, Outcome
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES, Taken, take
+from agentmesh.wire import usage_from_proto
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +36,8 @@ ProgressCallback = Callable[[float, str], None]
 _REPLIES = ("accepted", "progress", "result", "failure")
 #: How many recently sent assignment ids a link remembers, to tell late answers from forged ones.
 _REMEMBERED = 10_000
+#: The most characters of a reason a Cancel carries (a client's reason is bounded anyway).
+_MAX_REASON = 1024
 
 
 @dataclass(slots=True)
@@ -41,6 +45,17 @@ class _Pending:
     done: asyncio.Future[Outcome]
     on_progress: ProgressCallback
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    #: A refused progress report was logged already (once per assignment, not per report).
+    warned: bool = False
+
+
+def progress_problem(fraction: float) -> str | None:
+    """Why a reported fraction breaks the protocol, or None: 0..1, or negative for unknown."""
+    if not math.isfinite(fraction):
+        return f"must be a number from 0.0 to 1.0 (negative when unknown), not {fraction}"
+    if fraction > 1.0:
+        return f"must be at most 1.0 (negative when unknown), not {fraction:g}"
+    return None
 
 
 class AgentLink:
@@ -177,7 +192,7 @@ class AgentLink:
         elif kind == "progress":
             pending = self._pending.get(message.progress.assignment_id)
             if pending:
-                pending.on_progress(message.progress.fraction, message.progress.message)
+                self._progress(pending, message.progress)
         elif kind == "result":
             result = message.result
             if result.ByteSize() > THREAD_BYTES:
@@ -187,8 +202,27 @@ class AgentLink:
                 self._take(result)
         elif kind == "failure":
             f = message.failure
+            usage = usage_from_proto(f.usage) if f.HasField("usage") else None
             self._finish(
-                f.assignment_id, Outcome(code=f.code, message=f.message, retryable=f.retryable)
+                f.assignment_id,
+                Outcome(code=f.code, message=f.message, retryable=f.retryable, usage=usage),
+            )
+
+    def _progress(self, pending: _Pending, progress: agent_pb2.Progress) -> None:
+        problem = progress_problem(progress.fraction)
+        if problem is None:
+            pending.on_progress(progress.fraction, progress.message)
+            return
+        # Refused, not clamped: watchers never see a made-up fraction. The stream cannot
+        # carry a status for one message, and ending the Session would fail every
+        # assignment on it for a cosmetic fault, so the report is dropped and logged.
+        if not pending.warned:
+            pending.warned = True
+            self._log.warning(
+                "agent.invalid_progress",
+                assignment_id=progress.assignment_id,
+                field="progress.fraction",
+                reason=problem,
             )
 
     def _take(self, result: agent_pb2.Result) -> None:
@@ -208,7 +242,9 @@ class AgentLink:
         self._accept(result.assignment_id, taken)
 
     def _accept(self, assignment_id: str, taken: Taken) -> None:
-        outcome = Outcome(output=taken.output, follow_ups=taken.follow_ups, size=taken.size)
+        outcome = Outcome(
+            output=taken.output, follow_ups=taken.follow_ups, size=taken.size, usage=taken.usage
+        )
         self._finish(assignment_id, outcome)
 
     def _refuse(self, assignment_id: str, error: ValidationError) -> None:
@@ -222,41 +258,56 @@ class AgentLink:
         if pending is not None and not pending.done.done():
             pending.done.set_result(outcome)
 
-    async def run(self, assignment: agent_pb2.Assignment, on_progress: ProgressCallback) -> Outcome:
-        """Send ``assignment`` and wait for its outcome.
+    async def run(
+        self,
+        assignment: agent_pb2.Assignment,
+        on_progress: ProgressCallback,
+        *,
+        seconds: float | None = None,
+    ) -> Outcome:
+        """Send ``assignment`` and wait for its outcome, at most ``seconds``.
 
-        Cancelling the caller sends Cancel for the assignment to the agent.
+        When the time is up the agent gets a Cancel saying so and the outcome is a
+        ``timeout`` failure. Cancelling the caller sends Cancel too, with the message the
+        caller was cancelled with (``task.cancel(msg=...)``: the client's reason) or
+        ``"cancelled"``.
         """
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), on_progress)
-        self._pending[assignment.assignment_id] = pending
-        self._sent[assignment.assignment_id] = None
+        aid = assignment.assignment_id
+        self._pending[aid] = pending
+        self._sent[aid] = None
         if len(self._sent) > _REMEMBERED:
             self._sent.popitem(last=False)
         self.active += 1
+        scope = asyncio.timeout(seconds)
         try:
-            await self._send(agent_pb2.OrchestratorMessage(assignment=assignment))
-            return await pending.done
+            async with scope:
+                await self._send(agent_pb2.OrchestratorMessage(assignment=assignment))
+                return await pending.done
         except (ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             return Outcome(code=FailureCode.AGENT_LOST, message=str(exc), retryable=True)
-        except asyncio.CancelledError:
-            if self._pending.pop(assignment.assignment_id, None) is not None and not self._closed:
-                with contextlib.suppress(
-                    ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError
-                ):
-                    await asyncio.shield(
-                        self._send(
-                            agent_pb2.OrchestratorMessage(
-                                cancel=agent_pb2.Cancel(
-                                    assignment_id=assignment.assignment_id, reason="cancelled"
-                                )
-                            )
-                        )
-                    )
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            message = f"no result within {seconds:g}s"
+            await self._cancel_on_agent(aid, f"timeout: {message}")
+            return Outcome(code=FailureCode.TIMEOUT, message=message)
+        except asyncio.CancelledError as exc:
+            reason = str(exc.args[0]) if exc.args and exc.args[0] else "cancelled"
+            await self._cancel_on_agent(aid, reason)
             raise
         finally:
-            self._pending.pop(assignment.assignment_id, None)
+            self._pending.pop(aid, None)
             self.active -= 1
+
+    async def _cancel_on_agent(self, assignment_id: str, reason: str) -> None:
+        """Tell the agent to stop ``assignment_id`` if it is still ours (best effort)."""
+        if self._pending.pop(assignment_id, None) is None or self._closed:
+            return
+        cancel = agent_pb2.Cancel(assignment_id=assignment_id, reason=reason[:_MAX_REASON])
+        with contextlib.suppress(ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await asyncio.shield(self._send(agent_pb2.OrchestratorMessage(cancel=cancel)))
 
     def _lose(self, reason: str) -> None:
         if self._closed:

@@ -1,13 +1,67 @@
 """Which agent gets a step: capability and version, pins and exclusions, an input its
-schema accepts, spare capacity, recent latency and success rate, spread fairly."""
+schema accepts, spare capacity, operators' overrides, then a scorer among the agents left.
+
+Which scorer is the :class:`Matcher` a step's :class:`Requirement` carries (the learner of
+:mod:`agentmesh.orchestrator.agents.learning` in the orchestrator); without one, today's
+fixed order: recent success rate, load, latency, round-robin.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from agentmesh import schemas
-from agentmesh.models import JSON, AgentCard, Capability, version_matches
+from agentmesh.models import (
+    JSON,
+    AgentCard,
+    AgentChoice,
+    AgentScore,
+    Capability,
+    version_matches,
+)
+
+#: Alternatives an explanation lists at most (the best first): an event stays small.
+MAX_ALTERNATIVES = 8
+
+
+@dataclass(slots=True)
+class Arm:
+    """What matching has seen of one agent on one capability, old evidence fading: each
+    count and the latency's weight halve every ``half_life`` seconds (a bandit's arm)."""
+
+    successes: float = 0.0
+    failures: float = 0.0
+    #: Mean attempt seconds, recent attempts weighing more (None until the first).
+    latency: float | None = None
+    #: The (decayed) number of attempts behind ``latency``.
+    samples: float = 0.0
+    #: Monotonic time the counts were last decayed to.
+    updated: float = 0.0
+
+    def decay(self, now: float, half_life: float) -> None:
+        """Fade the evidence to what it is worth at ``now``."""
+        if self.updated and now > self.updated:
+            factor = 0.5 ** ((now - self.updated) / half_life)
+            self.successes *= factor
+            self.failures *= factor
+            self.samples *= factor
+        self.updated = max(self.updated, now)
+
+    def record(self, seconds: float, ok: bool, now: float, half_life: float) -> None:
+        """Account one finished attempt."""
+        self.decay(now, half_life)
+        if ok:
+            self.successes += 1
+        else:
+            self.failures += 1
+        if self.latency is None or self.samples <= 0:
+            self.latency = seconds
+        else:
+            self.latency = (self.latency * self.samples + seconds) / (self.samples + 1)
+        self.samples += 1
 
 
 @dataclass(slots=True)
@@ -22,9 +76,29 @@ class AgentStats:
     last_assigned: float = 0.0
     #: Recent outcomes weigh more than old ones.
     _alpha: float = field(default=0.3, repr=False)
+    #: An operator's drain: no new work (see :class:`~agentmesh.models.AgentOverride`).
+    drained: bool = False
+    #: An operator's weight on the agent's share of work (1 by default).
+    weight: float = 1.0
+    #: Per capability: the evidence the learner weighs (see :class:`Arm`).
+    arms: dict[str, Arm] = field(default_factory=dict, repr=False)
+    #: How fast the arms' evidence fades, seconds.
+    half_life: float = 60.0
 
-    def record(self, seconds: float, ok: bool) -> None:
-        """Account one finished attempt."""
+    def arm(self, capability: str) -> Arm:
+        """The agent's arm for ``capability`` (empty until an attempt of it ends)."""
+        arm = self.arms.get(capability)
+        if arm is None:
+            arm = self.arms[capability] = Arm()
+        return arm
+
+    def record(
+        self, seconds: float, ok: bool, capability: str = "", now: float | None = None
+    ) -> None:
+        """Account one finished attempt (of ``capability``, for the learner, when given)."""
+        if capability:
+            moment = time.monotonic() if now is None else now
+            self.arm(capability).record(seconds, ok, moment, self.half_life)
         self.latency = (
             seconds
             if self.latency is None
@@ -57,10 +131,20 @@ class Requirement:
     #: The step's input, when known: only an agent whose own input schema accepts it gets
     #: the step (a schema belongs to its agent, not to the capability's name).
     payload: JSON | None = field(default=None, compare=False)
+    #: The scorer among the agents that could take the step now (None: today's order).
+    matcher: Matcher | None = field(default=None, compare=False, repr=False)
     #: Each agent's verdict on ``payload``, by capability declaration: matching runs often.
     _verdicts: dict[int, tuple[Capability, str | None]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    #: Why the last agent chosen for this requirement was (set by :func:`choose`).
+    _choices: list[AgentChoice] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def choice(self) -> AgentChoice | None:
+        """Why the agent last chosen for this requirement got it (None before, or without
+        a matcher)."""
+        return self._choices[-1] if self._choices else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,22 +204,106 @@ def eligible(candidate: Candidate, requirement: Requirement) -> bool:
     return name not in requirement.exclude and offers(candidate.card, requirement)
 
 
+class Matcher(Protocol):
+    """A scorer: picks one of the agents that could take a step right now."""
+
+    #: Its name in explanations (``learned``, ``recent``, ``round_robin``).
+    strategy: str
+
+    def pick(
+        self, pool: Sequence[Candidate], requirement: Requirement
+    ) -> tuple[Candidate, list[AgentScore], str]:
+        """The chosen agent of ``pool`` (never empty), every agent's score (lower is better)
+        and why, in words."""
+        ...
+
+
+def _unavailable(candidate: Candidate) -> str:
+    """Why an eligible agent that accepts the input cannot take the step now ("" if it can)."""
+    if not candidate.usable:
+        return "unavailable (circuit open, disconnected or draining)"
+    if candidate.stats.drained:
+        return "drained by an operator"
+    if candidate.active >= candidate.card.max_concurrency:
+        return "full"
+    return ""
+
+
+def _matched(candidates: Iterable[Candidate], requirement: Requirement) -> Candidate | None:
+    """:func:`choose` with a matcher: filters, then the matcher scores, then the explanation."""
+    matcher = requirement.matcher
+    assert matcher is not None
+    pool: list[Candidate] = []
+    benched: list[AgentScore] = []
+    for candidate in candidates:
+        if not eligible(candidate, requirement) or rejection(candidate.card, requirement):
+            continue
+        note = _unavailable(candidate)
+        if note:
+            benched.append(AgentScore(agent=candidate.card.name, score=0.0, note=note))
+        else:
+            pool.append(candidate)
+    if not pool:
+        return None
+    for candidate in pool:
+        if candidate.card.name == requirement.prefer:
+            requirement._choices[:] = [
+                AgentChoice(
+                    strategy=matcher.strategy,
+                    score=0.0,
+                    reason="it ran this attempt before the orchestrator restarted",
+                )
+            ]
+            return candidate
+    fresh = [c for c in pool if c.card.name not in requirement.avoid]
+    if fresh and len(fresh) < len(pool):
+        benched.extend(
+            AgentScore(agent=c.card.name, score=0.0, note="failed this step")
+            for c in pool
+            if c.card.name in requirement.avoid
+        )
+        pool = fresh
+    chosen, scores, reason = matcher.pick(pool, requirement)
+    own = next((s for s in scores if s.agent == chosen.card.name), None)
+    others = sorted((s for s in scores if s.agent != chosen.card.name), key=lambda s: s.score)
+    requirement._choices[:] = [
+        AgentChoice(
+            strategy=matcher.strategy,
+            score=own.score if own is not None else 0.0,
+            reason=reason,
+            alternatives=tuple([*others, *benched][:MAX_ALTERNATIVES]),
+        )
+    ]
+    return chosen
+
+
 def choose(candidates: Iterable[Candidate], requirement: Requirement) -> Candidate | None:
-    """The best agent with room for the step right now, or None."""
+    """The best agent with room for the step right now, or None.
+
+    With a :class:`Matcher` on the requirement, it scores the agents left and
+    :attr:`Requirement.choice` says why; without one, today's fixed order decides.
+    """
+    if requirement.matcher is not None:
+        return _matched(candidates, requirement)
     best: tuple[tuple[float, ...], Candidate] | None = None
     for candidate in candidates:
         if not candidate.usable or candidate.active >= candidate.card.max_concurrency:
             continue
+        if candidate.stats.drained:
+            continue
         if not eligible(candidate, requirement) or rejection(candidate.card, requirement):
             continue
         stats = candidate.stats
+        # An operator's weight makes the agent look less (or more) loaded and faster (or
+        # slower) than it is: a weight of 0.5 gets work as if it were twice as busy and slow.
+        weight = stats.weight
         score = (
             0.0 if candidate.card.name == requirement.prefer else 1.0,
             1.0 if candidate.card.name in requirement.avoid else 0.0,
             # Lower is better from here on.
             -round(stats.success_rate, 1),
-            candidate.active / candidate.card.max_concurrency,
-            stats.latency or 0.0,
+            candidate.active / candidate.card.max_concurrency / weight,
+            (stats.latency or 0.0) / weight,
             stats.last_assigned,
         )
         if best is None or score < best[0]:

@@ -10,8 +10,9 @@ fractions (NaN, infinities, 1e308) that mean nothing. Per attempt of a step:
   result always reaches watchers, ahead of the result's events;
 - **size**: a message is cut to :data:`MAX_MESSAGE_BYTES` of UTF-8, between characters,
   ending in ``…``; the rest of the report is kept;
-- **fraction**: clamped the way the SDK clamps it: 0..1, or -1.0 (the protocol's
-  "unknown") for NaN and negative values; anything above 1 (``inf`` too) is 1.
+- **fraction**: a report above 1, NaN or infinite never gets here (the link refuses it,
+  see :func:`agentmesh.orchestrator.agents.link.progress_problem`); a negative one, the
+  protocol's "unknown", becomes -1.0.
 """
 
 from __future__ import annotations

@@ -3,12 +3,16 @@
 Registration is persisted in SQL (so ``ListAgents`` history survives) and
 cached for other replicas; liveness is what this process's links say. Slots on
 the agents are handed out by :class:`~agentmesh.orchestrator.agents.slots.Slots`.
+Operators' overrides (drain, weight) are kept in SQL too, and every replica reads
+them back every ``overrides_refresh_seconds``: the store, not Redis, because an
+override must hold while Redis is down and after every replica restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -20,18 +24,22 @@ import structlog
 from agentmesh._tasks import TaskSet
 from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, describe
-from agentmesh.models import AgentCard, AgentStatus
+from agentmesh.models import AgentCard, AgentOverride, AgentStatus
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
 from agentmesh.orchestrator.agents.claims import MayRedefine, check_claims
+from agentmesh.orchestrator.agents.learning import LearnerKnobs, matcher
+from agentmesh.orchestrator.agents.limits import Limits
 from agentmesh.orchestrator.agents.link import AgentLink
 from agentmesh.orchestrator.agents.matching import (
     AgentStats,
+    Matcher,
     Requirement,
     eligible,
     rejection,
 )
 from agentmesh.orchestrator.agents.offers import Offer, Offers
+from agentmesh.orchestrator.agents.pools import Pools
 from agentmesh.orchestrator.agents.slots import Slots
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.store import Store
@@ -51,9 +59,13 @@ class Registry:
         credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials],
         *,
         identify: Callable[[str], Awaitable[Identity]] | None = None,
+        limits: Limits | None = None,
+        pools: Pools | None = None,
     ) -> None:
         """``identify`` tells who serves an endpoint (see :mod:`agentmesh.security.peer_check`);
-        with it, an agent may register only an endpoint that serves its own certificate."""
+        with it, an agent may register only an endpoint that serves its own certificate.
+        ``limits`` holds agents' concurrency and ``pools`` across replicas (see
+        :mod:`agentmesh.orchestrator.agents.limits`)."""
         self._identify = identify
         self._store = store
         self._cache = cache
@@ -63,6 +75,8 @@ class Registry:
         self._registered_at: dict[str, datetime] = {}
         self._stats: dict[str, AgentStats] = {}
         self._circuits: dict[str, AgentCircuit] = {}
+        #: Operators' overrides by agent name, as last read from (or written to) the store.
+        self._overrides: dict[str, AgentOverride] = {}
         #: Capability names offered since start-up (their schemas live on the agents' cards).
         self._known: set[str] = set()
         #: Notified whenever an agent registers (waking :meth:`wait_for_agent`).
@@ -70,31 +84,63 @@ class Registry:
         #: The ticker and the drops of lost agents.
         self._tasks = TaskSet()
         self._ticker: asyncio.Task[None] | None = None
-        self._slots = Slots(self._links, self._stats, self._circuits)
+        self._limits = limits
+        self._slots = Slots(self._links, self._stats, self._circuits, limits, pools)
+        #: The scorer every step's requirement carries (``AGENTMESH_MATCHING_STRATEGY``).
+        self.matcher: Matcher = matcher(
+            settings.matching_strategy,
+            LearnerKnobs(
+                prior_successes=settings.learn_prior_successes,
+                prior_failures=settings.learn_prior_failures,
+                latency_spread=settings.learn_latency_spread,
+                half_life_seconds=settings.learn_half_life_seconds,
+                explore=settings.learn_explore,
+                load_penalty=settings.learn_load_penalty,
+            ),
+        )
+
+    def _new_stats(self) -> AgentStats:
+        return AgentStats(half_life=self._settings.learn_half_life_seconds)
 
     async def __aenter__(self) -> Registry:
         for card, _, _ in await self._store.agents():
             self._learn(card)
+        self._apply_overrides(await self._store.overrides())
         self._ticker = self._tasks.spawn(self._tick(), name="registry-tick")
         return self
 
     async def _tick(self) -> None:
         # Open circuits become probe-able by the clock alone; nothing else would wake waiters.
         refresh_every = self._settings.cache_ttl_seconds / 3
-        refreshed = time.monotonic()
+        overrides_every = self._settings.overrides_refresh_seconds
+        refreshed = overrides_read = time.monotonic()
         while True:
             await asyncio.sleep(0.25)
             self._slots.dispatch()
+            if time.monotonic() - overrides_read >= overrides_every:
+                overrides_read = time.monotonic()
+                await self._refresh_overrides()
             if time.monotonic() - refreshed >= refresh_every:
                 # Cached cards expire unless renewed: a dead replica's agents fade from Redis.
                 refreshed = time.monotonic()
                 for link in list(self._links.values()):
                     await self._cache_card(link)
 
+    def _card_key(self, name: str) -> str:
+        # One entry per replica an agent is connected to: one replica losing the agent
+        # leaves the others' entries (and so the mesh's listing) alone.
+        return f"agents:{name}@{self._settings.replica}"
+
     async def _cache_card(self, link: AgentLink) -> None:
+        registered = self._registered_at.get(link.name) or datetime.now(UTC)
         await self._cache.set(
-            f"agents:{link.name}",
-            {"card": link.card.model_dump(mode="json"), "identity": link.identity},
+            self._card_key(link.name),
+            {
+                "card": link.card.model_dump(mode="json"),
+                "identity": link.identity,
+                "registered_at": registered.isoformat(),
+                "draining": link.draining,
+            },
         )
 
     async def __aexit__(self, *_: object) -> None:
@@ -107,6 +153,58 @@ class Registry:
         await self._tasks.join()
         await self._tasks.aclose()
         self._slots.fail_waiters(AgentUnavailable("orchestrator stopping"))
+
+    # -- operators' overrides ---------------------------------------------------------------
+
+    async def _refresh_overrides(self) -> None:
+        try:
+            overrides = await self._store.overrides()
+        except Exception as exc:  # a store blip keeps the overrides we have; the next read
+            log.warning("agent.overrides_unread", error=describe(exc))
+            return
+        self._apply_overrides(overrides)
+
+    def _apply_overrides(self, overrides: dict[str, AgentOverride]) -> None:
+        changed = False
+        for name, override in overrides.items():
+            if self._overrides.get(name) != override:
+                changed = True
+                if name in self._overrides or override.drained or override.weight != 1.0:
+                    log.info(
+                        "agent.override_applied",
+                        agent=name,
+                        drained=override.drained,
+                        weight=override.weight,
+                        by=override.updated_by,
+                    )
+            self._overrides[name] = override
+            stats = self._stats.get(name) or self._stats.setdefault(name, self._new_stats())
+            stats.drained = override.drained
+            stats.weight = override.weight
+        if changed:
+            self._slots.dispatch()  # a resumed (or heavier) agent may take a waiting step now
+
+    async def override(
+        self, name: str, by: str, *, drained: bool | None = None, weight: float | None = None
+    ) -> AgentOverride:
+        """Drain or resume agent ``name`` and/or set its weight, for every replica: kept in the
+        store, applied here at once and by the others at their next read. NotFound for an
+        agent no replica has registered."""
+        if name not in self._links and name not in {
+            c.name for c, _, _ in await self._store.agents()
+        }:
+            raise NotFound(f"no agent named {name!r}", field="name")
+        current = self._overrides.get(name) or AgentOverride(name)
+        updated = AgentOverride(
+            name=name,
+            drained=current.drained if drained is None else drained,
+            weight=current.weight if weight is None else weight,
+            updated_by=by,
+            updated_at=datetime.now(UTC),
+        )
+        await self._store.save_override(updated)
+        self._apply_overrides({name: updated})
+        return updated
 
     # -- registration -----------------------------------------------------------------------
 
@@ -192,7 +290,7 @@ class Registry:
                 refused = exc
         if refused is not None or not link.alive:  # it never becomes visible
             await self._store.delete_agent(card.name)
-            await self._cache.delete(f"agents:{card.name}")
+            await self._cache.delete(self._card_key(card.name))
             if refused is not None:
                 await link.close("registration refused")
                 raise refused
@@ -204,7 +302,8 @@ class Registry:
             self._registered.notify_all()
         self._learn(card)
         self._registered_at[card.name] = now
-        self._stats.setdefault(card.name, AgentStats())
+        if card.name not in self._stats:
+            self._stats[card.name] = self._new_stats()
         self._circuits.setdefault(
             card.name,
             AgentCircuit(
@@ -247,7 +346,7 @@ class Registry:
         metrics.AGENTS.set(len(self._links))
         log.warning("agent.removed", agent=link.name, reason=reason)
         await self._store.delete_agent(link.name)
-        await self._cache.delete(f"agents:{link.name}")
+        await self._cache.delete(self._card_key(link.name))
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -273,9 +372,35 @@ class Registry:
                     latency=stats.latency,
                     successes=stats.successes,
                     failures=stats.failures,
+                    drained=stats.drained,
+                    weight=stats.weight,
                 )
             )
         return result
+
+    async def mesh_statuses(self, capability: str = "") -> list[AgentStatus]:
+        """Every live agent of the mesh: this replica's, and with Redis those connected to
+        other replicas (from the cards they keep cached), each with its mesh-wide load."""
+        local = self.statuses(capability)
+        if not self._cache.available:
+            return local
+        found = {s.card.name: s for s in local}
+        cached = await self._cache.get_many(await self._cache.keys("agents:"))
+        now = datetime.now(UTC)
+        for value in cached.values():
+            remote = _cached_status(value, now)
+            if remote is None or remote.card.name in found:
+                continue
+            if capability and remote.card.capability(capability) is None:
+                continue
+            found[remote.card.name] = remote
+        if self._limits is not None and self._limits.shared_agents:
+            loads = await self._limits.counts([f"agent:{name}" for name in found])
+            for name, status in found.items():
+                shared = loads.get(f"agent:{name}", 0)
+                if shared > status.active:
+                    found[name] = dataclasses.replace(status, active=shared)
+        return [found[name] for name in sorted(found)]
 
     def capabilities(self) -> Offers:
         """What each connected agent offers, with its own schemas (for plan validation).
@@ -310,14 +435,17 @@ class Registry:
             for c in self._slots.candidates()
         )
 
-    def record(self, agent: str, seconds: float, ok: bool, *, agent_fault: bool) -> str:
-        """Account an attempt's outcome for matching; ``agent_fault`` counts against its circuit.
+    def record(
+        self, agent: str, seconds: float, ok: bool, *, agent_fault: bool, capability: str = ""
+    ) -> str:
+        """Account an attempt's outcome (of ``capability``) for matching; ``agent_fault``
+        counts against its circuit.
 
         Returns the agent's circuit state afterwards (closed, open or half_open).
         """
         stats = self._stats.get(agent)
         if stats is not None:
-            stats.record(seconds, ok)
+            stats.record(seconds, ok, capability)
         circuit = self._circuits.get(agent)
         if circuit is not None and (ok or agent_fault):
             circuit.record(ok)
@@ -328,10 +456,33 @@ class Registry:
         self,
         requirement: Requirement,
         priority: int = 0,
-        on_wait: Callable[[], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> AbstractAsyncContextManager[AgentLink]:
         """Wait for, then hold, one assignment slot on the best matching agent.
 
         See :meth:`Slots.slot <agentmesh.orchestrator.agents.slots.Slots.slot>`.
         """
         return self._slots.slot(requirement, priority, on_wait)
+
+
+def _cached_status(value: object, now: datetime) -> AgentStatus | None:
+    """The status of an agent another replica keeps cached, or None for a malformed entry."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        card = AgentCard.model_validate(value["card"])
+        registered = datetime.fromisoformat(str(value["registered_at"]))
+        identity = str(value["identity"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return AgentStatus(
+        card=card,
+        identity=identity,
+        connected=True,
+        draining=bool(value.get("draining", False)),
+        active=0,
+        circuit="closed",
+        registered_at=registered,
+        # Renewed every third of the cache TTL while connected: seen within that.
+        last_seen=now,
+    )

@@ -1,13 +1,16 @@
 """Assignment slots: who waits for an agent, who is served first, and how many an agent holds.
 
 An agent never gets more work than its declared concurrency (counted here, by the slots
-handed out, not by what the agent reports) and, when agents are scarce, higher-priority
+handed out, not by what the agent reports; across replicas through
+:mod:`~agentmesh.orchestrator.agents.limits` when Redis is configured), a step waits for
+the pools its capability uses, and, when agents are scarce, higher-priority
 steps are served first, in arrival order within a priority.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import heapq
 import itertools
@@ -18,7 +21,9 @@ from dataclasses import dataclass, field
 
 from agentmesh.errors import AgentMeshError, StepFailed
 from agentmesh.models import FailureCode
+from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
+from agentmesh.orchestrator.agents.limits import MAX_RETRY_SECONDS, Grant, Limits
 from agentmesh.orchestrator.agents.link import AgentLink
 from agentmesh.orchestrator.agents.matching import (
     AgentStats,
@@ -27,6 +32,8 @@ from agentmesh.orchestrator.agents.matching import (
     choose,
     refusal,
 )
+from agentmesh.orchestrator.agents.pools import Pools, pool_of
+from agentmesh.orchestrator.store import Claim
 
 
 @dataclass(order=True)
@@ -50,10 +57,16 @@ class Slots:
         links: Mapping[str, AgentLink],
         stats: Mapping[str, AgentStats],
         circuits: Mapping[str, AgentCircuit],
+        limits: Limits | None = None,
+        pools: Pools | None = None,
     ) -> None:
         self._links = links
         self._stats = stats
         self._circuits = circuits
+        self._limits = limits
+        self._pools = pools or Pools()
+        #: Agents found at their limit through other replicas, until when (monotonic).
+        self._full_until: dict[str, float] = {}
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
         #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
@@ -66,10 +79,15 @@ class Slots:
 
     def candidates(self) -> Iterator[Candidate]:
         """Every agent of the directory as matching sees it, with the slots it holds."""
+        full = self._full_until
+        now = time.monotonic() if full else 0.0
         for name, link in self._links.items():
+            active = self._reserved.get(name, 0)
+            if full and full.get(name, 0.0) > now:
+                active = max(active, link.card.max_concurrency)
             yield Candidate(
                 card=link.card,
-                active=self._reserved.get(name, 0),
+                active=active,
                 usable=self.usable(name),
                 stats=self._stats[name],
             )
@@ -79,14 +97,99 @@ class Slots:
         self,
         requirement: Requirement,
         priority: int = 0,
-        on_wait: Callable[[], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> AsyncIterator[AgentLink]:
         """Wait for, then hold, one assignment slot on the best matching agent.
 
-        ``on_wait`` is called once if no agent has room right away. Raises StepFailed
-        (``invalid_input``, final) when every connected agent that could serve the step refuses
-        its payload, now or while it waits.
+        With shared :class:`Limits`, the slot also holds the agent's concurrency across
+        replicas and the pools its capability uses; a step over one of them waits.
+        ``on_wait`` is told why the step waits whenever the reason changes (no agent with
+        room, a pool at its limit). Raises StepFailed (``invalid_input``, final) when every
+        connected agent that could serve the step refuses its payload, now or while it waits.
         """
+        told = ""
+
+        def tell(reason: str) -> None:
+            nonlocal told
+            if on_wait is not None and reason != told:
+                told = reason
+                on_wait(reason)
+
+        while True:
+            link, probe = await self._local(requirement, priority, tell)
+            claims = self._claims(link, requirement.capability)
+            if self._limits is None or not claims:
+                grant = None  # nothing shared to hold: no call at all on the step's way
+                break
+            freed = self._limits.freed()
+            try:
+                answer = await self._limits.acquire(claims)
+            except BaseException:
+                self._release(link.name, probe)
+                raise
+            if isinstance(answer, Grant):
+                grant = answer
+                break
+            self._release(link.name, probe)
+            wait = min(max(answer.retry_after, 0.01), MAX_RETRY_SECONDS)
+            pool = pool_of(answer.claim.key)
+            if pool is None:  # the agent is at its limit through other replicas
+                self._full_until[link.name] = time.monotonic() + wait
+                tell(self._no_room(requirement))
+            else:
+                name, kind = pool
+                metrics.POOL_WAITS.labels(name).inc()
+                limit = answer.claim.limit
+                tell(
+                    f"pool {name!r} is at its limit of {limit} concurrent uses"
+                    if kind == "uses"
+                    else f"pool {name!r} is at its limit of {limit} requests"
+                    f" per {answer.claim.seconds:g}s"
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await freed.wait()
+            self._full_until.clear()
+        in_pools = [p for c in grant.held if (p := pool_of(c.key)) is not None] if grant else []
+        for name, _ in in_pools:
+            metrics.POOL_IN_USE.labels(name).inc()
+        try:
+            yield link
+        finally:
+            for name, _ in in_pools:
+                metrics.POOL_IN_USE.labels(name).dec()
+            if grant is not None and self._limits is not None:
+                self._limits.release(grant)
+            self._release(link.name, probe)
+
+    @staticmethod
+    def _no_room(requirement: Requirement) -> str:
+        return f"no agent with {requirement.capability!r} has room"
+
+    def _claims(self, link: AgentLink, capability: str) -> list[Claim]:
+        """The shared holds a run of ``capability`` on ``link`` needs."""
+        if self._limits is None:
+            return []
+        card = link.card
+        claims = []
+        if self._limits.shared_agents:
+            claims.append(
+                Claim(
+                    f"agent:{card.name}",
+                    card.max_concurrency,
+                    self._limits.hold_seconds,
+                    redis_only=True,
+                )
+            )
+        declared = card.capability(capability)
+        if declared is not None and declared.resources:
+            claims += self._pools.claims(declared.resources)
+        return claims
+
+    async def _local(
+        self, requirement: Requirement, priority: int, tell: Callable[[str], None]
+    ) -> tuple[AgentLink, int | None]:
+        """Wait for a slot on an agent by this replica's own count; the link and its probe."""
         reason = refusal(self.candidates(), requirement)
         if reason is not None:
             raise StepFailed(reason, code=FailureCode.INVALID_INPUT, retryable=False)
@@ -94,8 +197,8 @@ class Slots:
         waiter = _Waiter((-priority, next(self._order)), requirement, loop.create_future())
         heapq.heappush(self._waiters, waiter)
         self.dispatch()
-        if on_wait is not None and not waiter.granted.done():
-            on_wait()
+        if not waiter.granted.done():
+            tell(self._no_room(requirement))
         try:
             link = await waiter.granted
         except asyncio.CancelledError:
@@ -107,10 +210,7 @@ class Slots:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
                 heapq.heapify(self._waiters)
-        try:
-            yield link
-        finally:
-            self._release(link.name, waiter.probe)
+        return link, waiter.probe
 
     def fail_waiters(self, error: AgentMeshError) -> None:
         """End every wait with ``error`` (the directory is closing)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from agentmesh import tracing
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FailedPrecondition
@@ -49,7 +50,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
-        task = await self._tasks.submit(current_caller(), request)
+        # The caller's span (W3C trace context in the metadata) parents the task's.
+        with tracing.attached(tracing.metadata_context(context.invocation_metadata())):
+            task = await self._tasks.submit(current_caller(), request)
         return pb.SubmitTaskResponse(task_id=task.id)
 
     def _fitting(self, task: TaskRecord, omit_outputs: bool) -> pb.Task:
@@ -97,6 +100,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
             message = convert.task_to_proto(task, omit_outputs=True)
         return message
 
+    async def ProvideInput(self, request: pb.ProvideInputRequest, context: Context) -> pb.Task:
+        task = await self._tasks.provide_input(current_caller(), request)
+        # States and errors only: an approver need not be someone who may read the outputs.
+        return convert.task_to_proto(task, omit_outputs=True)
+
     async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncIterator[pb.TaskEvent]:
@@ -108,7 +116,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: Context
     ) -> pb.ListAgentsResponse:
-        statuses = self._tasks.agents(current_caller(), request)
+        statuses = await self._tasks.agents(current_caller(), request)
         return pb.ListAgentsResponse(agents=[convert.status_to_proto(s) for s in statuses])
 
     async def ListWorkflows(
@@ -116,6 +124,24 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     ) -> pb.ListWorkflowsResponse:
         workflows = self._tasks.workflows(current_caller())
         return pb.ListWorkflowsResponse(workflows=[workflow_to_proto(w) for w in workflows])
+
+    async def DrainAgent(self, request: pb.DrainAgentRequest, context: Context) -> pb.AgentOverride:
+        override = await self._tasks.override_agent(current_caller(), request.name, drained=True)
+        return convert.override_to_proto(override)
+
+    async def ResumeAgent(
+        self, request: pb.ResumeAgentRequest, context: Context
+    ) -> pb.AgentOverride:
+        override = await self._tasks.override_agent(current_caller(), request.name, drained=False)
+        return convert.override_to_proto(override)
+
+    async def SetAgentWeight(
+        self, request: pb.SetAgentWeightRequest, context: Context
+    ) -> pb.AgentOverride:
+        override = await self._tasks.override_agent(
+            current_caller(), request.name, weight=request.weight
+        )
+        return convert.override_to_proto(override)
 
 
 class RegistryServicer(pb_grpc.RegistryServicer):
@@ -127,9 +153,12 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         ping_interval: float,
         guard: Guard,
         limits: PlanLimits | None = None,
+        *,
+        agent_timeout: float = 3.0,
     ) -> None:
         self._registry = registry
         self._ping_interval = ping_interval
+        self._agent_timeout = agent_timeout
         self._guard = guard
         self._limits = limits or PlanLimits()
 
@@ -153,7 +182,9 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         )
         await self._guard.registered(peer)
         return pb.RegisterAgentResponse(
-            identity=identity.uri, ping_interval_seconds=self._ping_interval
+            identity=identity.uri,
+            ping_interval_seconds=self._ping_interval,
+            agent_timeout_seconds=self._agent_timeout,
         )
 
     async def DeregisterAgent(

@@ -11,19 +11,31 @@ came through.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from google.protobuf import json_format
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
-from agentmesh.errors import NotFound
-from agentmesh.models import AgentStatus, Capability, TaskEvent, TaskRecord, WorkflowInfo
+from agentmesh.errors import NotFound, PermissionDenied
+from agentmesh.models import (
+    AgentOverride,
+    AgentStatus,
+    Capability,
+    ParentStep,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    WorkflowInfo,
+)
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
-from agentmesh.orchestrator.engine import Engine
+from agentmesh.orchestrator.engine import Engine, inputs
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import Catalog, PlanLimits
-from agentmesh.orchestrator.store import Store
-from agentmesh.security import Identity
+from agentmesh.orchestrator.store import Answer, Store
+from agentmesh.security import Identity, IdentityKind
 from agentmesh.security.guard import Guard
-from agentmesh.security.policy import Action
+from agentmesh.security.policy import Action, Concealed
 from agentmesh.wire import tasks as convert
 
 DEFAULT_PAGE = 50
@@ -56,17 +68,49 @@ class TaskService:
         (a task of someone else's is concealed as not found)."""
         validation.check_task_id(task_id)
         access = self.guard.task_access(caller, action)
-        task = self._engine.live(task_id) or await self._store.get_task(task_id)
+        task = (
+            self._engine.live(task_id)
+            or await self._bus.snapshot(task_id)
+            or await self._store.get_task(task_id)
+        )
         if task is None:
             raise NotFound(f"no task {task_id!r}", field="task_id")
-        access.check(task_id, task.owner)
+        try:
+            access.check(task_id, task.owner)
+        except Concealed:
+            # The agent that submitted a sub-task follows it (and may cancel it) while it
+            # runs the parent step, though the task is its parent owner's.
+            if task.parent is None or await self._running_step(caller, task.parent) is None:
+                raise
+        return task
+
+    async def _running_step(self, caller: Identity, parent: ParentStep) -> TaskRecord | None:
+        """The parent task, if ``caller`` is the agent running its step ``parent.step_id``."""
+        if caller.kind is not IdentityKind.AGENT:
+            return None
+        task = self._engine.live(parent.task_id) or await self._store.get_task(parent.task_id)
+        step = task.steps.get(parent.step_id) if task is not None else None
+        if step is None or step.state is not StepState.RUNNING or step.agent != caller.name:
+            return None
         return task
 
     async def submit(self, caller: Identity, request: pb.SubmitTaskRequest) -> TaskRecord:
         """Plan and start a task owned by ``caller`` (or the first one of its idempotency key)."""
-        self.guard.require(caller, Action.SUBMIT_TASKS)
         validation.check_submit(request, self._limits)
-        return await self._engine.submit(convert.request_from_proto(request), caller.uri)
+        if not request.HasField("parent"):
+            self.guard.require(caller, Action.SUBMIT_TASKS)
+            return await self._engine.submit(convert.request_from_proto(request), caller.uri)
+        # A sub-task: the authority is the parent owner's, lent to the agent running the
+        # parent step for as long as it runs it (the policy's submit_tasks is not asked).
+        validation.check_task_id(request.parent.task_id, "parent.task_id")
+        parent = await self._running_step(caller, convert.parent_from_proto(request.parent))
+        if parent is None:
+            raise PermissionDenied(
+                f"{caller} is not running step {request.parent.step_id!r} of task "
+                f"{request.parent.task_id}: only the agent running a step submits its sub-tasks",
+                field="parent",
+            )
+        return await self._engine.submit(convert.request_from_proto(request), parent.owner)
 
     async def list_tasks(
         self, caller: Identity, request: pb.ListTasksRequest
@@ -118,6 +162,34 @@ class TaskService:
         await self._engine.cancel(task.id, request.reason or f"cancelled by {caller}")
         return await self.task(caller, task.id, Action.CANCEL_TASKS)
 
+    async def provide_input(self, caller: Identity, request: pb.ProvideInputRequest) -> TaskRecord:
+        """Answer a step of kind ``input`` and return the task as it is then.
+
+        Only a caller the policy lets answer (``provide_input``) who is one of the step's
+        approvers (without any, the task's owner) may; a caller who is neither the owner
+        nor an approver of any of the task's steps is told the task does not exist.
+        """
+        validation.check_provide_input(request)
+        self.guard.require(caller, Action.PROVIDE_INPUT)
+        task_id = request.task_id
+        task = self._engine.live(task_id) or await self._store.get_task(task_id)
+        domain = self.guard.policy.trust_domain
+        if task is None or not inputs.may_see(task, caller, domain):
+            raise Concealed(
+                f"no task {task_id!r}",
+                field="task_id",
+                reason=f"{caller} is neither the owner of task {task_id} nor an approver",
+            )
+        step = task.steps.get(request.step_id)
+        if step is None or step.spec.human_input is None:
+            raise NotFound(f"no input step {request.step_id!r} in the task", field="step_id")
+        inputs.check_answerer(step.spec.human_input, caller, task.owner, domain)
+        value = json_format.MessageToDict(request.value)
+        inputs.check_answer(step, value)
+        answer = Answer(value=value, answered_by=caller.uri, answered_at=datetime.now(UTC))
+        await self._engine.provide_input(task.id, step.spec.id, answer)
+        return self._engine.live(task.id) or await self._store.get_task(task.id) or task
+
     async def watch(
         self, caller: Identity, request: pb.WatchTaskRequest
     ) -> AsyncIterator[TaskEvent]:
@@ -158,8 +230,24 @@ class TaskService:
                 capabilities.setdefault(capability.name, capability)
         return workflows, sorted(capabilities.values(), key=lambda c: c.name)
 
-    def agents(self, caller: Identity, request: pb.ListAgentsRequest) -> list[AgentStatus]:
-        """The registered agents (offering ``capability``, when given)."""
+    async def agents(self, caller: Identity, request: pb.ListAgentsRequest) -> list[AgentStatus]:
+        """The agents of the mesh (offering ``capability``, when given): with Redis, those
+        connected to other replicas too, with their mesh-wide load."""
         self.guard.require(caller, Action.LIST_AGENTS)
         validation.check_list_agents(request)
-        return list(self._registry.statuses(request.capability))
+        return await self._registry.mesh_statuses(request.capability)
+
+    async def override_agent(
+        self,
+        caller: Identity,
+        name: str,
+        *,
+        drained: bool | None = None,
+        weight: float | None = None,
+    ) -> AgentOverride:
+        """Drain or resume an agent, or set its weight (policy action ``manage_agents``)."""
+        self.guard.require(caller, Action.MANAGE_AGENTS)
+        validation.check_agent_name(name)
+        if weight is not None:
+            validation.check_weight(weight)
+        return await self._registry.override(name, caller.uri, drained=drained, weight=weight)

@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from agentmesh import schemas
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import ValidationError, field_path
-from agentmesh.limits import ByteBudget, PlanLimits, check_struct
-from agentmesh.models import MAX_CAPABILITY_NAME, AgentCard, is_capability_name
+from agentmesh.limits import MAX_CACHE_TTL_SECONDS, ByteBudget, PlanLimits, check_struct
+from agentmesh.models import (
+    MAX_CAPABILITY_NAME,
+    MAX_RESOURCE_NAME,
+    MAX_WEIGHT,
+    AgentCard,
+    is_capability_name,
+    is_resource_name,
+)
 from agentmesh.security.identity import check_name
 
 TASK_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -103,6 +110,11 @@ def _check_step(
         )
     for name in ("initial_backoff_seconds", "max_backoff_seconds"):
         _seconds(getattr(step.retry, name), MAX_BACKOFF_SECONDS, f"{where}.retry.{name}")
+    if step.HasField("cache"):
+        ttl = step.cache.ttl_seconds
+        _seconds(ttl, MAX_CACHE_TTL_SECONDS, f"{where}.cache.ttl_seconds")
+        if ttl <= 0:
+            raise ValidationError("must be more than 0 seconds", field=f"{where}.cache.ttl_seconds")
     for name in ("needs", "exclude_agents"):
         values = getattr(step, name)
         if len(values) > limits.max_steps:
@@ -171,6 +183,16 @@ def check_cancel(request: pb.CancelTaskRequest) -> None:
     _length(request.reason, MAX_REASON, "reason")
 
 
+def check_provide_input(request: pb.ProvideInputRequest) -> None:
+    """A ProvideInput request's fields (the value is checked against the step's schema)."""
+    check_task_id(request.task_id)
+    if not request.step_id:
+        raise ValidationError("must name the step to answer", field="step_id")
+    _length(request.step_id, MAX_NAME, "step_id")
+    if not request.HasField("value"):
+        raise ValidationError("an answer needs a value", field="value")
+
+
 def check_watch(request: pb.WatchTaskRequest) -> None:
     """A WatchTask request's fields."""
     check_task_id(request.task_id)
@@ -181,6 +203,21 @@ def check_watch(request: pb.WatchTaskRequest) -> None:
 def check_list_agents(request: pb.ListAgentsRequest) -> None:
     """A ListAgents request's fields."""
     _token(request.capability, MAX_CAPABILITY_NAME, "capability")
+
+
+def check_agent_name(name: str) -> None:
+    """The agent named by a DrainAgent, ResumeAgent or SetAgentWeight request."""
+    check_name(name, "name")
+
+
+def check_weight(weight: float) -> None:
+    """A SetAgentWeight request's weight: finite, more than 0, at most MAX_WEIGHT."""
+    if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
+        raise ValidationError(
+            f"must be more than 0 and at most {MAX_WEIGHT:g} (1 is the default share),"
+            f" not {weight!r}",
+            field="weight",
+        )
 
 
 # -- Registry -----------------------------------------------------------------------------------
@@ -208,8 +245,12 @@ def check_card(card: common_pb2.AgentCard, limits: PlanLimits) -> None:
             f"{len(capabilities)} capabilities exceed the limit of {MAX_CAPABILITIES}",
             field="card.capabilities",
         )
-    if card.max_concurrency > MAX_CONCURRENCY:
-        raise ValidationError(f"must be at most {MAX_CONCURRENCY}", field="card.max_concurrency")
+    if not 0 < card.max_concurrency <= MAX_CONCURRENCY:
+        # 0 is also what an unset field reads as: no silent default, the agent says its limit.
+        raise ValidationError(
+            f"must be from 1 to {MAX_CONCURRENCY} (how many assignments the agent runs at once)",
+            field="card.max_concurrency",
+        )
     _token(card.version, MAX_VERSION, "card.version")
     check_labels(card.labels, "card.labels")
     seen: set[str] = set()
@@ -234,8 +275,24 @@ def check_card(card: common_pb2.AgentCard, limits: PlanLimits) -> None:
             )
         for k, tag in enumerate(capability.tags):
             _token(tag, MAX_TAG, f"{where}.tags[{k}]")
+        _check_resources(capability.resources, f"{where}.resources")
         check_struct(capability.input_schema, f"{where}.input_schema", limits, budget)
         check_struct(capability.output_schema, f"{where}.output_schema", limits, budget)
+
+
+def _check_resources(resources: Sequence[str], where: str) -> None:
+    if len(resources) > MAX_TAGS:
+        raise ValidationError(
+            f"{len(resources)} resources exceed the limit of {MAX_TAGS}", field=where
+        )
+    for k, resource in enumerate(resources):
+        if not is_resource_name(resource):
+            raise ValidationError(
+                f"{resource[:MAX_RESOURCE_NAME]!r} is not a resource name: letters, digits and"
+                f" ._:/@+- (not first), at most {MAX_RESOURCE_NAME} characters,"
+                " e.g. 'llm:openai/gpt-4o'",
+                field=f"{where}[{k}]",
+            )
 
 
 def check_deregister(request: pb.DeregisterAgentRequest) -> None:
@@ -252,8 +309,9 @@ def check_schemas(card: AgentCard) -> None:
     for i, capability in enumerate(card.capabilities):
         for name in ("input_schema", "output_schema"):
             schema = getattr(capability, name)
-            if schema and schemas.validator(schema) is None:
+            problem = schemas.schema_problem(schema) if schema else None
+            if problem:
                 raise ValidationError(
-                    "not a valid JSON Schema (draft 2020-12)",
+                    f"not a valid JSON Schema (draft 2020-12): {problem}",
                     field=f"card.capabilities[{i}].{name}",
                 )

@@ -9,16 +9,18 @@ import json
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
 
 from agentmesh._tasks import TaskSet
+from agentmesh.errors import Unavailable
 from agentmesh.models import JSON
 from agentmesh.orchestrator.cache._fanout import LocalFanout, Subscription
 from agentmesh.orchestrator.cache._link import RedisCallFailed, RedisLink
@@ -77,6 +79,9 @@ class Cache:
             raise ValueError("namespace must not be empty")
         self._url = redis_url or None
         self._namespace = namespace
+        #: What keys start with: the namespace, in braces on a Redis Cluster (a hash tag, so
+        #: that every key is in one slot and multi-key reads and transactions keep working).
+        self._keyspace = namespace
         self._default_ttl = default_ttl
         self._op_timeout = op_timeout
         self._reconnect_interval = reconnect_interval
@@ -96,6 +101,8 @@ class Cache:
         self._entered = False
         self._link: RedisLink | None = None
         self._remote: RemoteChannels | None = None
+        #: Lua scripts registered with Redis, by source (their SHA is cached by redis-py).
+        self._scripts: dict[str, AsyncScript] = {}
         #: The supervisor (see :meth:`_supervise`); a crash of it is logged with its name.
         self._tasks = TaskSet()
 
@@ -111,6 +118,8 @@ class Cache:
             reconnect_interval=self._reconnect_interval,
             log=self._log,
         )
+        if link.target.kind == "cluster":
+            self._keyspace = f"{{{self._namespace}}}"
         self._remote = RemoteChannels(
             link,
             self._fanout,
@@ -152,6 +161,32 @@ class Cache:
     def available(self) -> bool:
         """True while Redis is reachable and up to date with this process's writes."""
         return self._usable() is not None
+
+    @property
+    def shared(self) -> bool:
+        """True when a Redis URL is configured (replicas share this cache through it)."""
+        return self._url is not None
+
+    # -- scripts -----------------------------------------------------------------------------
+
+    async def script(self, source: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run the Lua ``source`` atomically in Redis on ``keys`` (namespaced here).
+
+        Unlike every other call, a script has no in-memory stand-in: raises
+        :class:`~agentmesh.errors.Unavailable` while Redis cannot run it, and the caller
+        decides what holds instead.
+        """
+        link = self._usable()
+        if link is None:
+            raise Unavailable("Redis is not available")
+        names = [self._key(k) for k in keys]
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = link.client.register_script(source)
+        try:
+            return await link.call(lambda r: script(keys=names, args=list(args), client=r))
+        except RedisCallFailed as exc:
+            raise Unavailable(f"Redis failed: {exc}") from None
 
     # -- key/value ---------------------------------------------------------------------------
 
@@ -209,7 +244,7 @@ class Cache:
             except RedisCallFailed:
                 pass  # logged by the link; memory answers instead
             else:
-                start = len(self._namespace) + 1
+                start = len(self._keyspace) + 1
                 return sorted(n[start:] for n in names)
         return self._memory.keys(prefix)
 
@@ -224,7 +259,7 @@ class Cache:
         raw = _dumps(message)
         self._fanout.deliver(channel, raw)
         if (link := self._usable()) is not None and self._remote is not None:
-            name, envelope = self._key(channel), self._remote.envelope(message)
+            name, envelope = f"{self._namespace}:{channel}", self._remote.envelope(message)
             with contextlib.suppress(RedisCallFailed):  # logged by the link; local delivery stands
                 await link.call(lambda r: r.publish(name, envelope))
 
@@ -253,7 +288,7 @@ class Cache:
         return link if link is not None and link.up else None
 
     def _key(self, key: str) -> str:
-        return f"{self._namespace}:{key}"
+        return f"{self._keyspace}:{key}"
 
     async def _write(self, key: str, kind: _Kind, op: Callable[[Redis], Awaitable[object]]) -> None:
         if self._url is None:
@@ -360,13 +395,15 @@ class Cache:
 
 
 async def _mget_with_pttl(names: list[str], client: Redis) -> tuple[list[str | None], list[int]]:
-    # One transaction, so value and remaining TTL belong together.
+    # One transaction, so value and remaining TTL belong together. GET per key rather than
+    # MGET: a Redis Cluster's pipelines refuse MGET (its keys share one slot all the same).
     async with client.pipeline(transaction=True) as pipe:
-        pipe.mget(names)
+        for name in names:
+            pipe.get(name)
         for name in names:
             pipe.pttl(name)
-        raws, *pttls = await pipe.execute()
-    return raws, pttls
+        answers = await pipe.execute()
+    return answers[: len(names)], answers[len(names) :]
 
 
 async def _scan(pattern: str, client: Redis) -> list[str]:

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from agentmesh.errors import describe
+from agentmesh.orchestrator.cache._connect import connect, parse
 
 T = TypeVar("T")
 
@@ -50,9 +51,13 @@ class RedisLink:
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         # The cache is the retry policy (reconnect loop and replay); retries inside
-        # redis-py would only stretch every failed call towards op_timeout.
-        self.client = Redis.from_url(
-            url,
+        # redis-py would only stretch every failed call towards op_timeout. A Sentinel URL
+        # gives a client whose every new connection goes to the primary of the moment: after
+        # a failover the reconnect loop's ping reaches the promoted replica, and the replay
+        # catches it up.
+        self.target = parse(url)
+        self.client = connect(
+            self.target,
             decode_responses=True,
             socket_timeout=op_timeout,
             socket_connect_timeout=op_timeout,

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 import structlog
+from opentelemetry.trace import Span
 
+from agentmesh import tracing
 from agentmesh._tasks import TaskSet
 from agentmesh.config import Settings
 from agentmesh.errors import FailedPrecondition, NotFound
@@ -23,15 +26,17 @@ from agentmesh.models import StepRecord, TaskRecord, TaskRequest, TaskState
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.engine import spans
 from agentmesh.orchestrator.engine.idempotency import fingerprint
 from agentmesh.orchestrator.engine.run import TaskRun
 from agentmesh.orchestrator.events import EventBus
-from agentmesh.orchestrator.planning import Planner
-from agentmesh.orchestrator.store import Lease, Store
+from agentmesh.orchestrator.planning import Planner, PlanPiece, draft_plan
+from agentmesh.orchestrator.store import Answer, Lease, Store
 
 log = structlog.get_logger(__name__)
 
 _CANCEL_CHANNEL = "task-cancel"
+_ANSWER_CHANNEL = "task-answer"
 
 
 class Engine:
@@ -64,6 +69,7 @@ class Engine:
         await self._claim()  # resume our own unfinished tasks before serving
         self._background.spawn(self._keep_leases(), name="engine-leases")
         self._background.spawn(self._listen_for_cancels(), name="engine-cancels")
+        self._background.spawn(self._listen_for_answers(), name="engine-answers")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -116,9 +122,39 @@ class Engine:
                 if isinstance(message, dict):
                     self._cancel_local(str(message.get("task_id")), str(message.get("reason")))
 
+    async def _listen_for_answers(self) -> None:
+        # The fast path for answers given to another replica; without it a waiting step
+        # finds its answer in the store on its next look.
+        async with self._cache.subscribe(_ANSWER_CHANNEL) as messages:
+            async for message in messages:
+                if isinstance(message, dict):
+                    run = self._runs.get(str(message.get("task_id")))
+                    if run is not None:
+                        run.answered(str(message.get("step_id")))
+
+    async def provide_input(self, task_id: str, step_id: str, answer: Answer) -> None:
+        """Keep ``answer`` to an input step (FailedPrecondition when it has one) and wake
+        the run waiting for it, wherever it runs."""
+        await self._store.save_answer(task_id, step_id, answer)
+        log.info("step.answered", task_id=task_id, step=step_id, by=answer.answered_by)
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.answered(step_id)
+            return
+        try:
+            await self._cache.publish(_ANSWER_CHANNEL, {"task_id": task_id, "step_id": step_id})
+        except Exception as exc:  # the answer is stored: the run finds it on its next look
+            log.warning("step.answer_not_published", task_id=task_id, error=repr(exc))
+
     # -- runs --------------------------------------------------------------------------------
 
-    def _start(self, task: TaskRecord, last_sequence: int) -> TaskRun:
+    def _start(
+        self,
+        task: TaskRecord,
+        last_sequence: int,
+        span: Span | None = None,
+        plan_rest: AsyncGenerator[PlanPiece, None] | None = None,
+    ) -> TaskRun:
         run = TaskRun(
             task,
             last_sequence,
@@ -127,6 +163,9 @@ class Engine:
             registry=self._registry,
             settings=self._settings,
             lease=self.lease,
+            span=span,
+            plan_rest=plan_rest,
+            cancel=self.cancel,
         )
         self._runs[task.id] = run
         self._tasks[task.id] = self._background.spawn(self._drive(run), name=f"task-{task.id}")
@@ -157,6 +196,14 @@ class Engine:
         finally:
             self._runs.pop(run.task.id, None)
             self._tasks.pop(run.task.id, None)
+            if run.task.state.final:
+                self._tell_parent(run.task, run.task.state.value)
+
+    def _tell_parent(self, task: TaskRecord, what: str) -> None:
+        # Only a parent run here hears (one elsewhere has its child's events to follow).
+        parent = self._runs.get(task.parent.task_id) if task.parent else None
+        if parent is not None:
+            parent.child_changed(task, what)
 
     async def submit(self, request: TaskRequest, owner: str) -> TaskRecord:
         """Plan and persist a task, start running it, and return it at once.
@@ -169,25 +216,55 @@ class Engine:
         digest = fingerprint(request) if key else ""
         if key and (earlier := await self._store.task_for_key(owner, key, digest)) is not None:
             return earlier
-        plan = await self._planner.plan(request, self._registry.capabilities())
+        task_id = str(uuid.uuid4())
+        # Started here, ended by the run: the task's span outlives this call.
+        span = spans.task_span(task_id, request)
+        try:
+            with spans.running_while_planning(span), spans.planning(task_id):
+                # A streaming planner answers with its first steps: the task starts with
+                # them and its run takes the rest as it comes (task.planning until then).
+                draft = await draft_plan(self._planner, request, self._registry.capabilities())
+        except BaseException:
+            span.end()
+            raise
+        plan = draft.plan
         now = datetime.now(UTC)
         task = TaskRecord(
-            id=str(uuid.uuid4()),
+            id=task_id,
             owner=owner,
             input=request.input,
             priority=request.priority,
             labels=request.labels,
             timeout_seconds=request.timeout_seconds,
+            budget=request.budget,
+            parent=request.parent,
             plan=plan,
             steps={s.id: StepRecord(spec=s) for s in plan.steps},
             created_at=now,
             updated_at=now,
+            trace_context=tracing.carrier(span),
+            planning=not draft.complete,
         )
-        stored = await self._store.create_task(task, key, fingerprint=digest, lease=self.lease)
-        if stored.id == task.id:
-            log.info("task.submitted", task_id=task.id, owner=owner, steps=len(plan.steps))
-            metrics.TASKS_SUBMITTED.inc()
-            self._start(task, 0)
+        try:
+            stored = await self._store.create_task(task, key, fingerprint=digest, lease=self.lease)
+        except BaseException:
+            span.end()
+            await draft.close()
+            raise
+        if stored.id != task.id:
+            span.end()  # an earlier submission's task: it has a span of its own
+            await draft.close()
+            return stored
+        log.info(
+            "task.submitted",
+            task_id=task.id,
+            owner=owner,
+            steps=len(plan.steps),
+            planning=task.planning,
+        )
+        metrics.TASKS_SUBMITTED.inc()
+        self._start(task, 0, span, draft.rest)
+        self._tell_parent(task, "submitted")
         return stored
 
     def _cancel_local(self, task_id: str, reason: str) -> None:

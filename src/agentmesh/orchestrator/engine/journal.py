@@ -1,7 +1,10 @@
 """A task's journal: every state change becomes an event, written in order and in batches.
 
-Changes are applied to the task in memory at once; one flusher per task writes them, with
-their events, in one transaction per batch. The journal keeps three promises: a final state
+Changes are applied to the task in memory at once; one flusher per task hands them, with
+their events, to the store, whose one writer puts many tasks' batches into each transaction
+(group commit). Changes something waits for (a dependant needs a success durable, watchers a
+final state) go out at once, others gather for a few milliseconds; the changes made while a
+batch is being written form the next one. The journal keeps three promises: a final state
 is written together with its final event (a state without it would end the lease early), a
 flush is never cut off mid-commit (it has taken its batch out of memory), and the last flush
 of a run is shielded from the cancellation that stops it.
@@ -17,15 +20,29 @@ from typing import Any
 
 import structlog
 
-from agentmesh.models import EventKind, StepRecord, StepState, TaskEvent, TaskRecord, TaskState
+from agentmesh.models import (
+    AgentChoice,
+    EventKind,
+    StepRecord,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+    Usage,
+)
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.store import Lease, LeaseLost, Store
 
-#: How long the flusher gathers further changes into one commit after the first.
-GATHER_SECONDS = 0.02
+#: How long the flusher lets changes nobody waits for (progress, a step starting) gather
+#: before it writes them; a change something depends on (see :meth:`Journal.durable`, and
+#: a final state) is written at once.
+GATHER_SECONDS = 0.01
 #: How long the flusher waits after a failed write before trying the batch again.
 RETRY_SECONDS = 1.0
+
+
+_NOTHING_USED = Usage()
 
 
 def now() -> datetime:
@@ -52,12 +69,20 @@ class Journal:
         self._bus = bus
         self._lease = lease
         self._sequence = last_sequence
+        #: The sequence of the newest event written; ``_written`` is set (and replaced)
+        #: whenever it moves.
+        self._durable = last_sequence
+        self._written = asyncio.Event()
         self._events: list[TaskEvent] = []
         self._dirty: dict[str, StepRecord] = {}
         self._new: list[tuple[int, StepRecord]] = []
+        #: The plan changed without new steps (a streamed plan completed).
+        self._plan_changed = False
         self._write_lock = asyncio.Lock()
         #: Set by every change; an idle task's flusher sleeps instead of polling.
         self._changed = asyncio.Event()
+        #: Set when someone waits for the changes to be durable: the flusher goes at once.
+        self._urgent = asyncio.Event()
         self._log = structlog.get_logger(__name__).bind(task_id=task.id)
 
     def emit(self, kind: EventKind, step: StepRecord | None = None, **fields: Any) -> None:
@@ -86,18 +111,32 @@ class Journal:
             reason=reason,
             output=self.task.result if state is TaskState.SUCCEEDED else None,
             partial=self.task.partial,
+            usage=self._usage(),
         )
         self._log.info("task.state", state=state.value, reason=reason)
         if state.final:
+            self._urgent.set()  # its watchers wait for the outcome
             metrics.TASKS.labels(state.value).inc()
         if state is TaskState.ROLLBACK_FAILED:
             self._log.error("task.rollback_failed", reason=reason)
 
     def step_state(
-        self, step: StepRecord, state: StepState, reason: str = "", *, attempt: int = 0
+        self,
+        step: StepRecord,
+        state: StepState,
+        reason: str = "",
+        *,
+        attempt: int = 0,
+        cached: bool = False,
+        choice: AgentChoice | None = None,
     ) -> None:
-        """Move ``step`` to ``state``; a final state stamps its finishing time."""
+        """Move ``step`` to ``state``; a final state stamps its finishing time.
+
+        ``cached``: the step succeeded with an output reused from the step cache. ``choice``
+        (on RUNNING) says why matching gave the attempt to its agent.
+        """
         step.state = state
+        step.waiting_for = reason if state is StepState.WAITING else ""
         if state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
             step.error = reason
         if state.final:
@@ -111,7 +150,15 @@ class Journal:
             attempt=attempt or step.attempts,
             reason=reason,
             output=step.output if state is StepState.SUCCEEDED else None,
+            usage=self._usage() if state.final else None,
+            cached=cached,
+            choice=choice,
         )
+
+    def _usage(self) -> Usage | None:
+        """The task's usage so far, for an event; None while there is none to tell."""
+        usage = self.task.usage
+        return None if usage == _NOTHING_USED else usage
 
     def add_steps(self, steps: list[StepRecord]) -> None:
         """Add steps the plan grew by (follow-ups, fan-out instances); written as new rows."""
@@ -119,14 +166,20 @@ class Journal:
             self._new.append((len(self.task.steps), step))
             self.task.steps[step.spec.id] = step
 
+    def plan_changed(self) -> None:
+        """The task's plan (or ``planning``) changed with no step added: write it too."""
+        self._plan_changed = True
+        self._changed.set()
+
     async def flush(self) -> None:
         """Write every change made so far, with its events, in one transaction."""
         async with self._write_lock:
-            if not (self._events or self._dirty or self._new):
+            if not (self._events or self._dirty or self._new or self._plan_changed):
                 return
             events, self._events = self._events, []
             dirty, self._dirty = self._dirty, {}
             new, self._new = self._new, []
+            plan_changed, self._plan_changed = self._plan_changed, False
             new_ids = {s.spec.id for _, s in new}
             # The task as of these events: the run goes on while we wait for the database,
             # and a final state written without its final event would end the lease early.
@@ -138,16 +191,35 @@ class Journal:
                     events,
                     new_steps=new,
                     lease=self._lease,
+                    plan_changed=plan_changed,
                 )
             except Exception:
                 # Put the batch back (in order, before anything newer) so nothing is lost.
                 self._events[:0] = events
                 self._dirty = {**dirty, **self._dirty}
                 self._new[:0] = new
+                self._plan_changed = self._plan_changed or plan_changed
                 raise
             # Durable now; handed over under the lock so that batches reach watchers in order.
-            self._bus.committed(self.task.id, events)
+            self._bus.committed(self.task.id, events, task)
+            if events:
+                self._durable = events[-1].sequence
+                written, self._written = self._written, asyncio.Event()
+                written.set()
         await self._bus.published(self.task.id)
+
+    async def durable(self) -> None:
+        """Return once every change made so far is written (by the flusher).
+
+        What depends on a step's success (its dependants' assignments) waits for this, so
+        that nothing is sent on the strength of a success a crash could still undo.
+        """
+        target = self._sequence
+        while self._durable < target:
+            written = self._written
+            self._urgent.set()
+            self._changed.set()
+            await written.wait()
 
     @contextlib.asynccontextmanager
     async def flushing(self, on_fenced: Callable[[], object]) -> AsyncIterator[None]:
@@ -173,8 +245,16 @@ class Journal:
     async def _flusher(self, on_fenced: Callable[[], object]) -> None:
         while True:
             await self._changed.wait()
-            await asyncio.sleep(GATHER_SECONDS)  # gather what else happens into one commit
+            if not self._urgent.is_set():
+                # Nothing waits for these yet: let more gather into this batch, until
+                # something does. (The store groups many tasks' batches per transaction.)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GATHER_SECONDS):
+                        await self._urgent.wait()
+            else:
+                await asyncio.sleep(0)  # the callbacks already due add to this batch
             self._changed.clear()
+            self._urgent.clear()
             try:
                 await self.flush()
             except LeaseLost:

@@ -12,30 +12,39 @@ goes through the task's :class:`~agentmesh.orchestrator.engine.journal.Journal`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import timedelta
+from typing import Protocol
 
 import structlog
+from opentelemetry.trace import Span
 
 from agentmesh.config import Settings
 from agentmesh.errors import AgentMeshError, StepFailed, ValidationError
 from agentmesh.models import (
     JSON,
+    AgentChoice,
     EventKind,
     FailureCode,
     Outcome,
+    StepKind,
     StepRecord,
     StepState,
     TaskRecord,
     TaskState,
+    Usage,
 )
 from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.registry import Registry
-from agentmesh.orchestrator.engine import growth, readable, saga
+from agentmesh.orchestrator.engine import children, growth, readable, saga, spans
+from agentmesh.orchestrator.engine.budget import BudgetKeeper
+from agentmesh.orchestrator.engine.inputs import InputWait
 from agentmesh.orchestrator.engine.journal import Journal, now
 from agentmesh.orchestrator.engine.scheduler import Scheduler
+from agentmesh.orchestrator.engine.stepcache import StepCache
+from agentmesh.orchestrator.engine.streaming import PlanFollower
 from agentmesh.orchestrator.events import EventBus
-from agentmesh.orchestrator.planning import dependencies, resolve
+from agentmesh.orchestrator.planning import PlanPiece, dependencies, resolve
 from agentmesh.orchestrator.planning.aggregate import DelegatedAggregate, aggregate, check_result
 from agentmesh.orchestrator.store import Lease, Store
 
@@ -46,21 +55,39 @@ class TaskFailed(AgentMeshError):
     """A required step failed for good; the task cannot finish."""
 
 
+class _Budgeted(Protocol):
+    """Where a step's attempts report to the task's budget."""
+
+    def starting(self, first: bool) -> None:
+        """An attempt is about to go out (``first``: the step's first); StepFailed when the
+        budget forbids it."""
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """An attempt ended, having used this much."""
+
+
 class _StepObserver:
     """A step's state follows its attempts."""
 
-    def __init__(self, journal: Journal, step: StepRecord) -> None:
+    def __init__(self, journal: Journal, step: StepRecord, budget: _Budgeted) -> None:
         self._journal = journal
         self._step = step
+        self._budget = budget
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        self._budget.used(usage, seconds)
 
     def waiting(self, attempt: int, reason: str) -> None:
         self._journal.step_state(self._step, StepState.WAITING, reason, attempt=attempt)
 
-    def started(self, agent: str, attempt: int) -> None:
+    def started(self, agent: str, attempt: int, choice: AgentChoice | None = None) -> None:
+        # StepFailed when the budget is spent. A step resumed after a restart re-sends an
+        # attempt it counted already (its record has it).
+        self._budget.starting(first=self._step.attempts == 0)
         step = self._step
         step.agent, step.attempts = agent, attempt
         step.started_at = step.started_at or now()
-        self._journal.step_state(step, StepState.RUNNING, attempt=attempt)
+        self._journal.step_state(step, StepState.RUNNING, attempt=attempt, choice=choice)
 
     def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
         self._journal.emit(
@@ -89,21 +116,40 @@ class TaskRun:
         registry: Registry,
         settings: Settings,
         lease: Lease | None = None,
+        span: Span | None = None,
+        plan_rest: AsyncGenerator[PlanPiece, None] | None = None,
+        cancel: children.CancelTask | None = None,
     ) -> None:
         self.task = task
+        #: The task's ``invoke_workflow`` span (a resumed run opens its own when it starts).
+        self._span = span
+        self._store = store
+        #: Cancels another task (a live child, before this one rolls back).
+        self._cancel_task = cancel
         self._journal = Journal(task, last_sequence, store=store, bus=bus, lease=lease)
         self._dispatcher = Dispatcher(registry, settings)
         self._registry = registry
         self._settings = settings
         self._scheduler = Scheduler()
+        self._step_cache = StepCache(store, registry)
+        self._inputs = InputWait(store, task.id)
         #: Each running step's task; their ends arrive on ``_finished``.
         self._running: dict[str, asyncio.Task[Outcome]] = {}
-        self._finished: asyncio.Queue[tuple[StepRecord, asyncio.Task[Outcome]]] = asyncio.Queue()
+        #: Each step's end; None when a streamed plan grew (or its planner finished).
+        self._finished: asyncio.Queue[tuple[StepRecord, asyncio.Task[Outcome]] | None] = (
+            asyncio.Queue()
+        )
+        #: The rest of a plan still streaming in (``task.planning``), until it is followed.
+        self._plan_rest = plan_rest
+        self._following: PlanFollower | None = None
         #: Fan-out steps expanded so far → their instances' ids.
         self._fanouts: dict[str, list[str]] = {}
         #: Cancelled instances of a failed fan-out, awaited before the run moves on.
         self._stopping: set[asyncio.Task[Outcome]] = set()
         self._cancel_reason = ""
+        self._budget = BudgetKeeper(task)
+        #: Why the run cut its own work short (its budget was passed), once it did.
+        self._failure = ""
         #: The task's work (steps, aggregation) while it runs: a cancel cuts this short.
         self._work: asyncio.Timeout | None = None
         #: Past its work (rolling back or finishing): a cancel changes nothing any more.
@@ -136,10 +182,14 @@ class TaskRun:
         """Drive the task to a final state (or until the orchestrator stops)."""
         runner = asyncio.current_task()
         assert runner is not None
+        span = self._span or spans.resumed_span(self.task)
         try:
-            async with self._journal.flushing(on_fenced=runner.cancel):
-                await self._run()
+            with spans.running(span, self.task):
+                async with self._journal.flushing(on_fenced=runner.cancel):
+                    await self._run()
         finally:
+            if self._plan_rest is not None:  # never followed (cancelled before it ran)
+                await self._plan_rest.aclose()
             if self.task.state.final:
                 self.finished.set()
 
@@ -172,10 +222,13 @@ class TaskRun:
             finally:
                 self._work, self._settled = None, True
         except TaskFailed as exc:
-            await self._roll_back(exc.message)
+            # A step refused for the budget fails too: the budget is the reason to give.
+            await self._roll_back(self._failure or exc.message)
             return
         except TimeoutError:
-            if self._cancel_reason:
+            if self._failure:
+                await self._roll_back(self._failure)
+            elif self._cancel_reason:
                 await self._roll_back(self._cancel_reason, cancelled=True)
             else:
                 await self._roll_back("task deadline exceeded")
@@ -200,7 +253,15 @@ class TaskRun:
             parent is not None and parent in self.task.steps and self.task.steps[parent].state.final
         )
 
+    def child_changed(self, child: TaskRecord, what: str) -> None:
+        """A sub-task of this task was submitted or ended: its parent step's watchers hear."""
+        children.tell_parent(self._journal, child, what)
+
     async def _roll_back(self, reason: str, *, cancelled: bool = False) -> None:
+        if self._cancel_task is not None:  # children first: they may be using what we undo
+            await children.cancel_live_children(
+                self._store, self._cancel_task, self.task.id, reason
+            )
         await saga.roll_back(self._journal, self._dispatcher, reason, cancelled=cancelled)
 
     # -- the steps ----------------------------------------------------------------------------
@@ -209,14 +270,21 @@ class TaskRun:
         """Run the steps as they become ready; the outputs once none is left to run."""
         self._plan_steps()
         try:
+            self._follow_plan()
             while True:
                 # Starting a step can make others ready (a fan-out's instances): until none is.
                 while ready := self._scheduler.ready():
+                    # The successes that made them ready are durable before they are sent.
+                    await self._journal.durable()
                     for step_id in ready:
                         self._start(self.task.steps[step_id])
-                if not self._running:
+                if not self._running and not self.task.planning:
                     return self._scheduler.outputs
-                step, finished = await self._finished.get()
+                ended = await self._finished.get()
+                if ended is None:
+                    self._planned()
+                    continue
+                step, finished = ended
                 if self._running.get(step.spec.id) is not finished:
                     continue  # a cancelled sibling of a failed fan-out instance
                 del self._running[step.spec.id]
@@ -245,6 +313,23 @@ class TaskRun:
             elif step.state.final and step.state is not StepState.SUCCEEDED:
                 self._scheduler.failed(spec.id)
 
+    def _follow_plan(self) -> None:
+        if not self.task.planning:
+            return
+        if self._plan_rest is None:
+            # Its planner's stream was lost with the replica that read it.
+            raise TaskFailed("planning was interrupted: the plan was still streaming in")
+        rest, self._plan_rest = self._plan_rest, None
+        self._following = PlanFollower(
+            rest, lambda: self._finished.put_nowait(None), task_id=self.task.id
+        )
+
+    def _planned(self) -> None:
+        assert self._following is not None
+        problem = self._following.take(self.task, self._journal, self._scheduler)
+        if problem:
+            raise TaskFailed(problem)
+
     def _start(self, step: StepRecord) -> None:
         if step.spec.for_each:
             if step.spec.id in self._fanouts:
@@ -255,9 +340,24 @@ class TaskRun:
                 except StepFailed as exc:
                     self._failed(step, exc)
             return
-        task = asyncio.create_task(self._attempts(step), name=f"step-{step.spec.id}")
+        work = self._ask(step) if step.spec.kind is StepKind.INPUT else self._attempts(step)
+        task = asyncio.create_task(work, name=f"step-{step.spec.id}")
         self._running[step.spec.id] = task
         task.add_done_callback(lambda done: self._finished.put_nowait((step, done)))
+
+    def answered(self, step_id: str) -> None:
+        """An answer to input step ``step_id`` is in the store: its wait ends."""
+        self._inputs.answered(step_id)
+
+    async def _ask(self, step: StepRecord) -> Outcome:
+        if step.state is not StepState.INPUT_REQUIRED:
+            asked = step.spec.human_input
+            # Kept across restarts: the timeout counts from the first time the step asked.
+            step.started_at = step.started_at or now()
+            self._journal.step_state(
+                step, StepState.INPUT_REQUIRED, asked.prompt if asked is not None else ""
+            )
+        return await self._inputs.wait(step)
 
     async def _attempts(self, step: StepRecord) -> Outcome:
         spec = step.spec
@@ -267,6 +367,9 @@ class TaskRun:
             raise StepFailed(
                 f"cannot resolve input: {exc}", code=FailureCode.BAD_REFERENCE, retryable=False
             ) from None
+        if spec.cache is not None and (hit := await self._step_cache.lookup(spec, payload)):
+            step.started_at = step.started_at or now()
+            return hit
         # A step found RUNNING after a restart re-sends its last attempt (same idempotency key).
         resume = step.state is StepState.RUNNING and step.attempts > 0
         job = Job(
@@ -283,7 +386,31 @@ class TaskRun:
             first_attempt=step.attempts if resume else step.attempts + 1,
             resume_on=step.agent if resume else "",
         )
-        return await self._dispatcher.send(job, _StepObserver(self._journal, step))
+        outcome = await self._dispatcher.send(job, _StepObserver(self._journal, step, self))
+        await self._step_cache.keep(spec, payload, outcome, task_id=self.task.id, step_id=spec.id)
+        return outcome
+
+    def starting(self, first: bool) -> None:
+        """A step's attempt is about to go to its agent: StepFailed once the budget is spent
+        (and the task fails for its budget). Only a step's first attempt counts as a step."""
+        if spent := self._budget.spent():
+            self._fail_now(spent)
+            raise StepFailed(spent, code=FailureCode.BUDGET_EXCEEDED, retryable=False)
+        if first:
+            self._budget.started()
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """A step's attempt ended having used ``usage``: the task stops once over budget."""
+        self._budget.used(usage, seconds)
+        if passed := self._budget.passed():
+            self._fail_now(passed)
+
+    def _fail_now(self, reason: str) -> None:
+        """Cut the task's work short, as a cancel does, and fail it with ``reason``."""
+        if self._work is None or self._work.expired() or self._settled:
+            return  # already stopping (cancelled, past its deadline) or past its work
+        self._failure = reason
+        self._work.reschedule(asyncio.get_running_loop().time())
 
     def _succeeded(self, step: StepRecord, outcome: Outcome) -> None:
         if outcome.follow_ups:
@@ -296,7 +423,8 @@ class TaskRun:
                 self._journal.step_state(record, StepState.PENDING, f"added by {step.spec.id}")
                 self._scheduler.add(record.spec.id, grown.needs[record.spec.id])
         step.output = outcome.output
-        self._journal.step_state(step, StepState.SUCCEEDED)
+        # The message of a success says where its output came from: a cache, a person.
+        self._journal.step_state(step, StepState.SUCCEEDED, outcome.message, cached=outcome.cached)
         self._scheduler.succeeded(step.spec.id, step.output)
 
     def _failed(self, step: StepRecord, exc: StepFailed) -> None:
@@ -308,7 +436,7 @@ class TaskRun:
             for sibling in self._fanouts[parent]:
                 if sibling in self._running:
                     stopped = self._running.pop(sibling)
-                    stopped.cancel()
+                    stopped.cancel("fan-out stopped")
                     self._stopping.add(stopped)
                     self._journal.step_state(
                         self.task.steps[sibling], StepState.CANCELLED, "fan-out stopped"
@@ -349,9 +477,16 @@ class TaskRun:
 
     async def _stop(self) -> None:
         """Cancel what still runs; its steps (and unfinished fan-outs) end CANCELLED."""
+        if self._following is not None:
+            await self._following.stop()
+        elif self._plan_rest is not None:
+            await self._plan_rest.aclose()
         tasks = {*self._running.values(), *self._stopping}
+        # The message reaches the agent as Cancel.reason (see AgentLink.run): the client's
+        # own reason when a client cancelled the task.
+        reason = self._cancel_reason or "task stopped"
         for task in tasks:
-            task.cancel()
+            task.cancel(reason)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for step_id in self._running:

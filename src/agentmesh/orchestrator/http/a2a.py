@@ -66,14 +66,14 @@ from starlette.requests import HTTPConnection
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.errors import AgentMeshError, NotFound, PermissionDenied, ValidationError
-from agentmesh.models import EventKind, TaskEvent, TaskRecord
+from agentmesh.models import EventKind, StepRecord, StepState, TaskEvent, TaskRecord
 from agentmesh.models import TaskState as MeshState
 from agentmesh.orchestrator.api.tasks import TaskService
 from agentmesh.orchestrator.http.auth import Authenticator
 from agentmesh.orchestrator.http.errors import error_response
-from agentmesh.security import Peer
+from agentmesh.security import Identity, Peer
 from agentmesh.security.policy import Action
-from agentmesh.wire.tasks import task_state_to_proto
+from agentmesh.wire.tasks import task_state_to_proto, value_to_proto
 
 #: Where the JSON-RPC endpoint is mounted.
 A2A_PATH = "/a2a"
@@ -119,10 +119,25 @@ def _caller(context: ServerCallContext) -> Peer:
     return peer
 
 
+def _asking(record: TaskRecord) -> StepRecord | None:
+    """The step of a live task that waits for a person's answer, if one does."""
+    if record.state.final:
+        return None
+    for step in record.steps.values():
+        if step.state is StepState.INPUT_REQUIRED:
+            return step
+    return None
+
+
 def task_of(record: TaskRecord) -> Task:
-    """A mesh task as an A2A task: its state, reason and (when done) its result."""
+    """A mesh task as an A2A task: its state, reason and (when done) its result. A task with
+    a step of kind ``input`` waiting is INPUT_REQUIRED, the step's prompt its message."""
     task = Task(id=record.id, context_id=str(record.labels.get("a2a_context_id") or record.id))
-    task.status.CopyFrom(_status(record.state, record.error))
+    asking = _asking(record)
+    if asking is not None:
+        task.status.CopyFrom(_input_required(asking.spec.id, _prompt(asking)))
+    else:
+        task.status.CopyFrom(_status(record.state, record.error))
     task.status.timestamp.FromDatetime(record.updated_at)
     if record.state is MeshState.SUCCEEDED and record.result is not None:
         task.artifacts.append(_result(record))
@@ -133,6 +148,18 @@ def _status(state: MeshState, reason: str = "") -> TaskStatus:
     status = TaskStatus(state=a2a_state(state))  # type: ignore[arg-type]
     if reason:
         status.message.CopyFrom(_agent_text(reason))
+    return status
+
+
+def _prompt(step: StepRecord) -> str:
+    return step.spec.human_input.prompt if step.spec.human_input is not None else ""
+
+
+def _input_required(step_id: str, prompt: str) -> TaskStatus:
+    status = TaskStatus(state=TaskState.TASK_STATE_INPUT_REQUIRED)
+    status.message.CopyFrom(_agent_text(prompt))
+    # Which step asks: an answer may name it (metadata.step) when several could.
+    status.message.metadata.update({"step": step_id})
     return status
 
 
@@ -197,28 +224,55 @@ class MeshRequestHandler(RequestHandler):
             request.labels["a2a_context_id"] = message.context_id
         return request
 
-    async def _submit(self, params: SendMessageRequest, context: ServerCallContext) -> TaskRecord:
+    async def _submit(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> tuple[TaskRecord, str]:
+        """A new task for the message, or (a message naming its task) the answer to the
+        task's waiting input step; with the id of the step answered ("" for a new task)."""
+        caller = _caller(context).identity
+        message = params.message
         with _as_a2a_errors():
-            return await self._tasks.submit(
-                _caller(context).identity, self.submit_request(params.message)
+            if message.task_id:
+                return await self._answer(caller, message)
+            return await self._tasks.submit(caller, self.submit_request(message)), ""
+
+    async def _answer(self, caller: Identity, message: Message) -> tuple[TaskRecord, str]:
+        """ProvideInput for the task's step that asks: its data part, else its text."""
+        task = await self._tasks.task(caller, message.task_id, Action.GET_TASKS)
+        asking = _asking(task)
+        named = str(message.metadata["step"]) if "step" in message.metadata else ""
+        step_id = named or (asking.spec.id if asking is not None else "")
+        if not step_id:
+            raise ValidationError(
+                "the task waits for no answer: send a new message (without task_id)",
+                field="message.task_id",
             )
+        data = get_data_parts(list(message.parts))
+        text = "\n".join(get_text_parts(list(message.parts)))
+        request = pb.ProvideInputRequest(task_id=task.id, step_id=step_id)
+        value_to_proto(data[0] if data else text, request.value)
+        return await self._tasks.provide_input(caller, request), step_id
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Task | Message:
-        record = await self._submit(params, context)
+        record, answered = await self._submit(params, context)
         if params.configuration.return_immediately:
             return task_of(record)
-        async for _ in self._follow(record, context):
+        # Blocking: until the task is final, or a step asks a person (this turn's end).
+        async for _ in self._follow(record, context, stop_at_input=True, answered=answered):
             pass
         return await self._task(record.id, context)
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        record = await self._submit(params, context)
+        record, answered = await self._submit(params, context)
         yield task_of(record)
-        async for event in self._follow(record, context):
+        # Until the task is final, or a step asks a person: A2A ends the turn (and the
+        # stream) there; the answer comes as a message naming the task.
+        follow = self._follow(record, context, stop_at_input=True, answered=answered)
+        async for event in follow:
             yield event
 
     async def on_subscribe_to_task(
@@ -231,9 +285,15 @@ class MeshRequestHandler(RequestHandler):
                 yield event
 
     async def _follow(
-        self, record: TaskRecord, context: ServerCallContext
+        self,
+        record: TaskRecord,
+        context: ServerCallContext,
+        *,
+        stop_at_input: bool = False,
+        answered: str = "",
     ) -> AsyncGenerator[Event, None]:
-        """Status updates from the task's events until it is final (then its result)."""
+        """Status updates from the task's events until it is final (then its result); with
+        ``stop_at_input``, also until a step asks for a person's answer (A2A's turn ends)."""
         with _as_a2a_errors():
             events = await self._tasks.watch(
                 _caller(context).identity, pb.WatchTaskRequest(task_id=record.id)
@@ -244,6 +304,15 @@ class MeshRequestHandler(RequestHandler):
                 state = MeshState(event.state)
             if state.final:
                 break
+            if event.kind is EventKind.STEP_STATE and event.step_id == answered:
+                if event.state == StepState.INPUT_REQUIRED:
+                    continue  # the question just answered, replayed from the task's start
+                answered = ""
+            if event.kind is EventKind.STEP_STATE and event.state == StepState.INPUT_REQUIRED:
+                yield self._update(record, _input_required(event.step_id, event.reason))
+                if stop_at_input:
+                    return
+                continue
             text = _event_text(event)
             if text:
                 yield self._update(record, _status(state, text))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
@@ -19,11 +19,14 @@ from agentmesh.errors import ValidationError, describe
 from agentmesh.models import (
     JSON,
     AgentCard,
+    AgentOverride,
     AgentStatus,
+    Budget,
     StepSpec,
     StepState,
     TaskRecord,
     TaskState,
+    Usage,
     WorkflowInfo,
 )
 
@@ -44,6 +47,21 @@ class RetryBody(_Body):
     max_backoff_seconds: Seconds = 0.0
 
 
+class StepCacheBody(_Body):
+    """When a step may reuse an earlier output (``StepCache``)."""
+
+    ttl_seconds: Seconds = 0.0
+
+
+class HumanInputBody(_Body):
+    """What a step of kind ``input`` asks (``HumanInput``)."""
+
+    prompt: str = ""
+    answer_schema: dict[str, Any] = Field(default_factory=dict)
+    approvers: list[str] = Field(default_factory=list)
+    default: Any = None
+
+
 class StepBody(_Body):
     """One step of a plan (``StepSpec``); see the gRPC API for the meaning of each field."""
 
@@ -59,6 +77,9 @@ class StepBody(_Body):
     pin_agent: str = ""
     exclude_agents: list[str] = Field(default_factory=list)
     for_each: str = ""
+    cache: StepCacheBody | None = None
+    kind: str = ""
+    human_input: HumanInputBody | None = None
 
 
 class PlanBody(_Body):
@@ -66,6 +87,15 @@ class PlanBody(_Body):
 
     steps: list[StepBody] = Field(default_factory=list)
     aggregate: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetBody(_Body):
+    """The most a task may use (``Budget``); 0 for no limit."""
+
+    tokens: Annotated[int, Field(ge=0, le=2**64 - 1)] = 0
+    cost: Seconds = 0.0
+    seconds: Seconds = 0.0
+    steps: UInt32 = 0
 
 
 class SubmitBody(_Body):
@@ -79,6 +109,13 @@ class SubmitBody(_Body):
     timeout_seconds: Seconds = 0.0
     labels: dict[str, str] = Field(default_factory=dict)
     idempotency_key: str = ""
+    budget: BudgetBody | None = None
+
+
+class InputBody(_Body):
+    """``POST /v1/tasks/{task_id}/steps/{step_id}/input``: the answer (any JSON value)."""
+
+    value: Any
 
 
 class CancelBody(_Body):
@@ -95,6 +132,12 @@ def _message(document: dict[str, Any], message: Any) -> Any:
         # The models keep the shape right; what remains are values like integers too big
         # for a JSON number in a Struct, or text that is not UTF-8.
         raise ValidationError(f"cannot be represented: {describe(exc)}", field="request") from None
+
+
+def input_value(body: InputBody) -> struct_pb2.Value:
+    """The answer in ``body`` as a protobuf Value; ValidationError when protobuf cannot hold it."""
+    value: struct_pb2.Value = _message(body.value, struct_pb2.Value())
+    return value
 
 
 def submit_request(body: SubmitBody) -> pb.SubmitTaskRequest:
@@ -129,6 +172,8 @@ class StepView(BaseModel):
     attempts: int
     output: JSON = None
     error: str
+    #: While waiting: what for (no agent with room, a pool at its limit).
+    waiting_for: str = ""
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -148,6 +193,8 @@ class TaskView(BaseModel):
     partial: bool
     created_at: datetime
     updated_at: datetime
+    budget: Budget = Field(default_factory=Budget)
+    usage: Usage = Field(default_factory=Usage)
 
     @classmethod
     def of(cls, task: TaskRecord, *, omit_outputs: bool = False) -> TaskView:
@@ -155,6 +202,8 @@ class TaskView(BaseModel):
         return cls(
             task_id=task.id,
             owner=task.owner,
+            budget=task.budget,
+            usage=task.usage,
             state=task.state,
             input=task.input,
             priority=task.priority,
@@ -168,6 +217,7 @@ class TaskView(BaseModel):
                     attempts=step.attempts,
                     output=None if omit_outputs else step.output,
                     error=step.error,
+                    waiting_for=step.waiting_for,
                     started_at=step.started_at,
                     finished_at=step.finished_at,
                 )
@@ -205,6 +255,10 @@ class AgentView(BaseModel):
     success_rate: float | None
     successes: int
     failures: int
+    #: Drained by an operator: no new work until resumed.
+    drained: bool
+    #: The operator's weight on the agent's share of work (1 by default).
+    weight: float
 
     @classmethod
     def of(cls, status: AgentStatus) -> AgentView:
@@ -222,6 +276,36 @@ class AgentView(BaseModel):
             success_rate=status.success_rate,
             successes=status.successes,
             failures=status.failures,
+            drained=status.drained,
+            weight=status.weight,
+        )
+
+
+class WeightBody(_Body):
+    """The body of ``PUT /v1/agents/{name}/weight``."""
+
+    #: More than 0, at most 100; 1 is the default share.
+    weight: float
+
+
+class AgentOverrideView(BaseModel):
+    """What operators said of one agent, as every replica applies it."""
+
+    name: str
+    drained: bool
+    weight: float
+    updated_by: str
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, override: AgentOverride) -> AgentOverrideView:
+        """The view of an override."""
+        return cls(
+            name=override.name,
+            drained=override.drained,
+            weight=override.weight,
+            updated_by=override.updated_by,
+            updated_at=override.updated_at,
         )
 
 

@@ -22,14 +22,18 @@ from agentmesh.orchestrator.http import dashboard, errors
 from agentmesh.orchestrator.http.auth import Authenticator
 from agentmesh.orchestrator.http.events import frame, stream, task_frame
 from agentmesh.orchestrator.http.models import (
+    AgentOverrideView,
     AgentView,
     CancelBody,
     ErrorView,
     HealthView,
+    InputBody,
     SubmitBody,
     TaskPageView,
     TaskView,
+    WeightBody,
     WorkflowView,
+    input_value,
     submit_request,
 )
 from agentmesh.security import Peer
@@ -175,6 +179,16 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
         request = pb.CancelTaskRequest(task_id=task_id, reason=body.reason if body else "")
         return TaskView.of(await tasks.cancel(caller.identity, request))
 
+    @api.post("/v1/tasks/{task_id}/steps/{step_id}/input", tags=["tasks"])
+    async def provide_input(
+        task_id: TaskId, step_id: str, body: InputBody, caller: Caller, tasks: Tasks
+    ) -> TaskView:
+        """Answer a step waiting for input; the task as it is then (without outputs)."""
+        request = pb.ProvideInputRequest(task_id=task_id, step_id=step_id)
+        request.value.CopyFrom(input_value(body))
+        task = await tasks.provide_input(caller.identity, request)
+        return TaskView.of(task, omit_outputs=True)
+
     @api.get(
         "/v1/tasks/{task_id}/events",
         tags=["tasks"],
@@ -205,8 +219,29 @@ def create_api(tasks: TaskService, authenticator: Authenticator) -> FastAPI:
     @api.get("/v1/agents", tags=["agents"])
     async def list_agents(caller: Caller, tasks: Tasks, capability: str = "") -> list[AgentView]:
         """The registered agents, those offering ``capability`` when given."""
-        statuses = tasks.agents(caller.identity, pb.ListAgentsRequest(capability=capability))
+        statuses = await tasks.agents(caller.identity, pb.ListAgentsRequest(capability=capability))
         return [AgentView.of(s) for s in statuses]
+
+    @api.post("/v1/agents/{name}/drain", tags=["agents"])
+    async def drain_agent(name: str, caller: Caller, tasks: Tasks) -> AgentOverrideView:
+        """Give the agent no new work, on every replica (policy action ``manage_agents``)."""
+        return AgentOverrideView.of(await tasks.override_agent(caller.identity, name, drained=True))
+
+    @api.post("/v1/agents/{name}/resume", tags=["agents"])
+    async def resume_agent(name: str, caller: Caller, tasks: Tasks) -> AgentOverrideView:
+        """Give a drained agent work again (policy action ``manage_agents``)."""
+        return AgentOverrideView.of(
+            await tasks.override_agent(caller.identity, name, drained=False)
+        )
+
+    @api.put("/v1/agents/{name}/weight", tags=["agents"])
+    async def set_agent_weight(
+        name: str, body: WeightBody, caller: Caller, tasks: Tasks
+    ) -> AgentOverrideView:
+        """Scale the agent's share of work (policy action ``manage_agents``)."""
+        return AgentOverrideView.of(
+            await tasks.override_agent(caller.identity, name, weight=body.weight)
+        )
 
     @api.get("/v1/workflows", tags=["workflows"])
     async def list_workflows(caller: Caller) -> list[WorkflowView]:

@@ -20,6 +20,7 @@ from agentmesh.orchestrator.planning.planner import (
     Planner,
     catalog_of,
     default_planner,
+    draft_plan,
 )
 from agentmesh.orchestrator.planning.prompts import system_prompt
 from agentmesh.orchestrator.planning.references import (
@@ -34,6 +35,7 @@ from agentmesh.orchestrator.planning.references import (
     step_references,
 )
 from agentmesh.orchestrator.planning.similarity import Match, TfIdfIndex
+from agentmesh.orchestrator.planning.stream import PlanDraft, PlanPiece, StreamingPlanner
 from agentmesh.orchestrator.planning.validate import validate_plan
 from agentmesh.orchestrator.planning.workflow import (
     Catalog,
@@ -49,15 +51,19 @@ __all__ = [
     "ChainPlanner",
     "LLMPlanner",
     "Match",
+    "PlanDraft",
     "PlanLimits",
+    "PlanPiece",
     "Planner",
     "Reference",
+    "StreamingPlanner",
     "TfIdfIndex",
     "Workflow",
     "bind_item",
     "catalog_of",
     "default_planner",
     "dependencies",
+    "draft_plan",
     "expand_for_each",
     "for_each_items",
     "has_references",

@@ -9,7 +9,16 @@ import pydantic
 
 from agentmesh.config import Settings
 from agentmesh.errors import AgentUnavailable, StepFailed, ValidationError
-from agentmesh.models import JSON, Capability, FailureCode, Plan, RetryPolicy, TaskRequest
+from agentmesh.models import (
+    JSON,
+    AgentChoice,
+    Capability,
+    FailureCode,
+    Plan,
+    RetryPolicy,
+    TaskRequest,
+    Usage,
+)
 from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
@@ -29,7 +38,7 @@ class _Watch:
     def waiting(self, attempt: int, reason: str) -> None:
         """Nothing to report while no planning agent has room."""
 
-    def started(self, agent: str, attempt: int) -> None:
+    def started(self, agent: str, attempt: int, choice: AgentChoice | None = None) -> None:
         self.agent = agent
 
     def progress(self, agent: str, attempt: int, fraction: float, message: str) -> None:
@@ -37,6 +46,9 @@ class _Watch:
 
     def retrying(self, attempt: int, reason: str) -> None:
         """One attempt only: nothing to report."""
+
+    def used(self, usage: Usage | None, seconds: float) -> None:
+        """Planning happens before the task exists: no budget to count it against."""
 
 
 class AgentPlanner:

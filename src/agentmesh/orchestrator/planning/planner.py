@@ -9,7 +9,8 @@ capability is one more :class:`Planner`, built where assignments can be sent (th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Final, Protocol, Self, runtime_checkable
 
@@ -18,16 +19,25 @@ import pydantic
 import structlog
 
 from agentmesh.config import Settings
-from agentmesh.errors import AgentUnavailable, FailedPrecondition, ValidationError
+from agentmesh.errors import AgentMeshError, AgentUnavailable, FailedPrecondition, ValidationError
 from agentmesh.limits import PlanLimits
 from agentmesh.models import Capability, Plan, TaskRequest
 from agentmesh.orchestrator.planning.prompts import (
     goal_prompt,
     json_object,
     repair_prompt,
+    streaming_prompt,
     system_prompt,
 )
 from agentmesh.orchestrator.planning.similarity import Match, TfIdfIndex
+from agentmesh.orchestrator.planning.stream import (
+    PlanDraft,
+    PlanPiece,
+    StepByStep,
+    StreamingPlanner,
+    json_lines,
+    pieces,
+)
 from agentmesh.orchestrator.planning.validate import validate_plan
 from agentmesh.orchestrator.planning.workflow import Catalog, Workflow
 
@@ -49,6 +59,15 @@ class Planner(Protocol):
     async def plan(self, request: TaskRequest, capabilities: Mapping[str, Capability]) -> Plan:
         """A plan for ``request`` that only uses ``capabilities`` (name → capability)."""
         ...
+
+
+async def draft_plan(
+    planner: Planner, request: TaskRequest, capabilities: Mapping[str, Capability]
+) -> PlanDraft:
+    """``planner``'s plan as a draft: its first steps when it streams, else the whole plan."""
+    if isinstance(planner, StreamingPlanner):
+        return await planner.draft(request, capabilities)
+    return PlanDraft(await planner.plan(request, capabilities))
 
 
 def workflow_catalog(settings: Settings) -> Catalog:
@@ -74,6 +93,7 @@ def default_planner(settings: Settings, *, delegate: Planner | None = None) -> P
                 settings.llm_model,
                 settings.llm_api_key,
                 timeout=settings.llm_timeout_seconds,
+                stream=settings.llm_stream,
             )
         )
     return planners[0] if len(planners) == 1 else ChainPlanner(planners)
@@ -200,6 +220,21 @@ class ChainPlanner:
                 declined.append(exc.message)
         raise ValidationError("; ".join(declined), field="goal")
 
+    async def draft(
+        self, request: TaskRequest, capabilities: Mapping[str, Capability]
+    ) -> PlanDraft:
+        """As :meth:`plan`, with the draft of the first planner that plans (it may stream)."""
+        declined: list[str] = []
+        for planner in self._planners:
+            try:
+                return await draft_plan(planner, request, capabilities)
+            except ValidationError as exc:
+                if not request.goal or exc.field != "goal":
+                    raise
+                log.info("plan.declined", planner=type(planner).__name__, reason=exc.message)
+                declined.append(exc.message)
+        raise ValidationError("; ".join(declined), field="goal")
+
 
 class LLMPlanner:
     """Plans goals with a model behind an OpenAI-compatible ``/chat/completions`` endpoint.
@@ -208,6 +243,11 @@ class LLMPlanner:
     with their schemas and the reference syntax, and answers with a JSON plan; an invalid plan
     gets one repair round with the validation error. Use it as an async context manager: it
     holds one connection pool (one ``httpx.AsyncClient``) from entry to exit, for every plan.
+
+    With ``stream=True``, :meth:`draft` asks for the plan as JSON lines over a streamed
+    completion and hands over each step as soon as its line is complete and valid (see
+    :mod:`~agentmesh.orchestrator.planning.stream`); a streamed plan gets no repair round,
+    since its first steps may be running already.
     """
 
     def __init__(
@@ -219,8 +259,10 @@ class LLMPlanner:
         timeout: float = 60.0,
         temperature: float = 0.0,
         limits: PlanLimits = PlanLimits(),  # noqa: B008 - frozen, so one shared default is safe
+        stream: bool = False,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
+        self._stream = stream
         self._model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
@@ -256,16 +298,10 @@ class LLMPlanner:
         reached or fails, and :class:`~agentmesh.errors.FailedPrecondition` when it refuses
         the request (a wrong key or model name).
         """
-        _check_one_spec(request)
-        if request.plan is not None:
-            return validate_plan(request.plan, capabilities=capabilities, limits=self._limits)
-        if request.workflow:
-            raise ValidationError("the LLM planner knows no workflows", field="workflow")
-        if not capabilities:
-            raise ValidationError("no capabilities are registered to plan with", field="goal")
-        client = self._client
-        if client is None:
-            raise RuntimeError("LLMPlanner.plan used outside 'async with'")
+        given = self._given_plan(request, capabilities)
+        if given is not None:
+            return given
+        client = self._open_client()
         messages = [
             {"role": "system", "content": system_prompt(capabilities)},
             {"role": "user", "content": goal_prompt(request)},
@@ -287,6 +323,88 @@ class LLMPlanner:
                 f"the model gave no valid plan after one repair: {exc}", field="goal"
             ) from None
 
+    def _given_plan(
+        self, request: TaskRequest, capabilities: Mapping[str, Capability]
+    ) -> Plan | None:
+        """The request's own plan, validated; None when there is a goal to plan."""
+        _check_one_spec(request)
+        if request.plan is not None:
+            return validate_plan(request.plan, capabilities=capabilities, limits=self._limits)
+        if request.workflow:
+            raise ValidationError("the LLM planner knows no workflows", field="workflow")
+        if not capabilities:
+            raise ValidationError("no capabilities are registered to plan with", field="goal")
+        return None
+
+    def _open_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("LLMPlanner used outside 'async with'")
+        return self._client
+
+    async def draft(
+        self, request: TaskRequest, capabilities: Mapping[str, Capability]
+    ) -> PlanDraft:
+        """The plan's first valid step as soon as the model has streamed it, and the rest to
+        come; the whole plan at once without ``stream``.
+
+        Raises as :meth:`plan` does when the first step never comes or is invalid; a later
+        invalid step ends ``rest`` with ValidationError(field="goal").
+        """
+        if not self._stream:
+            return PlanDraft(await self.plan(request, capabilities))
+        given = self._given_plan(request, capabilities)
+        if given is not None:
+            return PlanDraft(given)
+        messages = [
+            {"role": "system", "content": streaming_prompt(capabilities)},
+            {"role": "user", "content": goal_prompt(request)},
+        ]
+        rest = self._streamed(self._open_client(), messages, capabilities)
+        try:
+            first = await anext(rest)
+        except BaseException:
+            await rest.aclose()
+            raise
+        if isinstance(first, Plan):  # cannot happen (finish needs a step), but stay complete
+            await rest.aclose()
+            return PlanDraft(first)
+        return PlanDraft(Plan(steps=(first,)), rest)
+
+    async def _streamed(
+        self,
+        client: httpx.AsyncClient,
+        messages: list[dict[str, str]],
+        capabilities: Mapping[str, Capability],
+    ) -> AsyncGenerator[PlanPiece, None]:
+        body = {
+            "model": self._model,
+            "messages": messages,
+            "temperature": self._temperature,
+            "stream": True,
+        }
+        steps = StepByStep(capabilities, self._limits)
+        try:
+            async with client.stream(
+                "POST", self._url, json=body, headers=self._headers
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _refusal(response)
+                async for piece in pieces(json_lines(_contents(response)), steps):
+                    yield piece
+        except httpx.TimeoutException:
+            raise AgentUnavailable(
+                f"planner endpoint {self._url} did not answer within {self._timeout}s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise AgentUnavailable(
+                f"planner endpoint {self._url} is unreachable: {exc!r}"
+            ) from None
+        except ValidationError as exc:
+            raise ValidationError(
+                f"the model's streamed plan is invalid: {exc.field}: {exc.message}", field="goal"
+            ) from None
+
     async def _complete(self, client: httpx.AsyncClient, messages: list[dict[str, str]]) -> str:
         body = {
             "model": self._model,
@@ -304,15 +422,8 @@ class LLMPlanner:
             raise AgentUnavailable(
                 f"planner endpoint {self._url} is unreachable: {exc!r}"
             ) from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise AgentUnavailable(
-                f"planner endpoint answered {response.status_code}: {response.text[:300]}"
-            )
         if response.status_code >= 400:
-            raise FailedPrecondition(
-                f"planner endpoint refused the request with {response.status_code}:"
-                f" {response.text[:300]}"
-            )
+            raise _refusal(response)
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, LookupError, TypeError):
@@ -328,6 +439,47 @@ class LLMPlanner:
         except pydantic.ValidationError as exc:
             raise ValidationError.from_pydantic(exc, field="plan") from None
         return validate_plan(plan, capabilities=capabilities, limits=self._limits)
+
+
+def _refusal(response: httpx.Response) -> AgentMeshError:
+    """The error a failed answer of the endpoint stands for."""
+    if response.status_code == 429 or response.status_code >= 500:
+        return AgentUnavailable(
+            f"planner endpoint answered {response.status_code}: {response.text[:300]}"
+        )
+    return FailedPrecondition(
+        f"planner endpoint refused the request with {response.status_code}: {response.text[:300]}"
+    )
+
+
+async def _contents(response: httpx.Response) -> AsyncIterator[str]:
+    """The text of a chat completion as it arrives: the deltas of a server-sent event
+    stream, or the whole content of a server that answered without streaming."""
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        await response.aread()
+        try:
+            content = response.json()["choices"][0]["message"]["content"]
+        except (ValueError, LookupError, TypeError):
+            raise AgentUnavailable(
+                f"planner endpoint answered no chat completion: {response.text[:300]}"
+            ) from None
+        yield content if isinstance(content, str) else ""
+        return
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, comments, event names
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return
+        try:
+            delta = json.loads(data)["choices"][0].get("delta") or {}
+        except (ValueError, LookupError, TypeError, AttributeError):
+            raise AgentUnavailable(
+                f"planner endpoint streamed no chat completion chunk: {data[:300]}"
+            ) from None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str):
+            yield content
 
 
 def _check_one_spec(request: TaskRequest) -> None:

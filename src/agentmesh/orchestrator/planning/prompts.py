@@ -59,6 +59,19 @@ Capabilities:
 {capabilities}
 """
 
+
+def streaming_prompt(capabilities: Mapping[str, Capability]) -> str:
+    """The system prompt for a plan streamed a step at a time (see ``planning.stream``)."""
+    return system_prompt(capabilities) + _STREAMING
+
+
+_STREAMING: Final = """
+Stream the plan instead of writing one object: one JSON object per line and nothing else.
+Write each step on its own line as soon as you have decided on it, every step after the
+steps it references or needs, so that it can start while you plan the rest. If the task
+needs an "aggregate", write it last, on a line of its own: {"aggregate": {...}}.
+"""
+
 _PREVIEW_TEXT: Final = 200
 _PREVIEW_ITEMS: Final = 10
 _PREVIEW_DEPTH: Final = 6

@@ -17,9 +17,10 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
+from agentmesh import schemas
 from agentmesh.errors import ValidationError, field_path
-from agentmesh.limits import ByteBudget, PlanLimits
-from agentmesh.models import JSON, Capability, Plan, StepSpec
+from agentmesh.limits import MAX_CACHE_TTL_SECONDS, ByteBudget, PlanLimits
+from agentmesh.models import JSON, Capability, Plan, StepKind, StepSpec
 from agentmesh.orchestrator.agents.offers import Offers
 from agentmesh.orchestrator.planning.aggregate import parse_aggregate_spec
 from agentmesh.orchestrator.planning.capabilities import check_capability
@@ -28,6 +29,7 @@ from agentmesh.orchestrator.planning.dag import Edges, edges
 # Looked up here by validate_plan, so that a test can tell the graph is never built too soon.
 from agentmesh.orchestrator.planning.dag import order as _order
 from agentmesh.orchestrator.planning.references import STEP_ID_PATTERN, Reference, parse
+from agentmesh.security.policy import check_identity_pattern
 
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
 _NAME_LIMIT: Final = 256
@@ -62,7 +64,8 @@ def validate_plan(
     if capabilities is not None:
         offers = Offers.of(capabilities)
         for i, step in enumerate(steps):
-            check_capability(i, step, offers)
+            if step.kind is StepKind.AGENT:
+                check_capability(i, step, offers)
     _order(steps, graph, position)
     parse_aggregate_spec(plan.aggregate, step_ids=position)
     return plan
@@ -96,7 +99,13 @@ def _check_step(
             raise ValidationError(
                 f"must be at most {_NAME_LIMIT} characters without spaces", field=f"{where}.{name}"
             )
-    if not step.capability:
+    if step.kind is StepKind.INPUT:
+        _check_human_input(step, where)
+    elif step.human_input is not None:
+        raise ValidationError(
+            "only a step of kind 'input' asks a person", field=f"{where}.human_input"
+        )
+    elif not step.capability:
         raise ValidationError("a step needs a capability", field=f"{where}.capability")
     if step.version and not _VERSION.fullmatch(step.version):
         raise ValidationError(
@@ -114,11 +123,64 @@ def _check_step(
             raise ValidationError(f"{ref} is only defined in a for_each step", field=field)
     if step.for_each:
         _check_for_each(i, step)
+    if step.cache is not None:
+        _check_cache(i, step)
     found = edges(i, step, refs)
     for dep, field in found.items():
         if dep not in position:
             raise ValidationError(f"no step {dep!r} in the plan", field=field)
     return found
+
+
+def _check_human_input(step: StepSpec, where: str) -> None:
+    asked = step.human_input
+    if asked is None:
+        raise ValidationError(
+            "a step of kind 'input' needs human_input (its prompt)", field=f"{where}.human_input"
+        )
+    # What an agent step has and a question cannot: nobody to run, undo, cache or fan out.
+    for name in ("capability", "compensation", "pin_agent", "for_each"):
+        if getattr(step, name):
+            raise ValidationError(
+                "not for a step of kind 'input' (a person answers it)", field=f"{where}.{name}"
+            )
+    if step.cache is not None:
+        raise ValidationError("an answer is never cached", field=f"{where}.cache")
+    if not asked.prompt.strip():
+        raise ValidationError("must say what to answer", field=f"{where}.human_input.prompt")
+    for k, pattern in enumerate(asked.approvers):
+        try:
+            check_identity_pattern(pattern)
+        except ValueError as exc:
+            raise ValidationError(str(exc), field=f"{where}.human_input.approvers[{k}]") from None
+    if asked.answer_schema and schemas.validator(asked.answer_schema) is None:
+        raise ValidationError(
+            "is not a JSON Schema (draft 2020-12)", field=f"{where}.human_input.answer_schema"
+        )
+    if asked.default is not None:
+        problem = schemas.first_error(asked.answer_schema, asked.default)
+        if problem:
+            raise ValidationError(
+                f"does not match the answer schema: {problem}",
+                field=f"{where}.human_input.default",
+            )
+
+
+def _check_cache(i: int, step: StepSpec) -> None:
+    assert step.cache is not None
+    field = f"plan.steps[{i}].cache"
+    if step.compensation:
+        # Refused rather than ignored: a reused output had no run of its own, so there would
+        # be nothing for the compensation to undo, and a rollback would undo someone else's.
+        raise ValidationError(
+            "a step with a compensation is never cached: drop cache or compensation",
+            field=field,
+        )
+    if step.cache.ttl_seconds > MAX_CACHE_TTL_SECONDS:
+        raise ValidationError(
+            f"must be at most {MAX_CACHE_TTL_SECONDS:g} seconds (30 days)",
+            field=f"{field}.ttl_seconds",
+        )
 
 
 def _check_for_each(i: int, step: StepSpec) -> None:

@@ -1,4 +1,5 @@
-"""Registered agents in the store: their cards, identities and registration times."""
+"""Registered agents in the store: their cards, identities and registration times, and what
+operators said of them (overrides)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from agentmesh.models import AgentCard
+from agentmesh.models import AgentCard, AgentOverride
 from agentmesh.orchestrator.store.connection import Connection, utc
-from agentmesh.orchestrator.store.tables import AgentRow
+from agentmesh.orchestrator.store.tables import AgentOverrideRow, AgentRow
 
 
 class Agents(Connection):
@@ -44,3 +45,33 @@ class Agents(Connection):
             (AgentCard.model_validate(r.card), r.identity, utc(r.registered_at) or r.registered_at)
             for r in rows
         ]
+
+    async def save_override(self, override: AgentOverride) -> None:
+        """Insert or replace an operator's override of an agent."""
+        values = {
+            "name": override.name,
+            "drained": override.drained,
+            "weight": override.weight,
+            "updated_by": override.updated_by,
+            "updated_at": override.updated_at,
+        }
+        insert = sqlite_insert if self.is_sqlite else pg_insert
+        statement = insert(AgentOverrideRow).values(**values)
+        statement = statement.on_conflict_do_update(index_elements=["name"], set_=values)
+        async with self._transaction() as session:
+            await session.execute(statement)
+
+    async def overrides(self) -> dict[str, AgentOverride]:
+        """Every agent's override, by agent name."""
+        async with self._read() as session:
+            rows = (await session.scalars(select(AgentOverrideRow))).all()
+        return {
+            r.name: AgentOverride(
+                name=r.name,
+                drained=r.drained,
+                weight=r.weight,
+                updated_by=r.updated_by,
+                updated_at=utc(r.updated_at),
+            )
+            for r in rows
+        }

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -23,6 +26,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from agentmesh.orchestrator.store import migrate
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -45,6 +51,10 @@ class Connection:
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         # SQLite has one writer at a time; queueing writers here beats "database is locked".
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        #: On a SQLite file: a synchronous engine and the one thread it writes from.
+        self._sync_engine: Engine | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
+        self._reader_threads: ThreadPoolExecutor | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -67,6 +77,18 @@ class Connection:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        if self.is_sqlite and self.url.database and self.url.database != ":memory:":
+            # aiosqlite hands every call (cursor, execute, fetch, close) to its thread and
+            # back, some twenty round trips per transaction; a write run whole in a thread
+            # of its own makes one. (An in-memory database exists once per connection, so it
+            # keeps the async path.)
+            self._sync_engine = create_engine(
+                self.url.set(drivername="sqlite"), connect_args={"timeout": 30}
+            )
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="agentmesh-sqlite")
+            # Readers (WAL) go on beside the writer, on connections of their own.
+            self._reader_threads = ThreadPoolExecutor(2, thread_name_prefix="agentmesh-sqlite-r")
         async with engine.begin() as conn:
             if not self.is_sqlite:
                 # Replicas starting together must not migrate the same schema at once.
@@ -80,9 +102,34 @@ class Connection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for threads in (self._writer_thread, self._reader_threads):
+            if threads is not None:
+                threads.shutdown(wait=True)
+        self._writer_thread = self._reader_threads = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    async def _run_write(self, write: Callable[[SyncConnection, A], R], argument: A) -> R:
+        """``write(connection, argument)`` in one write transaction, committed on return.
+
+        On a SQLite file it runs whole in the writer thread; elsewhere through the async
+        engine (each statement awaited).
+        """
+        engine, thread = self._sync_engine, self._writer_thread
+        if engine is None or thread is None:
+            async with self._connection() as connection:
+                return await connection.run_sync(write, argument)
+
+        def in_thread() -> R:
+            with engine.begin() as connection:
+                return write(connection, argument)
+
+        async with self._write_lock or contextlib.nullcontext():
+            return await asyncio.get_running_loop().run_in_executor(thread, in_thread)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
@@ -91,6 +138,34 @@ class Connection:
         lock = self._write_lock or contextlib.nullcontext()
         async with lock, self._sessions.begin() as session:
             yield session
+
+    async def _run_read(self, read: Callable[[SyncConnection, A], R], argument: A) -> R:
+        """``read(connection, argument)`` on a connection of its own (no transaction kept).
+
+        On a SQLite file it runs whole in a reader thread: one hand-over instead of one
+        per cursor call.
+        """
+        if self._engine is None:
+            raise RuntimeError("Store used outside `async with`")
+        engine, threads = self._sync_engine, self._reader_threads
+        if engine is None or threads is None:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(read, argument)
+
+        def in_thread() -> R:
+            with engine.connect() as connection:
+                return read(connection, argument)
+
+        return await asyncio.get_running_loop().run_in_executor(threads, in_thread)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection in a write transaction (no ORM session: the hot write path)."""
+        if self._engine is None:
+            raise RuntimeError("Store used outside `async with`")
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self._engine.begin() as connection:
+            yield connection
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncSession]:

@@ -8,14 +8,17 @@ no event announced.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import select
 
 from agentmesh.errors import AlreadyExists
 from agentmesh.models import (
+    Budget,
     EventKind,
+    ParentStep,
     Plan,
     StepRecord,
     StepSpec,
@@ -23,14 +26,49 @@ from agentmesh.models import (
     TaskEvent,
     TaskRecord,
     TaskState,
+    Usage,
 )
-from agentmesh.orchestrator.store.connection import Connection, rowcount, utc
-from agentmesh.orchestrator.store.leases import Lease, LeaseLost
-from agentmesh.orchestrator.store.tables import EventRow, StepRow, TaskRow
+from agentmesh.orchestrator.store import writes
+from agentmesh.orchestrator.store.connection import Connection, utc
+from agentmesh.orchestrator.store.group import GroupWriter
+from agentmesh.orchestrator.store.leases import Lease
+from agentmesh.orchestrator.store.tables import EVENTS, STEPS, TASKS, TaskRow
+from agentmesh.orchestrator.store.writes import Change, Creation, Write
 
 
 class Tasks(Connection):
-    """Creating, reading and committing tasks with their steps and events."""
+    """Creating, reading and committing tasks with their steps and events.
+
+    Creations and commits go through one :class:`GroupWriter` per store: many tasks'
+    writes share a transaction (see :mod:`~agentmesh.orchestrator.store.group`).
+    """
+
+    _writer: GroupWriter[Write] | None = None
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self._writer = GroupWriter(self._write_batch)
+        self._writer.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._writer is not None:
+            await self._writer.aclose()
+            self._writer = None
+        await super().__aexit__(exc_type, exc, tb)
+
+    async def _write_batch(self, batch: Sequence[Write]) -> list[object]:
+        return await self._run_write(writes.write, batch)
+
+    async def _submit(self, write: Write) -> object:
+        if self._writer is None:
+            raise RuntimeError("Store used outside `async with`")
+        return await self._writer.submit(write)
 
     async def create_task(
         self,
@@ -43,44 +81,19 @@ class Tasks(Connection):
         """Persist a new task (leased to ``lease`` when given); with a key already used by the
         same owner, return that task instead (see :meth:`task_for_key`).
 
-        Of two submissions racing with one key, the unique constraint lets exactly one in;
-        the other gets the winner's task, or AlreadyExists when its request differs.
+        Returns once the task is durable. Of two submissions racing with one key, the
+        unique constraint lets exactly one in; the other gets the winner's task, or
+        AlreadyExists when its request differs.
         """
-        row = TaskRow(
-            id=task.id,
-            owner=task.owner,
-            state=task.state.value,
-            priority=task.priority,
-            input=task.input,
-            labels=task.labels,
-            timeout_seconds=task.timeout_seconds,
-            plan=task.plan.model_dump(mode="json") if task.plan else None,
-            result=task.result,
-            error=task.error,
-            partial=task.partial,
-            idempotency_key=idempotency_key or None,
-            request_fingerprint=(fingerprint or None) if idempotency_key else None,
-            last_sequence=0,
-            lease_owner=lease.owner if lease else None,
-            lease_expires_at=lease.expires_at() if lease else None,
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-        )
-        try:
-            async with self._transaction() as session:
-                session.add(row)
-                # No ORM relationship orders the inserts, so the task row goes first.
-                await session.flush()
-                for position, step in enumerate(task.steps.values()):
-                    session.add(StepRow(**_step_row(task.id, position, step)))
-        except IntegrityError:
-            if not idempotency_key:
-                raise
-            found = await self.task_for_key(task.owner, idempotency_key, fingerprint)
-            if found is None:
-                raise
-            return found
-        return task
+        created = await self._submit(Creation(task, idempotency_key, fingerprint, lease))
+        if created:
+            return task
+        found = await self.task_for_key(task.owner, idempotency_key, fingerprint)
+        if found is None:  # the winner is gone again (deleted): nothing to hand back
+            raise AlreadyExists(
+                f"idempotency key {idempotency_key!r} is taken", field="idempotency_key"
+            )
+        return found
 
     async def task_for_key(
         self, owner: str, idempotency_key: str, fingerprint: str = ""
@@ -112,16 +125,7 @@ class Tasks(Connection):
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """The task with its steps, or None."""
-        async with self._read() as session:
-            row = await session.get(TaskRow, task_id)
-            if row is None:
-                return None
-            steps = (
-                await session.scalars(
-                    select(StepRow).where(StepRow.task_id == task_id).order_by(StepRow.position)
-                )
-            ).all()
-        return _task_record(row, steps)
+        return await self._run_read(_get_task, task_id)
 
     async def list_tasks(
         self,
@@ -141,11 +145,21 @@ class Tasks(Connection):
             rows = (await session.scalars(query.limit(limit).offset(offset))).all()
         return [_task_record(r, ()) for r in rows]
 
+    async def live_children(self, task_id: str) -> list[str]:
+        """The ids of the sub-tasks of ``task_id`` that are not final yet, oldest first."""
+        live = [s.value for s in TaskState if not s.final]
+        async with self._read() as session:
+            rows = await session.scalars(
+                select(TaskRow.id)
+                .where(TaskRow.parent_task_id == task_id, TaskRow.state.in_(live))
+                .order_by(TaskRow.created_at)
+            )
+            return list(rows.all())
+
     async def last_sequence(self, task_id: str) -> int:
         """The sequence number of the task's newest event (0 when none)."""
-        async with self._read() as session:
-            value = await session.scalar(select(TaskRow.last_sequence).where(TaskRow.id == task_id))
-        return value or 0
+        end = await self.stream_end(task_id)
+        return 0 if end is None else end[1]
 
     async def stream_end(self, task_id: str) -> tuple[bool, int] | None:
         """Whether the task is final, and its newest event's sequence; None when no such task.
@@ -153,15 +167,7 @@ class Tasks(Connection):
         One row read: state and sequence are committed together, so a final state here
         comes with its final event's sequence.
         """
-        async with self._read() as session:
-            row = (
-                await session.execute(
-                    select(TaskRow.state, TaskRow.last_sequence).where(TaskRow.id == task_id)
-                )
-            ).first()
-        if row is None:
-            return None
-        return TaskState(row.state).final, row.last_sequence or 0
+        return await self._run_read(_stream_end, task_id)
 
     async def commit(
         self,
@@ -171,114 +177,69 @@ class Tasks(Connection):
         *,
         new_steps: Iterable[tuple[int, StepRecord]] = (),
         lease: Lease | None = None,
+        plan_changed: bool = False,
     ) -> None:
-        """Write the task's state, changed steps and new events in one transaction.
+        """Write the task's state, changed steps and new events in one transaction
+        (shared with other tasks' writes); returns once they are durable.
+
+        The plan is written with new steps, or when ``plan_changed`` says it changed alone.
 
         With ``lease``, nothing is written unless this replica still owns the task
         (fencing): :class:`LeaseLost` is raised instead.
         """
-        new_steps = list(new_steps)
-        steps = list(steps)
-        # Bulk statements (executemany), not ORM objects: this runs for every batch of every
-        # running task, and the unit of work doubled its CPU cost.
-        values: dict[str, Any] = {
-            "state": task.state.value,
-            "result": task.result,
-            "error": task.error,
-            "partial": task.partial,
-            "updated_at": task.updated_at,
-        }
-        if new_steps:  # only added steps (fan-out instances, follow-ups) change the plan
-            values["plan"] = task.plan.model_dump(mode="json") if task.plan else None
-        if events:
-            values["last_sequence"] = events[-1].sequence
-        statement = update(TaskRow).where(TaskRow.id == task.id)
-        if lease is not None:
-            statement = statement.where(TaskRow.lease_owner == lease.owner)
-            if task.state.final:
-                values.update(lease_owner=None, lease_expires_at=None)
-        async with self._transaction() as session:
-            result = await session.execute(statement.values(**values))
-            if lease is not None and rowcount(result) == 0:
-                raise LeaseLost(task.id)
-            if new_steps:
-                await session.execute(
-                    insert(StepRow),
-                    [_step_row(task.id, position, step) for position, step in new_steps],
-                )
-            if steps:
-                # Bulk UPDATE by primary key (task_id, step_id).
-                await session.execute(
-                    update(StepRow),
-                    [
-                        {"task_id": task.id, "step_id": step.spec.id, **_step_values(step)}
-                        for step in steps
-                    ],
-                )
-            if events:
-                await session.execute(
-                    insert(EventRow),
-                    [
-                        {
-                            "task_id": e.task_id,
-                            "sequence": e.sequence,
-                            "time": e.time,
-                            "kind": e.kind.value,
-                            "payload": e.model_dump(
-                                mode="json", exclude={"task_id", "sequence", "time", "kind"}
-                            ),
-                        }
-                        for e in events
-                    ],
-                )
+        await self._submit(
+            Change(task, list(steps), list(events), list(new_steps), lease, plan_changed)
+        )
 
     async def events_after(self, task_id: str, sequence: int, limit: int = 500) -> list[TaskEvent]:
         """The task's events with a sequence above ``sequence``, in order."""
-        async with self._read() as session:
-            rows = (
-                await session.scalars(
-                    select(EventRow)
-                    .where(EventRow.task_id == task_id, EventRow.sequence > sequence)
-                    .order_by(EventRow.sequence)
-                    .limit(limit)
-                )
-            ).all()
-        return [
-            TaskEvent(
-                task_id=r.task_id,
-                sequence=r.sequence,
-                time=utc(r.time) or r.time,
-                kind=EventKind(r.kind),
-                **r.payload,
-            )
-            for r in rows
-        ]
+        return await self._run_read(_events_after, (task_id, sequence, limit))
 
 
-def _step_values(step: StepRecord) -> dict[str, Any]:
-    return {
-        "state": step.state.value,
-        "agent": step.agent,
-        "attempts": step.attempts,
-        "output": step.output,
-        "error": step.error,
-        "started_at": step.started_at,
-        "finished_at": step.finished_at,
-    }
+# The hot reads, as Core statements run whole on one connection (see Connection._run_read).
 
 
-def _step_row(task_id: str, position: int, step: StepRecord) -> dict[str, Any]:
-    """The column values of a new step row."""
-    return {
-        "task_id": task_id,
-        "step_id": step.spec.id,
-        "position": position,
-        "spec": step.spec.model_dump(mode="json"),
-        **_step_values(step),
-    }
+def _get_task(connection: SyncConnection, task_id: str) -> TaskRecord | None:
+    row = connection.execute(select(TASKS).where(TASKS.c.id == task_id)).first()
+    if row is None:
+        return None
+    steps = connection.execute(
+        select(STEPS).where(STEPS.c.task_id == task_id).order_by(STEPS.c.position)
+    ).all()
+    return _task_record(row, steps)
 
 
-def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
+def _stream_end(connection: SyncConnection, task_id: str) -> tuple[bool, int] | None:
+    row = connection.execute(
+        select(TASKS.c.state, TASKS.c.last_sequence).where(TASKS.c.id == task_id)
+    ).first()
+    if row is None:
+        return None
+    return TaskState(row.state).final, row.last_sequence or 0
+
+
+def _events_after(connection: SyncConnection, cursor: tuple[str, int, int]) -> list[TaskEvent]:
+    task_id, sequence, limit = cursor
+    rows = connection.execute(
+        select(EVENTS)
+        .where(EVENTS.c.task_id == task_id, EVENTS.c.sequence > sequence)
+        .order_by(EVENTS.c.sequence)
+        .limit(limit)
+    )
+    return [
+        TaskEvent(
+            task_id=r.task_id,
+            sequence=r.sequence,
+            time=utc(r.time) or r.time,
+            kind=EventKind(r.kind),
+            **r.payload,
+        )
+        for r in rows
+    ]
+
+
+def _task_record(row: Any, steps: Iterable[Any]) -> TaskRecord:
+    """The task of a tasks row (ORM or Core) and its steps' rows."""
     return TaskRecord(
         id=row.id,
         owner=row.owner,
@@ -304,6 +265,15 @@ def _task_record(row: TaskRow, steps: Iterable[StepRow]) -> TaskRecord:
         result=row.result,
         error=row.error,
         partial=row.partial,
+        trace_context=row.trace_context or {},
+        planning=row.planning,
+        budget=Budget.model_validate(row.budget) if row.budget else Budget(),
+        usage=Usage.model_validate(row.usage) if row.usage else Usage(),
+        parent=(
+            ParentStep(task_id=row.parent_task_id, step_id=row.parent_step_id or "")
+            if row.parent_task_id
+            else None
+        ),
         created_at=utc(row.created_at) or row.created_at,
         updated_at=utc(row.updated_at) or row.updated_at,
     )

@@ -114,6 +114,26 @@ class Assignment(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
@@ -123,6 +143,7 @@ class Assignment(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     COMPENSATION_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     """Unique per attempt; every reply about this work names it."""
     idempotency_key: _builtins.str
@@ -142,6 +163,12 @@ class Assignment(_message.Message):
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """The agent should give up (and report a Failure) after this instant."""
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context (traceparent, tracestate) of the orchestrator's span for this
+        attempt: a Session stream's metadata is sent once, so each assignment carries its own.
+        """
+
     def __init__(
         self,
         *,
@@ -154,10 +181,11 @@ class Assignment(_message.Message):
         attempt: _builtins.int = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         compensation: _builtins.bool = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "attempt", b"attempt", "capability", b"capability", "compensation", b"compensation", "deadline", b"deadline", "idempotency_key", b"idempotency_key", "input", b"input", "step_id", b"step_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "attempt", b"attempt", "capability", b"capability", "compensation", b"compensation", "deadline", b"deadline", "idempotency_key", b"idempotency_key", "input", b"input", "step_id", b"step_id", "task_id", b"task_id", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -165,12 +193,19 @@ Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
 @_typing.final
 class Cancel(_message.Message):
+    """Stop an assignment. No reply is needed: the orchestrator has stopped waiting
+    for this assignment, and any reply about it is ignored.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     reason: _builtins.str
+    """Why: the reason a client gave CancelTask, "task stopped" when another step
+    failed, "fan-out stopped", or "timeout: ..." when the step's timeout passed.
+    """
     def __init__(
         self,
         *,
@@ -232,7 +267,10 @@ class Progress(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     fraction: _builtins.float
-    """0.0 .. 1.0, or negative when unknown."""
+    """0.0 .. 1.0, or negative when unknown. A report with a fraction above 1.0,
+    NaN or an infinity is dropped (never shown to watchers) and logged by the
+    orchestrator as agent.invalid_progress.
+    """
     message: _builtins.str
     def __init__(
         self,
@@ -256,6 +294,7 @@ class Result(_message.Message):
     ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     FOLLOW_UPS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     @_builtins.property
     def output(self) -> _struct_pb2.Struct: ...
@@ -266,16 +305,21 @@ class Result(_message.Message):
         its output and any earlier step's.
         """
 
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """What the run used (tokens and cost of its model calls), if the handler said."""
+
     def __init__(
         self,
         *,
         assignment_id: _builtins.str = ...,
         output: _struct_pb2.Struct | None = ...,
         follow_ups: _abc.Iterable[_common_pb2.StepSpec] | None = ...,
+        usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "follow_ups", b"follow_ups", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "follow_ups", b"follow_ups", "output", b"output", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,12 +333,17 @@ class Failure(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     code: _builtins.str
     """A short machine-readable code, e.g. "invalid_input", "timeout", "draining"."""
     message: _builtins.str
     retryable: _builtins.bool
     """True when trying again (here or on another agent) may succeed."""
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """What the run used before it failed (a failed model call may still cost)."""
+
     def __init__(
         self,
         *,
@@ -302,10 +351,11 @@ class Failure(_message.Message):
         code: _builtins.str = ...,
         message: _builtins.str = ...,
         retryable: _builtins.bool = ...,
+        usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "code", b"code", "message", b"message", "retryable", b"retryable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "code", b"code", "message", b"message", "retryable", b"retryable", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

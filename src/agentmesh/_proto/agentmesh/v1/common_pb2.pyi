@@ -33,6 +33,7 @@ class Capability(_message.Message):
     INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     OUTPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Dotted lowercase name, e.g. "text.summarize"."""
     version: _builtins.str
@@ -48,6 +49,13 @@ class Capability(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shared resources each run of this capability uses, e.g. "llm:openai/gpt-4o": an
+        operator's pools file limits their concurrent uses and requests per second across
+        every agent and orchestrator replica. Empty: none.
+        """
+
     def __init__(
         self,
         *,
@@ -57,10 +65,11 @@ class Capability(_message.Message):
         input_schema: _struct_pb2.Struct | None = ...,
         output_schema: _struct_pb2.Struct | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        resources: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input_schema", b"input_schema", "output_schema", b"output_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema", b"input_schema", "name", b"name", "output_schema", b"output_schema", "tags", b"tags", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema", b"input_schema", "name", b"name", "output_schema", b"output_schema", "resources", b"resources", "tags", b"tags", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -105,7 +114,9 @@ class AgentCard(_message.Message):
     endpoint: _builtins.str
     """host:port where the agent's Agent service listens (mTLS)."""
     max_concurrency: _builtins.int
-    """Most assignments the agent runs at once."""
+    """Most assignments the agent runs at once: from 1 to 10000 (0, the unset
+    value, is refused with INVALID_ARGUMENT).
+    """
     version: _builtins.str
     """The agent implementation's version."""
     @_builtins.property
@@ -179,6 +190,9 @@ class StepSpec(_message.Message):
     PIN_AGENT_FIELD_NUMBER: _builtins.int
     EXCLUDE_AGENTS_FIELD_NUMBER: _builtins.int
     FOR_EACH_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    HUMAN_INPUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     capability: _builtins.str
     version: _builtins.str
@@ -196,6 +210,11 @@ class StepSpec(_message.Message):
     its input "${item}" is the element and "${index}" its position. Later steps
     that reference "${steps.ID.output}" receive the list of every run's output.
     """
+    kind: _builtins.str
+    """"" or "agent": an agent runs the step. "input": a person answers it (see
+    human_input); such a step names no capability, and its timeout_seconds is
+    how long to wait for the answer (0: as long as the task lives).
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -207,6 +226,16 @@ class StepSpec(_message.Message):
     @_builtins.property
     def exclude_agents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Never run on these agents."""
+
+    @_builtins.property
+    def cache(self) -> Global___StepCache:
+        """Reuse an earlier successful output of the same capability, version and
+        resolved input instead of running the step; unset to always run it.
+        """
+
+    @_builtins.property
+    def human_input(self) -> Global___HumanInput:
+        """What to ask, for a step of kind "input"."""
 
     def __init__(
         self,
@@ -223,11 +252,151 @@ class StepSpec(_message.Message):
         pin_agent: _builtins.str = ...,
         exclude_agents: _abc.Iterable[_builtins.str] | None = ...,
         for_each: _builtins.str = ...,
+        cache: Global___StepCache | None = ...,
+        kind: _builtins.str = ...,
+        human_input: Global___HumanInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "retry", b"retry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "human_input", b"human_input", "input", b"input", "retry", b"retry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability", b"capability", "compensation", b"compensation", "exclude_agents", b"exclude_agents", "for_each", b"for_each", "id", b"id", "input", b"input", "needs", b"needs", "optional", b"optional", "pin_agent", b"pin_agent", "retry", b"retry", "timeout_seconds", b"timeout_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "capability", b"capability", "compensation", b"compensation", "exclude_agents", b"exclude_agents", "for_each", b"for_each", "human_input", b"human_input", "id", b"id", "input", b"input", "kind", b"kind", "needs", b"needs", "optional", b"optional", "pin_agent", b"pin_agent", "retry", b"retry", "timeout_seconds", b"timeout_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepSpec: _TypeAlias = StepSpec  # noqa: Y015
+
+@_typing.final
+class HumanInput(_message.Message):
+    """A question to a person: the step waits (INPUT_REQUIRED) until one of the
+    approvers answers it with ProvideInput; the answer becomes the step's output.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_FIELD_NUMBER: _builtins.int
+    ANSWER_SCHEMA_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    prompt: _builtins.str
+    @_builtins.property
+    def answer_schema(self) -> _struct_pb2.Struct:
+        """JSON Schema (draft 2020-12) the answer must match; empty for any JSON value."""
+
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SPIFFE ID patterns of who may answer ("spiffe://*/client/bob", "*"); empty:
+        the task's owner only. The policy must also allow them provide_input.
+        """
+
+    @_builtins.property
+    def default(self) -> _struct_pb2.Value:
+        """The answer when none came within the step's timeout; unset: the step fails."""
+
+    def __init__(
+        self,
+        *,
+        prompt: _builtins.str = ...,
+        answer_schema: _struct_pb2.Struct | None = ...,
+        approvers: _abc.Iterable[_builtins.str] | None = ...,
+        default: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_schema", b"answer_schema", "default", b"default"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_schema", b"answer_schema", "approvers", b"approvers", "default", b"default", "prompt", b"prompt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HumanInput: _TypeAlias = HumanInput  # noqa: Y015
+
+@_typing.final
+class StepCache(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    ttl_seconds: _builtins.float
+    """How old (seconds) an earlier output may be to be reused; more than 0."""
+    def __init__(
+        self,
+        *,
+        ttl_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepCache: _TypeAlias = StepCache  # noqa: Y015
+
+@_typing.final
+class Usage(_message.Message):
+    """Resources a run used. Agents report the tokens and cost of their model calls
+    with each Result or Failure; the orchestrator adds the seconds its attempts
+    took and the steps it ran, and sums it all per task.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    output_tokens: _builtins.int
+    cost: _builtins.float
+    """In whatever currency the agents report (the mesh only adds it up)."""
+    seconds: _builtins.float
+    """Seconds of agent work: every attempt's duration, parallel ones added up."""
+    steps: _builtins.int
+    """Steps run by agents (each fan-out instance counts; retries do not)."""
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        cost: _builtins.float = ...,
+        seconds: _builtins.float = ...,
+        steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "seconds", b"seconds", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Usage: _TypeAlias = Usage  # noqa: Y015
+
+@_typing.final
+class Budget(_message.Message):
+    """The most a task may use; 0 in a field for no limit on it. Once a limit is
+    reached no further step starts; the task fails with "budget_exceeded" (not
+    retried) and rolls back.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    tokens: _builtins.int
+    """Input and output tokens together."""
+    cost: _builtins.float
+    seconds: _builtins.float
+    """Seconds of agent work (see Usage.seconds), not wall time: see timeout_seconds."""
+    steps: _builtins.int
+    def __init__(
+        self,
+        *,
+        tokens: _builtins.int = ...,
+        cost: _builtins.float = ...,
+        seconds: _builtins.float = ...,
+        steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "seconds", b"seconds", "steps", b"steps", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015

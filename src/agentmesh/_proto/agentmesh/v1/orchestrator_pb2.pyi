@@ -67,6 +67,8 @@ class _StepStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepState.V
     STEP_STATE_SKIPPED: _StepState.ValueType  # 6
     STEP_STATE_CANCELLED: _StepState.ValueType  # 7
     STEP_STATE_COMPENSATED: _StepState.ValueType  # 8
+    STEP_STATE_INPUT_REQUIRED: _StepState.ValueType  # 9
+    """A step of kind "input" waits for a person's answer (ProvideInput)."""
 
 class StepState(_StepState, metaclass=_StepStateEnumTypeWrapper): ...
 
@@ -80,6 +82,8 @@ STEP_STATE_FAILED: StepState.ValueType  # 5
 STEP_STATE_SKIPPED: StepState.ValueType  # 6
 STEP_STATE_CANCELLED: StepState.ValueType  # 7
 STEP_STATE_COMPENSATED: StepState.ValueType  # 8
+STEP_STATE_INPUT_REQUIRED: StepState.ValueType  # 9
+"""A step of kind "input" waits for a person's answer (ProvideInput)."""
 Global___StepState: _TypeAlias = StepState  # noqa: Y015
 
 class _CircuitState:
@@ -161,6 +165,8 @@ class SubmitTaskRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     workflow: _builtins.str
     """Name of a workflow in the orchestrator's catalog."""
     goal: _builtins.str
@@ -179,6 +185,17 @@ class SubmitTaskRequest(_message.Message):
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def budget(self) -> _common_pb2.Budget:
+        """Limits on what the task may use; unset for none."""
+
+    @_builtins.property
+    def parent(self) -> Global___ParentStep:
+        """A sub-task: submitted by the agent running this step of another task. The
+        child is owned by the parent's owner (and runs with its authority), and is
+        cancelled before its parent rolls back or is cancelled.
+        """
+
     def __init__(
         self,
         *,
@@ -190,16 +207,40 @@ class SubmitTaskRequest(_message.Message):
         timeout_seconds: _builtins.float = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
+        budget: _common_pb2.Budget | None = ...,
+        parent: Global___ParentStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["goal", b"goal", "input", b"input", "plan", b"plan", "spec", b"spec", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "input", b"input", "parent", b"parent", "plan", b"plan", "spec", b"spec", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["goal", b"goal", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "plan", b"plan", "priority", b"priority", "spec", b"spec", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "goal", b"goal", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "parent", b"parent", "plan", b"plan", "priority", b"priority", "spec", b"spec", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_spec: _TypeAlias = _typing.Literal["plan", "workflow", "goal"]  # noqa: Y015
     _WhichOneofArgType_spec: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_spec) -> _WhichOneofReturnType_spec | None: ...
 
 Global___SubmitTaskRequest: _TypeAlias = SubmitTaskRequest  # noqa: Y015
+
+@_typing.final
+class ParentStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    step_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_id", b"step_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParentStep: _TypeAlias = ParentStep  # noqa: Y015
 
 @_typing.final
 class SubmitTaskResponse(_message.Message):
@@ -323,6 +364,32 @@ class CancelTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelTaskRequest: _TypeAlias = CancelTaskRequest  # noqa: Y015
+
+@_typing.final
+class ProvideInputRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    step_id: _builtins.str
+    @_builtins.property
+    def value(self) -> _struct_pb2.Value: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+        value: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_id", b"step_id", "task_id", b"task_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvideInputRequest: _TypeAlias = ProvideInputRequest  # noqa: Y015
 
 @_typing.final
 class WatchTaskRequest(_message.Message):
@@ -476,6 +543,8 @@ class AgentStatus(_message.Message):
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     SUCCESSES_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
     identity: _builtins.str
     """The agent's identity, from its certificate."""
     connected: _builtins.bool
@@ -489,6 +558,12 @@ class AgentStatus(_message.Message):
     successes: _builtins.int
     """Attempts that ended ok and that failed, since the orchestrator first saw the agent."""
     failures: _builtins.int
+    drained: _builtins.bool
+    """Drained by an operator (DrainAgent): no new work until ResumeAgent."""
+    weight: _builtins.float
+    """The operator's weight (SetAgentWeight); 0 from an orchestrator that
+    predates weights, which is 1.
+    """
     @_builtins.property
     def card(self) -> _common_pb2.AgentCard: ...
     @_builtins.property
@@ -510,14 +585,112 @@ class AgentStatus(_message.Message):
         success_rate: _builtins.float = ...,
         successes: _builtins.int = ...,
         failures: _builtins.int = ...,
+        drained: _builtins.bool = ...,
+        weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "last_seen", b"last_seen", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "draining", b"draining", "failures", b"failures", "identity", b"identity", "last_seen", b"last_seen", "latency_seconds", b"latency_seconds", "registered_at", b"registered_at", "success_rate", b"success_rate", "successes", b"successes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_assignments", b"active_assignments", "card", b"card", "circuit", b"circuit", "connected", b"connected", "drained", b"drained", "draining", b"draining", "failures", b"failures", "identity", b"identity", "last_seen", b"last_seen", "latency_seconds", b"latency_seconds", "registered_at", b"registered_at", "success_rate", b"success_rate", "successes", b"successes", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
+
+@_typing.final
+class DrainAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainAgentRequest: _TypeAlias = DrainAgentRequest  # noqa: Y015
+
+@_typing.final
+class ResumeAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeAgentRequest: _TypeAlias = ResumeAgentRequest  # noqa: Y015
+
+@_typing.final
+class SetAgentWeightRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    weight: _builtins.float
+    """More than 0, at most 100; 1 is the default share."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAgentWeightRequest: _TypeAlias = SetAgentWeightRequest  # noqa: Y015
+
+@_typing.final
+class AgentOverride(_message.Message):
+    """What operators said of one agent, as the store keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    drained: _builtins.bool
+    weight: _builtins.float
+    updated_by: _builtins.str
+    """The identity that set it last, and when."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        drained: _builtins.bool = ...,
+        weight: _builtins.float = ...,
+        updated_by: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "name", b"name", "updated_at", b"updated_at", "updated_by", b"updated_by", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentOverride: _TypeAlias = AgentOverride  # noqa: Y015
 
 @_typing.final
 class Step(_message.Message):
@@ -531,10 +704,13 @@ class Step(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
     state: Global___StepState.ValueType
     agent: _builtins.str
     attempts: _builtins.int
     error: _builtins.str
+    waiting_for: _builtins.str
+    """While the step is waiting: what it waits for, e.g. a pool at its limit."""
     @_builtins.property
     def spec(self) -> _common_pb2.StepSpec: ...
     @_builtins.property
@@ -556,10 +732,11 @@ class Step(_message.Message):
         error: _builtins.str = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        waiting_for: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "output", b"output", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "output", b"output", "spec", b"spec", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempts", b"attempts", "error", b"error", "finished_at", b"finished_at", "output", b"output", "spec", b"spec", "started_at", b"started_at", "state", b"state", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -601,6 +778,9 @@ class Task(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     error: _builtins.str
@@ -621,6 +801,18 @@ class Task(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def budget(self) -> _common_pb2.Budget:
+        """The limits the task was submitted with (all 0 for none)."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """What the task has used so far, summed over all its steps."""
+
+    @_builtins.property
+    def parent(self) -> Global___ParentStep:
+        """For a sub-task: the task and step whose agent submitted it."""
+
     def __init__(
         self,
         *,
@@ -636,10 +828,13 @@ class Task(_message.Message):
         owner: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        budget: _common_pb2.Budget | None = ...,
+        usage: _common_pb2.Usage | None = ...,
+        parent: Global___ParentStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "input", b"input", "result", b"result", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "input", b"input", "parent", b"parent", "result", b"result", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "input", b"input", "labels", b"labels", "owner", b"owner", "partial", b"partial", "priority", b"priority", "result", b"result", "state", b"state", "steps", b"steps", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "error", b"error", "input", b"input", "labels", b"labels", "owner", b"owner", "parent", b"parent", "partial", b"partial", "priority", b"priority", "result", b"result", "state", b"state", "steps", b"steps", "task_id", b"task_id", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -694,12 +889,17 @@ class TaskStateChanged(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     PARTIAL_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     state: Global___TaskState.ValueType
     reason: _builtins.str
     partial: _builtins.bool
     @_builtins.property
     def result(self) -> _struct_pb2.Value:
         """Set on the final SUCCEEDED event."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """The task's usage so far."""
 
     def __init__(
         self,
@@ -708,10 +908,11 @@ class TaskStateChanged(_message.Message):
         reason: _builtins.str = ...,
         result: _struct_pb2.Value | None = ...,
         partial: _builtins.bool = ...,
+        usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial", "reason", b"reason", "result", b"result", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial", b"partial", "reason", b"reason", "result", b"result", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -727,14 +928,27 @@ class StepStateChanged(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     state: Global___StepState.ValueType
     agent: _builtins.str
     attempt: _builtins.int
     reason: _builtins.str
+    cached: _builtins.bool
+    """On SUCCEEDED: the output is an earlier run's, reused from the step cache."""
     @_builtins.property
     def output(self) -> _struct_pb2.Value:
         """Set when the step succeeded."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """On a step's final states: the task's usage so far."""
+
+    @_builtins.property
+    def choice(self) -> Global___AgentChoice:
+        """On RUNNING: why matching gave the attempt to `agent`."""
 
     def __init__(
         self,
@@ -745,14 +959,80 @@ class StepStateChanged(_message.Message):
         attempt: _builtins.int = ...,
         reason: _builtins.str = ...,
         output: _struct_pb2.Value | None = ...,
+        usage: _common_pb2.Usage | None = ...,
+        cached: _builtins.bool = ...,
+        choice: Global___AgentChoice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "cached", b"cached", "choice", b"choice", "output", b"output", "reason", b"reason", "state", b"state", "step_id", b"step_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepStateChanged: _TypeAlias = StepStateChanged  # noqa: Y015
+
+@_typing.final
+class AgentChoice(_message.Message):
+    """Why an attempt went to its agent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    strategy: _builtins.str
+    """learned, recent or round_robin (AGENTMESH_MATCHING_STRATEGY)."""
+    score: _builtins.float
+    """The chosen agent's score; lower is better (the learner's: sampled seconds
+    per success).
+    """
+    reason: _builtins.str
+    @_builtins.property
+    def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentScore]:
+        """The other agents considered, best first, then those that could not take it."""
+
+    def __init__(
+        self,
+        *,
+        strategy: _builtins.str = ...,
+        score: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        alternatives: _abc.Iterable[Global___AgentScore] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "reason", b"reason", "score", b"score", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentChoice: _TypeAlias = AgentChoice  # noqa: Y015
+
+@_typing.final
+class AgentScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    agent: _builtins.str
+    score: _builtins.float
+    note: _builtins.str
+    """Why it was no contender (full, drained, ...); empty when it was one."""
+    def __init__(
+        self,
+        *,
+        agent: _builtins.str = ...,
+        score: _builtins.float = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "note", b"note", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentScore: _TypeAlias = AgentScore  # noqa: Y015
 
 @_typing.final
 class StepProgress(_message.Message):
@@ -763,11 +1043,16 @@ class StepProgress(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     FRACTION_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    CHILD_TASK_ID_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     agent: _builtins.str
     attempt: _builtins.int
     fraction: _builtins.float
     message: _builtins.str
+    child_task_id: _builtins.str
+    """Set when the step's agent submitted a sub-task, or that sub-task ended:
+    its id (WatchTask follows it).
+    """
     def __init__(
         self,
         *,
@@ -776,10 +1061,11 @@ class StepProgress(_message.Message):
         attempt: _builtins.int = ...,
         fraction: _builtins.float = ...,
         message: _builtins.str = ...,
+        child_task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "fraction", b"fraction", "message", b"message", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "child_task_id", b"child_task_id", "fraction", b"fraction", "message", b"message", "step_id", b"step_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -811,19 +1097,27 @@ class RegisterAgentResponse(_message.Message):
 
     IDENTITY_FIELD_NUMBER: _builtins.int
     PING_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    AGENT_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     identity: _builtins.str
     """The identity the orchestrator read from the agent's certificate."""
     ping_interval_seconds: _builtins.float
     """How often the orchestrator will ping the agent's Session."""
+    agent_timeout_seconds: _builtins.float
+    """An agent from which nothing (a Pong or any other message) arrives on its
+    Session for this long is dropped and its running work fails over as
+    agent_lost. Pings are checked once per ping interval, so the drop comes
+    between this and this plus ping_interval_seconds after the last message.
+    """
     def __init__(
         self,
         *,
         identity: _builtins.str = ...,
         ping_interval_seconds: _builtins.float = ...,
+        agent_timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "ping_interval_seconds", b"ping_interval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_timeout_seconds", b"agent_timeout_seconds", "identity", b"identity", "ping_interval_seconds", b"ping_interval_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,6 +71,26 @@ class OrchestratorStub:
                 request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.ProvideInput = channel.unary_unary(
+                '/agentmesh.v1.Orchestrator/ProvideInput',
+                request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ProvideInputRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.Task.FromString,
+                _registered_method=True)
+        self.DrainAgent = channel.unary_unary(
+                '/agentmesh.v1.Orchestrator/DrainAgent',
+                request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.DrainAgentRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.FromString,
+                _registered_method=True)
+        self.ResumeAgent = channel.unary_unary(
+                '/agentmesh.v1.Orchestrator/ResumeAgent',
+                request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ResumeAgentRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.FromString,
+                _registered_method=True)
+        self.SetAgentWeight = channel.unary_unary(
+                '/agentmesh.v1.Orchestrator/SetAgentWeight',
+                request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.SetAgentWeightRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -124,6 +144,37 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProvideInput(self, request, context):
+        """Answers a step of kind "input" that is INPUT_REQUIRED; the value must
+        match the step's answer schema and becomes its output. Allowed to the
+        step's approvers (and by the policy's provide_input). Returns the task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainAgent(self, request, context):
+        """Operator overrides of matching (policy action manage_agents, admins by
+        default), kept in the store and applied by every replica. A drained agent
+        gets no new work; what it runs finishes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAgentWeight(self, request, context):
+        """Scales the share of work matching gives the agent (1 by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +212,26 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.ListWorkflows,
                     request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'ProvideInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProvideInput,
+                    request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ProvideInputRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.Task.SerializeToString,
+            ),
+            'DrainAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainAgent,
+                    request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.DrainAgentRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.SerializeToString,
+            ),
+            'ResumeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeAgent,
+                    request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.ResumeAgentRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.SerializeToString,
+            ),
+            'SetAgentWeight': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAgentWeight,
+                    request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.SetAgentWeightRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +424,114 @@ class Orchestrator:
             '/agentmesh.v1.Orchestrator/ListWorkflows',
             agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsRequest.SerializeToString,
             agentmesh_dot_v1_dot_orchestrator__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProvideInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Orchestrator/ProvideInput',
+            agentmesh_dot_v1_dot_orchestrator__pb2.ProvideInputRequest.SerializeToString,
+            agentmesh_dot_v1_dot_orchestrator__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Orchestrator/DrainAgent',
+            agentmesh_dot_v1_dot_orchestrator__pb2.DrainAgentRequest.SerializeToString,
+            agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Orchestrator/ResumeAgent',
+            agentmesh_dot_v1_dot_orchestrator__pb2.ResumeAgentRequest.SerializeToString,
+            agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAgentWeight(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.v1.Orchestrator/SetAgentWeight',
+            agentmesh_dot_v1_dot_orchestrator__pb2.SetAgentWeightRequest.SerializeToString,
+            agentmesh_dot_v1_dot_orchestrator__pb2.AgentOverride.FromString,
             options,
             channel_credentials,
             insecure,

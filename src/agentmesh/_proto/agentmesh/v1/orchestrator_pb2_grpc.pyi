@@ -47,6 +47,19 @@ class OrchestratorStub:
     ListAgents: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]
     ListWorkflows: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]
     """The workflows of the orchestrator's catalog, sorted by name."""
+    ProvideInput: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ProvideInputRequest, _orchestrator_pb2.Task]
+    """Answers a step of kind "input" that is INPUT_REQUIRED; the value must
+    match the step's answer schema and becomes its output. Allowed to the
+    step's approvers (and by the policy's provide_input). Returns the task.
+    """
+    DrainAgent: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainAgentRequest, _orchestrator_pb2.AgentOverride]
+    """Operator overrides of matching (policy action manage_agents, admins by
+    default), kept in the store and applied by every replica. A drained agent
+    gets no new work; what it runs finishes.
+    """
+    ResumeAgent: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeAgentRequest, _orchestrator_pb2.AgentOverride]
+    SetAgentWeight: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.SetAgentWeightRequest, _orchestrator_pb2.AgentOverride]
+    """Scales the share of work matching gives the agent (1 by default)."""
 
 @_typing.type_check_only
 class OrchestratorAsyncStub(OrchestratorStub):
@@ -67,6 +80,19 @@ class OrchestratorAsyncStub(OrchestratorStub):
     ListAgents: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]  # type: ignore[assignment]
     ListWorkflows: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
     """The workflows of the orchestrator's catalog, sorted by name."""
+    ProvideInput: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ProvideInputRequest, _orchestrator_pb2.Task]  # type: ignore[assignment]
+    """Answers a step of kind "input" that is INPUT_REQUIRED; the value must
+    match the step's answer schema and becomes its output. Allowed to the
+    step's approvers (and by the policy's provide_input). Returns the task.
+    """
+    DrainAgent: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainAgentRequest, _orchestrator_pb2.AgentOverride]  # type: ignore[assignment]
+    """Operator overrides of matching (policy action manage_agents, admins by
+    default), kept in the store and applied by every replica. A drained agent
+    gets no new work; what it runs finishes.
+    """
+    ResumeAgent: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ResumeAgentRequest, _orchestrator_pb2.AgentOverride]  # type: ignore[assignment]
+    SetAgentWeight: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.SetAgentWeightRequest, _orchestrator_pb2.AgentOverride]  # type: ignore[assignment]
+    """Scales the share of work matching gives the agent (1 by default)."""
 
 class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
     """Served by the orchestrator to clients and progress subscribers."""
@@ -126,6 +152,43 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListWorkflowsResponse, _abc.Awaitable[_orchestrator_pb2.ListWorkflowsResponse]]:
         """The workflows of the orchestrator's catalog, sorted by name."""
+
+    @_abc_1.abstractmethod
+    def ProvideInput(
+        self,
+        request: _orchestrator_pb2.ProvideInputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.Task, _abc.Awaitable[_orchestrator_pb2.Task]]:
+        """Answers a step of kind "input" that is INPUT_REQUIRED; the value must
+        match the step's answer schema and becomes its output. Allowed to the
+        step's approvers (and by the policy's provide_input). Returns the task.
+        """
+
+    @_abc_1.abstractmethod
+    def DrainAgent(
+        self,
+        request: _orchestrator_pb2.DrainAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.AgentOverride, _abc.Awaitable[_orchestrator_pb2.AgentOverride]]:
+        """Operator overrides of matching (policy action manage_agents, admins by
+        default), kept in the store and applied by every replica. A drained agent
+        gets no new work; what it runs finishes.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeAgent(
+        self,
+        request: _orchestrator_pb2.ResumeAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.AgentOverride, _abc.Awaitable[_orchestrator_pb2.AgentOverride]]: ...
+
+    @_abc_1.abstractmethod
+    def SetAgentWeight(
+        self,
+        request: _orchestrator_pb2.SetAgentWeightRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.AgentOverride, _abc.Awaitable[_orchestrator_pb2.AgentOverride]]:
+        """Scales the share of work matching gives the agent (1 by default)."""
 
 def add_OrchestratorServicer_to_server(servicer: OrchestratorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -167,7 +167,18 @@ function success(agent) {
     `${Math.round(agent.success_rate * 100)}%`);
 }
 
-/** The agents page: load, circuit, latency, success rate, connection, capabilities. */
+function rotation(agent) {
+  const weight = agent.weight === undefined ? 1 : agent.weight;
+  const text = agent.drained ? "drained" : weight === 1 ? "in rotation" : `weight ${weight}`;
+  return h("span", {
+    class: "badge",
+    "data-rotation": agent.drained ? "drained" : "in",
+    title: agent.drained ? "an operator drained it: no new work" : `share of work × ${weight}`,
+  }, agent.drained && weight !== 1 ? `${text}, weight ${weight}` : text);
+}
+
+/** The agents page: load, circuit, operators' overrides, latency, success rate, connection,
+ * capabilities. */
 export function agentsView(root, { signal, onError }) {
   const body = h("tbody");
   const empty = h("p", { class: "empty", hidden: true }, "No agents registered.");
@@ -175,8 +186,8 @@ export function agentsView(root, { signal, onError }) {
     h("h1", {}, "Agents"),
     h("table", { class: "agents" },
       h("thead", {}, h("tr", {},
-        ["Agent", "Version", "Capabilities", "Load", "Circuit", "Latency", "Success", "Connection",
-          "Last seen"]
+        ["Agent", "Version", "Capabilities", "Load", "Circuit", "Rotation", "Latency", "Success",
+          "Connection", "Last seen"]
           .map((t) => h("th", {}, t)))),
       body),
     empty,
@@ -191,6 +202,7 @@ export function agentsView(root, { signal, onError }) {
           agent.card.capabilities.map((c) => h("code", { title: c.description }, `${c.name}@${c.version}`))),
         h("td", {}, load(agent)),
         h("td", {}, h("span", { class: "badge", "data-circuit": agent.circuit }, agent.circuit)),
+        h("td", { class: "rotation" }, rotation(agent)),
         h("td", { class: "latency", title: "mean attempt latency, recent attempts weigh more" },
           latency(agent.latency_seconds)),
         h("td", { class: "success" }, success(agent)),

@@ -1,0 +1,138 @@
+"""Sub-tasks: an agent's handler submits tasks of its own and waits for their results.
+
+The agent talks to an orchestrator as itself (its agent certificate), naming the step it
+runs as the parent; the orchestrator checks that this agent runs that step right now, and
+the child belongs to the parent task's owner. One channel per agent, opened on first use and
+closed with the agent. (The SDK speaks the protocol itself: it uses only the shared
+vocabulary, never :mod:`agentmesh.client`.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
+from agentmesh.errors import StepFailed
+from agentmesh.models import JSON, Budget, ParentStep, Plan, TaskState
+from agentmesh.security import CertFiles, IdentityKind, channel_credentials
+from agentmesh.wire.tasks import plan_to_proto, task_from_proto
+from agentmesh.wire.usage import budget_to_proto
+
+#: How long to wait before following a sub-task again after its orchestrator went away.
+RECONNECT_SECONDS = 1.0
+
+
+class SubTasks:
+    """Submits sub-tasks to the first of the agent's orchestrators and follows them."""
+
+    def __init__(self, orchestrators: list[str], certs_dir: Path, name: str) -> None:
+        self._orchestrators = orchestrators
+        self._certs_dir = certs_dir
+        self._name = name
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.OrchestratorAsyncStub | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> SubTasks:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel, self._stub = None, None
+
+    async def _connected(self) -> pb_grpc.OrchestratorAsyncStub:
+        async with self._lock:
+            if self._stub is None:
+                if not self._orchestrators:
+                    raise StepFailed(
+                        "cannot submit a sub-task: the agent knows no orchestrator",
+                        code="subtask_failed",
+                        retryable=False,
+                    )
+                files = CertFiles.of(self._certs_dir, IdentityKind.AGENT, self._name)
+                self._channel = grpc.aio.secure_channel(
+                    self._orchestrators[0], channel_credentials(files)
+                )
+                self._stub = pb_grpc.OrchestratorStub(self._channel)
+            return self._stub
+
+    async def run(
+        self,
+        parent: ParentStep,
+        *,
+        key: str,
+        plan: Plan | None,
+        workflow: str,
+        goal: str,
+        input: dict[str, JSON] | None,
+        timeout_seconds: float,
+        budget: Budget | None,
+    ) -> JSON:
+        """Submit a sub-task of ``parent`` and return its result once it succeeded.
+
+        StepFailed (``subtask_failed``, final) when it ends otherwise.
+        """
+        stub = await self._connected()
+        request = pb.SubmitTaskRequest(
+            timeout_seconds=timeout_seconds,
+            idempotency_key=key,
+            parent=pb.ParentStep(task_id=parent.task_id, step_id=parent.step_id),
+        )
+        if plan is not None:
+            request.plan.CopyFrom(plan_to_proto(plan))
+        elif workflow:
+            request.workflow = workflow
+        elif goal:
+            request.goal = goal
+        request.input.update(input or {})
+        if budget is not None:
+            budget_to_proto(budget, request.budget)
+        try:
+            child = (await stub.SubmitTask(request, timeout=30)).task_id
+        except grpc.aio.AioRpcError as exc:
+            raise _failed("cannot submit a sub-task", exc) from None
+        after = 0
+        while True:
+            call = stub.WatchTask(pb.WatchTaskRequest(task_id=child, after_sequence=after))
+            try:
+                async for event in call:
+                    after = event.sequence
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise _failed(f"cannot follow sub-task {child}", exc) from None
+                # The orchestrator restarts: follow on from where we were.
+                await asyncio.sleep(RECONNECT_SECONDS)
+            finally:
+                call.cancel()
+        try:
+            task = task_from_proto(await stub.GetTask(pb.GetTaskRequest(task_id=child), timeout=30))
+        except grpc.aio.AioRpcError as exc:
+            raise _failed(f"cannot read sub-task {child}", exc) from None
+        if task.state is TaskState.SUCCEEDED:
+            return task.result
+        raise StepFailed(
+            f"sub-task {child} {task.state.value}: {task.error}",
+            code="subtask_failed",
+            retryable=False,
+        )
+
+
+def _failed(what: str, exc: grpc.aio.AioRpcError) -> StepFailed:
+    # Unavailable may pass (the handler's step may be retried); a refusal will not.
+    return StepFailed(
+        f"{what}: {exc.code().name}: {exc.details()}",
+        code="subtask_failed",
+        retryable=exc.code() is grpc.StatusCode.UNAVAILABLE,
+    )
