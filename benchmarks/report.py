@@ -100,15 +100,15 @@ POSTGRES_TARGET = 1.5
 
 def higher_is_better(m: Measurement) -> bool:
     """True for rates (``steps/s``, ``tasks/s``) and speed-ups: a larger value is better."""
-    return m.unit.endswith("/s") or m.metric.startswith("speed-up")
+    return m.unit.endswith("/s") or m.unit == "%" or m.metric.startswith("speed-up")
 
 
 def comparison(measurements: Sequence[Measurement]) -> str:
     """SQLite and PostgreSQL figures of each metric side by side, as a Markdown table.
 
     The ratio is PostgreSQL / SQLite; "within 1.5x" is judged on the slowdown (the ratio
-    for times, memory and CPU; its inverse for rates and speed-ups). A percentage passes
-    when PostgreSQL's is at least SQLite's.
+    for times, memory and CPU; its inverse for rates, speed-ups and percentages). A share
+    held to 100% passes when PostgreSQL's is at least SQLite's.
     """
     by_metric: dict[tuple[str, str], dict[str, Measurement]] = {}
     for m in measurements:
@@ -123,7 +123,7 @@ def comparison(measurements: Sequence[Measurement]) -> str:
         if sqlite is not None and postgres is not None and sqlite.value:
             value = postgres.value / sqlite.value
             ratio = _number(value)
-            if sqlite.unit == "%":
+            if sqlite.target == "= 100%":  # a share that must be whole on both
                 verdict = _verdict(postgres.value >= sqlite.value)
             elif not math.isnan(value) and value > 0:
                 slowdown = 1 / value if higher_is_better(sqlite) else value
