@@ -3,6 +3,7 @@
 Run as ``python -m benchmarks.agent`` with the usual ``AGENTMESH_AGENT_*`` variables;
 ``AGENTMESH_BENCH_CONCURRENCY`` sets how many assignments it runs at once (default 64, so
 that agent capacity is not what a benchmark measures unless it means to).
+``benchmarks.agent_host`` serves many of these agents in one process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class Work(BaseModel):
 
     seconds: float = Field(default=0.0, ge=0, le=60)
     tag: str = ""
+    #: Wait for the agent's gate to open first (see benchmarks/agent_host.py), so that a
+    #: benchmark can hold many steps in flight at once and then let them all finish.
+    gated: bool = False
 
 
 class Done(BaseModel):
@@ -41,17 +45,21 @@ class BenchAgent(Agent):
     version = "1.0.0"
     max_concurrency = 64
 
+    def __init__(self, registered_as: str = "", gate: asyncio.Event | None = None) -> None:
+        #: The name reported in each result: many agents may share this process and class.
+        self.agent_name = registered_as or os.environ.get("AGENTMESH_AGENT_NAME", self.name)
+        self._gate = gate
+
     @capability("bench.work", description="Sleep for `seconds`, then report when it ran.")
     async def work(self, data: Work, ctx: AssignmentContext) -> Done:
+        if data.gated:
+            if self._gate is None:
+                raise RuntimeError("a gated step reached an agent without a gate")
+            await self._gate.wait()
         started = time.time()
         if data.seconds:
             await asyncio.sleep(data.seconds)
-        return Done(
-            started=started,
-            finished=time.time(),
-            agent=os.environ.get("AGENTMESH_AGENT_NAME", self.name),
-            tag=data.tag,
-        )
+        return Done(started=started, finished=time.time(), agent=self.agent_name, tag=data.tag)
 
 
 def main() -> None:

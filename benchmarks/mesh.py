@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,39 @@ from agentmesh.security import IdentityKind, create_ca, issue
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = "bench"
 AGENT_MODULE = "benchmarks.agent"
+#: Runs ``AGENTMESH_BENCH_AGENT_NAMES`` agents in one process (see benchmarks/agent.py).
+AGENT_HOST_MODULE = "benchmarks.agent_host"
+
+#: The databases an orchestrator can benchmark on.
+DATABASES = ("sqlite", "postgresql")
+#: The shared PostgreSQL server (trust auth); each mesh gets a fresh schema in it.
+POSTGRES_URL = os.environ.get(
+    "AGENTMESH_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+#: The database of a Mesh that names none; the runner's ``--database`` sets it.
+default_database: str = "sqlite"
+
+
+def use_database(name: str) -> None:
+    """Make ``name`` (one of :data:`DATABASES`) the database of every mesh made from now on."""
+    global default_database
+    if name not in DATABASES:
+        raise ValueError(f"unknown database {name!r}; choose from {', '.join(DATABASES)}")
+    default_database = name
+
+
+async def _postgres_execute(statement: str) -> None:
+    # Imported here: only a PostgreSQL run needs SQLAlchemy in the benchmark's own process.
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(POSTGRES_URL)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
 
 Process = asyncio.subprocess.Process
 
@@ -198,10 +232,17 @@ class Mesh:
         *,
         profiling: Profiling | None = None,
         http: bool = False,
+        database: str | None = None,
         settings: Mapping[str, str] | None = None,
     ) -> None:
         self.folder = folder
-        #: More ``AGENTMESH_*`` settings of the orchestrator (e.g. a model planner's).
+        #: "sqlite" (a file in ``folder``) or "postgresql" (a fresh schema, dropped after).
+        self.database = database or default_database
+        if self.database not in DATABASES:
+            raise ValueError(f"unknown database {self.database!r}")
+        self._schema = ""
+        #: More ``AGENTMESH_*`` settings of the orchestrator (e.g. a model planner's, or
+        #: longer agent timeouts).
         self._settings = dict(settings or {})
         #: Serve the HTTP API too (on :attr:`http_port`).
         self._http = http
@@ -231,6 +272,9 @@ class Mesh:
         issue(self.certs, IdentityKind.ORCHESTRATOR, "orchestrator")
         issue(self.certs, IdentityKind.CLIENT, CLIENT)
         try:
+            if self.database == "postgresql":
+                self._schema = f"bench_{uuid.uuid4().hex[:12]}"
+                await _postgres_execute(f'CREATE SCHEMA "{self._schema}"')
             await self._start_orchestrator()
         except BaseException:
             await self._stop_all()
@@ -255,6 +299,17 @@ class Mesh:
         if self._orchestrator is not None:
             await _stop([self._orchestrator], grace=15)
             self._orchestrator = None
+        if self._schema:
+            await _postgres_execute(f'DROP SCHEMA "{self._schema}" CASCADE')
+            self._schema = ""
+
+    def _database_env(self) -> dict[str, str]:
+        if self.database == "postgresql":
+            return {
+                "AGENTMESH_DATABASE_URL": POSTGRES_URL,
+                "AGENTMESH_DATABASE_SCHEMA": self._schema,
+            }
+        return {"AGENTMESH_DATABASE_URL": f"sqlite+aiosqlite:///{self.folder / 'mesh.db'}"}
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = {**os.environ, **extra}
@@ -270,9 +325,9 @@ class Mesh:
             AGENTMESH_LISTEN="127.0.0.1:0",
             AGENTMESH_CERTS_DIR=str(self.certs),
             AGENTMESH_TRUST_DOMAIN="agentmesh.bench",
-            AGENTMESH_DATABASE_URL=f"sqlite+aiosqlite:///{self.folder / 'mesh.db'}",
             AGENTMESH_REDIS_URL=os.environ.get("AGENTMESH_REDIS_URL", ""),
             AGENTMESH_BENCH_PORT_FILE=str(port_file),
+            **self._database_env(),
             **self._settings,
         )
         http_port_file = self.folder / "orchestrator.http-port"
@@ -345,6 +400,41 @@ class Mesh:
                     stderr=asyncio.subprocess.STDOUT,
                 )
 
+    async def start_agent_hosts(
+        self,
+        hosts: dict[str, Sequence[str]],
+        *,
+        concurrency: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start one ``benchmarks.agent_host`` process per host, serving its agents' names.
+
+        Every agent still has its own certificate, gRPC server, registration and Session;
+        only the process (and its event loop) is shared. ``env`` is added to each process's.
+        """
+        for names in hosts.values():
+            for name in names:
+                issue(self.certs, IdentityKind.AGENT, name)
+        for host, names in hosts.items():
+            host_env = self._env(
+                AGENTMESH_BENCH_AGENT_NAMES=",".join(names),
+                AGENTMESH_AGENT_ORCHESTRATORS=f'["{self.address}"]',
+                AGENTMESH_AGENT_CERTS_DIR=str(self.certs),
+                AGENTMESH_AGENT_LISTEN="127.0.0.1:0",
+                AGENTMESH_BENCH_CONCURRENCY=str(concurrency),
+                **(env or {}),
+            )
+            with self.agent_log(host).open("wb") as log:
+                self._agents[host] = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    AGENT_HOST_MODULE,
+                    env=host_env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+
     async def stop_agents(self, names: Iterable[str]) -> None:
         """SIGTERM the named agents and wait for them to exit."""
         await _stop([self._agents.pop(name) for name in names], grace=15)
@@ -352,6 +442,16 @@ class Mesh:
     def agent_log(self, name: str) -> Path:
         """Where agent ``name`` logs."""
         return self.folder / "logs" / f"{name}.log"
+
+    def signal_agents(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to every running agent (or agent host) process."""
+        for process in self._agents.values():
+            if process.returncode is None:
+                process.send_signal(sig)
+
+    def dead_agents(self) -> list[str]:
+        """Agent (or agent host) processes that have exited."""
+        return [n for n, p in self._agents.items() if p.returncode is not None]
 
     def agent_pids(self) -> list[int]:
         """Process ids of the running agents."""

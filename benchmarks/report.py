@@ -22,6 +22,8 @@ class Measurement:
     #: The target in words, e.g. "<= 1.10" (checked by ``ok``).
     target: str = ""
     ok: bool | None = None
+    #: The orchestrator's database ("sqlite" or "postgresql"), filled in by the runner.
+    database: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -84,8 +86,52 @@ def markdown(measurements: Sequence[Measurement]) -> str:
     ]
     for m in measurements:
         baseline = f"{m.baseline_name}: {_number(m.baseline, m.unit)}" if m.baseline else ""
+        name = f"{m.benchmark} ({m.database})" if m.database else m.benchmark
         rows.append(
-            f"| {m.benchmark} | {m.metric} | {_number(m.value, m.unit)} | {baseline} "
+            f"| {name} | {m.metric} | {_number(m.value, m.unit)} | {baseline} "
             f"| {_number(m.ratio)} | {m.target} | {_verdict(m.ok)} |"
+        )
+    return "\n".join(rows)
+
+
+#: The issue's target for PostgreSQL: within this factor of SQLite on the same workload.
+POSTGRES_TARGET = 1.5
+
+
+def higher_is_better(m: Measurement) -> bool:
+    """True for rates (``steps/s``, ``tasks/s``) and speed-ups: a larger value is better."""
+    return m.unit.endswith("/s") or m.unit == "%" or m.metric.startswith("speed-up")
+
+
+def comparison(measurements: Sequence[Measurement]) -> str:
+    """SQLite and PostgreSQL figures of each metric side by side, as a Markdown table.
+
+    The ratio is PostgreSQL / SQLite; "within 1.5x" is judged on the slowdown (the ratio
+    for times, memory and CPU; its inverse for rates, speed-ups and percentages). A share
+    held to 100% passes when PostgreSQL's is at least SQLite's.
+    """
+    by_metric: dict[tuple[str, str], dict[str, Measurement]] = {}
+    for m in measurements:
+        by_metric.setdefault((m.benchmark, m.metric), {})[m.database] = m
+    rows = [
+        "| benchmark | metric | SQLite | PostgreSQL | PostgreSQL / SQLite | within 1.5x |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for (benchmark, metric), pair in by_metric.items():
+        sqlite, postgres = pair.get("sqlite"), pair.get("postgresql")
+        ratio = verdict = ""
+        if sqlite is not None and postgres is not None and sqlite.value:
+            value = postgres.value / sqlite.value
+            ratio = _number(value)
+            if sqlite.target == "= 100%":  # a share that must be whole on both
+                verdict = _verdict(postgres.value >= sqlite.value)
+            elif not math.isnan(value) and value > 0:
+                slowdown = 1 / value if higher_is_better(sqlite) else value
+                verdict = _verdict(slowdown <= POSTGRES_TARGET)
+        rows.append(
+            f"| {benchmark} | {metric} "
+            f"| {_number(sqlite.value, sqlite.unit) if sqlite else '-'} "
+            f"| {_number(postgres.value, postgres.unit) if postgres else '-'} "
+            f"| {ratio} | {verdict} |"
         )
     return "\n".join(rows)

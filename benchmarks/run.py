@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ if __package__ in (None, ""):
 
 import agentmesh
 from benchmarks import (
+    agents1000,
     critical_path,
     http_latency,
     matching,
@@ -37,8 +39,8 @@ from benchmarks import (
     streaming_plan,
     submit_latency,
 )
-from benchmarks.mesh import ROOT, Profiling
-from benchmarks.report import Measurement, line, markdown
+from benchmarks.mesh import DATABASES, ROOT, Profiling, use_database
+from benchmarks.report import Measurement, comparison, line, markdown
 
 Benchmark = Callable[[Path, Profiling | None], Awaitable[list[Measurement]]]
 
@@ -51,6 +53,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     noop.NAME: noop.run,
     streaming_plan.NAME: streaming_plan.run,
     matching.NAME: matching.run,
+    agents1000.NAME: agents1000.run,
 }
 
 
@@ -86,19 +89,26 @@ def _revision() -> str:
     return f"commit {head}" + ("+dirty" if dirty else "")
 
 
-async def main(names: list[str], folder: Path, profile: str, py_spy: str) -> list[Measurement]:
-    """Run the named benchmarks one after the other; return every measurement."""
+async def main(
+    names: list[str], folder: Path, profile: str, py_spy: str, databases: list[str]
+) -> list[Measurement]:
+    """Run the named benchmarks one after the other, each on every database in turn;
+    return every measurement, marked with its database."""
     measurements: list[Measurement] = []
     for name in names:
-        load = os.getloadavg()[0]
-        busy = f"  (busy machine: load {load:.1f} on {os.cpu_count()} CPUs)" if load > 1 else ""
-        print(f"\n== {name}{busy}", flush=True)
-        started = time.perf_counter()
-        results = await BENCHMARKS[name](folder / name, _profiling(profile, py_spy, folder, name))
-        for measurement in results:
-            print(line(measurement))
-        print(f"  ({time.perf_counter() - started:.1f}s)", flush=True)
-        measurements.extend(results)
+        for database in databases:
+            use_database(database)
+            # One database: the layout of before (var/bench/<name>); both: one folder each.
+            where = folder / database if len(databases) > 1 else folder
+            load = os.getloadavg()[0]
+            busy = f"  (busy machine: load {load:.1f} on {os.cpu_count()} CPUs)" if load > 1 else ""
+            print(f"\n== {name} on {database}{busy}", flush=True)
+            started = time.perf_counter()
+            results = await BENCHMARKS[name](where / name, _profiling(profile, py_spy, where, name))
+            for measurement in results:
+                print(line(measurement))
+            print(f"  ({time.perf_counter() - started:.1f}s)", flush=True)
+            measurements.extend(dataclasses.replace(m, database=database) for m in results)
     return measurements
 
 
@@ -132,14 +142,41 @@ def cli() -> None:
         metavar="PATH",
         help="the py-spy executable (default: from PATH)",
     )
+    parser.add_argument(
+        "--database",
+        choices=[*DATABASES, "both"],
+        default="sqlite",
+        help="the orchestrator's database: a SQLite file, a fresh schema on the PostgreSQL "
+        "server of AGENTMESH_BENCH_POSTGRES_URL (default: postgres@127.0.0.1:5432/test, "
+        "dropped after), or both one after the other, compared side by side",
+    )
+    parser.add_argument(
+        "--agents",
+        type=int,
+        default=agents1000.AGENTS,
+        help=f"agents of {agents1000.NAME} (default {agents1000.AGENTS})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=agents1000.STEPS,
+        help=f"steps in flight in {agents1000.NAME} (default {agents1000.STEPS})",
+    )
     args = parser.parse_args()
+    if args.agents < 1 or args.steps < 1:
+        parser.error("--agents and --steps must be at least 1")
+    agents1000.AGENTS, agents1000.STEPS = args.agents, args.steps
+    databases = list(DATABASES) if args.database == "both" else [args.database]
     revision = _revision()
     started = time.perf_counter()
-    measurements = asyncio.run(main(args.only, args.folder, args.profile, args.py_spy))
+    measurements = asyncio.run(main(args.only, args.folder, args.profile, args.py_spy, databases))
     elapsed = time.perf_counter() - started
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\n## Results ({when}, {revision}, {elapsed:.0f}s)\n")
+    print(f"\n## Results ({when}, {revision}, {', '.join(databases)}, {elapsed:.0f}s)\n")
     print(markdown(measurements))
+    if len(databases) > 1:
+        print("\n## PostgreSQL beside SQLite\n")
+        print(comparison(measurements))
     args.folder.mkdir(parents=True, exist_ok=True)
     (args.folder / "results.json").write_text(
         json.dumps(
@@ -149,6 +186,7 @@ def cli() -> None:
                 "cpus": os.cpu_count(),
                 "seconds": round(elapsed, 1),
                 "python": platform.python_version(),
+                "databases": databases,
                 "measurements": [m.as_dict() for m in measurements],
             },
             indent=2,
@@ -156,7 +194,10 @@ def cli() -> None:
     )
     failed = [m for m in measurements if m.ok is False]
     if failed:
-        print(f"\n{len(failed)} target(s) missed: " + ", ".join(m.metric for m in failed))
+        print(
+            f"\n{len(failed)} target(s) missed: "
+            + ", ".join(f"{m.benchmark} {m.metric} ({m.database})" for m in failed)
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The benchmarks: real orchestrator and agent processes over mTLS on 127.0.0.1 (see
-# benchmarks/README.md). Not part of CI; takes about three minutes on two cores.
+# benchmarks/README.md). Not part of CI; takes three minutes on two cores, plus 5-15 for agents1000.
 #
 #   bash scripts/bench.sh                            # every benchmark, on this checkout's src/
 #   bash scripts/bench.sh --only critical_path       # some of them
 #   bash scripts/bench.sh --rev HEAD                 # agentmesh as committed at a git revision
 #   bash scripts/bench.sh --profile py-spy           # also profile each orchestrator
+#   bash scripts/bench.sh --database postgresql      # the orchestrator on PostgreSQL (default sqlite)
+#   bash scripts/bench.sh --database both            # each on SQLite, then PostgreSQL, side by side
+#   bash scripts/bench.sh --only agents1000 --agents 200 --steps 2000   # a smaller agents1000
 #
 # Reuses .venv (make it with scripts/test.sh). --rev REV benchmarks the src/ of REV (exported
 # with git archive into var/bench/src-<commit>) instead of the work tree, so that edits in
