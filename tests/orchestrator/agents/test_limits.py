@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -161,6 +162,10 @@ async def test_while_redis_is_away_pools_are_held_in_the_database(tmp_path: Path
             assert in_sql.claims == (pool,)
             assert await limits.counts([pool.key]) == {pool.key: 1}
             assert isinstance(await limits.acquire([pool]), Refusal)
+            # So is what a run used: charged to the database's token window.
+            tokens = Claim("pool:t:tokens", 10, 30.0, released=False, weight=0)
+            await limits.charge([dataclasses.replace(tokens, weight=25)])
+            assert isinstance(await limits.acquire([tokens]), Refusal)
             # The Redis holds cannot be given back now; they run out there on their own.
             limits.release(in_redis)
             limits.release(in_sql)
