@@ -240,11 +240,11 @@ async def test_a_bad_pools_file_stops_the_orchestrator_at_start_saying_why(
     certs: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "pools.yaml"
-    path.write_text('pools:\n  "llm:x":\n    concurrency: 2\n    tokens_per_minute: 1000\n')
+    path.write_text('pools:\n  "llm:x":\n    concurrency: 2\n    tokens_per_minute: 0\n')
     database = {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"}
     orchestrator = OrchestratorProcess(certs, tmp_path / "o", database, pools_file=str(path))
     with pytest.raises(AssertionError, match="orchestrator exited"):
         async with orchestrator:
             pass
-    assert "tokens_per_minute is not supported yet" in orchestrator.log()
+    assert "pools.llm:x.tokens_per_minute: Input should be greater" in orchestrator.log()
     assert str(path) in orchestrator.log()

@@ -78,10 +78,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=10.0, gt=0)
 
     #: Pools file (YAML, or JSON when it ends in .json): limits on the shared resources
-    #: capabilities declare they use (concurrent uses, requests per second), held across
-    #: every agent and replica, in Redis when configured, else in the database; empty for
-    #: none. Read at start: a bad file stops the orchestrator, naming the field.
+    #: capabilities declare they use (concurrent uses, requests per second, tokens per
+    #: minute), held across every agent and replica, in Redis when configured, else in the
+    #: database; empty for none. Read at start: a bad file stops the orchestrator, naming the field.
     pools_file: str = ""
+    #: The window of a pool's ``tokens_per_minute``: a minute (shorter only in tests).
+    pool_token_window_seconds: float = Field(default=60.0, gt=0)
 
     #: How often the orchestrator pings each agent's Session.
     ping_interval_seconds: float = Field(default=1.0, gt=0)

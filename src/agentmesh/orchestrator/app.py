@@ -100,6 +100,7 @@ class Orchestrator:
         pools = Pools(
             load_pools(Path(settings.pools_file)) if settings.pools_file else None,
             hold_seconds=settings.lease_seconds,
+            token_window_seconds=settings.pool_token_window_seconds,
         )
         store = await self._stack.enter_async_context(
             Store(settings.database_url, schema=settings.database_schema)

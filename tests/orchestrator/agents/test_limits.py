@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -161,9 +162,41 @@ async def test_while_redis_is_away_pools_are_held_in_the_database(tmp_path: Path
             assert in_sql.claims == (pool,)
             assert await limits.counts([pool.key]) == {pool.key: 1}
             assert isinstance(await limits.acquire([pool]), Refusal)
+            # So is what a run used: charged to the database's token window.
+            tokens = Claim("pool:t:tokens", 10, 30.0, released=False, weight=0)
+            await limits.charge([dataclasses.replace(tokens, weight=25)])
+            assert isinstance(await limits.acquire([tokens]), Refusal)
             # The Redis holds cannot be given back now; they run out there on their own.
             limits.release(in_redis)
             limits.release(in_sql)
             await eventually(lambda: limits.acquire([pool]), lambda x: isinstance(x, Grant))
     finally:
         await server.kill()
+
+
+async def test_a_token_window_admits_runs_until_their_charged_tokens_spend_it(
+    backend: str, tmp_path: Path
+) -> None:
+    check = Claim("pool:p:tokens", 100, 1.0, released=False, weight=0)
+    charge = Claim("pool:p:tokens", 100, 1.0, released=False, weight=60)
+    async with _pair(backend, tmp_path) as (a, b):
+        # Checks take nothing: any number of runs start while the window has room.
+        assert isinstance(await a.acquire([check]), Grant)
+        assert isinstance(await b.acquire([check]), Grant)
+        await a.charge([charge])
+        assert isinstance(await b.acquire([check]), Grant)  # 60 of 100
+        # A charge is recorded even past the limit: those tokens were spent.
+        await b.charge([charge])
+        refused = await a.acquire([check])
+        assert isinstance(refused, Refusal)
+        assert refused.claim == check
+        assert 0 <= refused.retry_after <= 1.0
+        # Other limits still count holders, not tokens.
+        uses = Claim("pool:p:uses", 1, 30.0)
+        assert isinstance(await b.acquire([uses]), Grant)
+        assert isinstance(await b.acquire([uses]), Refusal)
+        # A window later the charges are gone.
+        answer = await eventually(
+            lambda: b.acquire([check]), lambda x: isinstance(x, Grant), within=30
+        )
+        assert isinstance(answer, Grant)

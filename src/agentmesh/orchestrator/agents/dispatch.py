@@ -248,6 +248,9 @@ class Dispatcher:
             outcome, elapsed = await self._exchange(link, assignment, timeout, limiter)
             if observer is not None:
                 observer.used(outcome.usage, elapsed)
+            if outcome.usage is not None and outcome.usage.tokens:
+                # Before the attempt is over: the next step of the pool sees the tokens.
+                await self._registry.charge(link, job.capability, outcome.usage.tokens)
             if outcome.ok:
                 declared = link.card.capability(job.capability)
                 outcome.version = declared.version if declared else ""

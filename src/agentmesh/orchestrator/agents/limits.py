@@ -5,7 +5,9 @@ at most ``limit`` holders may hold at once; a step acquires all of its claims or
 (:meth:`Limits.acquire`), holds them while it runs (renewed in the background) and releases
 them when it ends. A hold runs out unless renewed, so a dead replica's holds free themselves
 after ``hold_seconds``. A rate is the same with holds that are never released: each use
-holds the key for one window.
+holds the key for one window. A token window weighs its holds: a run only checks that the
+window is not spent (a claim of weight 0), and what it used is charged when its result
+arrives (:meth:`Limits.charge`), a hold of that weight for one window.
 
 Holds live in Redis when it is configured and reachable (:class:`RedisHolds`, one Lua script
 per acquisition, Redis's own clock), else in the database
@@ -43,17 +45,41 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if redis.call('ZCARD', key) >= tonumber(ARGV[2 * i]) then
+  local weight = tonumber(ARGV[3 * i + 1])
+  local used = 0
+  if weight == 1 then
+    used = redis.call('ZCARD', key)
+  else
+    -- Weighted holds are members "holder#weight" (a token window's charges).
+    for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      used = used + (tonumber(string.match(member, '#(%d+)$')) or 1)
+    end
+  end
+  if used >= tonumber(ARGV[3 * i - 1]) then
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     return {i, tonumber(first[2]) - now}
   end
 end
 for i, key in ipairs(KEYS) do
-  local ms = tonumber(ARGV[2 * i + 1])
-  redis.call('ZADD', key, now + ms, ARGV[1])
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+  local ms = tonumber(ARGV[3 * i])
+  local weight = tonumber(ARGV[3 * i + 1])
+  if weight > 0 then
+    local member = ARGV[1]
+    if weight ~= 1 then member = member .. '#' .. weight end
+    redis.call('ZADD', key, now + ms, member)
+    if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+  end
 end
 return {0, 0}
+"""
+
+_CHARGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ms, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ms then redis.call('PEXPIRE', KEYS[1], ms) end
+return 0
 """
 
 _RELEASE = """
@@ -110,11 +136,16 @@ class RedisHolds:
         """All of ``claims`` for ``holder`` or none; Unavailable when Redis cannot answer."""
         args: list[str | int] = [holder]
         for claim in claims:
-            args += [claim.limit, _ms(claim.seconds)]
+            args += [claim.limit, _ms(claim.seconds), claim.weight]
         index, left = await self._cache.script(_ACQUIRE, [_key(c.key) for c in claims], args)
         if int(index) == 0:
             return None
         return Refusal(claims[int(index) - 1], max(0.0, int(left) / 1000))
+
+    async def charge(self, claim: Claim, holder: str) -> None:
+        """Record ``claim``'s weight for its ``seconds``, full or not."""
+        member = f"{holder}#{claim.weight}"
+        await self._cache.script(_CHARGE, [_key(claim.key)], [member, _ms(claim.seconds)])
 
     async def release(self, claims: Sequence[Claim], holder: str) -> bool:
         """Give the holds up; True when one of the keys was full (someone may be waiting)."""
@@ -201,6 +232,28 @@ class Limits:
             return Grant(holder, (), "none")
         refused = await self._store.acquire_holds(in_sql, holder)
         return refused or self._hold(Grant(holder, in_sql, "sql"))
+
+    async def charge(self, claims: Iterable[Claim]) -> None:
+        """Record what a run used (claims weighted by it) where holds are kept now.
+
+        Unlike :meth:`acquire` this never refuses: the run is over, what it used counts
+        against the runs that start after it. A failure is logged, not raised (the window
+        is only a little less full for it).
+        """
+        for claim in claims:
+            if claim.weight <= 0 or (claim.redis_only and not self._cache.available):
+                continue
+            holder = uuid.uuid4().hex
+            try:
+                if self._cache.available:
+                    try:
+                        await self._redis.charge(claim, holder)
+                        continue
+                    except Unavailable as exc:
+                        log.warning("limits.redis_unavailable", error=str(exc))
+                await self._store.charge_hold(claim, holder)
+            except Exception as exc:
+                log.warning("limits.charge_failed", key=claim.key, error=repr(exc))
 
     def _hold(self, grant: Grant) -> Grant:
         if grant.held:

@@ -8,8 +8,11 @@ every orchestrator replica::
       "llm:openai/gpt-4o":
         concurrency: 2          # runs using it at once
         requests_per_second: 5  # runs started per second (below 1: one per 1/n seconds)
+        tokens_per_minute: 90000  # tokens the runs report, per rolling minute
 
-A resource no pool names is not limited. The limits are held by
+A resource no pool names is not limited. Tokens are known only once a run is over: a run
+starts while its pool's minute is not yet spent, and the tokens it reports (``Result.usage``)
+are charged to the pool when its result arrives. The limits are held by
 :class:`~agentmesh.orchestrator.agents.limits.Limits`.
 """
 
@@ -44,6 +47,9 @@ class Pool(BaseModel):
     #: Runs started per second, across the mesh: a whole number, or below 1 for one run
     #: every ``1 / requests_per_second`` seconds.
     requests_per_second: float | None = Field(default=None, gt=0)
+    #: Tokens (input and output) the runs using the resource report, per rolling minute,
+    #: across the mesh.
+    tokens_per_minute: int | None = Field(default=None, ge=1, strict=True)
 
     @field_validator("requests_per_second")
     @classmethod
@@ -54,8 +60,8 @@ class Pool(BaseModel):
 
     @model_validator(mode="after")
     def _limits_something(self) -> Pool:
-        if self.concurrency is None and self.requests_per_second is None:
-            raise ValueError("a pool needs concurrency or requests_per_second")
+        if (self.concurrency, self.requests_per_second, self.tokens_per_minute) == (None,) * 3:
+            raise ValueError("a pool needs concurrency, requests_per_second or tokens_per_minute")
         return self
 
 
@@ -70,26 +76,32 @@ class PoolsDocument(BaseModel):
     @classmethod
     def _names(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            for name, limits in value.items():
+            for name in value:
                 if not isinstance(name, str) or not is_resource_name(name):
                     raise ValueError(
                         f"{name!r} is not a resource name: letters, digits and ._:/@+- (not"
                         f" first), at most {MAX_RESOURCE_NAME} characters"
                     )
-                if isinstance(limits, Mapping) and "tokens_per_minute" in limits:
-                    raise ValueError(
-                        f"pool {name!r}: tokens_per_minute is not supported yet (agents do not"
-                        " report token usage with their results)"
-                    )
         return value
 
 
 class Pools:
-    """The pools of a pools file: which claims a run of a capability makes on them."""
+    """The pools of a pools file: which claims a run of a capability makes on them.
 
-    def __init__(self, pools: Mapping[str, Pool] | None = None, *, hold_seconds: float = 10.0):
+    ``token_window_seconds`` is the window of ``tokens_per_minute`` (a minute; shorter in
+    tests).
+    """
+
+    def __init__(
+        self,
+        pools: Mapping[str, Pool] | None = None,
+        *,
+        hold_seconds: float = 10.0,
+        token_window_seconds: float = 60.0,
+    ):
         self._pools = dict(pools or {})
         self._hold_seconds = hold_seconds
+        self._token_window = token_window_seconds
 
     def __len__(self) -> int:
         return len(self._pools)
@@ -109,11 +121,31 @@ class Pools:
             if (rate := pool.requests_per_second) is not None:
                 window, count = (1.0, int(rate)) if rate >= 1 else (1 / rate, 1)
                 claims.append(Claim(f"pool:{name}:rate", count, window, released=False))
+            if (tokens := pool.tokens_per_minute) is not None:
+                # Only a check: the run's tokens are charged when its result arrives.
+                key = f"pool:{name}:tokens"
+                claims.append(Claim(key, tokens, self._token_window, released=False, weight=0))
         return claims
+
+    def charges(self, resources: tuple[str, ...], tokens: int) -> list[Claim]:
+        """The holds charging ``tokens`` a run used to the token windows of ``resources``."""
+        if tokens <= 0:
+            return []
+        return [
+            Claim(
+                f"pool:{name}:tokens",
+                pool.tokens_per_minute,
+                self._token_window,
+                released=False,
+                weight=tokens,
+            )
+            for name in resources
+            if (pool := self._pools.get(name)) is not None and pool.tokens_per_minute
+        ]
 
 
 def pool_of(key: str) -> tuple[str, str] | None:
-    """``(pool name, "uses" | "rate")`` of a claim's key, or None for another key."""
+    """``(pool name, "uses" | "rate" | "tokens")`` of a claim's key, or None for another key."""
     if not key.startswith("pool:"):
         return None
     name, _, kind = key.removeprefix("pool:").rpartition(":")

@@ -464,6 +464,10 @@ class Registry:
         """
         return self._slots.slot(requirement, priority, on_wait)
 
+    async def charge(self, link: AgentLink, capability: str, tokens: int) -> None:
+        """Charge the ``tokens`` a run reported to the token windows of the pools it uses."""
+        await self._slots.charge(link, capability, tokens)
+
 
 def _cached_status(value: object, now: datetime) -> AgentStatus | None:
     """The status of an agent another replica keeps cached, or None for a malformed entry."""

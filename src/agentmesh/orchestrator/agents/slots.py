@@ -140,12 +140,15 @@ class Slots:
                 name, kind = pool
                 metrics.POOL_WAITS.labels(name).inc()
                 limit = answer.claim.limit
-                tell(
-                    f"pool {name!r} is at its limit of {limit} concurrent uses"
-                    if kind == "uses"
-                    else f"pool {name!r} is at its limit of {limit} requests"
-                    f" per {answer.claim.seconds:g}s"
-                )
+                if kind == "uses":
+                    tell(f"pool {name!r} is at its limit of {limit} concurrent uses")
+                elif kind == "tokens":
+                    tell(f"pool {name!r} used its {limit} tokens per minute")
+                else:
+                    tell(
+                        f"pool {name!r} is at its limit of {limit} requests"
+                        f" per {answer.claim.seconds:g}s"
+                    )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await freed.wait()
@@ -161,6 +164,15 @@ class Slots:
             if grant is not None and self._limits is not None:
                 self._limits.release(grant)
             self._release(link.name, probe)
+
+    async def charge(self, link: AgentLink, capability: str, tokens: int) -> None:
+        """Charge ``tokens`` a run of ``capability`` on ``link`` used to its pools' windows."""
+        declared = link.card.capability(capability)
+        if self._limits is None or declared is None or not declared.resources:
+            return
+        charges = self._pools.charges(declared.resources, tokens)
+        if charges:
+            await self._limits.charge(charges)
 
     @staticmethod
     def _no_room(requirement: Requirement) -> str:

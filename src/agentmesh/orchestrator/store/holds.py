@@ -31,6 +31,9 @@ class Claim:
 
     ``seconds`` is how long the hold lasts unless renewed; a ``released=False`` claim (a
     rate) is never released or renewed: it holds its key for one window of ``seconds``.
+    A key is full when the ``weight`` of its live holds adds up to ``limit``; a claim of
+    weight 0 only asks that the key is not full and takes nothing (a token window, whose
+    tokens are charged after the run: :meth:`Holds.charge_hold`).
     """
 
     key: str
@@ -39,6 +42,8 @@ class Claim:
     released: bool = True
     #: Only kept in Redis (where it costs no SQL transaction per step): left out otherwise.
     redis_only: bool = False
+    #: What the hold counts for against ``limit`` (0: a check, nothing held).
+    weight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +78,38 @@ class Holds(Connection):
                 delete(HoldRow).where(HoldRow.key.in_(keys), HoldRow.expires_at <= now)
             )
             rows = await session.execute(
-                select(HoldRow.key, func.count(), func.min(HoldRow.expires_at))
+                select(HoldRow.key, func.sum(HoldRow.weight), func.min(HoldRow.expires_at))
                 .where(HoldRow.key.in_(keys))
                 .group_by(HoldRow.key)
             )
-            held = {key: (count, utc(earliest)) for key, count, earliest in rows}
+            held = {key: (int(used), utc(earliest)) for key, used, earliest in rows}
             for claim in claims:
                 count, earliest = held.get(claim.key, (0, None))
                 if count >= claim.limit:
                     left = (earliest - now).total_seconds() if earliest else claim.seconds
                     return Refusal(claim, max(0.0, left))
             session.add_all(
-                HoldRow(key=c.key, holder=holder, expires_at=now + timedelta(seconds=c.seconds))
+                HoldRow(
+                    key=c.key,
+                    holder=holder,
+                    expires_at=now + timedelta(seconds=c.seconds),
+                    weight=c.weight,
+                )
                 for c in claims
+                if c.weight > 0
             )
         return None
+
+    async def charge_hold(self, claim: Claim, holder: str) -> None:
+        """Record ``claim`` (its weight, for its ``seconds``) whether or not its key is full.
+
+        What a run used is already spent: it counts against the runs that start after it.
+        """
+        expires_at = datetime.now(UTC) + timedelta(seconds=claim.seconds)
+        async with self._transaction() as session:
+            session.add(
+                HoldRow(key=claim.key, holder=holder, expires_at=expires_at, weight=claim.weight)
+            )
 
     async def renew_holds(self, holds: Iterable[tuple[str, str]], seconds: float) -> None:
         """Extend the ``(key, holder)`` holds to ``seconds`` from now (lost ones stay lost)."""

@@ -144,6 +144,8 @@ class HoldRow(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime]
+    #: What the hold counts for against the key's limit (tokens, for a token window).
+    weight: Mapped[int] = mapped_column(default=1, server_default="1")
 
 
 # The Core tables behind the rows, for the statements the hot write path runs without the ORM.
