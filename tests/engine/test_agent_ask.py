@@ -11,13 +11,14 @@ from pydantic import BaseModel
 
 from agentmesh.agent import Agent, AgentServer, AgentSettings, AssignmentContext, capability
 from agentmesh.client import Client
-from agentmesh.errors import NotFound, ValidationError
-from agentmesh.models import Plan, StepSpec, StepState, TaskRecord, TaskState
+from agentmesh.errors import NotFound, StepFailed, ValidationError
+from agentmesh.models import Plan, RetryPolicy, StepSpec, StepState, TaskRecord, TaskState
 from agentmesh.orchestrator import Orchestrator
 from tests.support.events import step_states, watch_all
 from tests.support.mesh import client, wait_for_agents
 from tests.support.waiting import eventually
 
+AGENT = "spiffe://agentmesh.test/agent/echo-1"
 PROMPT = "Which colour should the cover be?"
 COLOUR = {
     "type": "object",
@@ -47,22 +48,44 @@ class Asker(Agent):
     version = "1.0.0"
     max_concurrency = 1
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: The steps whose run the orchestrator stopped.
+        self.cancelled: list[str] = []
+
     @capability("test.cover", description="Ask which colour, then design the cover.")
     async def cover(self, data: Topic, ctx: AssignmentContext) -> Cover:
-        answer = await ctx.ask(PROMPT, COLOUR)
+        try:
+            answer = await ctx.ask(PROMPT, COLOUR)
+        except asyncio.CancelledError:
+            self.cancelled.append(ctx.step_id)
+            raise
         assert isinstance(answer, dict)
         return Cover(topic=data.topic, colour=str(answer["colour"]))
+
+    @capability("test.blank", description="Ask nothing in particular.")
+    async def blank(self, data: Topic, ctx: AssignmentContext) -> Done:
+        try:
+            await ctx.ask("   ")
+        except asyncio.CancelledError:
+            self.cancelled.append(ctx.step_id)
+            raise
+        return Done(done=True)
 
     @capability("test.quick", description="Answer at once.")
     async def quick(self, data: Topic, ctx: AssignmentContext) -> Done:
         return Done(done=True)
 
 
-def one(capability: str) -> Plan:
+def one(capability: str, attempts: int = 1) -> Plan:
     return Plan(
         steps=(
             StepSpec(
-                id="work", capability=capability, input={"topic": "ships"}, timeout_seconds=120
+                id="work",
+                capability=capability,
+                input={"topic": "ships"},
+                timeout_seconds=120,
+                retry=RetryPolicy(max_attempts=attempts),
             ),
         )
     )
@@ -121,3 +144,72 @@ async def test_an_agent_asks_mid_step_frees_its_slot_and_goes_on_with_the_owners
         StepState.RUNNING,
         StepState.SUCCEEDED,
     ]
+
+
+async def test_a_session_lost_while_the_agent_waits_fails_the_attempt_and_the_next_asks_again(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    agent = Asker()
+    async with serve(agent, orchestrator, certs), client(orchestrator, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        task_id = await alice.submit(plan=one("test.cover", attempts=2))
+
+        async def asks_in(attempt: int) -> TaskRecord:
+            return await eventually(
+                lambda: alice.get(task_id),
+                lambda t: (
+                    t.steps["work"].state is StepState.INPUT_REQUIRED
+                    and t.steps["work"].attempts == attempt
+                ),
+                within=60,
+            )
+
+        await asks_in(1)
+        # The orchestrator ends the agent's Session (as for a revoked identity).
+        await orchestrator.registry.close_identity(AGENT, "test: session ended")
+        # The agent registers again; the step's second attempt runs there and asks again.
+        await asks_in(2)
+        # The first run, left waiting on a Session that ended, is stopped by the SDK.
+        await eventually(lambda: asyncio.sleep(0, agent.cancelled), bool, within=30)
+        stopped = list(agent.cancelled)
+        await alice.provide_input(task_id, "work", {"colour": "red"})
+        task = await finished(alice, task_id)
+        async with asyncio.timeout(30):
+            events = await watch_all(alice, task_id)
+
+    assert task.state is TaskState.SUCCEEDED, task.error
+    assert task.steps["work"].output == {"topic": "ships", "colour": "red"}
+    retried = [e.reason for e in events if e.step_id == "work" and e.state == StepState.PENDING]
+    assert any("agent_lost" in reason for reason in retried), retried
+    assert stopped == ["work"]
+
+
+async def test_a_question_without_a_prompt_fails_the_attempt_and_stops_the_run(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    agent = Asker()
+    async with serve(agent, orchestrator, certs), client(orchestrator, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        task = await finished(alice, await alice.submit(plan=one("test.blank")))
+        await eventually(lambda: asyncio.sleep(0, agent.cancelled), bool, within=30)
+
+    assert task.state is TaskState.FAILED
+    assert "invalid_output: ask.prompt: must say what to answer" in task.steps["work"].error
+    assert agent.cancelled == ["work"]
+
+
+async def test_a_run_no_orchestrator_gave_cannot_ask() -> None:
+    ctx = AssignmentContext(
+        assignment_id="a",
+        task_id="t",
+        step_id="s",
+        attempt=1,
+        idempotency_key="",
+        compensation=False,
+        deadline=None,
+        _report=lambda fraction, message: None,
+    )
+    with pytest.raises(StepFailed) as refused:
+        await ctx.ask(PROMPT)
+
+    assert refused.value.failure_code == "ask_failed"
