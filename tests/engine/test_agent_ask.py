@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent import Agent, AgentServer, AgentSettings, AssignmentContext, capability
 from agentmesh.client import Client
 from agentmesh.errors import NotFound, StepFailed, ValidationError
 from agentmesh.models import Plan, RetryPolicy, StepSpec, StepState, TaskRecord, TaskState
 from agentmesh.orchestrator import Orchestrator
+from agentmesh.orchestrator.agents.link import ask_problem
+from agentmesh.wire import to_struct
 from tests.support.events import step_states, watch_all
 from tests.support.mesh import client, wait_for_agents
 from tests.support.waiting import eventually
@@ -213,3 +216,20 @@ async def test_a_run_no_orchestrator_gave_cannot_ask() -> None:
         await ctx.ask(PROMPT)
 
     assert refused.value.failure_code == "ask_failed"
+
+
+@pytest.mark.parametrize(
+    ("ask", "problem"),
+    [
+        (agent_pb2.Ask(prompt="Go?"), None),
+        (agent_pb2.Ask(prompt="x" * 4097), "ask.prompt: at most 4096 characters, not 4097"),
+        (
+            agent_pb2.Ask(prompt="Go?", answer_schema=to_struct({"type": 3})),
+            "ask.answer_schema: is not a JSON Schema (draft 2020-12)",
+        ),
+    ],
+)
+def test_a_question_is_checked_before_anyone_sees_it(
+    ask: agent_pb2.Ask, problem: str | None
+) -> None:
+    assert ask_problem(ask) == problem
