@@ -294,8 +294,11 @@ class StepRecord(BaseModel):
     #: The agent's result; for a fan-out step, the list of every run's output.
     output: JSON = None
     error: str = ""
-    #: While waiting: what for (no agent with room, a pool at its limit); not stored.
+    #: While waiting: what for (no agent with room, a pool at its limit, a question's
+    #: prompt); not stored.
     waiting_for: str = ""
+    #: While its agent waits for an answer (``ctx.ask``): the question; in memory only.
+    asked: HumanInput | None = Field(default=None, exclude=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

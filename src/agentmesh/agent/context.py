@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -14,6 +14,8 @@ from agentmesh.errors import StepFailed
 from agentmesh.models import JSON, Budget, ParentStep, Plan, StepSpec, Usage
 
 ProgressReporter = Callable[[float, str], None]
+#: Puts a question (prompt, answer schema) to the orchestrator and waits for the answer.
+Asker = Callable[[str, Mapping[str, JSON]], Awaitable[JSON]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,10 +41,15 @@ class AssignmentContext:
     _usage: list[Usage] = field(default_factory=list, repr=False)
     _subtasks: SubTasks | None = field(default=None, repr=False)
     _children: list[str] = field(default_factory=list, repr=False)
+    _ask: Asker | None = field(default=None, repr=False)
 
     @classmethod
     def of(
-        cls, assignment: Assignment, report: ProgressReporter, subtasks: SubTasks | None = None
+        cls,
+        assignment: Assignment,
+        report: ProgressReporter,
+        subtasks: SubTasks | None = None,
+        ask: Asker | None = None,
     ) -> AssignmentContext:
         """The context of a run of ``assignment`` whose progress goes to ``report``."""
         return cls(
@@ -55,6 +62,7 @@ class AssignmentContext:
             deadline=assignment.deadline,
             _report=report,
             _subtasks=subtasks,
+            _ask=ask,
         )
 
     def time_left(self) -> float | None:
@@ -133,6 +141,23 @@ class AssignmentContext:
             timeout_seconds=timeout_seconds,
             budget=budget,
         )
+
+    async def ask(self, prompt: str, schema: Mapping[str, JSON] | None = None) -> JSON:
+        """Ask a person ``prompt`` and return the answer, which matches ``schema`` (a JSON
+        Schema; None or empty for any JSON value).
+
+        The step shows ``INPUT_REQUIRED`` with the prompt until the task's owner answers
+        (ProvideInput, as for a step of kind ``input``). The run holds none of the agent's
+        concurrency meanwhile, so other work may run on it; the step's timeout still counts.
+        StepFailed (``ask_failed``) when no orchestrator gave this run.
+        """
+        if self._ask is None:
+            raise StepFailed(
+                "this run cannot ask (it was not given by an orchestrator)",
+                code="ask_failed",
+                retryable=False,
+            )
+        return await self._ask(prompt, dict(schema or {}))
 
     async def progress(self, fraction: float, message: str = "") -> None:
         """Report how far the work is: ``fraction`` in 0..1, or negative when unknown."""

@@ -6,7 +6,7 @@ from datetime import UTC
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent.work import Assignment
-from agentmesh.models import FailureCode, Outcome
+from agentmesh.models import JSON, FailureCode, Outcome
 from agentmesh.wire import from_struct, step_to_proto, to_struct, usage_to_proto
 
 
@@ -70,6 +70,15 @@ def outcome(
     if result.usage is not None:
         usage_to_proto(result.usage, failure.usage)
     return agent_pb2.AgentMessage(failure=failure)
+
+
+def ask(assignment_id: str, prompt: str, schema: dict[str, JSON]) -> agent_pb2.AgentMessage:
+    """The run asks a person ``prompt`` (``ctx.ask``)."""
+    return agent_pb2.AgentMessage(
+        ask=agent_pb2.Ask(
+            assignment_id=assignment_id, prompt=prompt, answer_schema=to_struct(schema)
+        )
+    )
 
 
 def pong(nonce: int, active: int) -> agent_pb2.AgentMessage:

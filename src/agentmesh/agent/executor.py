@@ -29,7 +29,7 @@ from agentmesh.agent.subtasks import SubTasks
 from agentmesh.agent.work import INTERRUPTIONS, Assignment
 from agentmesh.errors import StepFailed
 from agentmesh.logs import exception_fields
-from agentmesh.models import FailureCode, Outcome, StepSpec
+from agentmesh.models import JSON, FailureCode, Outcome, StepSpec
 from agentmesh.tracing import (
     AGENT_NAME,
     ATTEMPT,
@@ -56,6 +56,9 @@ class Replies(Protocol):
     def progress(self, assignment_id: str, fraction: float, message: str) -> None:
         """The handler reported progress."""
 
+    def asked(self, assignment_id: str, prompt: str, schema: dict[str, JSON]) -> None:
+        """The handler asks a person (``ctx.ask``)."""
+
     def finished(self, assignment_id: str, outcome: Outcome) -> None:
         """The assignment ended (or was refused) with ``outcome``."""
 
@@ -72,6 +75,8 @@ class _Run:
     task: asyncio.Task[Outcome] | None = None
     #: Set when the executor itself stops the run; reported instead of whatever the handler did.
     interruption: Outcome | None = None
+    #: While the handler waits for the answer to its question: that answer, to come.
+    asking: asyncio.Future[JSON] | None = None
 
 
 def describe_errors(exc: pydantic.ValidationError) -> str:
@@ -128,8 +133,29 @@ class Executor:
 
     @property
     def active(self) -> int:
-        """Handlers running right now."""
-        return len(self._runs)
+        """Handlers running right now (not those waiting for an answer to ``ctx.ask``)."""
+        return sum(1 for run in self._runs if run.asking is None)
+
+    def answer(self, assignment_id: str, value: JSON) -> None:
+        """The answer to the question of the run behind ``assignment_id``: it goes on."""
+        run = self._by_assignment.get(assignment_id)
+        if run is None or run.asking is None or run.asking.done():
+            self._log.debug("answer.ignored", assignment_id=assignment_id)
+            return
+        run.asking.set_result(value)
+
+    async def _ask(self, run: _Run, prompt: str, schema: dict[str, JSON]) -> JSON:
+        if run.asking is not None:
+            raise StepFailed("ask one question at a time", code="ask_failed", retryable=False)
+        if not run.listeners:
+            raise StepFailed("no orchestrator to ask", code="ask_failed", retryable=True)
+        run.asking = asyncio.get_running_loop().create_future()
+        try:
+            for aid, replies in run.listeners.items():
+                replies.asked(aid, prompt, schema)
+            return await run.asking
+        finally:
+            run.asking = None
 
     def submit(self, assignment: Assignment, replies: Replies) -> None:
         """Take ``assignment`` or refuse it; either way ``replies`` hears the answer."""
@@ -172,7 +198,8 @@ class Executor:
             replies.accepted(aid)
             log.info("assignment.attached", idempotency_key=key)
             return None
-        if len(self._runs) >= self._limit:
+        # A run waiting for an answer holds no slot (the orchestrator gave it back).
+        if self.active >= self._limit:
             return self._refuse(
                 log, replies, aid, FailureCode.BUSY, f"already running {self._limit} assignments"
             )
@@ -201,6 +228,12 @@ class Executor:
             for aid in [a for a, r in run.listeners.items() if r is replies]:
                 del run.listeners[aid]
                 self._by_assignment.pop(aid, None)
+            if run.asking is not None and not run.listeners:
+                # Its answer would come on that session only; its orchestrator has failed
+                # the attempt (agent_lost) and tries it again.
+                self._interrupt(
+                    run, Outcome.failed(FailureCode.CANCELLED, "the session that asked ended")
+                )
 
     def stop_accepting(self) -> None:
         """Refuse every assignment from now on (``draining``)."""
@@ -286,7 +319,10 @@ class Executor:
 
     async def _invoke(self, run: _Run, data: BaseModel) -> Outcome:
         ctx = AssignmentContext.of(
-            run.assignment, functools.partial(self._progress, run), self._subtasks
+            run.assignment,
+            functools.partial(self._progress, run),
+            self._subtasks,
+            functools.partial(self._ask, run),
         )
         outcome = await self._call(run, data, ctx)
         outcome.usage = ctx.usage  # what the handler reported, whichever way it ended

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from google.protobuf import json_format
 from structlog.typing import FilteringBoundLogger
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh._tasks import cancel_and_wait
 from agentmesh.agent import convert
 from agentmesh.agent.executor import Executor
-from agentmesh.models import FailureCode, Outcome
+from agentmesh.models import JSON, FailureCode, Outcome
 from agentmesh.security import Identity
 
 Write = Callable[[agent_pb2.AgentMessage], Awaitable[None]]
@@ -53,6 +54,10 @@ class Session:
     def progress(self, assignment_id: str, fraction: float, message: str) -> None:
         """Queue ``Progress``."""
         self._send(convert.progress(assignment_id, fraction, message))
+
+    def asked(self, assignment_id: str, prompt: str, schema: dict[str, JSON]) -> None:
+        """Queue ``Ask``."""
+        self._send(convert.ask(assignment_id, prompt, schema))
 
     def finished(self, assignment_id: str, outcome: Outcome) -> None:
         """Queue the ``Result`` or ``Failure``."""
@@ -115,6 +120,9 @@ class Session:
             self._executor.submit(convert.assignment_from_pb(message.assignment), self)
         elif kind == "cancel":
             self._executor.cancel(message.cancel.assignment_id, message.cancel.reason)
+        elif kind == "answer":
+            value = json_format.MessageToDict(message.answer.value)
+            self._executor.answer(message.answer.assignment_id, value)
         elif kind == "ping":
             self._send(convert.pong(message.ping.nonce, self._executor.active))
         else:

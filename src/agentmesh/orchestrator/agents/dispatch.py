@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -23,13 +24,22 @@ from google.protobuf import json_format, timestamp_pb2
 
 from agentmesh import schemas, tracing
 from agentmesh._proto.agentmesh.v1 import agent_pb2
+from agentmesh._tasks import TaskSet
 from agentmesh.config import Settings
 from agentmesh.errors import StepFailed
-from agentmesh.models import JSON, AgentChoice, FailureCode, Outcome, RetryPolicy, Usage
+from agentmesh.models import (
+    JSON,
+    AgentChoice,
+    FailureCode,
+    HumanInput,
+    Outcome,
+    RetryPolicy,
+    Usage,
+)
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AGENT_FAULTS
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES
-from agentmesh.orchestrator.agents.link import AgentLink
+from agentmesh.orchestrator.agents.link import AgentLink, AskCallback
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.progress import ProgressLimiter
 from agentmesh.orchestrator.agents.registry import Registry
@@ -55,6 +65,62 @@ class AttemptObserver(Protocol):
     def used(self, usage: Usage | None, seconds: float) -> None:
         """An attempt ended (either way) having used ``usage`` (as its agent said) in
         ``seconds``."""
+
+
+class AskObserver(Protocol):
+    """Puts an agent's mid-step questions (``ctx.ask``) to people: a step does."""
+
+    async def ask(self, attempt: int, question: HumanInput) -> JSON:
+        """``attempt``'s agent asks ``question``: the (checked) answer, once given."""
+
+    def resumed(self, agent: str, attempt: int) -> None:
+        """The answer goes back to ``agent``, which holds a slot for ``attempt`` again."""
+
+
+class _HeldSlot:
+    """One attempt's concurrency slot: let go while its agent waits for an answer, and
+    taken again (on the same agent) before the answer goes back."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        requirement: Requirement,
+        priority: int,
+        on_wait: Callable[[str], None],
+    ) -> None:
+        self._registry = registry
+        self._requirement = requirement
+        self._priority = priority
+        self._on_wait = on_wait
+        self._held: contextlib.AbstractAsyncContextManager[AgentLink] | None = None
+
+    async def take(self) -> AgentLink:
+        """Wait for a slot on the best matching agent and hold it."""
+        held = self._registry.slot(self._requirement, self._priority, self._on_wait)
+        link = await held.__aenter__()
+        self._held = held  # no await in between: a cancellation cannot leak the slot
+        return link
+
+    async def take_on(self, agent: str) -> None:
+        """Wait for a slot on ``agent`` itself (a resumed run stays where it is) and hold it."""
+        self._requirement = dataclasses.replace(
+            self._requirement, pin=agent, prefer="", avoid=frozenset()
+        )
+        await self.take()
+
+    async def release(self) -> None:
+        """Give the slot back (nothing when none is held)."""
+        held, self._held = self._held, None
+        if held is not None:
+            await held.__aexit__(None, None, None)
+
+    @contextlib.asynccontextmanager
+    async def holding(self) -> AsyncIterator[None]:
+        """Release whatever is held on the way out."""
+        try:
+            yield
+        finally:
+            await self.release()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,8 +177,15 @@ class Dispatcher:
         self._registry = registry
         self._settings = settings
 
-    async def send(self, job: Job, observer: AttemptObserver | None = None) -> Outcome:
+    async def send(
+        self,
+        job: Job,
+        observer: AttemptObserver | None = None,
+        asks: AskObserver | None = None,
+    ) -> Outcome:
         """The successful outcome of ``job``; StepFailed when it failed for good.
+
+        ``asks`` puts the agent's questions to people; without it an attempt that asks fails.
 
         TimeoutError when ``job.deadline`` passes before an agent has room.
         """
@@ -130,7 +203,7 @@ class Dispatcher:
         while True:
             prefer = job.resume_on if number == job.first_attempt else ""
             try:
-                return await self._attempt(job, number, failed_on, observer, prefer)
+                return await self._attempt(job, number, failed_on, observer, prefer, asks)
             except StepFailed as exc:
                 if not exc.retryable or number >= last:
                     raise
@@ -144,6 +217,7 @@ class Dispatcher:
         failed_on: set[str],
         observer: AttemptObserver | None,
         prefer: str,
+        asks: AskObserver | None = None,
     ) -> Outcome:
         requirement = Requirement(
             prefer=prefer,
@@ -160,13 +234,12 @@ class Dispatcher:
             if observer is not None:
                 observer.waiting(number, reason)
 
-        async with contextlib.AsyncExitStack() as stack:
+        slot = _HeldSlot(self._registry, requirement, job.priority, waiting)
+        async with slot.holding():
             async with asyncio.timeout_at(job.deadline):
-                link = await stack.enter_async_context(
-                    self._registry.slot(requirement, job.priority, waiting)
-                )
+                link = await slot.take()
             outcome, elapsed, circuit = await self._run(
-                job, number, link, failed_on, observer, requirement.choice
+                job, number, link, failed_on, observer, requirement.choice, _Asking(slot, asks)
             )
         if outcome.ok:
             log.debug(
@@ -205,6 +278,7 @@ class Dispatcher:
         failed_on: set[str],
         observer: AttemptObserver | None,
         choice: AgentChoice | None = None,
+        asking: _Asking | None = None,
     ) -> tuple[Outcome, float, str]:
         """One attempt on ``link``: its (checked) outcome, seconds and the circuit after it."""
         loop = asyncio.get_running_loop()
@@ -245,7 +319,12 @@ class Dispatcher:
         )
         with _attempt_span(job, number, link) as span:
             assignment.trace_context.update(tracing.carrier(span))
-            outcome, elapsed = await self._exchange(link, assignment, timeout, limiter)
+            on_ask = asking.callback(link, assignment, number) if asking else None
+            try:
+                outcome, elapsed = await self._exchange(link, assignment, timeout, limiter, on_ask)
+            finally:
+                if asking is not None:
+                    await asking.aclose()
             if observer is not None:
                 observer.used(outcome.usage, elapsed)
             if outcome.usage is not None and outcome.usage.tokens:
@@ -286,16 +365,58 @@ class Dispatcher:
         assignment: agent_pb2.Assignment,
         seconds: float,
         limiter: ProgressLimiter,
+        on_ask: AskCallback | None = None,
     ) -> tuple[Outcome, float]:
         """The agent's answer to ``assignment`` (TIMEOUT after ``seconds``), and its seconds."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             # The link times the attempt out itself: it tells the agent why (Cancel.reason).
-            outcome = await link.run(assignment, limiter.report, seconds=seconds)
+            outcome = await link.run(assignment, limiter.report, seconds=seconds, on_ask=on_ask)
         finally:
             limiter.close()  # the latest report held back goes out before the outcome
         return outcome, loop.time() - started
+
+
+class _Asking:
+    """One attempt's questions: each frees the slot, waits for its answer, takes a slot on
+    the same agent again and sends the answer. Ended with the attempt (an attempt that ends
+    while its agent waits, e.g. the Session broke: ``agent_lost``, leaves its question)."""
+
+    def __init__(self, slot: _HeldSlot, asks: AskObserver | None) -> None:
+        self._slot = slot
+        self._asks = asks
+        self._tasks = TaskSet()
+
+    def callback(
+        self, link: AgentLink, assignment: agent_pb2.Assignment, attempt: int
+    ) -> AskCallback | None:
+        """What hears the attempt's questions; None when nobody can answer them."""
+        asks = self._asks
+        if asks is None:
+            return None
+
+        def on_ask(question: HumanInput) -> None:
+            self._tasks.spawn(
+                self._answer(asks, link, assignment.assignment_id, attempt, question),
+                name=f"ask-{assignment.assignment_id}",
+            )
+
+        return on_ask
+
+    async def _answer(
+        self, asks: AskObserver, link: AgentLink, aid: str, attempt: int, question: HumanInput
+    ) -> None:
+        # A waiting run holds no slot: other work may run on the agent meanwhile.
+        await self._slot.release()
+        value = await asks.ask(attempt, question)
+        await self._slot.take_on(link.name)
+        asks.resumed(link.name, attempt)
+        await link.answer(aid, value)
+
+    async def aclose(self) -> None:
+        """Stop waiting for answers (the attempt is over)."""
+        await self._tasks.aclose()
 
 
 def _attempt_span(

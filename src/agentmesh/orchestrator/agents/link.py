@@ -3,7 +3,8 @@
 One :class:`AgentLink` per live agent multiplexes every assignment sent to it,
 pings it, and declares it lost when the stream breaks or pings go unanswered.
 Everything in flight on a lost link ends with a retryable ``agent_lost``
-failure, which is what makes failover work.
+failure, which is what makes failover work: an assignment waiting on an answer to its
+``Ask`` (``ctx.ask``) included, whose question then goes with it.
 """
 
 from __future__ import annotations
@@ -20,24 +21,30 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 
+from agentmesh import schemas
 from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh._tasks import TaskSet
 from agentmesh.errors import ValidationError
-from agentmesh.models import AgentCard, FailureCode, Outcome
+from agentmesh.models import JSON, AgentCard, FailureCode, HumanInput, Outcome
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES, Taken, take
-from agentmesh.wire import usage_from_proto
+from agentmesh.wire import from_struct, usage_from_proto
+from agentmesh.wire.tasks import value_to_proto
 
 log = structlog.get_logger(__name__)
 
 
 ProgressCallback = Callable[[float, str], None]
+#: Told of an assignment's question (``Ask``); the answer goes back with AgentLink.answer.
+AskCallback = Callable[[HumanInput], None]
 
 #: Replies that name an assignment; each must name one sent on this very link.
-_REPLIES = ("accepted", "progress", "result", "failure")
+_REPLIES = ("accepted", "progress", "result", "failure", "ask")
 #: How many recently sent assignment ids a link remembers, to tell late answers from forged ones.
 _REMEMBERED = 10_000
 #: The most characters of a reason a Cancel carries (a client's reason is bounded anyway).
 _MAX_REASON = 1024
+#: The most characters of an agent's question (it is shown to people and kept in events).
+MAX_PROMPT = 4096
 
 
 @dataclass(slots=True)
@@ -45,8 +52,22 @@ class _Pending:
     done: asyncio.Future[Outcome]
     on_progress: ProgressCallback
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Who hears the assignment's questions; None: this work may not ask (it fails if it does).
+    on_ask: AskCallback | None = None
     #: A refused progress report was logged already (once per assignment, not per report).
     warned: bool = False
+
+
+def ask_problem(ask: agent_pb2.Ask) -> str | None:
+    """Why an agent's question cannot be put to anyone, naming its field, or None."""
+    if not ask.prompt.strip():
+        return "ask.prompt: must say what to answer"
+    if len(ask.prompt) > MAX_PROMPT:
+        return f"ask.prompt: at most {MAX_PROMPT} characters, not {len(ask.prompt)}"
+    schema = from_struct(ask.answer_schema)
+    if schema and schemas.validator(schema) is None:
+        return "ask.answer_schema: is not a JSON Schema (draft 2020-12)"
+    return None
 
 
 def progress_problem(fraction: float) -> str | None:
@@ -200,6 +221,10 @@ class AgentLink:
                 self._tasks.spawn(self._take_in_thread(result), name=f"link-{self.name}-result")
             else:
                 self._take(result)
+        elif kind == "ask":
+            pending = self._pending.get(message.ask.assignment_id)
+            if pending:
+                self._ask(pending, message.ask)
         elif kind == "failure":
             f = message.failure
             usage = usage_from_proto(f.usage) if f.HasField("usage") else None
@@ -207,6 +232,39 @@ class AgentLink:
                 f.assignment_id,
                 Outcome(code=f.code, message=f.message, retryable=f.retryable, usage=usage),
             )
+
+    def _ask(self, pending: _Pending, ask: agent_pb2.Ask) -> None:
+        problem = (
+            ask_problem(ask)
+            if pending.on_ask is not None
+            else ("this work may not ask (only a step's attempt may)")
+        )
+        if problem is None:
+            assert pending.on_ask is not None
+            schema = from_struct(ask.answer_schema)
+            pending.on_ask(HumanInput(prompt=ask.prompt, answer_schema=schema))
+            return
+        # The agent's fault, and final: its run waits for an answer that will never come, so
+        # it is told to stop, and the attempt fails as the agent's (tried elsewhere).
+        self._log.warning("agent.invalid_ask", assignment_id=ask.assignment_id, reason=problem)
+        self._finish(ask.assignment_id, Outcome(code=FailureCode.INVALID_OUTPUT, message=problem))
+        cancel = agent_pb2.Cancel(assignment_id=ask.assignment_id, reason=problem[:_MAX_REASON])
+        self._tasks.spawn(
+            self._send_quietly(agent_pb2.OrchestratorMessage(cancel=cancel)),
+            name=f"link-{self.name}-refuse-ask",
+        )
+
+    async def _send_quietly(self, message: agent_pb2.OrchestratorMessage) -> None:
+        with contextlib.suppress(ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._send(message)
+
+    async def answer(self, assignment_id: str, value: JSON) -> None:
+        """Send the answer to ``assignment_id``'s question (nothing once it is over)."""
+        if assignment_id not in self._pending or self._closed:
+            return
+        answer = agent_pb2.Answer(assignment_id=assignment_id)
+        value_to_proto(value, answer.value)
+        await self._send_quietly(agent_pb2.OrchestratorMessage(answer=answer))
 
     def _progress(self, pending: _Pending, progress: agent_pb2.Progress) -> None:
         problem = progress_problem(progress.fraction)
@@ -264,8 +322,12 @@ class AgentLink:
         on_progress: ProgressCallback,
         *,
         seconds: float | None = None,
+        on_ask: AskCallback | None = None,
     ) -> Outcome:
         """Send ``assignment`` and wait for its outcome, at most ``seconds``.
+
+        ``on_ask`` hears the assignment's questions (``Ask``); without it a question fails
+        the assignment. The ``seconds`` include any time spent waiting for an answer.
 
         When the time is up the agent gets a Cancel saying so and the outcome is a
         ``timeout`` failure. Cancelling the caller sends Cancel too, with the message the
@@ -273,7 +335,7 @@ class AgentLink:
         ``"cancelled"``.
         """
         loop = asyncio.get_running_loop()
-        pending = _Pending(loop.create_future(), on_progress)
+        pending = _Pending(loop.create_future(), on_progress, on_ask=on_ask)
         aid = assignment.assignment_id
         self._pending[aid] = pending
         self._sent[aid] = None

@@ -181,9 +181,10 @@ class TaskService:
                 reason=f"{caller} is neither the owner of task {task_id} nor an approver",
             )
         step = task.steps.get(request.step_id)
-        if step is None or step.spec.human_input is None:
+        asked = None if step is None else inputs.question(step)
+        if step is None or asked is None:
             raise NotFound(f"no input step {request.step_id!r} in the task", field="step_id")
-        inputs.check_answerer(step.spec.human_input, caller, task.owner, domain)
+        inputs.check_answerer(asked, caller, task.owner, domain)
         value = json_format.MessageToDict(request.value)
         inputs.check_answer(step, value)
         answer = Answer(value=value, answered_by=caller.uri, answered_at=datetime.now(UTC))

@@ -134,7 +134,13 @@ class Engine:
 
     async def provide_input(self, task_id: str, step_id: str, answer: Answer) -> None:
         """Keep ``answer`` to an input step (FailedPrecondition when it has one) and wake
-        the run waiting for it, wherever it runs."""
+        the run waiting for it, wherever it runs. An agent's question (``ctx.ask``) is
+        answered in memory, on the replica whose run waits for it."""
+        run = self._runs.get(task_id)
+        if run is not None and run.agent_asking(step_id):
+            run.agent_answered(step_id, answer)
+            log.info("step.answered", task_id=task_id, step=step_id, by=answer.answered_by)
+            return
         await self._store.save_answer(task_id, step_id, answer)
         log.info("step.answered", task_id=task_id, step=step_id, by=answer.answered_by)
         run = self._runs.get(task_id)

@@ -26,7 +26,7 @@ from agentmesh.models import (
     TaskRecord,
 )
 from agentmesh.orchestrator.engine.journal import now
-from agentmesh.orchestrator.store import Store
+from agentmesh.orchestrator.store import Answer, Store
 from agentmesh.security import Identity
 from agentmesh.security.policy import identity_matches
 
@@ -62,9 +62,14 @@ def check_answerer(asked: HumanInput, caller: Identity, owner: str, trust_domain
         )
 
 
+def question(step: StepRecord) -> HumanInput | None:
+    """What ``step`` asks: its own question (kind ``input``) or its agent's, while it waits."""
+    return step.spec.human_input or step.asked
+
+
 def check_answer(step: StepRecord, value: JSON) -> HumanInput:
     """The question ``step`` asks, if it is waiting for ``value``'s kind of answer now."""
-    asked = step.spec.human_input
+    asked = question(step)
     if asked is None:
         raise FailedPrecondition(f"step {step.spec.id!r} asks no question", field="step_id")
     if step.state is not StepState.INPUT_REQUIRED:
@@ -75,6 +80,37 @@ def check_answer(step: StepRecord, value: JSON) -> HumanInput:
     if problem:
         raise ValidationError(f"does not match the step's answer schema: {problem}", field="value")
     return asked
+
+
+class AgentAsks:
+    """The questions agents of one task ask mid-step (``ctx.ask``), waiting for answers.
+
+    In memory only, unlike an input step's wait: the agent's run waits on its Session,
+    which does not outlive this replica either. The first answer stands.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[Answer]] = {}
+
+    def asking(self, step_id: str) -> bool:
+        """True while ``step_id``'s agent waits for an answer here."""
+        return step_id in self._waiting
+
+    async def wait(self, step_id: str) -> Answer:
+        """The answer to ``step_id``'s question, once given."""
+        waiting: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[step_id] = waiting
+        try:
+            return await waiting
+        finally:
+            self._waiting.pop(step_id, None)
+
+    def answer(self, step_id: str, answer: Answer) -> None:
+        """Give the waiting agent ``answer``; FailedPrecondition once it has one."""
+        waiting = self._waiting.get(step_id)
+        if waiting is None or waiting.done():
+            raise FailedPrecondition(f"step {step_id!r} was answered already", field="step_id")
+        waiting.set_result(answer)
 
 
 class InputWait:

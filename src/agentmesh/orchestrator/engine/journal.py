@@ -136,7 +136,8 @@ class Journal:
         (on RUNNING) says why matching gave the attempt to its agent.
         """
         step.state = state
-        step.waiting_for = reason if state is StepState.WAITING else ""
+        waits = state in (StepState.WAITING, StepState.INPUT_REQUIRED)
+        step.waiting_for = reason if waits else ""
         if state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
             step.error = reason
         if state.final:

@@ -26,6 +26,7 @@ from agentmesh.models import (
     AgentChoice,
     EventKind,
     FailureCode,
+    HumanInput,
     Outcome,
     StepKind,
     StepRecord,
@@ -38,7 +39,7 @@ from agentmesh.orchestrator.agents.dispatch import Dispatcher, Job
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.engine import children, growth, readable, saga, spans
 from agentmesh.orchestrator.engine.budget import BudgetKeeper
-from agentmesh.orchestrator.engine.inputs import InputWait
+from agentmesh.orchestrator.engine.inputs import AgentAsks, InputWait
 from agentmesh.orchestrator.engine.journal import Journal, now
 from agentmesh.orchestrator.engine.scheduler import Scheduler
 from agentmesh.orchestrator.engine.stepcache import StepCache
@@ -46,7 +47,7 @@ from agentmesh.orchestrator.engine.streaming import PlanFollower
 from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.planning import PlanPiece, dependencies, resolve
 from agentmesh.orchestrator.planning.aggregate import DelegatedAggregate, aggregate, check_result
-from agentmesh.orchestrator.store import Lease, Store
+from agentmesh.orchestrator.store import Answer, Lease, Store
 
 log = structlog.get_logger(__name__)
 
@@ -69,10 +70,30 @@ class _Budgeted(Protocol):
 class _StepObserver:
     """A step's state follows its attempts."""
 
-    def __init__(self, journal: Journal, step: StepRecord, budget: _Budgeted) -> None:
+    def __init__(
+        self, journal: Journal, step: StepRecord, budget: _Budgeted, asks: AgentAsks
+    ) -> None:
         self._journal = journal
         self._step = step
         self._budget = budget
+        self._asks = asks
+        #: Who gave the latest answer to the agent's question.
+        self._answered_by = ""
+
+    async def ask(self, attempt: int, question: HumanInput) -> JSON:
+        step = self._step
+        step.asked = question
+        self._journal.step_state(step, StepState.INPUT_REQUIRED, question.prompt, attempt=attempt)
+        try:
+            answer = await self._asks.wait(step.spec.id)
+        finally:
+            step.asked = None
+        self._answered_by = answer.answered_by
+        return answer.value
+
+    def resumed(self, agent: str, attempt: int) -> None:
+        reason = f"answered by {self._answered_by}"
+        self._journal.step_state(self._step, StepState.RUNNING, reason, attempt=attempt)
 
     def used(self, usage: Usage | None, seconds: float) -> None:
         self._budget.used(usage, seconds)
@@ -133,6 +154,7 @@ class TaskRun:
         self._scheduler = Scheduler()
         self._step_cache = StepCache(store, registry)
         self._inputs = InputWait(store, task.id)
+        self._agent_asks = AgentAsks()
         #: Each running step's task; their ends arrive on ``_finished``.
         self._running: dict[str, asyncio.Task[Outcome]] = {}
         #: Each step's end; None when a streamed plan grew (or its planner finished).
@@ -349,6 +371,15 @@ class TaskRun:
         """An answer to input step ``step_id`` is in the store: its wait ends."""
         self._inputs.answered(step_id)
 
+    def agent_asking(self, step_id: str) -> bool:
+        """True while the agent running step ``step_id`` waits for an answer (``ctx.ask``)."""
+        return self._agent_asks.asking(step_id)
+
+    def agent_answered(self, step_id: str, answer: Answer) -> None:
+        """Give the agent waiting in step ``step_id`` its answer (FailedPrecondition: it has
+        one)."""
+        self._agent_asks.answer(step_id, answer)
+
     async def _ask(self, step: StepRecord) -> Outcome:
         if step.state is not StepState.INPUT_REQUIRED:
             asked = step.spec.human_input
@@ -386,7 +417,8 @@ class TaskRun:
             first_attempt=step.attempts if resume else step.attempts + 1,
             resume_on=step.agent if resume else "",
         )
-        outcome = await self._dispatcher.send(job, _StepObserver(self._journal, step, self))
+        observer = _StepObserver(self._journal, step, self, self._agent_asks)
+        outcome = await self._dispatcher.send(job, observer, observer)
         await self._step_cache.keep(spec, payload, outcome, task_id=self.task.id, step_id=spec.id)
         return outcome
 

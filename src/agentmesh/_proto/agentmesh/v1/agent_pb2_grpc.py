@@ -57,8 +57,8 @@ class AgentServicer:
 
     def Session(self, request_iterator, context):
         """One long-lived bidirectional stream per agent, multiplexing many
-        assignments. The orchestrator sends Assignment, Cancel and Ping; the agent
-        answers with Accepted, Progress, Result, Failure, Pong and Draining.
+        assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
+        agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

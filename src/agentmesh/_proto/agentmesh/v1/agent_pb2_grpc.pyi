@@ -38,8 +38,8 @@ class AgentStub:
     def __new__(cls, channel: _aio.Channel) -> AgentAsyncStub: ...
     Session: _grpc.StreamStreamMultiCallable[_agent_pb2.OrchestratorMessage, _agent_pb2.AgentMessage]
     """One long-lived bidirectional stream per agent, multiplexing many
-    assignments. The orchestrator sends Assignment, Cancel and Ping; the agent
-    answers with Accepted, Progress, Result, Failure, Pong and Draining.
+    assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
+    agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
     """
     Describe: _grpc.UnaryUnaryMultiCallable[_agent_pb2.DescribeRequest, _common_pb2.AgentCard]
     """The agent's card, as it would register it."""
@@ -53,8 +53,8 @@ class AgentAsyncStub(AgentStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Session: _aio.StreamStreamMultiCallable[_agent_pb2.OrchestratorMessage, _agent_pb2.AgentMessage]  # type: ignore[assignment]
     """One long-lived bidirectional stream per agent, multiplexing many
-    assignments. The orchestrator sends Assignment, Cancel and Ping; the agent
-    answers with Accepted, Progress, Result, Failure, Pong and Draining.
+    assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
+    agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
     """
     Describe: _aio.UnaryUnaryMultiCallable[_agent_pb2.DescribeRequest, _common_pb2.AgentCard]  # type: ignore[assignment]
     """The agent's card, as it would register it."""
@@ -71,8 +71,8 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.AgentMessage], _abc.AsyncIterator[_agent_pb2.AgentMessage]]:
         """One long-lived bidirectional stream per agent, multiplexing many
-        assignments. The orchestrator sends Assignment, Cancel and Ping; the agent
-        answers with Accepted, Progress, Result, Failure, Pong and Draining.
+        assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
+        agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
         """
 
     @_abc_1.abstractmethod
