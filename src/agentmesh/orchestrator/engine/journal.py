@@ -79,6 +79,8 @@ class Journal:
         #: The plan changed without new steps (a streamed plan completed).
         self._plan_changed = False
         self._write_lock = asyncio.Lock()
+        #: Set when flushing() ends: the flusher stops (see there why not by cancel alone).
+        self._stopping = False
         #: Set by every change; an idle task's flusher sleeps instead of polling.
         self._changed = asyncio.Event()
         #: Set when someone waits for the changes to be durable: the flusher goes at once.
@@ -237,6 +239,12 @@ class Journal:
                 # Never cut a flush off mid-commit: it has taken its batch out of memory.
                 async with self._write_lock:
                     flusher.cancel()
+                    # Also a flag it checks: a cancel that lands as its gather timeout
+                    # expires can be taken for the timeout (and swallowed) on Python 3.11,
+                    # and the flusher would wait for changes forever (seen as CancelTask
+                    # hanging under load).
+                    self._stopping = True
+                    self._changed.set()
                 with contextlib.suppress(asyncio.CancelledError):
                     await flusher
                 if not self.fenced:
@@ -244,14 +252,18 @@ class Journal:
                         await asyncio.shield(self.flush())
 
     async def _flusher(self, on_fenced: Callable[[], object]) -> None:
-        while True:
+        while not self._stopping:
             await self._changed.wait()
+            if self._stopping:
+                return  # flushing() writes what is left itself
             if not self._urgent.is_set():
                 # Nothing waits for these yet: let more gather into this batch, until
                 # something does. (The store groups many tasks' batches per transaction.)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(GATHER_SECONDS):
                         await self._urgent.wait()
+                if self._stopping:
+                    return
             else:
                 await asyncio.sleep(0)  # the callbacks already due add to this batch
             self._changed.clear()
