@@ -80,25 +80,29 @@ async def test_get_task_on_another_replica_is_answered_from_redis(
         plan = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={}),))
         task_id = await on_a.submit(plan=plan)
 
-        async def on_b_running() -> TaskRecord:
-            return await on_b.get(task_id)
+        key = f"{namespace}:tasks:{task_id}"
 
-        # (Until replica a's run writes its first snapshot, b reads the store.)
-        await eventually(
-            on_b_running, lambda t: t.steps["wait"].state is StepState.RUNNING, within=30
+        async def snapshot() -> TaskRecord | None:
+            async with Redis.from_url(REDIS_URL, decode_responses=True) as plain:
+                text = await plain.get(key)
+            return None if text is None else TaskRecord.model_validate_json(text)
+
+        # Replica a writes its snapshot after the step's state is durable (and so after b
+        # could read it from the store): wait for the snapshot itself, not for b's answer.
+        found = await eventually(
+            snapshot,
+            lambda t: t is not None and t.steps["wait"].state is StepState.RUNNING,
+            within=30,
         )
         before = reads.count
         task = await on_b.get(task_id)
         # Replica a wrote the snapshot; replica b read it and not the store.
         assert reads.count == before
         async with Redis.from_url(REDIS_URL, decode_responses=True) as plain:
-            snapshot = TaskRecord.model_validate_json(
-                await plain.get(f"{namespace}:tasks:{task_id}") or "{}"
-            )
-            assert snapshot.steps["wait"].state is StepState.RUNNING
-            assert task.steps["wait"].agent == snapshot.steps["wait"].agent == "echo-1"
+            assert found is not None
+            assert task.steps["wait"].agent == found.steps["wait"].agent == "echo-1"
             # Without the snapshot b reads the store (the count would have seen it).
-            await plain.delete(f"{namespace}:tasks:{task_id}")
+            await plain.delete(key)
         from_store = await on_b.get(task_id)
         assert reads.count > before
         assert from_store.steps["wait"].state is StepState.RUNNING
