@@ -20,6 +20,29 @@ from agentmesh.logs import configure_logging
 
 app = typer.Typer(help="Run agents.", no_args_is_help=True)
 
+Orchestrators = Annotated[
+    list[str] | None,
+    typer.Option("--orchestrator", help="orchestrator host:port [AGENTMESH_AGENT_ORCHESTRATORS]"),
+]
+CertsDir = Annotated[
+    Path | None,
+    typer.Option("--certs-dir", help="certificates folder [AGENTMESH_AGENT_CERTS_DIR]"),
+]
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error")]
+
+
+def agent_settings(
+    name: str, orchestrator: list[str] | None, certs_dir: Path | None
+) -> AgentSettings:
+    """The SDK settings of an agent served from the command line: the environment's, with
+    the options given on top (an empty ``name`` leaves the environment's or the class's)."""
+    overrides: dict[str, object] = {"name": name} if name else {}
+    if orchestrator:
+        overrides["orchestrators"] = orchestrator
+    if certs_dir is not None:
+        overrides["certs_dir"] = certs_dir
+    return AgentSettings(**overrides)  # type: ignore[arg-type]
+
 
 def _module(target: str) -> ModuleType:
     path = Path(target)
@@ -75,28 +98,14 @@ def run_agent(
         str, typer.Argument(metavar="MODULE[:CLASS]", help="e.g. shouter or shouter.py:Shouter")
     ],
     name: Annotated[str, typer.Option(help="register as this name [default: the class's]")] = "",
-    orchestrator: Annotated[
-        list[str] | None,
-        typer.Option(help="orchestrator host:port [AGENTMESH_AGENT_ORCHESTRATORS]"),
-    ] = None,
-    certs_dir: Annotated[
-        Path | None,
-        typer.Option("--certs-dir", help="certificates folder [AGENTMESH_AGENT_CERTS_DIR]"),
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    orchestrator: Orchestrators = None,
+    certs_dir: CertsDir = None,
+    log_level: LogLevel = "info",
 ) -> None:
     """Serve an agent until Ctrl-C or SIGTERM (then it drains and deregisters)."""
     configure_logging(log_level, json=False)
-    overrides: dict[str, object] = {}
-    if name:
-        overrides["name"] = name
-    if orchestrator:
-        overrides["orchestrators"] = orchestrator
-    if certs_dir is not None:
-        overrides["certs_dir"] = certs_dir
-
     cls = common.call(lambda: load_agent_class(target))
-    settings = AgentSettings(**overrides)  # type: ignore[arg-type]
+    settings = agent_settings(name, orchestrator, certs_dir)
     agent = cls()
     common.run(
         lambda: serve_until_signalled(agent, settings),

@@ -9,32 +9,10 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.agent import AgentSettings
 from agentmesh.agent.server import serve_until_signalled
 from agentmesh.cli import common
+from agentmesh.cli.agent import CertsDir, LogLevel, Orchestrators, agent_settings
 from agentmesh.logs import configure_logging
-
-Orchestrators = Annotated[
-    list[str] | None,
-    typer.Option("--orchestrator", help="orchestrator host:port [AGENTMESH_AGENT_ORCHESTRATORS]"),
-]
-CertsDir = Annotated[
-    Path | None,
-    typer.Option("--certs-dir", help="certificates folder [AGENTMESH_AGENT_CERTS_DIR]"),
-]
-LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error")]
-
-
-def agent_settings(
-    name: str, orchestrator: list[str] | None, certs_dir: Path | None
-) -> AgentSettings:
-    """The SDK settings of a bridge: the environment's, with the command line's on top."""
-    overrides: dict[str, object] = {"name": name}
-    if orchestrator:
-        overrides["orchestrators"] = orchestrator
-    if certs_dir is not None:
-        overrides["certs_dir"] = certs_dir
-    return AgentSettings(**overrides)  # type: ignore[arg-type]
 
 
 def celery_bridge(
