@@ -70,9 +70,11 @@ async def _clients(
         yield on_a, on_b
 
 
-def _work(step: str, journal: Journal, capability: str, delay: float, gate: str = "") -> Plan:
+def _work(
+    step: str, journal: Journal, capability: str, delay: float, gate: str = "", pin: str = ""
+) -> Plan:
     data = {"journal": str(journal), "entry": step, "delay": delay, "gate": gate}
-    return Plan(steps=(StepSpec(id="work", capability=capability, input=data),))
+    return Plan(steps=(StepSpec(id="work", capability=capability, input=data, pin_agent=pin),))
 
 
 async def _final(client: Client, task_id: str, within: float = 60) -> TaskRecord:
@@ -171,9 +173,11 @@ async def test_a_pool_limit_holds_across_two_agents_and_two_replicas(
             submitted = [
                 (
                     client,
-                    await client.submit(plan=_work(f"{name}-{i}", journal, "test.pooled", 2.5)),
+                    await client.submit(plan=_work(f"{name}-{i}", journal, POOLED, 2.5, pin=agent)),
                 )
-                for i in range(3)
+                # Pinned half to each agent: the matcher alone may rightly send all to one, and
+                # the pool must hold over both (each agent alone would take 4 at once).
+                for i, agent in enumerate(("echo-1", "echo-2", "echo-1"))
                 for name, client in (("a", on_a), ("b", on_b))
             ]
 
@@ -191,7 +195,7 @@ async def test_a_pool_limit_holds_across_two_agents_and_two_replicas(
     expected = f"pool {POOL!r} is at its limit of 2 concurrent uses"
     assert reasons == {expected}
     assert any(expected in reason for reasons_of_task in events for reason in reasons_of_task)
-    # The agents' own word: at most 2 runs at once over both agents, and both were used.
+    # The agents' own word: at most 2 runs at once over both agents, both used.
     assert journal.max_concurrent() == 2
     assert {e.agent for e in journal.events("start")} == {"echo-1", "echo-2"}
     assert all(t.steps["work"].waiting_for == "" for t in finals)
