@@ -24,8 +24,13 @@ class SentinelGroup:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.primary = RedisServer(free_port())
-        self.replica = RedisServer(free_port(), "--replicaof", "127.0.0.1", str(self.primary.port))
+        # In the folder: a replica's full sync writes dump.rdb to the server's working
+        # directory, which is otherwise the checkout.
+        here = ("--dir", str(folder))
+        self.primary = RedisServer(free_port(), *here)
+        self.replica = RedisServer(
+            free_port(), "--replicaof", "127.0.0.1", str(self.primary.port), *here
+        )
         self.sentinel_ports = [free_port() for _ in range(3)]
         self._sentinels: list[asyncio.subprocess.Process] = []
 
