@@ -47,7 +47,10 @@ def declined(card: str) -> dict[str, Any]:
     bind=True,
     autoretry_for=(ConnectionError,),
     max_retries=3,
-    default_retry_delay=0,
+    # Not 0: with no countdown the retried run can finish before the failed run has stored
+    # RETRY, and Celery's backend (read, then write) then overwrites SUCCESS with RETRY; the
+    # task looks stuck in RETRY forever (seen in CI). Retries with a countdown are the norm.
+    default_retry_delay=1,
 )
 def flaky(self: Task, marker: str, failures: int) -> dict[str, Any]:
     """Fail with ConnectionError ``failures`` times (Celery retries), then succeed."""
