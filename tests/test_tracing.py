@@ -9,11 +9,13 @@ whose first attempt fails and is retried on the other agent.
 from __future__ import annotations
 
 import json
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,6 +26,7 @@ from agentmesh.client import Client
 from agentmesh.errors import DeadlineExceeded, Unavailable
 from agentmesh.models import Plan, RetryPolicy, StepSpec, TaskRecord, TaskState
 from agentmesh.orchestrator.store import Store
+from agentmesh.security import CertFiles, IdentityKind
 from agentmesh.tracing import (
     add_trace_ids,
     carrier,
@@ -35,6 +38,7 @@ from agentmesh.tracing import (
 from agentmesh.tracing import span as tracing_span
 from tests.support.journal import Journal
 from tests.support.mesh import wait_for_agents
+from tests.support.network import free_port
 from tests.support.orchestrator import OrchestratorProcess
 from tests.support.otlp import CollectedSpan, Collector
 from tests.support.processes import AgentProcesses
@@ -286,3 +290,49 @@ def test_without_an_otlp_endpoint_nothing_is_set_up(monkeypatch: pytest.MonkeyPa
     stop = configure_tracing("agentmesh-test")
     assert not enabled()
     stop()  # harmless
+
+
+@pytest.mark.slow
+async def test_an_http_submission_s_traceparent_parents_the_task_s_trace(
+    certs: Path, agents: AgentProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    http_port = free_port()
+    plan = {"plan": {"steps": [{"id": "a", "capability": "test.echo", "input": {"value": 1}}]}}
+    files = CertFiles.of(certs, IdentityKind.CLIENT, "alice")
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(files.cert), str(files.key))
+    async with Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        async with (
+            OrchestratorProcess(
+                certs,
+                tmp_path / "orchestrator",
+                {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"},
+                http_listen=f"127.0.0.1:{http_port}",
+            ) as orchestrator,
+            httpx.AsyncClient(base_url=f"https://localhost:{http_port}", verify=context) as api,
+        ):
+            agents.start(AGENT, "echo-1", [orchestrator.address])
+            async with Client(orchestrator.address, certs, "alice") as alice:
+                await wait_for_agents(alice, "echo-1")
+            answer = await api.post(
+                "/v1/tasks", json=plan, headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}
+            )
+            assert answer.status_code == 201, answer.text
+            spans = await eventually(
+                _sync(lambda: [s for s in collector.spans if s.trace_id == int(trace_id, 16)]),
+                lambda found: {"invoke_workflow", "invoke_agent echo-1"} <= {s.name for s in found},
+                within=30,
+            )
+    # FastAPI traces its own request (``POST /v1/tasks`` and its endpoint's span) below the
+    # caller's: the task's span hangs below those, and the chain reaches the caller.
+    by_id = {s.span_id: s for s in spans}
+    (workflow,) = [s for s in spans if s.name == "invoke_workflow"]
+    assert workflow.attributes["agentmesh.task.id"] == answer.json()["task_id"]
+    chain = [workflow]
+    while chain[-1].parent_id in by_id:
+        chain.append(by_id[chain[-1].parent_id])
+    assert chain[-1].parent_id == int(parent_id, 16)
+    assert chain[-1].name == "POST /v1/tasks"
