@@ -47,6 +47,12 @@ POOL_WAITS = Counter(
     ["pool"],
     registry=REGISTRY,
 )
+POOL_TOKENS = Counter(
+    "agentmesh_pool_tokens_total",
+    "Tokens this replica's runs charged to the pool's tokens_per_minute window.",
+    ["pool"],
+    registry=REGISTRY,
+)
 USAGE_TOKENS = Counter(
     "agentmesh_usage_tokens_total",
     "Tokens agents reported using, by kind (input, output).",

@@ -13,7 +13,7 @@ from agentmesh.agent import Agent, AgentServer, AgentSettings, AssignmentContext
 from agentmesh.config import Settings
 from agentmesh.errors import ConfigError
 from agentmesh.models import Plan, StepSpec, StepState, TaskState
-from agentmesh.orchestrator import Orchestrator
+from agentmesh.orchestrator import Orchestrator, metrics
 from agentmesh.orchestrator.agents.pools import Pool, Pools, load_pools, parse_pools
 from agentmesh.orchestrator.store import Claim
 from tests.conftest import REDIS_URL
@@ -128,6 +128,7 @@ async def test_tokens_a_step_reported_make_the_next_step_of_the_pool_wait_for_th
     if redis:
         update.update(redis_url=REDIS_URL, redis_namespace=f"test-{uuid.uuid4().hex}")
     agent = TokenSpender()
+    charged = _pool_tokens("llm:test/tokens")
     async with Orchestrator(settings.model_copy(update=update)) as orchestrator:
         server = AgentServer(
             agent,
@@ -151,3 +152,9 @@ async def test_tokens_a_step_reported_make_the_next_step_of_the_pool_wait_for_th
     # It ran once the first step's tokens were a window old.
     assert agent.calls == ["first", "second"]
     assert done.steps["ask"].waiting_for == ""
+    # The metrics show what the pool was charged: 80 tokens per run.
+    assert _pool_tokens("llm:test/tokens") - charged == 160
+
+
+def _pool_tokens(pool: str) -> float:
+    return metrics.REGISTRY.get_sample_value("agentmesh_pool_tokens_total", {"pool": pool}) or 0.0

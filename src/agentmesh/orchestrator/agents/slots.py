@@ -173,6 +173,9 @@ class Slots:
         charges = self._pools.charges(declared.resources, tokens)
         if charges:
             await self._limits.charge(charges)
+        for charged in charges:
+            if (pool := pool_of(charged.key)) is not None:
+                metrics.POOL_TOKENS.labels(pool[0]).inc(charged.weight)
 
     @staticmethod
     def _no_room(requirement: Requirement) -> str:
