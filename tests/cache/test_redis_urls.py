@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from asyncio import TaskGroup
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -65,9 +67,10 @@ async def test_the_cache_works_on_a_redis_cluster(tmp_path: Path) -> None:
         assert a.available
         for i in range(20):  # keys on every node's slots
             await a.set(f"agents:{i}", {"n": i}, ttl=20)
-        async with b.subscribe("wake") as messages:
-            await eventually(_published(a, "wake", "hello"), bool)
-            received = await anext(messages)
+        async with b.subscribe("wake") as messages, TaskGroup() as group:
+            receiving = group.create_task(anext(messages))
+            await eventually(_published_until(receiving, a, "wake", "hello"), bool, within=60)
+            received = receiving.result()
         values = [await b.get(f"agents:{i}") for i in range(20)]
         await a.delete("agents:3")
         gone = await b.get("agents:3")
@@ -76,10 +79,15 @@ async def test_the_cache_works_on_a_redis_cluster(tmp_path: Path) -> None:
     assert gone is None
 
 
-def _published(cache: Cache, channel: str, message: str) -> Callable[[], Awaitable[bool]]:
-    # A subscription reaches Redis a moment after the block is entered: publish until heard.
+def _published_until(
+    heard: asyncio.Future[object], cache: Cache, channel: str, message: str
+) -> Callable[[], Awaitable[bool]]:
+    # b's subscription reaches Redis a moment after its block is entered (on a busy machine
+    # after its confirmation's short wait, too): a message published before then is lost,
+    # so publish again until b has heard one.
     async def publish() -> bool:
-        await cache.publish(channel, message)
-        return True
+        if not heard.done():
+            await cache.publish(channel, message)
+        return heard.done()
 
     return publish
