@@ -8,15 +8,18 @@ import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentmesh.agent import Agent, AgentSettings
-from agentmesh.agent.server import serve_until_signalled
 from agentmesh.cli import common
 from agentmesh.errors import ValidationError
 from agentmesh.logs import configure_logging
+
+if TYPE_CHECKING:
+    # Imported where used: the SDK takes a third of a second to import, which the commands
+    # that serve no agent would pay for nothing.
+    from agentmesh.agent import Agent, AgentSettings
 
 app = typer.Typer(help="Run agents.", no_args_is_help=True)
 
@@ -36,6 +39,8 @@ def agent_settings(
 ) -> AgentSettings:
     """The SDK settings of an agent served from the command line: the environment's, with
     the options given on top (an empty ``name`` leaves the environment's or the class's)."""
+    from agentmesh.agent import AgentSettings
+
     overrides: dict[str, object] = {"name": name} if name else {}
     if orchestrator:
         overrides["orchestrators"] = orchestrator
@@ -67,6 +72,8 @@ def _module(target: str) -> ModuleType:
 def load_agent_class(target: str) -> type[Agent]:
     """The Agent subclass ``MODULE[:CLASS]`` names; without CLASS, the one the module
     defines. MODULE is a dotted module name or a ``.py`` file."""
+    from agentmesh.agent import Agent
+
     module_name, _, class_name = target.partition(":")
     module = _module(module_name)
     if class_name:
@@ -103,6 +110,8 @@ def run_agent(
     log_level: LogLevel = "info",
 ) -> None:
     """Serve an agent until Ctrl-C or SIGTERM (then it drains and deregisters)."""
+    from agentmesh.agent.server import serve_until_signalled
+
     configure_logging(log_level, json=False)
     cls = common.call(lambda: load_agent_class(target))
     settings = agent_settings(name, orchestrator, certs_dir)

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.agent.server import serve_until_signalled
 from agentmesh.cli import common
 from agentmesh.cli.agent import CertsDir, LogLevel, Orchestrators, agent_settings
 from agentmesh.logs import configure_logging
@@ -23,7 +22,9 @@ def celery_bridge(
 ) -> None:
     """Offer Celery tasks as capabilities until Ctrl-C or SIGTERM (then drain)."""
     configure_logging(log_level, json=False)
-    # Imported here: Celery is an optional dependency (the `bridges` extra).
+    # Imported here: Celery is an optional dependency (the `bridges` extra); the SDK is slow
+    # to import (see agentmesh.cli.agent).
+    from agentmesh.agent.server import serve_until_signalled
     from agentmesh.bridges.celery import CeleryRunner
     from agentmesh.bridges.celery_file import load_bridge_file
 
@@ -55,6 +56,7 @@ def a2a_bridge(
 ) -> None:
     """Offer the skills of external A2A agents as capabilities until Ctrl-C or SIGTERM."""
     configure_logging(log_level, json=False)
+    from agentmesh.agent.server import serve_until_signalled
     from agentmesh.bridges.a2a import A2ABridge
 
     headers: dict[str, str] = {}

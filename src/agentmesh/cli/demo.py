@@ -29,7 +29,6 @@ from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
 from agentmesh.models import TaskState
-from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind, create_ca, issue
 
 #: (agent name, module under agentmesh.examples) of the processes the demo starts.
@@ -126,6 +125,7 @@ async def wait_for_agents(client: Client, count: int, console: Console) -> None:
 async def run_demo(folder: Path, workflow: str, latency: float, console: Console) -> bool:
     """Run the whole demo; True when the task succeeded."""
     from agentmesh.examples import sample_document
+    from agentmesh.orchestrator import Orchestrator  # see `serve`: slow to import
 
     settings = Settings(
         listen="127.0.0.1:0",

@@ -31,7 +31,6 @@ from agentmesh.client import Client
 from agentmesh.config import Settings
 from agentmesh.examples.fake_llm import ChatServer, analyst_responder
 from agentmesh.logs import configure_logging
-from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, create_ca, issue, trust_domain_of
 from agentmesh.tracing import configure_tracing
 
@@ -110,6 +109,10 @@ def prepare(certs: Path, folder: Path, console: Console) -> Settings:
 
 async def run_dev(settings: Settings, folder: Path, latency: float, console: Console) -> None:
     """Serve the local mesh until SIGINT or SIGTERM."""
+    # Imported here, not at the top: the orchestrator (SQLAlchemy, FastAPI, ...) takes most
+    # of a second to import, which every other command would pay for nothing.
+    from agentmesh.orchestrator import Orchestrator
+
     certs = settings.certs_dir
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

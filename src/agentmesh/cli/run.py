@@ -33,7 +33,6 @@ from agentmesh.config import Settings
 from agentmesh.errors import ValidationError
 from agentmesh.logs import configure_logging
 from agentmesh.models import JSON, AgentStatus, Plan, TaskState
-from agentmesh.orchestrator import Orchestrator
 from agentmesh.tracing import configure_tracing
 
 
@@ -42,6 +41,10 @@ def serve(
     pretty: Annotated[bool, typer.Option(help="human-readable logs instead of JSON")] = False,
 ) -> None:
     """Run the orchestrator (configured by AGENTMESH_* environment variables)."""
+    # Imported here, not at the top: the orchestrator (SQLAlchemy, FastAPI, ...) takes most
+    # of a second to import, which every other command would pay for nothing.
+    from agentmesh.orchestrator import Orchestrator
+
     configure_logging(log_level, json=not pretty)
 
     async def main() -> None:
