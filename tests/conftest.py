@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,13 +134,13 @@ async def orchestrator(settings: Settings) -> AsyncIterator[Orchestrator]:
 
 
 @pytest.fixture
-def agents(certs: Path, tmp_path: Path) -> Iterator[AgentProcesses]:
+async def agents(certs: Path, tmp_path: Path) -> AsyncIterator[AgentProcesses]:
     """Starts agent processes on demand; stops every one at the end of the test."""
     processes = AgentProcesses(certs, tmp_path / "agent-logs")
     try:
         yield processes
     finally:
-        processes.stop_all()
+        await processes.aclose()
 
 
 @pytest.fixture

@@ -50,4 +50,4 @@ async def test_a_rotated_agent_certificate_is_used_for_the_next_registration(
             await wait_for_agents(alice, "echo-1", within=30)
         assert "registration.certificate_rotated" in agents.log("echo-1")
     finally:
-        agents.stop_all()
+        await agents.aclose()

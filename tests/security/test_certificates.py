@@ -226,7 +226,7 @@ async def test_no_private_key_is_ever_logged_or_returned(
         with pytest.raises(grpc.RpcError):
             async with orchestrator_stub(orchestrator, broken) as stub:
                 await stub.ListTasks(pb.ListTasksRequest(), timeout=5)
-        agents.terminate("echo-1")
+        await agents.terminate("echo-1")
 
     logged = full_log.getvalue()
     assert '"event": "task.submitted"' in logged  # the capture did see the run

@@ -69,8 +69,10 @@ async def test_agent_stopped_with_sigterm_deregisters_and_exits_cleanly(
     agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
     async with client(orchestrator, certs) as alice:
         await wait_for_agents(alice, "echo-1")
-        assert agents.terminate("echo-1") == 0
+        assert await agents.terminate("echo-1") == 0
         await wait_for_agent_gone(alice, "echo-1", within=5)
+    # Said goodbye, not merely gone: the orchestrator answered its DeregisterAgent.
+    assert "registration.deregistered" in agents.log("echo-1")
 
 
 async def test_agent_started_before_the_orchestrator_registers_once_it_is_up(

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ class NodeAgent:
 
 
 @pytest.fixture
-def node_agent(certs: Path, tmp_path: Path) -> Iterator[NodeAgent]:
+async def node_agent(certs: Path, tmp_path: Path) -> AsyncIterator[NodeAgent]:
     """The TypeScript SDK's reference agent, started on demand."""
     node = shutil.which("node")
     # Not a skip: CI installs Node (scripts/test.sh) and must run this test.
@@ -66,4 +67,6 @@ def node_agent(certs: Path, tmp_path: Path) -> Iterator[NodeAgent]:
     try:
         yield agent
     finally:
-        agent.stop_all()
+        # Off the event loop, as AgentProcesses does: an orchestrator in this process must
+        # answer the agents' goodbyes while they stop.
+        await asyncio.to_thread(agent.stop_all)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,7 +12,12 @@ from pathlib import Path
 
 
 class AgentProcesses:
-    """Agent subprocesses of one test; ``stop_all`` ends every one still running."""
+    """Agent subprocesses of one test; ``aclose`` ends every one still running.
+
+    Stopping waits off the event loop: an orchestrator served in the test's own process must
+    answer each agent's goodbye (DeregisterAgent) while the agent stops. Waited for on the
+    loop, the orchestrator could not, and every agent sat out its deregister timeout.
+    """
 
     def __init__(self, certs: Path, logs: Path) -> None:
         self._certs = certs
@@ -55,11 +61,15 @@ class AgentProcesses:
         process.kill()
         process.wait(10)
 
-    def terminate(self, name: str, timeout: float = 20) -> int:
+    async def terminate(self, name: str) -> int:
         """SIGTERM and wait: the agent drains and deregisters; returns its exit code."""
         process = self.running.pop(name)
         process.send_signal(signal.SIGTERM)
-        return process.wait(timeout)
+        return await asyncio.to_thread(process.wait, 20)
+
+    async def aclose(self) -> None:
+        """:meth:`stop_all`, waiting off the event loop."""
+        await asyncio.to_thread(self.stop_all)
 
     def stop_all(self) -> None:
         """End every agent still running (SIGTERM, then SIGKILL if it lingers)."""
