@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 
 import { RotatingCertificates } from './certificates.js';
-import { agentmeshProtos } from './protos.js';
+import { agentmeshProtos, JsonValue } from './protos.js';
 import { certFiles, channelCredentials } from './tls.js';
 
 /** An RPC the orchestrator refused: `code` (e.g. "INVALID_ARGUMENT"), `field`, `details`. */
@@ -87,6 +87,15 @@ export class Client {
   /** Cancel a task with a reason (the agents running its steps are told it); resolves to the final task. @param {string} taskId @param {string} [reason] */
   async cancel(taskId, reason = '') {
     return taskOut(await this.#call('CancelTask', { taskId, reason }));
+  }
+
+  /**
+   * Answer a step waiting for input (a step of kind "input", or an agent's ctx.ask); the value
+   * must match the step's answer schema. Resolves to the task.
+   * @param {string} taskId @param {string} stepId @param {unknown} value
+   */
+  async provideInput(taskId, stepId, value) {
+    return taskOut(await this.#call('ProvideInput', { taskId, stepId, value: new JsonValue(value) }));
   }
 
   /**

@@ -34,6 +34,10 @@ export class StepFailed extends Error {
  * @property {AbortSignal} signal     aborted on Cancel, at the deadline or when handed back by a drain
  * @property {(fraction: number, message?: string) => void} progress  0..1, or negative when unknown
  * @property {(step: object) => void} followUp  a StepSpec to add to the running plan after this step
+ * @property {(prompt: string, schema?: Record<string, unknown>) => Promise<unknown>} ask
+ *   ask the task's owner mid-step (the step shows INPUT_REQUIRED); resolves to their answer,
+ *   which matched `schema` (a JSON Schema; empty for any value). The run holds no
+ *   concurrency slot while it waits.
  */
 
 /** Outcomes not remembered: the same attempt sent again runs again instead (as in Python). */
@@ -74,6 +78,7 @@ class OutcomeCache {
  * @property {(assignmentId: string) => void} accepted
  * @property {(assignmentId: string, fraction: number, message: string) => void} progress
  * @property {(assignmentId: string, outcome: Outcome) => void} finished
+ * @property {(assignmentId: string, prompt: string, schema: Record<string, unknown>) => void} asked
  */
 
 /**
@@ -83,6 +88,7 @@ class OutcomeCache {
  * @property {AbortController} controller
  * @property {Failure | null} interruption  set when the executor itself stops the run
  * @property {object[]} followUps
+ * @property {((value: unknown) => void) | null} asking  resolves the open question, if any
  */
 
 export class Executor {
@@ -105,9 +111,26 @@ export class Executor {
     this.idleWaiters = new Set();
   }
 
-  /** Handlers running right now (Pong.active). */
+  /** Handlers running right now (Pong.active): not those waiting for an answer to `ctx.ask`. */
   get active() {
-    return this.runs.size;
+    let active = 0;
+    for (const run of this.runs) if (!run.asking) active += 1;
+    return active;
+  }
+
+  /**
+   * The answer to the question of the run behind `assignmentId` (protocol: Answer): it goes on.
+   * @param {string} assignmentId @param {unknown} value
+   */
+  answer(assignmentId, value) {
+    const run = this.byAssignment.get(assignmentId);
+    if (!run?.asking) {
+      this.log('answer.ignored', { assignment_id: assignmentId });
+      return;
+    }
+    const resolve = run.asking;
+    run.asking = null;
+    resolve(value);
   }
 
   /**
@@ -147,7 +170,7 @@ export class Executor {
       this.log('assignment.attached', { ...fields, idempotency_key: key });
       return;
     }
-    if (this.runs.size >= this.agent.maxConcurrency) {
+    if (this.active >= this.agent.maxConcurrency) {
       return refuse('busy', `already running ${this.agent.maxConcurrency} assignments`, true);
     }
     /** @type {Run} */
@@ -157,6 +180,7 @@ export class Executor {
       controller: new AbortController(),
       interruption: null,
       followUps: [],
+      asking: null,
     };
     this.runs.add(run);
     this.byAssignment.set(aid, run);
@@ -186,6 +210,11 @@ export class Executor {
           run.listeners.delete(aid);
           this.byAssignment.delete(aid);
         }
+      }
+      if (run.asking && run.listeners.size === 0 && !run.interruption) {
+        // Its answer would come on that Session only; its orchestrator has failed the
+        // attempt (agent_lost) and tries it again.
+        this.#interrupt(run, failed('cancelled', 'the session that asked ended', false));
       }
     }
   }
@@ -255,6 +284,7 @@ export class Executor {
       followUp: (step) => {
         run.followUps.push(step);
       },
+      ask: (prompt, schema = {}) => this.#ask(run, prompt, schema),
     };
     // A handler that ignores its signal cannot be stopped in JavaScript; the interruption
     // is reported all the same and whatever it returns later is dropped.
@@ -278,6 +308,24 @@ export class Executor {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * @param {Run} run @param {string} prompt @param {Record<string, unknown>} schema
+   * @returns {Promise<unknown>}
+   */
+  #ask(run, prompt, schema) {
+    if (run.asking) {
+      return Promise.reject(new StepFailed('ask one question at a time', { code: 'ask_failed' }));
+    }
+    if (run.listeners.size === 0) {
+      return Promise.reject(new StepFailed('no orchestrator to ask', { code: 'ask_failed', retryable: true }));
+    }
+    const answered = new Promise((resolve) => {
+      run.asking = resolve;
+    });
+    for (const [aid, replies] of run.listeners) replies.asked(aid, String(prompt), schema);
+    return answered;
   }
 
   /** @param {Run} run @param {number} fraction @param {string} message */

@@ -33,6 +33,18 @@ export function protosDir() {
   throw new Error(`agentmesh protos not found in ${candidates.filter(Boolean).join(', ')}`);
 }
 
+/**
+ * Any JSON value for a google.protobuf.Value field of a request (ProvideInputRequest.value).
+ * protobufjs checks that such a field holds an object before our converter sees it, so a
+ * string, number or boolean must come wrapped: `{ value: new JsonValue('yes') }`.
+ */
+export class JsonValue {
+  /** @param {unknown} value */
+  constructor(value) {
+    this.value = value;
+  }
+}
+
 /** @param {unknown} json @param {protobuf.Type} valueType @returns {protobuf.Message} */
 function valueMessage(json, valueType) {
   const root = valueType.root;
@@ -115,6 +127,7 @@ const WRAPPERS = {
   '.google.protobuf.Value': {
     fromObject(/** @type {any} */ object) {
       if (object instanceof protobuf.Message) return object;
+      if (object instanceof JsonValue) return valueMessage(object.value, /** @type {any} */ (this));
       return valueMessage(object, /** @type {any} */ (this));
     },
     toObject(/** @type {any} */ message) {

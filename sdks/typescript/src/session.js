@@ -1,7 +1,7 @@
 // One orchestrator's Session stream, seen from the agent.
 //
-// The orchestrator writes Assignment, Cancel and Ping; the agent answers Accepted, Progress,
-// Result, Failure, Pong and Draining on the same stream. Pings must be answered at once,
+// The orchestrator writes Assignment, Cancel, Ping and Answer; the agent answers Accepted,
+// Progress, Result, Failure, Pong, Draining and Ask on the same stream. Pings must be answered at once,
 // even the first one: RegisterAgent only returns after the orchestrator got its first Pong.
 
 /**
@@ -72,6 +72,9 @@ export class Session {
         }
         this.executor.submit(message.assignment, this);
         break;
+      case 'answer':
+        this.executor.answer(message.answer.assignmentId, message.answer.value);
+        break;
       case 'cancel':
         // No reply is needed; the Failure the executor sends is ignored by the orchestrator.
         this.executor.cancel(message.cancel.assignmentId, message.cancel.reason);
@@ -107,6 +110,11 @@ export class Session {
     this.pending.delete(assignmentId);
     this.#write(outcomeMessage(assignmentId, outcome));
     this.#closeWhenDone();
+  }
+
+  /** Ask the task's owner (ctx.ask). @param {string} assignmentId @param {string} prompt @param {Record<string, unknown>} schema */
+  asked(assignmentId, prompt, schema) {
+    this.#write({ ask: { assignmentId, prompt, answerSchema: schema } });
   }
 
   /** Say Draining: the orchestrator sends no more work but waits for what runs. */

@@ -14,7 +14,7 @@ describe('an agent and a client on a live orchestrator', () => {
   let client;
 
   before(async () => {
-    mesh = makeCerts('node-1', 'node-2', 'node-3');
+    mesh = makeCerts('node-1', 'node-2', 'node-3', 'node-4');
     orchestrator = await Orchestrator.start(mesh.dir, mesh.certs);
     client = orchestrator.client();
   });
@@ -114,6 +114,32 @@ describe('an agent and a client on a live orchestrator', () => {
       assert.equal(task.state, 'FAILED');
       assert.equal(calls, 3);
       assert.match(task.steps[0].error, /bad_input: no use/);
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  test('ctx.ask waits INPUT_REQUIRED holding no slot, and goes on with the owner\'s answer', async () => {
+    const agent = await startAgent('node-4', (a) =>
+      a.capability({ name: 'test.approve', input: {}, output: {} }, async (_input, ctx) => {
+        const approved = await ctx.ask('ship it?', { type: 'boolean' });
+        return { approved };
+      }),
+    );
+    try {
+      const taskId = await client.submit({ plan: { steps: [{ id: 'ok', capability: 'test.approve', input: {} }] } });
+      const waiting = await eventually(async () => {
+        const task = await client.get(taskId);
+        return task.steps[0].state === 'INPUT_REQUIRED' ? task : null;
+      });
+      assert.equal(waiting.steps[0].waitingFor, 'ship it?');
+      // The waiting run holds no slot: Pong.active leaves it out.
+      assert.equal(agent.executor.active, 0);
+      await assert.rejects(client.provideInput(taskId, 'ok', 'yes'), (error) => error.code === 'INVALID_ARGUMENT' && error.field === 'value');
+      await client.provideInput(taskId, 'ok', true);
+      const task = await client.wait(taskId);
+      assert.equal(task.state, 'SUCCEEDED', task.error);
+      assert.deepEqual(task.steps[0].output, { approved: true });
     } finally {
       await agent.stop();
     }
