@@ -14,6 +14,13 @@ ordered by construction, and a live watcher of a local task costs no SELECT per 
 Watchers of the task list (:meth:`EventBus.task_changes`) learn which tasks changed, not
 how: the same hand-over and Redis wake-ups tell them, coalesced per task, and they read
 the tasks themselves.
+
+With Redis, the task as of each batch also becomes its hot snapshot (GetTask) and, while it
+is live, its row in the index of live tasks (ListTasks of live states, see
+:mod:`~agentmesh.orchestrator.live_tasks`), both written by one writer in commit order. The
+replica running a task vouches for its row again every third of ``snapshot_seconds``; one
+that could not write a row says so (its own reads go to the store) and writes every row of
+its tasks again once Redis takes them.
 """
 
 from __future__ import annotations
@@ -21,15 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from agentmesh._tasks import TaskSet
-from agentmesh.errors import OutOfRange
+from agentmesh.errors import OutOfRange, Unavailable
 from agentmesh.models import EventKind, TaskEvent, TaskRecord, TaskState
 from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.live_tasks import LiveTasks
 from agentmesh.orchestrator.store import Store
 
 log = structlog.get_logger(__name__)
@@ -45,6 +53,11 @@ def _snapshot_key(task_id: str) -> str:
 MAX_QUEUED = 1000
 #: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
 MAX_CHANGED = 1000
+#: Longest a read of the live-task index waits for this replica's own rows to be written
+#: (so that a caller lists what it just did); past it the store answers.
+CATCH_UP_SECONDS = 2.0
+#: Live tasks read from the store at most to rebuild the index (past it, it stays unused).
+MAX_REBUILD = 100_000
 #: Events that change what a task list shows (progress does not).
 _LISTED_KINDS = frozenset({EventKind.TASK_STATE, EventKind.STEP_STATE})
 
@@ -121,6 +134,20 @@ class EventBus:
         self._snapshots: dict[str, TaskRecord] = {}
         self._snapshots_due = asyncio.Event()
         self._snapshot_seconds = snapshot_seconds
+        self._live = LiveTasks(cache, fresh_seconds=snapshot_seconds)
+        #: Live tasks run here, as last written: the rows this replica vouches for.
+        self._rows: dict[str, TaskRecord] = {}
+        #: Tasks that ended here whose rows are yet to be taken out of the index.
+        self._unlisted: set[str] = set()
+        #: Set when a write of rows failed: the index may be missing what this replica did
+        #: (its reads go to the store) until every row of its tasks is written again.
+        self._rows_lost = False
+        #: One write of rows at a time, so that Redis gets them in the order they were made.
+        self._rows_lock = asyncio.Lock()
+        #: Snapshots handed over, and of those written: a read waits for its own to be.
+        self._handed = 0
+        self._written = 0
+        self._round = asyncio.Event()
         self._watchers: defaultdict[str, set[_Watcher]] = defaultdict(set)
         self._list_watchers: set[_ListWatcher] = set()
         #: Tasks whose journal is on this replica: their events come through committed().
@@ -131,6 +158,7 @@ class EventBus:
         self._tasks.spawn(self._listen(), name="events-listener")
         if self._cache.shared:
             self._tasks.spawn(self._write_snapshots(), name="events-snapshots")
+            self._tasks.spawn(self._renew_rows(), name="events-live-rows")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -154,17 +182,23 @@ class EventBus:
             watcher.stale()
 
     @contextlib.contextmanager
-    def owning(self, task_id: str) -> Iterator[None]:
+    def owning(self, task_id: str, task: TaskRecord | None = None) -> Iterator[None]:
         """While inside, this replica's journal of ``task_id`` hands it every batch it commits.
 
-        On the way out (the run ended, was fenced or is stopping) the task's watchers read
-        the store: whatever comes next is written by another replica.
+        ``task``, the task as the run starts with it (durable), is written to Redis at once,
+        and this replica vouches for its live row while inside (a task taken over from
+        another replica is listed from here on). On the way out (the run ended, was fenced
+        or is stopping) the task's watchers read the store: whatever comes next is written
+        by another replica; its row is no longer vouched for from here.
         """
         self._owned.add(task_id)
+        if task is not None:
+            self._hand_over(task)
         try:
             yield
         finally:
             self._owned.discard(task_id)
+            self._rows.pop(task_id, None)
             self._stale(task_id)
 
     def committed(
@@ -179,8 +213,13 @@ class EventBus:
             watcher.deliver(events)
         if self._list_watchers and any(e.kind in _LISTED_KINDS for e in events):
             self._changed(task_id)
-        if task is not None and self._cache.shared:
-            self._snapshots[task_id] = task
+        if task is not None:
+            self._hand_over(task)
+
+    def _hand_over(self, task: TaskRecord) -> None:
+        if self._cache.shared:
+            self._snapshots[task.id] = task
+            self._handed += 1
             self._snapshots_due.set()
 
     async def snapshot(self, task_id: str) -> TaskRecord | None:
@@ -203,11 +242,109 @@ class EventBus:
             await self._snapshots_due.wait()
             self._snapshots_due.clear()
             due, self._snapshots = self._snapshots, {}
+            handed = self._handed
             for task_id, task in due.items():
                 # On the loop, not in a thread: the run goes on changing the task's steps
                 # (the journal's copy shares them), and the owner's GetTask shows as much.
                 document = task.model_dump(mode="json")
                 await self._cache.set(_snapshot_key(task_id), document, self._snapshot_seconds)
+            await self._write_rows(due.values())
+            self._written = handed
+            written, self._round = self._round, asyncio.Event()
+            written.set()
+
+    async def _write_rows(self, tasks: Iterable[TaskRecord]) -> None:
+        """Index the live ``tasks`` and take the ended ones out (of those, the ones run here
+        are the rows this replica vouches for from now on)."""
+        live: list[TaskRecord] = []
+        for task in tasks:
+            if task.state.final:
+                self._rows.pop(task.id, None)
+                self._unlisted.add(task.id)
+            else:
+                live.append(task)
+                if task.id in self._owned:
+                    self._rows[task.id] = task
+        async with self._rows_lock:
+            if self._rows_lost:
+                live = list({**{t.id: t for t in live}, **self._rows}.values())
+            ended = list(self._unlisted)
+            try:
+                await self._live.write(live, ended)
+            except Unavailable as exc:
+                if not self._rows_lost:
+                    log.warning("events.live_rows_lost", error=str(exc))
+                self._rows_lost = True
+                return
+            self._rows_lost = False
+            self._unlisted.difference_update(ended)
+
+    async def _renew_rows(self) -> None:
+        # Vouch for the rows of the tasks run here (a row nobody vouches for makes the index
+        # answer nothing), rebuild the index when Redis lost it, and take out stale rows of
+        # tasks that ended out of sight (their replica died before it could).
+        while True:
+            try:
+                if self._rows_lost or self._unlisted:
+                    await self._write_rows(())
+                if not self._rows_lost:
+                    renewal = await self._live.renew(list(self._rows))
+                    if not renewal.complete:
+                        await self._rebuild_rows()
+                    await self._repair_rows(renewal.stale)
+            except Unavailable as exc:
+                log.debug("events.live_rows_not_renewed", error=str(exc))
+            except Exception as exc:  # the store failed: next round tries again
+                log.warning("events.live_rows_not_renewed", error=repr(exc))
+            await asyncio.sleep(self._snapshot_seconds / 3)
+
+    async def _rebuild_rows(self) -> None:
+        # One read, not pages: a task ending between two pages would shift the next one
+        # and a live task could be skipped, in an index then called complete.
+        live = [s for s in TaskState if not s.final]
+        tasks = await self._store.list_tasks(states=live, limit=MAX_REBUILD + 1)
+        if len(tasks) > MAX_REBUILD:
+            log.warning("events.live_rows_too_many", limit=MAX_REBUILD)
+            return
+        await self._live.rebuild(tasks)
+        log.info("events.live_rows_rebuilt", tasks=len(tasks))
+
+    async def _repair_rows(self, stale: Sequence[str]) -> None:
+        ended = []
+        for task_id in stale:
+            end = await self._store.stream_end(task_id)
+            if end is None or end[0]:
+                ended.append(task_id)
+        if ended:
+            async with self._rows_lock:
+                await self._live.write((), ended)
+
+    async def live_tasks(
+        self, *, owner: str | None, states: Sequence[TaskState], limit: int, offset: int
+    ) -> list[TaskRecord] | None:
+        """Up to ``limit`` tasks in the live ``states`` (of ``owner``, unless None), after the
+        first ``offset``, newest first as the store lists them, from the index in Redis.
+
+        None when the store must answer: no Redis, or the index cannot be trusted (Redis
+        lost it and it is not rebuilt yet, a row is not vouched for, this replica could not
+        write its own rows). What this replica committed before the call is in the answer;
+        what other replicas did may show a moment late, as with :meth:`snapshot`.
+        """
+        if not self._cache.available or self._rows_lost:
+            return None
+        handed = self._handed
+        try:
+            async with asyncio.timeout(CATCH_UP_SECONDS):
+                while self._written < handed:
+                    await self._round.wait()
+        except TimeoutError:
+            return None
+        if self._rows_lost:
+            return None
+        try:
+            return await self._live.page(owner=owner, states=states, limit=limit, offset=offset)
+        except Unavailable:
+            return None
 
     async def published(self, task_id: str) -> None:
         """Announce to the other replicas that events of ``task_id`` were committed."""

@@ -116,16 +116,27 @@ class TaskService:
         self, caller: Identity, request: pb.ListTasksRequest
     ) -> tuple[list[TaskRecord], int, int]:
         """Up to one more than a page of the tasks ``caller`` may see, newest first, with the
-        page's offset and size (the extra task says that another page follows)."""
+        page's offset and size (the extra task says that another page follows).
+
+        Only live states asked for, and Redis configured: answered from its index of live
+        tasks while it can be trusted (see :meth:`EventBus.live_tasks`), else by the store.
+        Final states (or all) are the store's to answer.
+        """
         owner = self.guard.task_owner_filter(caller)
         offset = validation.check_list_tasks(request)
         size = request.page_size or DEFAULT_PAGE
         states = [
             convert.task_state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)
         ]
-        tasks = await self._store.list_tasks(
-            owner=owner, states=states, limit=size + 1, offset=offset
-        )
+        tasks = None
+        if states and not any(s.final for s in states):
+            tasks = await self._bus.live_tasks(
+                owner=owner, states=states, limit=size + 1, offset=offset
+            )
+        if tasks is None:
+            tasks = await self._store.list_tasks(
+                owner=owner, states=states, limit=size + 1, offset=offset
+            )
         return tasks, offset, size
 
     def list_changes(self, caller: Identity) -> AsyncIterator[TaskRecord | None]:

@@ -1,0 +1,212 @@
+"""The live (not final) tasks in Redis, indexed so that ListTasks of live states need no SQL.
+
+Four keys in the cache's namespace, changed together by Lua scripts (so always consistent
+with each other):
+
+- ``live-tasks:order``, a sorted set of task ids scored by minus their creation time in
+  microseconds: ascending order is the store's (newest first; ties by id, as Redis orders
+  equal scores by member);
+- ``live-tasks:rows``, a hash of id to ``state<TAB>owner<TAB>task JSON`` (the task without
+  its steps, as the store lists it): a page is filtered in Redis without decoding JSON;
+- ``live-tasks:fresh``, a sorted set of ids scored by the Redis time (ms) until which the
+  row is vouched for. The replica running a task renews it; a row nobody renews (its
+  replica died, or could not reach Redis to write what changed) goes stale, and while any
+  row is stale the index answers nothing;
+- ``live-tasks:ended``, ids of tasks that ended lately (a tombstone for as long as a row is
+  vouched for): a late write of the live task, or a rebuild that read it before it ended,
+  cannot bring it back;
+
+and ``live-tasks:complete``, written once the index was rebuilt from the store. Rows are
+written only by replicas that are up and can reach Redis, so the index alone cannot know
+of a task it never heard of: a Redis that lost its data (a restart without persistence, a
+failover to an empty replica) loses this marker too, and the index answers nothing until a
+replica has read every live task from the store again (:meth:`LiveTasks.rebuild`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from agentmesh.models import TaskRecord, TaskState
+from agentmesh.orchestrator.cache import Cache
+
+_ORDER = "live-tasks:order"
+_ROWS = "live-tasks:rows"
+_FRESH = "live-tasks:fresh"
+_ENDED = "live-tasks:ended"
+_COMPLETE = "live-tasks:complete"
+_KEYS = (_ORDER, _ROWS, _FRESH, _ENDED, _COMPLETE)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Stale ids a page or a renewal reports at most (enough to repair a few each round).
+MAX_STALE = 100
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# ARGV: ms, number of rows, then (id, score, row) per row, then the ids of ended tasks.
+_WRITE = (
+    _NOW
+    + """
+local ms = tonumber(ARGV[1])
+local rows = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+for i = 0, rows - 1 do
+  local id = ARGV[3 + 3 * i]
+  if not redis.call('ZSCORE', KEYS[4], id) then
+    redis.call('ZADD', KEYS[1], ARGV[4 + 3 * i], id)
+    redis.call('HSET', KEYS[2], id, ARGV[5 + 3 * i])
+    redis.call('ZADD', KEYS[3], now + ms, id)
+  end
+end
+for i = 3 + 3 * rows, #ARGV do
+  local id = ARGV[i]
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZADD', KEYS[4], now + ms, id)
+end
+return 0
+"""
+)
+
+# ARGV: ms, max stale, then the ids to vouch for. Returns {complete, stale ids...}.
+_RENEW = (
+    _NOW
+    + """
+local ms = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[3], 'XX', now + ms, ARGV[i])
+end
+local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+table.insert(stale, 1, redis.call('EXISTS', KEYS[5]))
+return stale
+"""
+)
+
+# ARGV: ms, then (id, score, row) per row: rows the index lacks, read from the store.
+_REBUILD = (
+    _NOW
+    + """
+local ms = tonumber(ARGV[1])
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[2], id) == 0 and not redis.call('ZSCORE', KEYS[4], id) then
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
+    redis.call('HSET', KEYS[2], id, ARGV[i + 2])
+    redis.call('ZADD', KEYS[3], now + ms, id)
+  end
+end
+redis.call('SET', KEYS[5], '1')
+return 0
+"""
+)
+
+# ARGV: owner ('' for anyone's), offset, limit, then the states wanted.
+# Returns {0} (not complete), {1} (a row is stale) or {2, task JSON...}.
+_PAGE = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[5]) == 0 then return {0} end
+if #redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1) > 0 then return {1} end
+local owner, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local wanted = {}
+for i = 4, #ARGV do wanted[ARGV[i]] = true end
+local page, skipped = {2}, 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local row = redis.call('HGET', KEYS[2], id)
+  local tab1 = string.find(row, '\\t', 1, true)
+  local tab2 = string.find(row, '\\t', tab1 + 1, true)
+  if wanted[string.sub(row, 1, tab1 - 1)]
+      and (owner == '' or string.sub(row, tab1 + 1, tab2 - 1) == owner) then
+    if skipped < offset then
+      skipped = skipped + 1
+    else
+      table.insert(page, string.sub(row, tab2 + 1))
+      if #page > limit then break end
+    end
+  end
+end
+return page
+"""
+)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _score(task: TaskRecord) -> str:
+    # Exact integer microseconds (a float timestamp would round), negated: newest first.
+    return str(-((task.created_at - _EPOCH) // timedelta(microseconds=1)))
+
+
+def _row(task: TaskRecord) -> str:
+    listed = task.model_copy(update={"steps": {}})
+    return f"{task.state.value}\t{task.owner}\t{listed.model_dump_json()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What a renewal learnt: whether the index is complete, and rows nobody vouches for."""
+
+    complete: bool
+    stale: tuple[str, ...]
+
+
+class LiveTasks:
+    """The index of live tasks in Redis (see the module): written, renewed, rebuilt, paged.
+
+    Every call raises :class:`~agentmesh.errors.Unavailable` while Redis cannot run it;
+    whoever calls decides what holds instead (for a page: the store answers).
+    ``fresh_seconds`` is how long a write vouches for a row.
+    """
+
+    def __init__(self, cache: Cache, *, fresh_seconds: float) -> None:
+        self._cache = cache
+        self._ms = _ms(fresh_seconds)
+
+    async def write(self, live: Sequence[TaskRecord], ended: Sequence[str]) -> None:
+        """Put ``live`` tasks in the index (as they are now) and take ``ended`` ones out."""
+        if not live and not ended:
+            return
+        args: list[str | int] = [self._ms, len(live)]
+        for task in live:
+            args += [task.id, _score(task), _row(task)]
+        args += list(ended)
+        await self._cache.script(_WRITE, _KEYS, args)
+
+    async def renew(self, task_ids: Sequence[str]) -> Renewal:
+        """Vouch again for the rows of ``task_ids`` (whose tasks run here)."""
+        found = await self._cache.script(_RENEW, _KEYS, [self._ms, MAX_STALE, *task_ids])
+        return Renewal(complete=bool(int(found[0])), stale=tuple(_text(i) for i in found[1:]))
+
+    async def rebuild(self, live: Sequence[TaskRecord]) -> None:
+        """Add the ``live`` tasks read from the store that the index lacks, then call the
+        index complete. Rows written meanwhile by the replicas running the tasks are newer
+        than the store read and stay; tasks that ended meanwhile stay out."""
+        args: list[str | int] = [self._ms]
+        for task in live:
+            args += [task.id, _score(task), _row(task)]
+        await self._cache.script(_REBUILD, _KEYS, args)
+
+    async def page(
+        self, *, owner: str | None, states: Sequence[TaskState], limit: int, offset: int
+    ) -> list[TaskRecord] | None:
+        """Up to ``limit`` live tasks in ``states`` (of ``owner``, unless None) after the
+        first ``offset`` of them, in the store's order; None when the index cannot tell
+        (incomplete, or a row nobody vouches for)."""
+        args: list[str | int] = [owner or "", offset, limit, *(s.value for s in states)]
+        found = await self._cache.script(_PAGE, _KEYS, args)
+        if int(found[0]) != 2:
+            return None
+        return [TaskRecord.model_validate_json(_text(row)) for row in found[1:]]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
