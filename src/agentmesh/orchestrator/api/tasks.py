@@ -216,6 +216,12 @@ class TaskService:
         await self._bus.check_cursor(task.id, request.after_sequence)
         return self._bus.watch(task.id, request.after_sequence)
 
+    async def last_sequence(self, caller: Identity, task_id: str) -> int:
+        """The sequence of the task's newest durable event: a cursor for :meth:`watch` that
+        skips what happened so far."""
+        task = await self.task(caller, task_id, Action.WATCH_TASKS)
+        return await self._store.last_sequence(task.id)
+
     def workflows(self, caller: Identity) -> list[WorkflowInfo]:
         """The workflows of the catalog the orchestrator plans from, to submit by name."""
         self.guard.require(caller, Action.LIST_WORKFLOWS)
