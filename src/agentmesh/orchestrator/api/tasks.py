@@ -225,6 +225,9 @@ class TaskService:
     def workflows(self, caller: Identity) -> list[WorkflowInfo]:
         """The workflows of the catalog the orchestrator plans from, to submit by name."""
         self.guard.require(caller, Action.LIST_WORKFLOWS)
+        return self._workflows()
+
+    def _workflows(self) -> list[WorkflowInfo]:
         return [
             WorkflowInfo(
                 name=w.name,
@@ -238,10 +241,7 @@ class TaskService:
     def offered(self) -> tuple[list[WorkflowInfo], list[Capability]]:
         """What the mesh can run, for its public A2A Agent Card: the catalog's workflows and
         the capabilities registered agents offer now (each name once, newest version)."""
-        workflows = [
-            WorkflowInfo(name=w.name, description=w.description, plan=w.to_plan())
-            for w in self._catalog
-        ]
+        workflows = self._workflows()
         capabilities: dict[str, Capability] = {}
         for status in self._registry.statuses():
             for capability in status.card.capabilities:
