@@ -57,7 +57,7 @@ MAX_CHANGED = 1000
 #: (so that a caller lists what it just did); past it the store answers.
 CATCH_UP_SECONDS = 2.0
 #: Live tasks read from the store at most to rebuild the index (past it, it stays unused).
-MAX_REBUILD = 100_000
+MAX_REBUILD = 50_000
 #: Events that change what a task list shows (progress does not).
 _LISTED_KINDS = frozenset({EventKind.TASK_STATE, EventKind.STEP_STATE})
 
@@ -296,7 +296,9 @@ class EventBus:
                 log.debug("events.live_rows_not_renewed", error=str(exc))
             except Exception as exc:  # the store failed: next round tries again
                 log.warning("events.live_rows_not_renewed", error=repr(exc))
-            await asyncio.sleep(self._snapshot_seconds / 3)
+            # Rows this replica could not write are written again as soon as Redis is back.
+            round_seconds = self._snapshot_seconds / 3
+            await asyncio.sleep(min(round_seconds, 0.5) if self._rows_lost else round_seconds)
 
     async def _rebuild_rows(self) -> None:
         # One read, not pages: a task ending between two pages would shift the next one

@@ -41,7 +41,9 @@ _COMPLETE = "live-tasks:complete"
 _KEYS = (_ORDER, _ROWS, _FRESH, _ENDED, _COMPLETE)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Stale ids a page or a renewal reports at most (enough to repair a few each round).
+#: Rows a rebuild sends to Redis per script call (a call blocks Redis while it runs).
+_REBUILD_PART = 500
+#: Stale ids a renewal reports at most (enough to repair a few each round).
 MAX_STALE = 100
 
 _NOW = """
@@ -89,12 +91,13 @@ return stale
 """
 )
 
-# ARGV: ms, then (id, score, row) per row: rows the index lacks, read from the store.
+# ARGV: ms, whether this is the last part, then (id, score, row) per row: rows the index
+# lacks, read from the store.
 _REBUILD = (
     _NOW
     + """
 local ms = tonumber(ARGV[1])
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[2], id) == 0 and not redis.call('ZSCORE', KEYS[4], id) then
     redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
@@ -102,7 +105,7 @@ for i = 2, #ARGV, 3 do
     redis.call('ZADD', KEYS[3], now + ms, id)
   end
 end
-redis.call('SET', KEYS[5], '1')
+if ARGV[2] == '1' then redis.call('SET', KEYS[5], '1') end
 return 0
 """
 )
@@ -120,6 +123,7 @@ for i = 4, #ARGV do wanted[ARGV[i]] = true end
 local page, skipped = {2}, 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local row = redis.call('HGET', KEYS[2], id)
+  if not row then return {0} end  -- not written by us: trust none of it
   local tab1 = string.find(row, '\\t', 1, true)
   local tab2 = string.find(row, '\\t', tab1 + 1, true)
   if wanted[string.sub(row, 1, tab1 - 1)]
@@ -190,10 +194,13 @@ class LiveTasks:
         """Add the ``live`` tasks read from the store that the index lacks, then call the
         index complete. Rows written meanwhile by the replicas running the tasks are newer
         than the store read and stay; tasks that ended meanwhile stay out."""
-        args: list[str | int] = [self._ms]
-        for task in live:
-            args += [task.id, _score(task), _row(task)]
-        await self._cache.script(_REBUILD, _KEYS, args)
+        for start in range(0, max(len(live), 1), _REBUILD_PART):
+            part = live[start : start + _REBUILD_PART]
+            last = start + _REBUILD_PART >= len(live)
+            args: list[str | int] = [self._ms, int(last)]
+            for task in part:
+                args += [task.id, _score(task), _row(task)]
+            await self._cache.script(_REBUILD, _KEYS, args)
 
     async def page(
         self, *, owner: str | None, states: Sequence[TaskState], limit: int, offset: int
