@@ -137,8 +137,9 @@ class EventBus:
         self._live = LiveTasks(cache, fresh_seconds=snapshot_seconds)
         #: Live tasks run here, as last written: the rows this replica vouches for.
         self._rows: dict[str, TaskRecord] = {}
-        #: Tasks that ended here whose rows are yet to be taken out of the index.
-        self._unlisted: set[str] = set()
+        #: Tasks that ended here whose rows are yet to be taken out of the index (by id,
+        #: to their owner).
+        self._unlisted: dict[str, str] = {}
         #: Set when a write of rows failed: the index may be missing what this replica did
         #: (its reads go to the store) until every row of its tasks is written again.
         self._rows_lost = False
@@ -260,7 +261,7 @@ class EventBus:
         for task in tasks:
             if task.state.final:
                 self._rows.pop(task.id, None)
-                self._unlisted.add(task.id)
+                self._unlisted[task.id] = task.owner
             else:
                 live.append(task)
                 if task.id in self._owned:
@@ -268,7 +269,7 @@ class EventBus:
         async with self._rows_lock:
             if self._rows_lost:
                 live = list({**{t.id: t for t in live}, **self._rows}.values())
-            ended = list(self._unlisted)
+            ended = list(self._unlisted.items())
             try:
                 await self._live.write(live, ended)
             except Unavailable as exc:
@@ -277,7 +278,8 @@ class EventBus:
                 self._rows_lost = True
                 return
             self._rows_lost = False
-            self._unlisted.difference_update(ended)
+            for task_id, _ in ended:
+                self._unlisted.pop(task_id, None)
 
     async def _renew_rows(self) -> None:
         # Vouch for the rows of the tasks run here (a row nobody vouches for makes the index
@@ -311,12 +313,12 @@ class EventBus:
         await self._live.rebuild(tasks)
         log.info("events.live_rows_rebuilt", tasks=len(tasks))
 
-    async def _repair_rows(self, stale: Sequence[str]) -> None:
+    async def _repair_rows(self, stale: Sequence[tuple[str, str]]) -> None:
         ended = []
-        for task_id in stale:
+        for task_id, owner in stale:
             end = await self._store.stream_end(task_id)
             if end is None or end[0]:
-                ended.append(task_id)
+                ended.append((task_id, owner))
         if ended:
             async with self._rows_lock:
                 await self._live.write((), ended)

@@ -1,13 +1,14 @@
 """The live (not final) tasks in Redis, indexed so that ListTasks of live states need no SQL.
 
-Four keys in the cache's namespace, changed together by Lua scripts (so always consistent
+These keys in the cache's namespace, changed together by Lua scripts (so always consistent
 with each other):
 
 - ``live-tasks:order``, a sorted set of task ids scored by minus their creation time in
   microseconds: ascending order is the store's (newest first; ties by id, as Redis orders
-  equal scores by member);
+  equal scores by member), and ``live-tasks:owner:<uri>``, the same for one owner's tasks;
 - ``live-tasks:rows``, a hash of id to ``state<TAB>owner<TAB>task JSON`` (the task without
-  its steps, as the store lists it): a page is filtered in Redis without decoding JSON;
+  its steps, as the store lists it): a page is filtered by state in Redis without decoding
+  JSON;
 - ``live-tasks:fresh``, a sorted set of ids scored by the Redis time (ms) until which the
   row is vouched for. The replica running a task renews it; a row nobody renews (its
   replica died, or could not reach Redis to write what changed) goes stale, and while any
@@ -39,6 +40,9 @@ _FRESH = "live-tasks:fresh"
 _ENDED = "live-tasks:ended"
 _COMPLETE = "live-tasks:complete"
 _KEYS = (_ORDER, _ROWS, _FRESH, _ENDED, _COMPLETE)
+#: One more order per owner (``live-tasks:owner:<uri>``): a caller who sees only their own
+#: tasks pages through theirs alone.
+_OWNER_ORDER = "live-tasks:owner:"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Rows a rebuild sends to Redis per script call (a call blocks Redis while it runs).
@@ -51,6 +55,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# KEYS: the five, then each row's owner order, then each ended task's.
 # ARGV: ms, number of rows, then (id, score, row) per row, then the ids of ended tasks.
 _WRITE = (
     _NOW
@@ -62,6 +67,7 @@ for i = 0, rows - 1 do
   local id = ARGV[3 + 3 * i]
   if not redis.call('ZSCORE', KEYS[4], id) then
     redis.call('ZADD', KEYS[1], ARGV[4 + 3 * i], id)
+    redis.call('ZADD', KEYS[6 + i], ARGV[4 + 3 * i], id)
     redis.call('HSET', KEYS[2], id, ARGV[5 + 3 * i])
     redis.call('ZADD', KEYS[3], now + ms, id)
   end
@@ -69,6 +75,7 @@ end
 for i = 3 + 3 * rows, #ARGV do
   local id = ARGV[i]
   redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[6 + rows + i - (3 + 3 * rows)], id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZADD', KEYS[4], now + ms, id)
@@ -77,7 +84,8 @@ return 0
 """
 )
 
-# ARGV: ms, max stale, then the ids to vouch for. Returns {complete, stale ids...}.
+# ARGV: ms, max stale, then the ids to vouch for.
+# Returns {complete, then (id, owner) per stale row}.
 _RENEW = (
     _NOW
     + """
@@ -85,23 +93,31 @@ local ms = tonumber(ARGV[1])
 for i = 3, #ARGV do
   redis.call('ZADD', KEYS[3], 'XX', now + ms, ARGV[i])
 end
+local found = {redis.call('EXISTS', KEYS[5])}
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-table.insert(stale, 1, redis.call('EXISTS', KEYS[5]))
-return stale
+for _, id in ipairs(stale) do
+  local row = redis.call('HGET', KEYS[2], id) or ''
+  local tab1 = string.find(row, '\\t', 1, true)
+  local tab2 = tab1 and string.find(row, '\\t', tab1 + 1, true)
+  table.insert(found, id)
+  table.insert(found, tab2 and string.sub(row, tab1 + 1, tab2 - 1) or '')
+end
+return found
 """
 )
 
-# ARGV: ms, whether this is the last part, then (id, score, row) per row: rows the index
-# lacks, read from the store.
+# KEYS: the five, then each row's owner order. ARGV: ms, whether this is the last part,
+# then (id, score, row) per row: rows the index lacks, read from the store.
 _REBUILD = (
     _NOW
     + """
 local ms = tonumber(ARGV[1])
-for i = 3, #ARGV, 3 do
-  local id = ARGV[i]
+for i = 0, (#ARGV - 2) / 3 - 1 do
+  local id = ARGV[3 + 3 * i]
   if redis.call('HEXISTS', KEYS[2], id) == 0 and not redis.call('ZSCORE', KEYS[4], id) then
-    redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
-    redis.call('HSET', KEYS[2], id, ARGV[i + 2])
+    redis.call('ZADD', KEYS[1], ARGV[4 + 3 * i], id)
+    redis.call('ZADD', KEYS[6 + i], ARGV[4 + 3 * i], id)
+    redis.call('HSET', KEYS[2], id, ARGV[5 + 3 * i])
     redis.call('ZADD', KEYS[3], now + ms, id)
   end
 end
@@ -110,33 +126,36 @@ return 0
 """
 )
 
-# ARGV: owner ('' for anyone's), offset, limit, then the states wanted.
-# Returns {0} (not complete), {1} (a row is stale) or {2, task JSON...}.
+# KEYS: the five, then the order to walk (everyone's, or the owner's). ARGV: offset, limit,
+# then the states wanted. Returns {0} (not complete), {1} (a row is stale) or
+# {2, task JSON...}.
 _PAGE = (
     _NOW
     + """
 if redis.call('EXISTS', KEYS[5]) == 0 then return {0} end
 if #redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1) > 0 then return {1} end
-local owner, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local wanted = {}
-for i = 4, #ARGV do wanted[ARGV[i]] = true end
-local page, skipped = {2}, 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local row = redis.call('HGET', KEYS[2], id)
-  if not row then return {0} end  -- not written by us: trust none of it
-  local tab1 = string.find(row, '\\t', 1, true)
-  local tab2 = string.find(row, '\\t', tab1 + 1, true)
-  if wanted[string.sub(row, 1, tab1 - 1)]
-      and (owner == '' or string.sub(row, tab1 + 1, tab2 - 1) == owner) then
-    if skipped < offset then
-      skipped = skipped + 1
-    else
-      table.insert(page, string.sub(row, tab2 + 1))
-      if #page > limit then break end
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
+local page, skipped, start = {2}, 0, 0
+while true do
+  local ids = redis.call('ZRANGE', KEYS[6], start, start + 199)
+  if #ids == 0 then return page end
+  start = start + #ids
+  for _, id in ipairs(ids) do
+    local row = redis.call('HGET', KEYS[2], id)
+    if not row then return {0} end  -- not written by us: trust none of it
+    local tab = string.find(row, '\\t', 1, true)
+    if wanted[string.sub(row, 1, tab - 1)] then
+      if skipped < offset then
+        skipped = skipped + 1
+      else
+        table.insert(page, string.sub(row, string.find(row, '\\t', tab + 1, true) + 1))
+        if #page > limit then return page end
+      end
     end
   end
 end
-return page
 """
 )
 
@@ -150,9 +169,17 @@ def _score(task: TaskRecord) -> str:
     return str(-((task.created_at - _EPOCH) // timedelta(microseconds=1)))
 
 
+def _owner_order(owner: str) -> str:
+    return f"{_OWNER_ORDER}{owner}"
+
+
 def _row(task: TaskRecord) -> str:
     listed = task.model_copy(update={"steps": {}})
     return f"{task.state.value}\t{task.owner}\t{listed.model_dump_json()}"
+
+
+#: A task the index is to forget: its id and its owner (whose order lists it too).
+Ended = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +187,7 @@ class Renewal:
     """What a renewal learnt: whether the index is complete, and rows nobody vouches for."""
 
     complete: bool
-    stale: tuple[str, ...]
+    stale: tuple[Ended, ...]
 
 
 class LiveTasks:
@@ -175,20 +202,23 @@ class LiveTasks:
         self._cache = cache
         self._ms = _ms(fresh_seconds)
 
-    async def write(self, live: Sequence[TaskRecord], ended: Sequence[str]) -> None:
+    async def write(self, live: Sequence[TaskRecord], ended: Sequence[Ended]) -> None:
         """Put ``live`` tasks in the index (as they are now) and take ``ended`` ones out."""
         if not live and not ended:
             return
         args: list[str | int] = [self._ms, len(live)]
         for task in live:
             args += [task.id, _score(task), _row(task)]
-        args += list(ended)
-        await self._cache.script(_WRITE, _KEYS, args)
+        args += [task_id for task_id, _ in ended]
+        owners = [*(_owner_order(t.owner) for t in live), *(_owner_order(o) for _, o in ended)]
+        await self._cache.script(_WRITE, [*_KEYS, *owners], args)
 
     async def renew(self, task_ids: Sequence[str]) -> Renewal:
         """Vouch again for the rows of ``task_ids`` (whose tasks run here)."""
         found = await self._cache.script(_RENEW, _KEYS, [self._ms, MAX_STALE, *task_ids])
-        return Renewal(complete=bool(int(found[0])), stale=tuple(_text(i) for i in found[1:]))
+        texts = [_text(v) for v in found[1:]]
+        stale = tuple(zip(texts[0::2], texts[1::2], strict=True))
+        return Renewal(complete=bool(int(found[0])), stale=stale)
 
     async def rebuild(self, live: Sequence[TaskRecord]) -> None:
         """Add the ``live`` tasks read from the store that the index lacks, then call the
@@ -200,7 +230,8 @@ class LiveTasks:
             args: list[str | int] = [self._ms, int(last)]
             for task in part:
                 args += [task.id, _score(task), _row(task)]
-            await self._cache.script(_REBUILD, _KEYS, args)
+            owners = [_owner_order(t.owner) for t in part]
+            await self._cache.script(_REBUILD, [*_KEYS, *owners], args)
 
     async def page(
         self, *, owner: str | None, states: Sequence[TaskState], limit: int, offset: int
@@ -208,8 +239,9 @@ class LiveTasks:
         """Up to ``limit`` live tasks in ``states`` (of ``owner``, unless None) after the
         first ``offset`` of them, in the store's order; None when the index cannot tell
         (incomplete, or a row nobody vouches for)."""
-        args: list[str | int] = [owner or "", offset, limit, *(s.value for s in states)]
-        found = await self._cache.script(_PAGE, _KEYS, args)
+        order = _ORDER if owner is None else _owner_order(owner)
+        args: list[str | int] = [offset, limit, *(s.value for s in states)]
+        found = await self._cache.script(_PAGE, [*_KEYS, order], args)
         if int(found[0]) != 2:
             return None
         return [TaskRecord.model_validate_json(_text(row)) for row in found[1:]]
