@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import event
@@ -25,6 +26,7 @@ from agentmesh.models import Plan, StepSpec, StepState, TaskPage, TaskRecord, Ta
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind
 from tests.conftest import REDIS_URL
+from tests.orchestrator.http.conftest import tls
 from tests.support.mesh import client, wait_for_agents
 from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
@@ -73,6 +75,7 @@ async def pair(
         redis_url=REDIS_URL,
         redis_namespace=namespace,
         cache_ttl_seconds=600.0,
+        http_listen="127.0.0.1:0",
     ) as both:
         yield both
 
@@ -198,6 +201,10 @@ async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_red
         pages = await every_page(on_b, [TaskState.RUNNING], 2)
         bob_page = await bob_b.list_tasks(states=[TaskState.PENDING, TaskState.RUNNING])
         everyone = await root.list_tasks(states=[TaskState.RUNNING])
+        async with httpx.AsyncClient(
+            base_url=f"https://localhost:{b.http_port}", verify=tls(certs, "client", "alice")
+        ) as http:
+            over_http = (await http.get("/v1/tasks", params={"state": "running"})).json()
         # Replica a ran them and wrote the index; replica b answered from it, not the store.
         assert reads.count == before
         # Newest first, as the store lists them; a page at a time; policy filters still.
@@ -206,6 +213,7 @@ async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_red
         assert [t for p in pages for t in p.tasks] == list(page.tasks)
         assert [t.id for t in bob_page.tasks] == [bobs]
         assert [t.id for t in everyone.tasks] == [bobs, *alices[::-1]]
+        assert [t["task_id"] for t in over_http["tasks"]] == alices[::-1]
 
         # The same answers from the store (a mixed request is the store's to answer).
         mixed = await on_b.list_tasks(states=[TaskState.RUNNING, TaskState.SUCCEEDED])
