@@ -291,3 +291,52 @@ async def test_list_tasks_of_live_states_is_answered_by_the_store_while_redis_ca
         await eventually(answer, lambda found: found == (ids[::-1], False), within=30)
         for task_id in ids:
             await on_a.cancel(task_id)
+
+
+async def test_a_task_that_ended_is_not_listed_after_redis_came_back_without_its_removal(
+    settings: Settings,
+    postgres_database: dict[str, str],
+    tmp_path: Path,
+    certs: Path,
+    agents: AgentProcesses,
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    # Restarted, this Redis comes back as it was at its last SAVE, as a failover to a
+    # replica that was behind would: the index complete, the ended task's row in it and
+    # vouched for ten minutes more.
+    server = RedisServer(free_port(), "--dir", str(tmp_path))
+    await server.start()
+    try:
+        shared = {**postgres_database, "redis_url": server.url, "cache_ttl_seconds": 600.0}
+        async with AsyncExitStack() as stack:
+            a, b = await stack.enter_async_context(replicas(settings, **shared))
+            where = [f"localhost:{a.port}", f"localhost:{b.port}"]
+            agents.start("tests.support.agents", "echo-1", where)
+            reads = list_reads(b)
+            on_a = await stack.enter_async_context(client(a, certs))
+            on_b = await stack.enter_async_context(client(b, certs))
+            await wait_for_agents(on_a, "echo-1")
+            ended, live = [await on_a.submit(plan=HANG) for _ in range(2)]
+            await eventually(lambda: indexed(server.url, "agentmesh"), running(ended, live))
+            async with server.client() as plain:
+                await plain.save()
+            await on_a.cancel(ended)
+            await eventually(lambda: indexed(server.url, "agentmesh"), lambda i: ended not in i[1])
+
+            await server.kill()
+            await server.start()
+            answers: list[list[str]] = []
+
+            async def answer() -> tuple[list[str], bool]:
+                before = reads.count
+                page = await on_b.list_tasks(states=[TaskState.RUNNING])
+                answers.append([t.id for t in page.tasks])
+                return answers[-1], reads.count > before
+
+            # From the store until the replicas made up for the outage, then from Redis.
+            await eventually(answer, lambda found: found == ([live], False), within=30)
+            assert all(ended not in ids for ids in answers), answers
+            await on_a.cancel(live)
+    finally:
+        await server.kill()

@@ -74,6 +74,7 @@ async def test_pages_are_the_stores_pages_in_order_owner_and_states(
         await store.create_task(t)
     index = LiveTasks(cache, fresh_seconds=600)
     await index.rebuild(await store.list_tasks(states=LIVE, limit=100))
+    await index.complete()
 
     for owner in (None, ALICE, BOB):
         for states in ([TaskState.RUNNING], [TaskState.PENDING, TaskState.COMPENSATING], LIVE):
@@ -88,6 +89,7 @@ async def test_pages_are_the_stores_pages_in_order_owner_and_states(
 async def test_an_ended_task_leaves_and_a_late_write_does_not_bring_it_back(cache: Cache) -> None:
     index = LiveTasks(cache, fresh_seconds=600)
     await index.rebuild([])
+    await index.complete()
     first, second = task(1, datetime.now(UTC)), task(2, datetime.now(UTC), BOB)
     await index.write([first, second], [])
     await index.write([], [(first.id, first.owner)])
@@ -104,7 +106,24 @@ async def test_a_rebuild_keeps_what_was_written_meanwhile(cache: Cache) -> None:
     ended = task(2, datetime.now(UTC))
     await index.write([newer], [(ended.id, ended.owner)])
     await index.rebuild([read, ended])
+    await index.complete()
     assert await index.page(owner=None, states=LIVE, limit=10, offset=0) == listed(newer)
+
+
+async def test_a_rebuild_replaces_a_row_older_than_the_stores(cache: Cache) -> None:
+    # As after a failover to a replica that had not yet got the task's last update.
+    index = LiveTasks(cache, fresh_seconds=600)
+    lost = task(1, datetime.now(UTC))
+    stored = lost.model_copy(
+        update={
+            "state": TaskState.COMPENSATING,
+            "updated_at": lost.updated_at + timedelta(seconds=1),
+        }
+    )
+    await index.write([lost], [])
+    await index.rebuild([stored])
+    await index.complete()
+    assert await index.page(owner=None, states=LIVE, limit=10, offset=0) == listed(stored)
 
 
 async def test_an_incomplete_index_or_a_row_nobody_vouches_for_answers_nothing(
@@ -113,9 +132,11 @@ async def test_an_incomplete_index_or_a_row_nobody_vouches_for_answers_nothing(
     vouched = LiveTasks(cache, fresh_seconds=600)
     one = task(1, datetime.now(UTC))
     await vouched.write([one], [])
-    # Written, but never rebuilt from the store: a task written by nobody may be missing.
+    # Written, but never called complete (after a rebuild from the store): a task written
+    # by nobody may be missing.
     assert await vouched.page(owner=None, states=LIVE, limit=10, offset=0) is None
     await vouched.rebuild([])
+    await vouched.complete()
     assert await vouched.page(owner=None, states=LIVE, limit=10, offset=0) is not None
     # A row written for a moment only, and not renewed: until a replica vouches for it (or
     # takes it out), the index cannot tell.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ MAX_CHANGED = 1000
 #: Longest a read of the live-task index waits for this replica's own rows to be written
 #: (so that a caller lists what it just did); past it the store answers.
 CATCH_UP_SECONDS = 2.0
+#: How often the writer of live rows looks whether Redis is back after an outage.
+OUTAGE_CHECK_SECONDS = 0.5
 #: Live tasks read from the store at most to rebuild the index (past it, it stays unused).
 MAX_REBUILD = 50_000
 #: Events that change what a task list shows (progress does not).
@@ -143,6 +146,11 @@ class EventBus:
         #: Set when a write of rows failed: the index may be missing what this replica did
         #: (its reads go to the store) until every row of its tasks is written again.
         self._rows_lost = False
+        #: Redis outages made up for (see :meth:`_after_outage`).
+        self._outages = 0
+        #: Tasks that ended here lately (id to owner and when), for as long as a row is
+        #: vouched for: after an outage their rows are taken out again.
+        self._ended_lately: dict[str, tuple[str, float]] = {}
         #: One write of rows at a time, so that Redis gets them in the order they were made.
         self._rows_lock = asyncio.Lock()
         #: Snapshots handed over, and of those written: a read waits for its own to be.
@@ -262,10 +270,12 @@ class EventBus:
             if task.state.final:
                 self._rows.pop(task.id, None)
                 self._unlisted[task.id] = task.owner
+                self._ended_lately[task.id] = (task.owner, time.monotonic())
             else:
                 live.append(task)
                 if task.id in self._owned:
                     self._rows[task.id] = task
+        self._forget_ended()
         async with self._rows_lock:
             if self._rows_lost:
                 live = list({**{t.id: t for t in live}, **self._rows}.values())
@@ -284,23 +294,60 @@ class EventBus:
     async def _renew_rows(self) -> None:
         # Vouch for the rows of the tasks run here (a row nobody vouches for makes the index
         # answer nothing), rebuild the index when Redis lost it, and take out stale rows of
-        # tasks that ended out of sight (their replica died before it could).
+        # tasks that ended out of sight (their replica died before it could): every third
+        # of snapshot_seconds, and as soon as Redis is back after an outage.
+        every = self._snapshot_seconds / 3
+        due = 0.0
         while True:
-            try:
-                if self._rows_lost or self._unlisted:
-                    await self._write_rows(())
-                if not self._rows_lost:
-                    renewal = await self._live.renew(list(self._rows))
-                    if not renewal.complete:
-                        await self._rebuild_rows()
-                    await self._repair_rows(renewal.stale)
-            except Unavailable as exc:
-                log.debug("events.live_rows_not_renewed", error=str(exc))
-            except Exception as exc:  # the store failed: next round tries again
-                log.warning("events.live_rows_not_renewed", error=repr(exc))
-            # Rows this replica could not write are written again as soon as Redis is back.
-            round_seconds = self._snapshot_seconds / 3
-            await asyncio.sleep(min(round_seconds, 0.5) if self._rows_lost else round_seconds)
+            if self._untrusted or time.monotonic() >= due:
+                due = time.monotonic() + every
+                try:
+                    await self._renew_round()
+                except Unavailable as exc:
+                    log.debug("events.live_rows_not_renewed", error=str(exc))
+                except Exception as exc:  # the store failed: next round tries again
+                    log.warning("events.live_rows_not_renewed", error=repr(exc))
+            await asyncio.sleep(min(every, OUTAGE_CHECK_SECONDS))
+
+    async def _renew_round(self) -> None:
+        outages = self._cache.outages
+        if outages != self._outages and self._cache.available:
+            await self._after_outage()
+            self._outages = outages
+        if self._rows_lost or self._unlisted:
+            await self._write_rows(())
+        if not self._rows_lost:
+            renewal = await self._live.renew(list(self._rows))
+            if not renewal.complete:
+                await self._rebuild_rows()
+            await self._repair_rows(renewal.stale)
+
+    def _forget_ended(self) -> None:
+        """Drop the tasks that ended longer ago than a row is vouched for (oldest first)."""
+        horizon = time.monotonic() - self._snapshot_seconds
+        while self._ended_lately:
+            task_id, (_, ended_at) = next(iter(self._ended_lately.items()))
+            if ended_at >= horizon:
+                return
+            del self._ended_lately[task_id]
+
+    @property
+    def _untrusted(self) -> bool:
+        """True while the index may be missing what this replica did (its reads go to the
+        store): a write of rows failed, or Redis was away and is not made up for yet."""
+        return self._rows_lost or self._cache.outages != self._outages
+
+    async def _after_outage(self) -> None:
+        # Redis may have lost what it took before it went (a restart, a failover to a
+        # replica that was behind): rows written, rows taken out. Nobody trusts the index
+        # until it is rebuilt from the store; this replica writes its rows again and takes
+        # out again the rows of the tasks that ended here lately.
+        await self._live.distrust()
+        self._rows_lost = True
+        self._forget_ended()
+        for task_id, (owner, _) in self._ended_lately.items():
+            self._unlisted.setdefault(task_id, owner)
+        log.info("events.live_rows_distrusted", outages=self._cache.outages)
 
     async def _rebuild_rows(self) -> None:
         # One read, not pages: a task ending between two pages would shift the next one
@@ -311,6 +358,14 @@ class EventBus:
             log.warning("events.live_rows_too_many", limit=MAX_REBUILD)
             return
         await self._live.rebuild(tasks)
+        # Rows of tasks the read did not find live: created since (the store says live
+        # now: they stay), or ended where Redis lost their removal (a failover, a restart
+        # from an older save): those go.
+        found = {t.id for t in tasks}
+        await self._repair_rows(
+            await self._live.owners([i for i in await self._live.listed() if i not in found])
+        )
+        await self._live.complete()
         log.info("events.live_rows_rebuilt", tasks=len(tasks))
 
     async def _repair_rows(self, stale: Sequence[tuple[str, str]]) -> None:
@@ -334,7 +389,7 @@ class EventBus:
         write its own rows). What this replica committed before the call is in the answer;
         what other replicas did may show a moment late, as with :meth:`snapshot`.
         """
-        if not self._cache.available or self._rows_lost:
+        if not self._cache.available or self._untrusted:
             return None
         handed = self._handed
         try:
@@ -343,7 +398,7 @@ class EventBus:
                     await self._round.wait()
         except TimeoutError:
             return None
-        if self._rows_lost:
+        if self._untrusted:
             return None
         try:
             return await self._live.page(owner=owner, states=states, limit=limit, offset=offset)

@@ -6,9 +6,9 @@ with each other):
 - ``live-tasks:order``, a sorted set of task ids scored by minus their creation time in
   microseconds: ascending order is the store's (newest first; ties by id, as Redis orders
   equal scores by member), and ``live-tasks:owner:<uri>``, the same for one owner's tasks;
-- ``live-tasks:rows``, a hash of id to ``state<TAB>owner<TAB>task JSON`` (the task without
-  its steps, as the store lists it): a page is filtered by state in Redis without decoding
-  JSON;
+- ``live-tasks:rows``, a hash of id to ``state<TAB>owner<TAB>version<TAB>task JSON`` (the
+  task without its steps, as the store lists it; the version is its ``updated_at`` in
+  microseconds): a page is filtered by state in Redis without decoding JSON;
 - ``live-tasks:fresh``, a sorted set of ids scored by the Redis time (ms) until which the
   row is vouched for. The replica running a task renews it; a row nobody renews (its
   replica died, or could not reach Redis to write what changed) goes stale, and while any
@@ -21,7 +21,11 @@ and ``live-tasks:complete``, written once the index was rebuilt from the store. 
 written only by replicas that are up and can reach Redis, so the index alone cannot know
 of a task it never heard of: a Redis that lost its data (a restart without persistence, a
 failover to an empty replica) loses this marker too, and the index answers nothing until a
-replica has read every live task from the store again (:meth:`LiveTasks.rebuild`).
+replica has read every live task from the store again (:meth:`LiveTasks.rebuild`, then
+:meth:`LiveTasks.complete`). A Redis that lost only some writes (a restart from an older
+save, a failover to a replica that was behind) keeps the marker: the replicas that saw it
+go drop it themselves (:meth:`LiveTasks.distrust`, see
+:class:`~agentmesh.orchestrator.events.EventBus`).
 """
 
 from __future__ import annotations
@@ -106,22 +110,32 @@ return found
 """
 )
 
-# KEYS: the five, then each row's owner order. ARGV: ms, whether this is the last part,
-# then (id, score, row) per row: rows the index lacks, read from the store.
+# KEYS: the five, then each row's owner order. ARGV: ms, then (id, score, row) per row:
+# rows the index lacks (or has in an older version), read from the store.
 _REBUILD = (
     _NOW
     + """
+local function version(row)
+  local tab1 = string.find(row, '\\t', 1, true)
+  local tab2 = string.find(row, '\\t', tab1 + 1, true)
+  local tab3 = string.find(row, '\\t', tab2 + 1, true)
+  return tonumber(string.sub(row, tab2 + 1, tab3 - 1)) or 0
+end
 local ms = tonumber(ARGV[1])
-for i = 0, (#ARGV - 2) / 3 - 1 do
-  local id = ARGV[3 + 3 * i]
-  if redis.call('HEXISTS', KEYS[2], id) == 0 and not redis.call('ZSCORE', KEYS[4], id) then
-    redis.call('ZADD', KEYS[1], ARGV[4 + 3 * i], id)
-    redis.call('ZADD', KEYS[6 + i], ARGV[4 + 3 * i], id)
-    redis.call('HSET', KEYS[2], id, ARGV[5 + 3 * i])
+for i = 0, (#ARGV - 1) / 3 - 1 do
+  local id = ARGV[2 + 3 * i]
+  local row = ARGV[4 + 3 * i]
+  local old = redis.call('HGET', KEYS[2], id)
+  if old then
+    -- Written before Redis lost an update of it (a failover)? The store's is newer then.
+    if version(row) > version(old) then redis.call('HSET', KEYS[2], id, row) end
+  elseif not redis.call('ZSCORE', KEYS[4], id) then
+    redis.call('ZADD', KEYS[1], ARGV[3 + 3 * i], id)
+    redis.call('ZADD', KEYS[6 + i], ARGV[3 + 3 * i], id)
+    redis.call('HSET', KEYS[2], id, row)
     redis.call('ZADD', KEYS[3], now + ms, id)
   end
 end
-if ARGV[2] == '1' then redis.call('SET', KEYS[5], '1') end
 return 0
 """
 )
@@ -150,7 +164,8 @@ while true do
       if skipped < offset then
         skipped = skipped + 1
       else
-        table.insert(page, string.sub(row, string.find(row, '\\t', tab + 1, true) + 1))
+        local tab2 = string.find(row, '\\t', tab + 1, true)
+        table.insert(page, string.sub(row, string.find(row, '\\t', tab2 + 1, true) + 1))
         if #page > limit then return page end
       end
     end
@@ -160,22 +175,54 @@ end
 )
 
 
+_DISTRUST = """
+redis.call('DEL', KEYS[5])
+return 0
+"""
+
+_MARK_COMPLETE = """
+redis.call('SET', KEYS[5], '1')
+return 0
+"""
+
+# ARGV: ids. Returns the owner of each ('' when the index has no row of it).
+_OWNERS = """
+local owners = {}
+for i, id in ipairs(ARGV) do
+  local row = redis.call('HGET', KEYS[2], id) or ''
+  local tab1 = string.find(row, '\\t', 1, true)
+  local tab2 = tab1 and string.find(row, '\\t', tab1 + 1, true)
+  owners[i] = tab2 and string.sub(row, tab1 + 1, tab2 - 1) or ''
+end
+return owners
+"""
+
+_IDS = """
+return redis.call('HKEYS', KEYS[2])
+"""
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
 def _score(task: TaskRecord) -> str:
     # Exact integer microseconds (a float timestamp would round), negated: newest first.
-    return str(-((task.created_at - _EPOCH) // timedelta(microseconds=1)))
+    return str(-_micros(task.created_at))
 
 
 def _owner_order(owner: str) -> str:
     return f"{_OWNER_ORDER}{owner}"
 
 
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
 def _row(task: TaskRecord) -> str:
     listed = task.model_copy(update={"steps": {}})
-    return f"{task.state.value}\t{task.owner}\t{listed.model_dump_json()}"
+    version = _micros(task.updated_at)
+    return f"{task.state.value}\t{task.owner}\t{version}\t{listed.model_dump_json()}"
 
 
 #: A task the index is to forget: its id and its owner (whose order lists it too).
@@ -221,17 +268,35 @@ class LiveTasks:
         return Renewal(complete=bool(int(found[0])), stale=stale)
 
     async def rebuild(self, live: Sequence[TaskRecord]) -> None:
-        """Add the ``live`` tasks read from the store that the index lacks, then call the
-        index complete. Rows written meanwhile by the replicas running the tasks are newer
-        than the store read and stay; tasks that ended meanwhile stay out."""
-        for start in range(0, max(len(live), 1), _REBUILD_PART):
+        """Add the ``live`` tasks read from the store that the index lacks. Rows written
+        meanwhile by the replicas running the tasks are newer than the store read and stay;
+        tasks that ended meanwhile stay out; a row older than the store's (an update Redis
+        lost) is replaced. The index is not called complete here (see :meth:`complete`)."""
+        for start in range(0, len(live), _REBUILD_PART):
             part = live[start : start + _REBUILD_PART]
-            last = start + _REBUILD_PART >= len(live)
-            args: list[str | int] = [self._ms, int(last)]
+            args: list[str | int] = [self._ms]
             for task in part:
                 args += [task.id, _score(task), _row(task)]
             owners = [_owner_order(t.owner) for t in part]
             await self._cache.script(_REBUILD, [*_KEYS, *owners], args)
+
+    async def listed(self) -> list[str]:
+        """The ids of the tasks the index has a row of."""
+        return [_text(i) for i in await self._cache.script(_IDS, _KEYS, [])]
+
+    async def owners(self, task_ids: Sequence[str]) -> list[Ended]:
+        """``task_ids`` with the owners their rows name (to take them out)."""
+        found = await self._cache.script(_OWNERS, _KEYS, list(task_ids))
+        return list(zip(task_ids, (_text(o) for o in found), strict=True))
+
+    async def complete(self) -> None:
+        """Call the index complete: every live task has a row (a rebuild made sure)."""
+        await self._cache.script(_MARK_COMPLETE, _KEYS, [])
+
+    async def distrust(self) -> None:
+        """Call the index incomplete (Redis may have lost writes): it answers nothing until
+        rebuilt."""
+        await self._cache.script(_DISTRUST, _KEYS, [])
 
     async def page(
         self, *, owner: str | None, states: Sequence[TaskState], limit: int, offset: int
