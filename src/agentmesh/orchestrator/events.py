@@ -17,28 +17,24 @@ the tasks themselves.
 
 With Redis, the task as of each batch also becomes its hot snapshot (GetTask) and, while it
 is live, its row in the index of live tasks (ListTasks of live states, see
-:mod:`~agentmesh.orchestrator.live_tasks`), both written by one writer in commit order. The
-replica running a task vouches for its row again every third of ``snapshot_seconds``; one
-that could not write a row says so (its own reads go to the store) and writes every row of
-its tasks again once Redis takes them.
+:mod:`~agentmesh.orchestrator.live_index`), both written by one writer in commit order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from agentmesh._tasks import TaskSet
-from agentmesh.errors import OutOfRange, Unavailable
+from agentmesh.errors import OutOfRange
 from agentmesh.models import EventKind, TaskEvent, TaskRecord, TaskState
 from agentmesh.orchestrator.cache import Cache
-from agentmesh.orchestrator.live_tasks import LiveTasks
+from agentmesh.orchestrator.live_index import LiveIndex
 from agentmesh.orchestrator.store import Store
 
 log = structlog.get_logger(__name__)
@@ -57,10 +53,6 @@ MAX_CHANGED = 1000
 #: Longest a read of the live-task index waits for this replica's own rows to be written
 #: (so that a caller lists what it just did); past it the store answers.
 CATCH_UP_SECONDS = 2.0
-#: How often the writer of live rows looks whether Redis is back after an outage.
-OUTAGE_CHECK_SECONDS = 0.5
-#: Live tasks read from the store at most to rebuild the index (past it, it stays unused).
-MAX_REBUILD = 50_000
 #: Events that change what a task list shows (progress does not).
 _LISTED_KINDS = frozenset({EventKind.TASK_STATE, EventKind.STEP_STATE})
 
@@ -137,22 +129,7 @@ class EventBus:
         self._snapshots: dict[str, TaskRecord] = {}
         self._snapshots_due = asyncio.Event()
         self._snapshot_seconds = snapshot_seconds
-        self._live = LiveTasks(cache, fresh_seconds=snapshot_seconds)
-        #: Live tasks run here, as last written: the rows this replica vouches for.
-        self._rows: dict[str, TaskRecord] = {}
-        #: Tasks that ended here whose rows are yet to be taken out of the index (by id,
-        #: to their owner).
-        self._unlisted: dict[str, str] = {}
-        #: Set when a write of rows failed: the index may be missing what this replica did
-        #: (its reads go to the store) until every row of its tasks is written again.
-        self._rows_lost = False
-        #: Redis outages made up for (see :meth:`_after_outage`).
-        self._outages = 0
-        #: Tasks that ended here lately (id to owner and when), for as long as a row is
-        #: vouched for: after an outage their rows are taken out again.
-        self._ended_lately: dict[str, tuple[str, float]] = {}
-        #: One write of rows at a time, so that Redis gets them in the order they were made.
-        self._rows_lock = asyncio.Lock()
+        self._index = LiveIndex(cache, store, fresh_seconds=snapshot_seconds)
         #: Snapshots handed over, and of those written: a read waits for its own to be.
         self._handed = 0
         self._written = 0
@@ -167,7 +144,7 @@ class EventBus:
         self._tasks.spawn(self._listen(), name="events-listener")
         if self._cache.shared:
             self._tasks.spawn(self._write_snapshots(), name="events-snapshots")
-            self._tasks.spawn(self._renew_rows(), name="events-live-rows")
+            self._tasks.spawn(self._index.renew_forever(), name="events-live-rows")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -207,7 +184,7 @@ class EventBus:
             yield
         finally:
             self._owned.discard(task_id)
-            self._rows.pop(task_id, None)
+            self._index.released(task_id)
             self._stale(task_id)
 
     def committed(
@@ -257,126 +234,10 @@ class EventBus:
                 # (the journal's copy shares them), and the owner's GetTask shows as much.
                 document = task.model_dump(mode="json")
                 await self._cache.set(_snapshot_key(task_id), document, self._snapshot_seconds)
-            await self._write_rows(due.values())
+            await self._index.write(due.values(), self._owned)
             self._written = handed
             written, self._round = self._round, asyncio.Event()
             written.set()
-
-    async def _write_rows(self, tasks: Iterable[TaskRecord]) -> None:
-        """Index the live ``tasks`` and take the ended ones out (of those, the ones run here
-        are the rows this replica vouches for from now on)."""
-        live: list[TaskRecord] = []
-        for task in tasks:
-            if task.state.final:
-                self._rows.pop(task.id, None)
-                self._unlisted[task.id] = task.owner
-                self._ended_lately[task.id] = (task.owner, time.monotonic())
-            else:
-                live.append(task)
-                if task.id in self._owned:
-                    self._rows[task.id] = task
-        self._forget_ended()
-        async with self._rows_lock:
-            if self._rows_lost:
-                live = list({**{t.id: t for t in live}, **self._rows}.values())
-            ended = list(self._unlisted.items())
-            try:
-                await self._live.write(live, ended)
-            except Unavailable as exc:
-                if not self._rows_lost:
-                    log.warning("events.live_rows_lost", error=str(exc))
-                self._rows_lost = True
-                return
-            self._rows_lost = False
-            for task_id, _ in ended:
-                self._unlisted.pop(task_id, None)
-
-    async def _renew_rows(self) -> None:
-        # Vouch for the rows of the tasks run here (a row nobody vouches for makes the index
-        # answer nothing), rebuild the index when Redis lost it, and take out stale rows of
-        # tasks that ended out of sight (their replica died before it could): every third
-        # of snapshot_seconds, and as soon as Redis is back after an outage.
-        every = self._snapshot_seconds / 3
-        due = 0.0
-        while True:
-            if self._untrusted or time.monotonic() >= due:
-                due = time.monotonic() + every
-                try:
-                    await self._renew_round()
-                except Unavailable as exc:
-                    log.debug("events.live_rows_not_renewed", error=str(exc))
-                except Exception as exc:  # the store failed: next round tries again
-                    log.warning("events.live_rows_not_renewed", error=repr(exc))
-            await asyncio.sleep(min(every, OUTAGE_CHECK_SECONDS))
-
-    async def _renew_round(self) -> None:
-        outages = self._cache.outages
-        if outages != self._outages and self._cache.available:
-            await self._after_outage()
-            self._outages = outages
-        if self._rows_lost or self._unlisted:
-            await self._write_rows(())
-        if not self._rows_lost:
-            renewal = await self._live.renew(list(self._rows))
-            if not renewal.complete:
-                await self._rebuild_rows()
-            await self._repair_rows(renewal.stale)
-
-    def _forget_ended(self) -> None:
-        """Drop the tasks that ended longer ago than a row is vouched for (oldest first)."""
-        horizon = time.monotonic() - self._snapshot_seconds
-        while self._ended_lately:
-            task_id, (_, ended_at) = next(iter(self._ended_lately.items()))
-            if ended_at >= horizon:
-                return
-            del self._ended_lately[task_id]
-
-    @property
-    def _untrusted(self) -> bool:
-        """True while the index may be missing what this replica did (its reads go to the
-        store): a write of rows failed, or Redis was away and is not made up for yet."""
-        return self._rows_lost or self._cache.outages != self._outages
-
-    async def _after_outage(self) -> None:
-        # Redis may have lost what it took before it went (a restart, a failover to a
-        # replica that was behind): rows written, rows taken out. Nobody trusts the index
-        # until it is rebuilt from the store; this replica writes its rows again and takes
-        # out again the rows of the tasks that ended here lately.
-        await self._live.distrust()
-        self._rows_lost = True
-        self._forget_ended()
-        for task_id, (owner, _) in self._ended_lately.items():
-            self._unlisted.setdefault(task_id, owner)
-        log.info("events.live_rows_distrusted", outages=self._cache.outages)
-
-    async def _rebuild_rows(self) -> None:
-        # One read, not pages: a task ending between two pages would shift the next one
-        # and a live task could be skipped, in an index then called complete.
-        live = [s for s in TaskState if not s.final]
-        tasks = await self._store.list_tasks(states=live, limit=MAX_REBUILD + 1)
-        if len(tasks) > MAX_REBUILD:
-            log.warning("events.live_rows_too_many", limit=MAX_REBUILD)
-            return
-        await self._live.rebuild(tasks)
-        # Rows of tasks the read did not find live: created since (the store says live
-        # now: they stay), or ended where Redis lost their removal (a failover, a restart
-        # from an older save): those go.
-        found = {t.id for t in tasks}
-        await self._repair_rows(
-            await self._live.owners([i for i in await self._live.listed() if i not in found])
-        )
-        await self._live.complete()
-        log.info("events.live_rows_rebuilt", tasks=len(tasks))
-
-    async def _repair_rows(self, stale: Sequence[tuple[str, str]]) -> None:
-        ended = []
-        for task_id, owner in stale:
-            end = await self._store.stream_end(task_id)
-            if end is None or end[0]:
-                ended.append((task_id, owner))
-        if ended:
-            async with self._rows_lock:
-                await self._live.write((), ended)
 
     async def live_tasks(
         self, *, owner: str | None, states: Sequence[TaskState], limit: int, offset: int
@@ -389,7 +250,7 @@ class EventBus:
         write its own rows). What this replica committed before the call is in the answer;
         what other replicas did may show a moment late, as with :meth:`snapshot`.
         """
-        if not self._cache.available or self._untrusted:
+        if not self._index.usable:
             return None
         handed = self._handed
         try:
@@ -398,12 +259,7 @@ class EventBus:
                     await self._round.wait()
         except TimeoutError:
             return None
-        if self._untrusted:
-            return None
-        try:
-            return await self._live.page(owner=owner, states=states, limit=limit, offset=offset)
-        except Unavailable:
-            return None
+        return await self._index.page(owner=owner, states=states, limit=limit, offset=offset)
 
     async def published(self, task_id: str) -> None:
         """Announce to the other replicas that events of ``task_id`` were committed."""

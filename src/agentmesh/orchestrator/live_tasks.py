@@ -25,7 +25,7 @@ replica has read every live task from the store again (:meth:`LiveTasks.rebuild`
 :meth:`LiveTasks.complete`). A Redis that lost only some writes (a restart from an older
 save, a failover to a replica that was behind) keeps the marker: the replicas that saw it
 go drop it themselves (:meth:`LiveTasks.distrust`, see
-:class:`~agentmesh.orchestrator.events.EventBus`).
+:mod:`~agentmesh.orchestrator.live_index`).
 """
 
 from __future__ import annotations
