@@ -27,7 +27,7 @@ from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind
 from tests.conftest import REDIS_URL
 from tests.orchestrator.http.conftest import tls
-from tests.support.mesh import client, wait_for_agents
+from tests.support.mesh import client
 from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
 from tests.support.redis_server import RedisServer
@@ -80,6 +80,17 @@ async def pair(
         yield both
 
 
+async def registered(orchestrator: Orchestrator, name: str) -> None:
+    """Wait until agent ``name`` is registered with ``orchestrator`` itself: ListAgents lists
+    the agents of the whole mesh (those of other replicas through Redis), but a replica
+    plans only with its own."""
+
+    async def names() -> set[str]:
+        return {s.card.name for s in orchestrator.registry.statuses()}
+
+    await eventually(names, lambda found: name in found, within=20)
+
+
 class Selects:
     """Counts the SELECTs an orchestrator's store runs that contain ``fragment``."""
 
@@ -115,7 +126,7 @@ async def test_get_task_on_another_replica_is_answered_from_redis(
     agents.start("tests.support.agents", "echo-1", [f"localhost:{a.port}", f"localhost:{b.port}"])
     reads = step_reads(b)
     async with client(a, certs) as on_a, client(b, certs) as on_b:
-        await wait_for_agents(on_a, "echo-1")
+        await registered(a, "echo-1")
         plan = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={}),))
         task_id = await on_a.submit(plan=plan)
 
@@ -191,7 +202,7 @@ async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_red
         client(b, certs, "bob") as bob_b,
         root,
     ):
-        await wait_for_agents(on_a, "echo-1")
+        await registered(a, "echo-1")
         alices = [await on_a.submit(plan=HANG) for _ in range(3)]
         bobs = await bob_a.submit(plan=HANG)
         await eventually(lambda: indexed(REDIS_URL, namespace), running(*alices, bobs), within=30)
@@ -273,7 +284,7 @@ async def test_list_tasks_of_live_states_is_answered_by_the_store_while_redis_ca
         reads = list_reads(b)
         on_a = await stack.enter_async_context(client(a, certs))
         on_b = await stack.enter_async_context(client(b, certs))
-        await wait_for_agents(on_a, "echo-1")
+        await registered(a, "echo-1")
         ids = [await on_a.submit(plan=HANG) for _ in range(2)]
         await eventually(lambda: indexed(private_redis.url, "agentmesh"), running(*ids), within=30)
 
@@ -316,7 +327,7 @@ async def test_a_task_that_ended_is_not_listed_after_redis_came_back_without_its
             reads = list_reads(b)
             on_a = await stack.enter_async_context(client(a, certs))
             on_b = await stack.enter_async_context(client(b, certs))
-            await wait_for_agents(on_a, "echo-1")
+            await registered(a, "echo-1")
             ended, live = [await on_a.submit(plan=HANG) for _ in range(2)]
             await eventually(lambda: indexed(server.url, "agentmesh"), running(ended, live))
             async with server.client() as plain:
