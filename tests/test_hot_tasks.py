@@ -1,4 +1,5 @@
-"""Hot task state in Redis: GetTask on any replica is answered from Redis, not the store.
+"""Hot task state in Redis: GetTask, and ListTasks of live tasks, on any replica are answered
+from Redis, not the store.
 
 Two orchestrators in this process (so the test can count the SQL one of them runs) on one
 PostgreSQL schema and one Redis namespace; a real agent process registered with both.
@@ -6,22 +7,30 @@ PostgreSQL schema and one Redis namespace; a real agent process registered with 
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import event
 
+from agentmesh.client import Client
 from agentmesh.config import Settings
-from agentmesh.models import Plan, StepSpec, StepState, TaskRecord
+from agentmesh.models import Plan, StepSpec, StepState, TaskPage, TaskRecord, TaskState
 from agentmesh.orchestrator import Orchestrator
+from agentmesh.security import IdentityKind
 from tests.conftest import REDIS_URL
-from tests.support.mesh import client, wait_for_agents
+from tests.orchestrator.http.conftest import tls
+from tests.support.mesh import client
+from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
 
@@ -36,12 +45,11 @@ async def namespace() -> AsyncIterator[str]:
             await plain.delete(*names)
 
 
-@pytest.fixture
-async def pair(
-    settings: Settings, postgres_database: dict[str, str], namespace: str
+@contextlib.asynccontextmanager
+async def replicas(
+    settings: Settings, **shared: object
 ) -> AsyncIterator[tuple[Orchestrator, Orchestrator]]:
-    """Replicas a and b of one mesh, in this process."""
-    shared = {**postgres_database, "redis_url": REDIS_URL, "redis_namespace": namespace}
+    """Replicas a and b of one mesh, in this process, with the ``shared`` settings."""
     async with AsyncExitStack() as stack:
         a, b = [
             await stack.enter_async_context(
@@ -52,18 +60,60 @@ async def pair(
         yield a, b
 
 
-class StepReads:
-    """Counts the SELECTs on the ``steps`` table an orchestrator's store runs."""
+@pytest.fixture
+async def pair(
+    settings: Settings, postgres_database: dict[str, str], namespace: str
+) -> AsyncIterator[tuple[Orchestrator, Orchestrator]]:
+    """Replicas a and b of one mesh on the shared Redis.
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
+    Snapshots and index rows live 10 minutes, so that the index is rebuilt only when the
+    replicas start: a test that takes it away sees the store answer for as long as it runs.
+    """
+    async with replicas(
+        settings,
+        **postgres_database,
+        redis_url=REDIS_URL,
+        redis_namespace=namespace,
+        cache_ttl_seconds=600.0,
+        http_listen="127.0.0.1:0",
+    ) as both:
+        yield both
+
+
+async def registered(orchestrator: Orchestrator, name: str) -> None:
+    """Wait until agent ``name`` is registered with ``orchestrator`` itself: ListAgents lists
+    the agents of the whole mesh (those of other replicas through Redis), but a replica
+    plans only with its own."""
+
+    async def names() -> set[str]:
+        return {s.card.name for s in orchestrator.registry.statuses()}
+
+    await eventually(names, lambda found: name in found, within=20)
+
+
+class Selects:
+    """Counts the SELECTs an orchestrator's store runs that contain ``fragment``."""
+
+    def __init__(self, orchestrator: Orchestrator, fragment: str) -> None:
         self.count = 0
+        self._fragment = fragment
         engine = orchestrator.store._engine
         assert engine is not None
         event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
 
     def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and " steps" in statement:
+        if statement.lstrip().upper().startswith("SELECT") and self._fragment in statement:
             self.count += 1
+
+
+def step_reads(orchestrator: Orchestrator) -> Selects:
+    """The store's reads of steps (GetTask's)."""
+    return Selects(orchestrator, " steps")
+
+
+def list_reads(orchestrator: Orchestrator) -> Selects:
+    """The store's ListTasks queries (tasks newest first)."""
+    return Selects(orchestrator, "ORDER BY tasks.created_at DESC")
 
 
 async def test_get_task_on_another_replica_is_answered_from_redis(
@@ -74,9 +124,9 @@ async def test_get_task_on_another_replica_is_answered_from_redis(
 ) -> None:
     a, b = pair
     agents.start("tests.support.agents", "echo-1", [f"localhost:{a.port}", f"localhost:{b.port}"])
-    reads = StepReads(b)
+    reads = step_reads(b)
     async with client(a, certs) as on_a, client(b, certs) as on_b:
-        await wait_for_agents(on_a, "echo-1")
+        await registered(a, "echo-1")
         plan = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={}),))
         task_id = await on_a.submit(plan=plan)
 
@@ -107,3 +157,197 @@ async def test_get_task_on_another_replica_is_answered_from_redis(
         assert reads.count > before
         assert from_store.steps["wait"].state is StepState.RUNNING
         await on_a.cancel(task_id)
+
+
+HANG = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={}),))
+
+
+async def indexed(url: str, namespace: str) -> tuple[bool, dict[str, str]]:
+    """The live-task index in Redis: whether it is complete, and task id to state."""
+    async with Redis.from_url(url, decode_responses=True) as plain:
+        complete = bool(await plain.exists(f"{namespace}:live-tasks:complete"))
+        rows = await plain.hgetall(f"{namespace}:live-tasks:rows")
+    return complete, {task_id: row.split("\t", 1)[0] for task_id, row in rows.items()}
+
+
+def running(*task_ids: str) -> Callable[[tuple[bool, dict[str, str]]], bool]:
+    """Whether the index is complete and has (at least) ``task_ids``, each running."""
+    return lambda index: (
+        index[0] and all(index[1].get(t) == TaskState.RUNNING.value for t in task_ids)
+    )
+
+
+async def every_page(on: Client, states: list[TaskState], size: int) -> list[TaskPage]:
+    pages = [await on.list_tasks(states=states, page_size=size)]
+    while pages[-1].next_page_token:
+        token = pages[-1].next_page_token
+        pages.append(await on.list_tasks(states=states, page_size=size, page_token=token))
+    return pages
+
+
+async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_redis(
+    pair: tuple[Orchestrator, Orchestrator],
+    certs: Path,
+    agents: AgentProcesses,
+    namespace: str,
+) -> None:
+    a, b = pair
+    agents.start("tests.support.agents", "echo-1", [f"localhost:{a.port}", f"localhost:{b.port}"])
+    reads = list_reads(b)
+    root = client(b, certs, "root", kind=IdentityKind.ADMIN)
+    async with (
+        client(a, certs) as on_a,
+        client(b, certs) as on_b,
+        client(a, certs, "bob") as bob_a,
+        client(b, certs, "bob") as bob_b,
+        root,
+    ):
+        await registered(a, "echo-1")
+        alices = [await on_a.submit(plan=HANG) for _ in range(3)]
+        bobs = await bob_a.submit(plan=HANG)
+        await eventually(lambda: indexed(REDIS_URL, namespace), running(*alices, bobs), within=30)
+
+        before = reads.count
+        page = await on_b.list_tasks(states=[TaskState.RUNNING])
+        pages = await every_page(on_b, [TaskState.RUNNING], 2)
+        bob_page = await bob_b.list_tasks(states=[TaskState.PENDING, TaskState.RUNNING])
+        everyone = await root.list_tasks(states=[TaskState.RUNNING])
+        async with httpx.AsyncClient(
+            base_url=f"https://localhost:{b.http_port}", verify=tls(certs, "client", "alice")
+        ) as http:
+            over_http = (await http.get("/v1/tasks", params={"state": "running"})).json()
+        # Replica a ran them and wrote the index; replica b answered from it, not the store.
+        assert reads.count == before
+        # Newest first, as the store lists them; a page at a time; policy filters still.
+        assert [t.id for t in page.tasks] == alices[::-1]
+        assert [len(p.tasks) for p in pages] == [2, 1]
+        assert [t for p in pages for t in p.tasks] == list(page.tasks)
+        assert [t.id for t in bob_page.tasks] == [bobs]
+        assert [t.id for t in everyone.tasks] == [bobs, *alices[::-1]]
+        assert [t["task_id"] for t in over_http["tasks"]] == alices[::-1]
+
+        # The same answers from the store (a mixed request is the store's to answer).
+        mixed = await on_b.list_tasks(states=[TaskState.RUNNING, TaskState.SUCCEEDED])
+        assert reads.count == before + 1
+        async with Redis.from_url(REDIS_URL) as plain:
+            await plain.delete(f"{namespace}:live-tasks:complete")
+        assert await on_b.list_tasks(states=[TaskState.RUNNING]) == page == mixed
+        assert await every_page(on_b, [TaskState.RUNNING], 2) == pages
+        assert await bob_b.list_tasks(states=[TaskState.PENDING, TaskState.RUNNING]) == bob_page
+        assert await root.list_tasks(states=[TaskState.RUNNING]) == everyone
+        assert reads.count > before + 1
+
+        # Complete again, but a row nobody vouches for (as when its replica died): the
+        # store answers.
+        async with Redis.from_url(REDIS_URL) as plain:
+            await plain.set(f"{namespace}:live-tasks:complete", "1")
+            before = reads.count
+            assert await on_b.list_tasks(states=[TaskState.RUNNING]) == page
+            assert reads.count == before
+            await plain.zadd(f"{namespace}:live-tasks:fresh", {alices[0]: 0})
+            assert await on_b.list_tasks(states=[TaskState.RUNNING]) == page
+            assert reads.count == before + 1
+
+        # Ended tasks leave the index.
+        for task_id in (*alices, bobs):
+            await (bob_a if task_id == bobs else on_a).cancel(task_id)
+        await eventually(lambda: indexed(REDIS_URL, namespace), lambda i: i[1] == {}, within=30)
+        assert (await on_b.list_tasks(states=[TaskState.RUNNING])).tasks == ()
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[RedisServer]:
+    """A redis-server of this test's own, which it may kill and restart."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    server = RedisServer(free_port())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+async def test_list_tasks_of_live_states_is_answered_by_the_store_while_redis_cannot(
+    settings: Settings,
+    postgres_database: dict[str, str],
+    private_redis: RedisServer,
+    certs: Path,
+    agents: AgentProcesses,
+) -> None:
+    # Rows live 3 seconds: replica a vouches for them again every second.
+    shared = {**postgres_database, "redis_url": private_redis.url, "cache_ttl_seconds": 3.0}
+    async with AsyncExitStack() as stack:
+        a, b = await stack.enter_async_context(replicas(settings, **shared))
+        where = [f"localhost:{a.port}", f"localhost:{b.port}"]
+        agents.start("tests.support.agents", "echo-1", where)
+        reads = list_reads(b)
+        on_a = await stack.enter_async_context(client(a, certs))
+        on_b = await stack.enter_async_context(client(b, certs))
+        await registered(a, "echo-1")
+        ids = [await on_a.submit(plan=HANG) for _ in range(2)]
+        await eventually(lambda: indexed(private_redis.url, "agentmesh"), running(*ids), within=30)
+
+        async def answer() -> tuple[list[str], bool]:
+            """The ids b lists as running, and whether the store answered."""
+            before = reads.count
+            page = await on_b.list_tasks(states=[TaskState.RUNNING])
+            return [t.id for t in page.tasks], reads.count > before
+
+        assert await answer() == (ids[::-1], False)
+        await private_redis.kill()
+        assert await answer() == (ids[::-1], True)
+        # Back, but empty: the index is rebuilt from the store, then it answers again.
+        await private_redis.start()
+        await eventually(answer, lambda found: found == (ids[::-1], False), within=30)
+        for task_id in ids:
+            await on_a.cancel(task_id)
+
+
+async def test_a_task_that_ended_is_not_listed_after_redis_came_back_without_its_removal(
+    settings: Settings,
+    postgres_database: dict[str, str],
+    tmp_path: Path,
+    certs: Path,
+    agents: AgentProcesses,
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    # Restarted, this Redis comes back as it was at its last SAVE, as a failover to a
+    # replica that was behind would: the index complete, the ended task's row in it and
+    # vouched for ten minutes more.
+    server = RedisServer(free_port(), "--dir", str(tmp_path))
+    await server.start()
+    try:
+        shared = {**postgres_database, "redis_url": server.url, "cache_ttl_seconds": 600.0}
+        async with AsyncExitStack() as stack:
+            a, b = await stack.enter_async_context(replicas(settings, **shared))
+            where = [f"localhost:{a.port}", f"localhost:{b.port}"]
+            agents.start("tests.support.agents", "echo-1", where)
+            reads = list_reads(b)
+            on_a = await stack.enter_async_context(client(a, certs))
+            on_b = await stack.enter_async_context(client(b, certs))
+            await registered(a, "echo-1")
+            ended, live = [await on_a.submit(plan=HANG) for _ in range(2)]
+            await eventually(lambda: indexed(server.url, "agentmesh"), running(ended, live))
+            async with server.client() as plain:
+                await plain.save()
+            await on_a.cancel(ended)
+            await eventually(lambda: indexed(server.url, "agentmesh"), lambda i: ended not in i[1])
+
+            await server.kill()
+            await server.start()
+            answers: list[list[str]] = []
+
+            async def answer() -> tuple[list[str], bool]:
+                before = reads.count
+                page = await on_b.list_tasks(states=[TaskState.RUNNING])
+                answers.append([t.id for t in page.tasks])
+                return answers[-1], reads.count > before
+
+            # From the store until the replicas made up for the outage, then from Redis.
+            await eventually(answer, lambda found: found == ([live], False), within=30)
+            assert all(ended not in ids for ids in answers), answers
+            await on_a.cancel(live)
+    finally:
+        await server.kill()

@@ -36,7 +36,7 @@ LAYERS = (
     ("engine",),
     ("planning",),
     ("agents",),
-    ("events", "store", "cache", "metrics", "tuning"),
+    ("events", "live_index", "live_tasks", "store", "cache", "metrics", "tuning"),
 )
 
 

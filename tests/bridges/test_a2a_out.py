@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +17,7 @@ from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind
 from tests.support.a2a_server import ReverserExecutor, a2a_server, reverser_card
 from tests.support.agents import FaultyAgent
+from tests.support.bridges import bridge_process
 from tests.support.mesh import client, wait_for_agents
 from tests.support.waiting import eventually
 
@@ -46,26 +44,13 @@ async def bridge(
             yield opened
 
 
-def bridge_process(url: str, orchestrator: Orchestrator, certs: Path, logs: Path) -> Any:
-    """``agentmesh a2a-bridge URL`` as a process of its own."""
-    command = Path(sys.executable).parent / "agentmesh"
-    with (logs / "bridge.log").open("wb") as log:
-        return subprocess.Popen(
-            [
-                *(str(command), "a2a-bridge", url, "--name", "echo-2"),
-                *("--ca-file", str(certs / "ca.pem"), "--certs-dir", str(certs)),
-                *("--orchestrator", f"localhost:{orchestrator.port}"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 @pytest.mark.slow
 async def test_a_task_combines_a_remote_a2a_skill_run_through_the_bridge_command_with_a_python_step(
     orchestrator: Orchestrator, certs: Path, remote: tuple[str, ReverserExecutor], tmp_path: Path
 ) -> None:
-    process = bridge_process(remote[0], orchestrator, certs, tmp_path)
+    ca = str(certs / "ca.pem")
+    arguments = ("a2a-bridge", remote[0], "--name", "echo-2", "--ca-file", ca)
+    process = bridge_process(orchestrator, certs, tmp_path, *arguments)
     python = AgentSettings(
         certs_dir=certs, name="echo-1", orchestrators=[f"localhost:{orchestrator.port}"]
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from agentmesh.errors import ConfigError
 from agentmesh.models import Plan, StepSpec, TaskState
 from agentmesh.orchestrator import Orchestrator
 from tests.support.agents import FaultyAgent
+from tests.support.bridges import bridge_process
 from tests.support.celery_app import CeleryWorker
 from tests.support.mesh import client, wait_for_agents
 from tests.support.waiting import eventually
@@ -95,22 +94,6 @@ async def bridge(
         yield server
 
 
-def bridge_process(
-    file: Path, orchestrator: Orchestrator, certs: Path, logs: Path
-) -> subprocess.Popen[bytes]:
-    """``agentmesh celery-bridge FILE`` as a process of its own (stop it with SIGTERM)."""
-    command = Path(sys.executable).parent / "agentmesh"
-    with (logs / "bridge.log").open("wb") as log:
-        return subprocess.Popen(
-            [
-                *(str(command), "celery-bridge", str(file)),
-                *("--orchestrator", f"localhost:{orchestrator.port}", "--certs-dir", str(certs)),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def one_step(capability: str, data: dict[str, Any], attempts: int = 1) -> Plan:
     step = StepSpec.model_validate(
         {
@@ -127,7 +110,8 @@ async def test_a_task_combines_a_celery_step_run_by_the_bridge_command_with_a_py
     orchestrator: Orchestrator, certs: Path, worker: CeleryWorker, queue: str, tmp_path: Path
 ) -> None:
     (tmp_path / "bridge.yaml").write_text(yaml.safe_dump(bridge_file(queue)))
-    process = bridge_process(tmp_path / "bridge.yaml", orchestrator, certs, tmp_path)
+    file = str(tmp_path / "bridge.yaml")
+    process = bridge_process(orchestrator, certs, tmp_path, "celery-bridge", file)
     gate = tmp_path / "gate"
     python = AgentSettings(
         certs_dir=certs, name="echo-1", orchestrators=[f"localhost:{orchestrator.port}"]

@@ -14,6 +14,10 @@ ordered by construction, and a live watcher of a local task costs no SELECT per 
 Watchers of the task list (:meth:`EventBus.task_changes`) learn which tasks changed, not
 how: the same hand-over and Redis wake-ups tell them, coalesced per task, and they read
 the tasks themselves.
+
+With Redis, the task as of each batch also becomes its hot snapshot (GetTask) and, while it
+is live, its row in the index of live tasks (ListTasks of live states, see
+:mod:`~agentmesh.orchestrator.live_index`), both written by one writer in commit order.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from agentmesh._tasks import TaskSet
 from agentmesh.errors import OutOfRange
 from agentmesh.models import EventKind, TaskEvent, TaskRecord, TaskState
 from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.live_index import LiveIndex
 from agentmesh.orchestrator.store import Store
 
 log = structlog.get_logger(__name__)
@@ -45,6 +50,9 @@ def _snapshot_key(task_id: str) -> str:
 MAX_QUEUED = 1000
 #: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
 MAX_CHANGED = 1000
+#: Longest a read of the live-task index waits for this replica's own rows to be written
+#: (so that a caller lists what it just did); past it the store answers.
+CATCH_UP_SECONDS = 2.0
 #: Events that change what a task list shows (progress does not).
 _LISTED_KINDS = frozenset({EventKind.TASK_STATE, EventKind.STEP_STATE})
 
@@ -121,6 +129,11 @@ class EventBus:
         self._snapshots: dict[str, TaskRecord] = {}
         self._snapshots_due = asyncio.Event()
         self._snapshot_seconds = snapshot_seconds
+        self._index = LiveIndex(cache, store, fresh_seconds=snapshot_seconds)
+        #: Snapshots handed over, and of those written: a read waits for its own to be.
+        self._handed = 0
+        self._written = 0
+        self._round = asyncio.Event()
         self._watchers: defaultdict[str, set[_Watcher]] = defaultdict(set)
         self._list_watchers: set[_ListWatcher] = set()
         #: Tasks whose journal is on this replica: their events come through committed().
@@ -131,6 +144,7 @@ class EventBus:
         self._tasks.spawn(self._listen(), name="events-listener")
         if self._cache.shared:
             self._tasks.spawn(self._write_snapshots(), name="events-snapshots")
+            self._tasks.spawn(self._index.renew_forever(), name="events-live-rows")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -154,17 +168,23 @@ class EventBus:
             watcher.stale()
 
     @contextlib.contextmanager
-    def owning(self, task_id: str) -> Iterator[None]:
+    def owning(self, task_id: str, task: TaskRecord | None = None) -> Iterator[None]:
         """While inside, this replica's journal of ``task_id`` hands it every batch it commits.
 
-        On the way out (the run ended, was fenced or is stopping) the task's watchers read
-        the store: whatever comes next is written by another replica.
+        ``task``, the task as the run starts with it (durable), is written to Redis at once,
+        and this replica vouches for its live row while inside (a task taken over from
+        another replica is listed from here on). On the way out (the run ended, was fenced
+        or is stopping) the task's watchers read the store: whatever comes next is written
+        by another replica; its row is no longer vouched for from here.
         """
         self._owned.add(task_id)
+        if task is not None:
+            self._hand_over(task)
         try:
             yield
         finally:
             self._owned.discard(task_id)
+            self._index.released(task_id)
             self._stale(task_id)
 
     def committed(
@@ -179,8 +199,13 @@ class EventBus:
             watcher.deliver(events)
         if self._list_watchers and any(e.kind in _LISTED_KINDS for e in events):
             self._changed(task_id)
-        if task is not None and self._cache.shared:
-            self._snapshots[task_id] = task
+        if task is not None:
+            self._hand_over(task)
+
+    def _hand_over(self, task: TaskRecord) -> None:
+        if self._cache.shared:
+            self._snapshots[task.id] = task
+            self._handed += 1
             self._snapshots_due.set()
 
     async def snapshot(self, task_id: str) -> TaskRecord | None:
@@ -203,11 +228,38 @@ class EventBus:
             await self._snapshots_due.wait()
             self._snapshots_due.clear()
             due, self._snapshots = self._snapshots, {}
+            handed = self._handed
             for task_id, task in due.items():
                 # On the loop, not in a thread: the run goes on changing the task's steps
                 # (the journal's copy shares them), and the owner's GetTask shows as much.
                 document = task.model_dump(mode="json")
                 await self._cache.set(_snapshot_key(task_id), document, self._snapshot_seconds)
+            await self._index.write(due.values(), self._owned)
+            self._written = handed
+            written, self._round = self._round, asyncio.Event()
+            written.set()
+
+    async def live_tasks(
+        self, *, owner: str | None, states: Sequence[TaskState], limit: int, offset: int
+    ) -> list[TaskRecord] | None:
+        """Up to ``limit`` tasks in the live ``states`` (of ``owner``, unless None), after the
+        first ``offset``, newest first as the store lists them, from the index in Redis.
+
+        None when the store must answer: no Redis, or the index cannot be trusted (Redis
+        lost it and it is not rebuilt yet, a row is not vouched for, this replica could not
+        write its own rows). What this replica committed before the call is in the answer;
+        what other replicas did may show a moment late, as with :meth:`snapshot`.
+        """
+        if not self._index.usable:
+            return None
+        handed = self._handed
+        try:
+            async with asyncio.timeout(CATCH_UP_SECONDS):
+                while self._written < handed:
+                    await self._round.wait()
+        except TimeoutError:
+            return None
+        return await self._index.page(owner=owner, states=states, limit=limit, offset=offset)
 
     async def published(self, task_id: str) -> None:
         """Announce to the other replicas that events of ``task_id`` were committed."""

@@ -51,6 +51,29 @@ steps:
 aggregate: {strategy: pick, step: echo, field: value}
 """
 
+#: Echo once, then ask, then echo the answer: the first turn sees ``before`` run.
+ECHO_ASK_ECHO = """
+name: echo-ask-echo
+description: Echo, ask the owner for a value, then echo it.
+steps:
+  - id: before
+    capability: test.echo
+    input: {value: first}
+  - id: ask
+    kind: input
+    needs: [before]
+    human_input:
+      prompt: Which value shall I echo?
+      answer_schema:
+        type: object
+        required: [value]
+        properties: {value: {type: string}}
+  - id: echo
+    capability: test.echo
+    input: {value: "${steps.ask.output.value}"}
+aggregate: {strategy: pick, step: echo, field: value}
+"""
+
 
 @pytest.fixture
 def http_settings(http_settings: Settings, tmp_path: Path) -> Settings:
@@ -58,6 +81,7 @@ def http_settings(http_settings: Settings, tmp_path: Path) -> Settings:
     folder = tmp_path / "workflows"
     folder.mkdir()
     (folder / "ask-then-echo.yaml").write_text(ASK_THEN_ECHO)
+    (folder / "echo-ask-echo.yaml").write_text(ECHO_ASK_ECHO)
     return http_settings.model_copy(update={"workflows_dir": folder})
 
 
@@ -229,3 +253,32 @@ async def test_an_input_step_is_input_required_and_a_message_naming_the_task_ans
     assert second[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
     assert done.status.state == TaskState.TASK_STATE_COMPLETED
     assert get_data_parts(list(done.artifacts[0].parts)) == ["yes please"]
+
+
+def _texts(responses: list[StreamResponse]) -> list[str]:
+    return [
+        r.status_update.status.message.parts[0].text
+        for r in responses
+        if r.HasField("status_update") and r.status_update.status.message.parts
+    ]
+
+
+async def test_the_turn_after_an_answer_goes_on_from_the_answer_not_from_the_start(
+    a2a: A2AClient, echo_agent: RawAgent
+) -> None:
+    async with a2a("alice") as client:
+        first = await collect(client.send_message(message("workflow:echo-ask-echo", {})))
+        answer = message("workflow:echo-ask-echo", {"value": "again"})
+        answer.message.task_id = first[0].task.id
+        second = await collect(client.send_message(answer))
+
+    # The first turn saw the step before the question run, and ended at the question.
+    assert "before succeeded" in _texts(first)
+    assert first[-1].status_update.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    # The second one starts where the first ended: nothing of it again.
+    assert not [t for t in _texts(second) if t.startswith("before")]
+    assert "echo succeeded" in _texts(second)
+    assert TaskState.TASK_STATE_INPUT_REQUIRED not in [
+        r.status_update.status.state for r in second if r.HasField("status_update")
+    ]
+    assert second[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED

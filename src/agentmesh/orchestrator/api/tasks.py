@@ -116,16 +116,27 @@ class TaskService:
         self, caller: Identity, request: pb.ListTasksRequest
     ) -> tuple[list[TaskRecord], int, int]:
         """Up to one more than a page of the tasks ``caller`` may see, newest first, with the
-        page's offset and size (the extra task says that another page follows)."""
+        page's offset and size (the extra task says that another page follows).
+
+        Only live states asked for, and Redis configured: answered from its index of live
+        tasks while it can be trusted (see :meth:`EventBus.live_tasks`), else by the store.
+        Final states (or all) are the store's to answer.
+        """
         owner = self.guard.task_owner_filter(caller)
         offset = validation.check_list_tasks(request)
         size = request.page_size or DEFAULT_PAGE
         states = [
             convert.task_state_from_proto(s, f"states[{i}]") for i, s in enumerate(request.states)
         ]
-        tasks = await self._store.list_tasks(
-            owner=owner, states=states, limit=size + 1, offset=offset
-        )
+        tasks = None
+        if states and not any(s.final for s in states):
+            tasks = await self._bus.live_tasks(
+                owner=owner, states=states, limit=size + 1, offset=offset
+            )
+        if tasks is None:
+            tasks = await self._store.list_tasks(
+                owner=owner, states=states, limit=size + 1, offset=offset
+            )
         return tasks, offset, size
 
     def list_changes(self, caller: Identity) -> AsyncIterator[TaskRecord | None]:
@@ -205,9 +216,18 @@ class TaskService:
         await self._bus.check_cursor(task.id, request.after_sequence)
         return self._bus.watch(task.id, request.after_sequence)
 
+    async def last_sequence(self, caller: Identity, task_id: str) -> int:
+        """The sequence of the task's newest durable event: a cursor for :meth:`watch` that
+        skips what happened so far."""
+        task = await self.task(caller, task_id, Action.WATCH_TASKS)
+        return await self._store.last_sequence(task.id)
+
     def workflows(self, caller: Identity) -> list[WorkflowInfo]:
         """The workflows of the catalog the orchestrator plans from, to submit by name."""
         self.guard.require(caller, Action.LIST_WORKFLOWS)
+        return self._workflows()
+
+    def _workflows(self) -> list[WorkflowInfo]:
         return [
             WorkflowInfo(
                 name=w.name,
@@ -221,10 +241,7 @@ class TaskService:
     def offered(self) -> tuple[list[WorkflowInfo], list[Capability]]:
         """What the mesh can run, for its public A2A Agent Card: the catalog's workflows and
         the capabilities registered agents offer now (each name once, newest version)."""
-        workflows = [
-            WorkflowInfo(name=w.name, description=w.description, plan=w.to_plan())
-            for w in self._catalog
-        ]
+        workflows = self._workflows()
         capabilities: dict[str, Capability] = {}
         for status in self._registry.statuses():
             for capability in status.card.capabilities:

@@ -163,6 +163,13 @@ class Cache:
         return self._usable() is not None
 
     @property
+    def outages(self) -> int:
+        """How many times Redis stopped answering since the cache started (each outage
+        once): after one, Redis may have lost writes it had taken (a restart, a failover to
+        a replica that was behind)."""
+        return 0 if self._link is None else self._link.outages
+
+    @property
     def shared(self) -> bool:
         """True when a Redis URL is configured (replicas share this cache through it)."""
         return self._url is not None

@@ -77,6 +77,8 @@ class RedisLink:
         self._op_timeout = op_timeout
         self._log = log
         self._down_logged = False
+        #: Times Redis went from answering to failing (each outage once).
+        self.outages = 0
 
     async def call(self, op: Callable[[Redis], Awaitable[T]]) -> T:
         """Run ``op`` on the client within ``op_timeout``; :class:`RedisCallFailed` on failure."""
@@ -92,6 +94,8 @@ class RedisLink:
 
     def mark_down(self, exc: BaseException) -> None:
         """Record that Redis failed; logs ``cache.redis_down`` once per outage."""
+        if self.up:
+            self.outages += 1
         self.up = False
         self.went_down.set()
         if self.breaker.current_state == pybreaker.STATE_CLOSED:

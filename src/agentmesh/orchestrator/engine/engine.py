@@ -269,6 +269,8 @@ class Engine:
             planning=task.planning,
         )
         metrics.TASKS_SUBMITTED.inc()
+        # Durable as created: readers of Redis (GetTask, ListTasks of live tasks) see it now.
+        self._bus.committed(task.id, (), task.model_copy())
         self._start(task, 0, span, draft.rest)
         self._tell_parent(task, "submitted")
         return stored

@@ -132,7 +132,7 @@ def _asking(record: TaskRecord) -> StepRecord | None:
 def task_of(record: TaskRecord) -> Task:
     """A mesh task as an A2A task: its state, reason and (when done) its result. A task with
     a step of kind ``input`` waiting is INPUT_REQUIRED, the step's prompt its message."""
-    task = Task(id=record.id, context_id=str(record.labels.get("a2a_context_id") or record.id))
+    task = Task(id=record.id, context_id=_context_id(record))
     asking = _asking(record)
     if asking is not None:
         task.status.CopyFrom(_input_required(asking.spec.id, _prompt(asking)))
@@ -142,6 +142,11 @@ def task_of(record: TaskRecord) -> Task:
     if record.state is MeshState.SUCCEEDED and record.result is not None:
         task.artifacts.append(_result(record))
     return task
+
+
+def _context_id(record: TaskRecord) -> str:
+    """The A2A context the task belongs to: the one its first message named, else its own."""
+    return str(record.labels.get("a2a_context_id") or record.id)
 
 
 def _status(state: MeshState, reason: str = "") -> TaskStatus:
@@ -226,18 +231,21 @@ class MeshRequestHandler(RequestHandler):
 
     async def _submit(
         self, params: SendMessageRequest, context: ServerCallContext
-    ) -> tuple[TaskRecord, str]:
+    ) -> tuple[TaskRecord, int]:
         """A new task for the message, or (a message naming its task) the answer to the
-        task's waiting input step; with the id of the step answered ("" for a new task)."""
+        task's waiting input step; with the sequence to follow its events after (0 for a
+        new task)."""
         caller = _caller(context).identity
         message = params.message
         with _as_a2a_errors():
             if message.task_id:
                 return await self._answer(caller, message)
-            return await self._tasks.submit(caller, self.submit_request(message)), ""
+            return await self._tasks.submit(caller, self.submit_request(message)), 0
 
-    async def _answer(self, caller: Identity, message: Message) -> tuple[TaskRecord, str]:
-        """ProvideInput for the task's step that asks: its data part, else its text."""
+    async def _answer(self, caller: Identity, message: Message) -> tuple[TaskRecord, int]:
+        """ProvideInput for the task's step that asks: its data part, else its text; with
+        the task's newest event before the answer, which this turn's updates follow (the
+        caller saw the question, and what came before it, in the turn that asked)."""
         task = await self._tasks.task(caller, message.task_id, Action.GET_TASKS)
         asking = _asking(task)
         named = str(message.metadata["step"]) if "step" in message.metadata else ""
@@ -251,27 +259,28 @@ class MeshRequestHandler(RequestHandler):
         text = "\n".join(get_text_parts(list(message.parts)))
         request = pb.ProvideInputRequest(task_id=task.id, step_id=step_id)
         value_to_proto(data[0] if data else text, request.value)
-        return await self._tasks.provide_input(caller, request), step_id
+        seen = await self._tasks.last_sequence(caller, task.id)
+        return await self._tasks.provide_input(caller, request), seen
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Task | Message:
-        record, answered = await self._submit(params, context)
+        record, seen = await self._submit(params, context)
         if params.configuration.return_immediately:
             return task_of(record)
         # Blocking: until the task is final, or a step asks a person (this turn's end).
-        async for _ in self._follow(record, context, stop_at_input=True, answered=answered):
+        async for _ in self._follow(record, context, stop_at_input=True, after_sequence=seen):
             pass
         return await self._task(record.id, context)
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        record, answered = await self._submit(params, context)
+        record, seen = await self._submit(params, context)
         yield task_of(record)
         # Until the task is final, or a step asks a person: A2A ends the turn (and the
         # stream) there; the answer comes as a message naming the task.
-        follow = self._follow(record, context, stop_at_input=True, answered=answered)
+        follow = self._follow(record, context, stop_at_input=True, after_sequence=seen)
         async for event in follow:
             yield event
 
@@ -290,24 +299,20 @@ class MeshRequestHandler(RequestHandler):
         context: ServerCallContext,
         *,
         stop_at_input: bool = False,
-        answered: str = "",
+        after_sequence: int = 0,
     ) -> AsyncGenerator[Event, None]:
-        """Status updates from the task's events until it is final (then its result); with
-        ``stop_at_input``, also until a step asks for a person's answer (A2A's turn ends)."""
+        """Status updates from the task's events after ``after_sequence`` until it is final
+        (then its result); with ``stop_at_input``, also until a step asks for a person's
+        answer (A2A's turn ends)."""
+        request = pb.WatchTaskRequest(task_id=record.id, after_sequence=after_sequence)
         with _as_a2a_errors():
-            events = await self._tasks.watch(
-                _caller(context).identity, pb.WatchTaskRequest(task_id=record.id)
-            )
+            events = await self._tasks.watch(_caller(context).identity, request)
         state = record.state
         async for event in events:
             if event.kind is EventKind.TASK_STATE:
                 state = MeshState(event.state)
             if state.final:
                 break
-            if event.kind is EventKind.STEP_STATE and event.step_id == answered:
-                if event.state == StepState.INPUT_REQUIRED:
-                    continue  # the question just answered, replayed from the task's start
-                answered = ""
             if event.kind is EventKind.STEP_STATE and event.state == StepState.INPUT_REQUIRED:
                 yield self._update(record, _input_required(event.step_id, event.reason))
                 if stop_at_input:
@@ -323,7 +328,7 @@ class MeshRequestHandler(RequestHandler):
 
     def _update(self, record: TaskRecord, status: TaskStatus) -> TaskStatusUpdateEvent:
         return TaskStatusUpdateEvent(
-            task_id=record.id, context_id=task_of(record).context_id, status=status
+            task_id=record.id, context_id=_context_id(record), status=status
         )
 
     async def _record(self, task_id: str, context: ServerCallContext, action: Action) -> TaskRecord:
