@@ -12,6 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
+from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent import AgentServer, AgentSettings
 from agentmesh.models import Plan, StepSpec, TaskRecord, TaskState
 from agentmesh.orchestrator import Orchestrator, metrics
@@ -124,3 +127,34 @@ async def test_old_and_new_agents_work_side_by_side_in_one_task(
     assert "batch" not in old.kinds
     assert old.kinds.count("assignment") == WIDE // 2
     assert _batched("echo-2", "sent")[0] > sent_before
+
+
+async def _nested_then_result(agent: RawAgent, assignment: agent_pb2.Assignment) -> None:
+    """Reply with a batch whose second message is a batch (refused), then the Result."""
+    aid = assignment.assignment_id
+    progress = agent_pb2.AgentMessage(progress=agent_pb2.Progress(assignment_id=aid, fraction=1))
+    inner = agent_pb2.AgentMessage()
+    inner.batch.messages.append(progress)
+    result = agent_pb2.AgentMessage(
+        result=agent_pb2.Result(assignment_id=aid, output=assignment.input)
+    )
+    outer = agent_pb2.AgentMessage()
+    outer.batch.messages.extend([progress, inner, result])
+    await agent.send(outer)
+
+
+async def test_a_batch_inside_an_agents_batch_is_refused_naming_the_field_and_the_rest_counts(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    plan = Plan(steps=(StepSpec(id="a", capability="test.echo", input={"value": 7}),))
+    with capture_logs() as logs:
+        async with RawAgent(certs, "echo-1", _nested_then_result) as agent:
+            await agent.register(orchestrator)
+            task = await _run(orchestrator, certs, plan, "echo-1")
+
+    assert task.state is TaskState.SUCCEEDED, task.error
+    assert _outputs(task) == {"a": 7}
+    refusals = [entry for entry in logs if entry["event"] == "agent.invalid_batch"]
+    assert [entry["reason"] for entry in refusals] == [
+        "batch.messages[1]: a batch may not hold a batch"
+    ]

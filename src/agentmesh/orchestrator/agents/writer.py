@@ -82,7 +82,8 @@ class SessionWriter:
         self._queue.clear()
         if not self.batches:
             for queued in taken:
-                await self._write_run([queued])
+                if not queued.written.done():  # withdrawn while those before it were written
+                    await self._write_run([queued])
             return
         for run in batches.chunks(taken, self._max_bytes, lambda queued: queued.message.ByteSize()):
             await self._write_run(run)
