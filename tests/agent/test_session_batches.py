@@ -1,6 +1,6 @@
 """Batches on the Session, seen from the agent SDK: a real orchestrator-side client over mTLS.
 
-The SDK says in every Pong that it reads batches, reads a batch's messages in order as if
+The SDK says in its card that it reads batches, reads a batch's messages in order as if
 each had come alone, and batches its own replies only for an orchestrator whose Ping said
 it reads them: to one of today's protos every reply comes alone.
 """
@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent import AgentServer
-from tests.agent.agent_support import Recorder, SessionClient, kind_of, output_of
-from tests.agent.conftest import Log, OpenSession, StartAgent
+from tests.agent.agent_support import PATIENCE, Recorder, SessionClient, kind_of, output_of
+from tests.agent.conftest import Connect, Log, OpenSession, StartAgent
 
 #: Assignments sent at once: enough for replies to pile up while one is written.
 WIDE = 16
@@ -44,9 +45,12 @@ async def _echo_all(session: SessionClient, batched: bool) -> list[str]:
     return ids
 
 
-async def test_every_pong_says_the_sdk_reads_batches(session: SessionClient) -> None:
-    assert (await session.ping(1)).reads_batches
-    assert (await session.ping(2, reads_batches=True)).reads_batches
+async def test_the_card_says_the_sdk_reads_batches(server: AgentServer, connect: Connect) -> None:
+    async with connect(server) as stub:
+        described = await stub.Describe(agent_pb2.DescribeRequest(), timeout=PATIENCE)
+
+    assert described.reads_batches
+    assert server.card.reads_batches
 
 
 async def test_an_orchestrator_that_never_said_it_reads_batches_gets_every_reply_alone(

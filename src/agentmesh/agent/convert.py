@@ -82,10 +82,8 @@ def ask(assignment_id: str, prompt: str, schema: dict[str, JSON]) -> agent_pb2.A
 
 
 def pong(nonce: int, active: int) -> agent_pb2.AgentMessage:
-    """The answer to a Ping; it says the SDK reads batches (it always does)."""
-    return agent_pb2.AgentMessage(
-        pong=agent_pb2.Pong(nonce=nonce, active=active, reads_batches=True)
-    )
+    """The answer to a Ping."""
+    return agent_pb2.AgentMessage(pong=agent_pb2.Pong(nonce=nonce, active=active))
 
 
 def draining() -> agent_pb2.AgentMessage:

@@ -2,7 +2,8 @@
 
 Replies queued together (in one event-loop turn, or while a write is under way) go out as one
 ``AgentMessage.batch`` once the orchestrator has said it reads batches (``Ping.reads_batches``);
-to an orchestrator that never says so, each goes alone.
+to an orchestrator that never says so, each goes alone. The agent says it reads batches in its
+card (``AgentCard.reads_batches``), and it does.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Batches on the ``Agent.Session`` stream: several messages in one, in order, no I/O.
 
-Each end of a Session may send what it has queued as one ``batch`` message, but only once
-the other end has said it reads batches (``Ping.reads_batches`` from the orchestrator,
-``Pong.reads_batches`` from the agent). This module cuts queued messages into batches that
-fit the stream and takes a received batch apart again; the writers and readers of both
-ends use it.
+Each end of a Session may send what it has queued as one ``batch`` message, but only when
+the other end has said it reads batches (the agent in its card, ``AgentCard.reads_batches``;
+the orchestrator in every ``Ping``, ``Ping.reads_batches``). This module cuts queued
+messages into batches that fit the stream and takes a received batch apart again; the
+writers and readers of both ends use it.
 """
 
 from __future__ import annotations

@@ -143,7 +143,11 @@ class AgentLink:
         )
         self._call = agent_pb2_grpc.AgentStub(self._channel).Session()
         self._writer = SessionWriter(
-            self._call.write, max_bytes=self._max_message_bytes, on_batch=self._batch_sent
+            self._call.write,
+            # Read at each write: a registration that updates the card counts from then on.
+            batches=lambda: self.card.reads_batches,
+            max_bytes=self._max_message_bytes,
+            on_batch=self._batch_sent,
         )
         self._tasks.spawn(self._writer.run(), name=f"link-{self.name}-write")
         self._tasks.spawn(self._read(), name=f"link-{self.name}-read")
@@ -214,9 +218,6 @@ class AgentLink:
         if kind in _REPLIES and self._foreign(kind, getattr(message, kind).assignment_id):
             return
         if kind == "pong":
-            if message.pong.reads_batches and self._writer is not None:
-                # Before the first Pong counts: no assignment goes out before it.
-                self._writer.batches = True
             self._first_pong.set()
         elif kind == "draining":
             self.draining = True

@@ -2,9 +2,9 @@
 
 grpc.aio allows one write at a time on a stream, and each write costs the same whatever it
 carries. So one writer owns the stream: messages sent while a write is under way, or in the
-same event-loop turn, go out together in one ``OrchestratorMessage.batch`` once the agent
-has said it reads batches (``Pong.reads_batches``). An agent that never says so gets every
-message alone, as before batches existed. When idle, a message is written at once: nothing
+same event-loop turn, go out together in one ``OrchestratorMessage.batch`` when the agent's
+card says it reads batches (``AgentCard.reads_batches``). An agent whose card does not gets
+every message alone, as before batches existed. When idle, a message is written at once: nothing
 waits for company beyond the loop turn it was sent in.
 """
 
@@ -19,6 +19,8 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.wire import batches
 
 Write = Callable[[agent_pb2.OrchestratorMessage], Awaitable[None]]
+#: Whether the agent reads batches now.
+Allowed = Callable[[], bool]
 #: Told of each batch written, with how many messages it carried.
 OnBatch = Callable[[int], None]
 
@@ -37,9 +39,10 @@ class SessionWriter:
     message and waits until it is written; :meth:`close` fails what is still queued.
     """
 
-    def __init__(self, write: Write, *, max_bytes: int, on_batch: OnBatch) -> None:
-        #: Set once the agent has said it reads batches; until then every message goes alone.
-        self.batches = False
+    def __init__(
+        self, write: Write, *, batches: Allowed, max_bytes: int, on_batch: OnBatch
+    ) -> None:
+        self._batches = batches
         self._write = write
         self._max_bytes = max_bytes
         self._on_batch = on_batch
@@ -67,7 +70,7 @@ class SessionWriter:
         try:
             while True:
                 await self._wake.wait()
-                if self.batches and len(self._queue) == 1:
+                if len(self._queue) == 1 and self._batches():
                     # One loop turn for company: what other tasks send in this very turn (a
                     # fan-out's assignments) goes in the same batch. No wait beyond that.
                     await asyncio.sleep(0)
@@ -80,7 +83,7 @@ class SessionWriter:
         # Withdrawn messages (their senders were cancelled while queued) are not sent.
         taken = [queued for queued in self._queue if not queued.written.done()]
         self._queue.clear()
-        if not self.batches:
+        if not self._batches():
             for queued in taken:
                 if not queued.written.done():  # withdrawn while those before it were written
                     await self._write_run([queued])

@@ -56,7 +56,7 @@ class OrchestratorMessage(_message.Message):
     @_builtins.property
     def batch(self) -> Global___OrchestratorBatch:
         """Several of the above, to be read in order as if each had come alone. Sent
-        only to an agent whose Pong said reads_batches; never holds a batch.
+        only to an agent whose card says reads_batches; never holds a batch.
         """
 
     def __init__(
@@ -438,25 +438,18 @@ class Pong(_message.Message):
 
     NONCE_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
-    READS_BATCHES_FIELD_NUMBER: _builtins.int
     nonce: _builtins.int
     active: _builtins.int
     """Assignments the agent is running right now."""
-    reads_batches: _builtins.bool
-    """The agent reads OrchestratorMessage.batch: the orchestrator may send batches
-    on this Session once it has this Pong. Unset (an agent of today's protos):
-    every message comes alone, as before.
-    """
     def __init__(
         self,
         *,
         nonce: _builtins.int = ...,
         active: _builtins.int = ...,
-        reads_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "nonce", b"nonce", "reads_batches", b"reads_batches"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "nonce", b"nonce"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
