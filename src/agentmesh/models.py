@@ -120,6 +120,9 @@ class AgentCard(_Frozen):
     max_concurrency: int = Field(default=1, ge=1)
     version: str = "0.0.0"
     labels: dict[str, str] = Field(default_factory=dict)
+    #: The agent reads batches on its Session (the Python SDK does); False: every message
+    #: is sent to it alone, as to an agent of the protos before batches.
+    reads_batches: bool = False
 
     def capability(self, name: str) -> Capability | None:
         """The capability called ``name``, if this agent offers it."""

@@ -15,6 +15,7 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.agent import Agent, AssignmentContext, capability
 from agentmesh.errors import StepFailed
 from agentmesh.wire import from_struct, to_struct
+from agentmesh.wire.batches import unbatched
 
 #: Generous bound on any single wait in these tests; nothing legitimate comes close.
 PATIENCE = 10.0
@@ -131,6 +132,22 @@ class SessionClient:
         **fields: Any,
     ) -> str:
         """Send an Assignment; returns its id."""
+        message = self.assignment(
+            capability, payload, assignment_id=assignment_id, key=key, **fields
+        )
+        await self.call.write(message)
+        return message.assignment.assignment_id
+
+    def assignment(
+        self,
+        capability: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        assignment_id: str = "",
+        key: str = "",
+        **fields: Any,
+    ) -> agent_pb2.OrchestratorMessage:
+        """An Assignment message as :meth:`assign` sends it (to send later, e.g. in a batch)."""
         self._counter += 1
         aid = assignment_id or f"a{self._counter}-{id(self)}"
         assignment = agent_pb2.Assignment(
@@ -142,19 +159,38 @@ class SessionClient:
             step_id=f"s{self._counter}",
             **fields,
         )
-        await self.call.write(agent_pb2.OrchestratorMessage(assignment=assignment))
-        return aid
+        return agent_pb2.OrchestratorMessage(assignment=assignment)
+
+    @staticmethod
+    def batch_message(*messages: agent_pb2.OrchestratorMessage) -> agent_pb2.OrchestratorMessage:
+        """One ``OrchestratorMessage.batch`` of ``messages``."""
+        batch = agent_pb2.OrchestratorMessage()
+        batch.batch.messages.extend(messages)
+        return batch
+
+    async def send_batch(self, *messages: agent_pb2.OrchestratorMessage) -> None:
+        """Send ``messages`` as one ``OrchestratorMessage.batch``."""
+        await self.call.write(self.batch_message(*messages))
 
     async def cancel(self, assignment_id: str, reason: str = "") -> None:
-        cancel = agent_pb2.Cancel(assignment_id=assignment_id, reason=reason)
-        await self.call.write(agent_pb2.OrchestratorMessage(cancel=cancel))
+        await self.call.write(self.cancel_message(assignment_id, reason))
 
-    async def ping(self, nonce: int) -> agent_pb2.Pong:
-        await self.call.write(agent_pb2.OrchestratorMessage(ping=agent_pb2.Ping(nonce=nonce)))
+    @staticmethod
+    def cancel_message(assignment_id: str, reason: str = "") -> agent_pb2.OrchestratorMessage:
+        """A Cancel message as :meth:`cancel` sends it."""
+        cancel = agent_pb2.Cancel(assignment_id=assignment_id, reason=reason)
+        return agent_pb2.OrchestratorMessage(cancel=cancel)
+
+    async def ping(self, nonce: int, *, reads_batches: bool = False) -> agent_pb2.Pong:
+        ping = agent_pb2.Ping(nonce=nonce, reads_batches=reads_batches)
+        await self.call.write(agent_pb2.OrchestratorMessage(ping=ping))
         return (await self.next_for("")).pong
 
     async def receive(self) -> agent_pb2.AgentMessage | None:
-        """The next message on the stream, or None when the agent ended it."""
+        """The next message on the stream (a batch as it came), or None when the agent ended it.
+
+        Every message is kept in :attr:`received` as it came.
+        """
         async with asyncio.timeout(PATIENCE):
             message = await self.call.read()
         if message is grpc.aio.EOF:
@@ -168,7 +204,7 @@ class SessionClient:
         while not self._inbox[assignment_id]:
             message = await self.receive()
             assert message is not None, f"stream ended while waiting for {assignment_id!r}"
-            self._inbox[about(message)].append(message)
+            self._file(message)
         return self._inbox[assignment_id].popleft()
 
     async def replies(self, assignment_id: str) -> list[agent_pb2.AgentMessage]:
@@ -185,8 +221,13 @@ class SessionClient:
     async def ended(self) -> bool:
         """True once the agent closed the stream (everything still unread is kept)."""
         while (message := await self.receive()) is not None:
-            self._inbox[about(message)].append(message)
+            self._file(message)
         return True
+
+    def _file(self, message: agent_pb2.AgentMessage) -> None:
+        # A batch's messages are filed one by one, in order, as if each had come alone.
+        for carried in unbatched(message)[0]:
+            self._inbox[about(carried)].append(carried)
 
 
 def output_of(message: agent_pb2.AgentMessage) -> dict[str, Any]:

@@ -145,6 +145,8 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
         self.got_assignment = asyncio.Event()
         self.cancels: list[agent_pb2.Cancel] = []
         self.got_cancel = asyncio.Event()
+        #: The kind of every message orchestrators sent, as it arrived.
+        self.kinds: list[str] = []
         #: Serial numbers of the certificates orchestrators opened Sessions with.
         self.orchestrator_serials: list[int] = []
         self.sessions = 0
@@ -221,6 +223,7 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
         async def read() -> None:
             async for message in request_iterator:
                 kind = message.WhichOneof("kind")
+                self.kinds.append(kind or "")
                 if kind == "ping":
                     await outbox.put(
                         agent_pb2.AgentMessage(pong=agent_pb2.Pong(nonce=message.ping.nonce))

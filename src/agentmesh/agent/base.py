@@ -71,4 +71,6 @@ class Agent:
             max_concurrency=self.max_concurrency,
             version=self.version,
             labels=dict(self.labels),
+            # The SDK's Session reads batches, whatever the agent's handlers are.
+            reads_batches=True,
         )

@@ -1,4 +1,10 @@
-"""One orchestrator's Session stream: its requests go to the executor, replies queue back to it."""
+"""One orchestrator's Session stream: its requests go to the executor, replies queue back to it.
+
+Replies queued together (in one event-loop turn, or while a write is under way) go out as one
+``AgentMessage.batch`` once the orchestrator has said it reads batches (``Ping.reads_batches``);
+to an orchestrator that never says so, each goes alone. The agent says it reads batches in its
+card (``AgentCard.reads_batches``), and it does.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from agentmesh.agent import convert
 from agentmesh.agent.executor import Executor
 from agentmesh.models import JSON, FailureCode, Outcome
 from agentmesh.security import Identity
+from agentmesh.wire import batches
 
 Write = Callable[[agent_pb2.AgentMessage], Awaitable[None]]
 
@@ -43,6 +50,8 @@ class Session:
         self._pending: set[str] = set()
         self._reading = True
         self._closed = False
+        #: Set by the first Ping that says the orchestrator reads batches.
+        self._batches = False
 
     # -- Replies (called by the executor) --------------------------------------------
 
@@ -84,11 +93,32 @@ class Session:
         reader = asyncio.create_task(self._read(requests), name=f"session-reader-{self.peer.name}")
         try:
             while (message := await self._outbox.get()) is not None:
-                await write(message)
+                if not self._batches:
+                    await write(message)
+                    continue
+                if self._outbox.empty():
+                    # One loop turn for company: the replies other runs queue in this very
+                    # turn (a batch of assignments accepted, no-op runs ending) go along.
+                    await asyncio.sleep(0)
+                queued, closing = self._take(message)
+                for run in batches.chunks(queued, self._max_message_bytes, _size):
+                    await write(batches.agent_message(run))
+                if closing:
+                    break
         finally:
             self._closed = True
             await cancel_and_wait(reader)
             self._executor.detach(self)
+
+    def _take(self, first: agent_pb2.AgentMessage) -> tuple[list[agent_pb2.AgentMessage], bool]:
+        """``first`` and every reply queued after it; True when the end of the stream was."""
+        queued = [first]
+        while not self._outbox.empty():
+            message = self._outbox.get_nowait()
+            if message is None:
+                return queued, True
+            queued.append(message)
+        return queued, False
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         if not self._closed:
@@ -101,7 +131,12 @@ class Session:
     async def _read(self, requests: AsyncIterator[agent_pb2.OrchestratorMessage]) -> None:
         try:
             async for message in requests:
-                self._dispatch(message)
+                carried, refused = batches.unbatched(message)
+                for problem in refused:
+                    # Logged, not fatal: the stream cannot carry a status for one message.
+                    self._log.warning("session.invalid_batch", reason=problem)
+                for request in carried:
+                    self._dispatch(request)
         except Exception as exc:
             # The stream broke under us; nothing more will arrive or be delivered.
             self._log.warning("session.read_failed", error=f"{type(exc).__name__}: {exc}")
@@ -124,6 +159,12 @@ class Session:
             value = json_format.MessageToDict(message.answer.value)
             self._executor.answer(message.answer.assignment_id, value)
         elif kind == "ping":
+            if message.ping.reads_batches:
+                self._batches = True
             self._send(convert.pong(message.ping.nonce, self._executor.active))
         else:
             self._log.warning("session.empty_message")
+
+
+def _size(message: agent_pb2.AgentMessage) -> int:
+    return message.ByteSize()

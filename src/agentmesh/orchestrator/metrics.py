@@ -34,6 +34,18 @@ AGENTS = Gauge("agentmesh_agents", "Live agents with an open Session.", registry
 CIRCUIT_OPEN = Gauge(
     "agentmesh_circuit_open", "1 while an agent's circuit is open.", ["agent"], registry=REGISTRY
 )
+SESSION_BATCHES = Counter(
+    "agentmesh_session_batches_total",
+    "Batches on agents' Session streams, sent (to the agent) or received (from it).",
+    ["agent", "direction"],
+    registry=REGISTRY,
+)
+SESSION_BATCHED_MESSAGES = Counter(
+    "agentmesh_session_batched_messages_total",
+    "Messages that travelled inside those batches.",
+    ["agent", "direction"],
+    registry=REGISTRY,
+)
 
 POOL_IN_USE = Gauge(
     "agentmesh_pool_in_use",

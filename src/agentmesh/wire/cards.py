@@ -51,6 +51,7 @@ def card_to_proto(card: AgentCard) -> common_pb2.AgentCard:
         max_concurrency=card.max_concurrency,
         version=card.version,
         labels=dict(card.labels),
+        reads_batches=card.reads_batches,
     )
 
 
@@ -75,6 +76,7 @@ def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
             max_concurrency=card.max_concurrency or 1,
             version=card.version or "0.0.0",
             labels=dict(card.labels),
+            reads_batches=card.reads_batches,
         )
     except PydanticValidationError as exc:
         raise ValidationError.from_pydantic(exc, field="card") from None

@@ -26,8 +26,10 @@ from agentmesh._proto.agentmesh.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh._tasks import TaskSet
 from agentmesh.errors import ValidationError
 from agentmesh.models import JSON, AgentCard, FailureCode, HumanInput, Outcome
+from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.intake import THREAD_BYTES, Taken, take
-from agentmesh.wire import from_struct, usage_from_proto
+from agentmesh.orchestrator.agents.writer import SessionWriter
+from agentmesh.wire import batches, from_struct, usage_from_proto
 from agentmesh.wire.tasks import value_to_proto
 
 log = structlog.get_logger(__name__)
@@ -106,15 +108,16 @@ class AgentLink:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
+        self._max_message_bytes = max_message_bytes
         self._on_lost = on_lost
         #: Larger outputs are refused as invalid_output: the task must stay readable.
         self._max_output_bytes = max_output_bytes or max_message_bytes
         self._pending: dict[str, _Pending] = {}
         self._sent: OrderedDict[str, None] = OrderedDict()
-        self._write_lock = asyncio.Lock()
+        self._writer: SessionWriter | None = None
         self._nonces = itertools.count(1)
         self._first_pong = asyncio.Event()
-        #: The reader, the pinger, results taken in threads and the closing of the channel.
+        #: The reader, the writer, the pinger, results taken in threads, closing the channel.
         self._tasks = TaskSet()
         self._channel: grpc.aio.Channel | None = None
         self._call: (
@@ -139,6 +142,14 @@ class AgentLink:
             self.card.endpoint, self._credentials, options=self._options
         )
         self._call = agent_pb2_grpc.AgentStub(self._channel).Session()
+        self._writer = SessionWriter(
+            self._call.write,
+            # Read at each write: a registration that updates the card counts from then on.
+            batches=lambda: self.card.reads_batches,
+            max_bytes=self._max_message_bytes,
+            on_batch=self._batch_sent,
+        )
+        self._tasks.spawn(self._writer.run(), name=f"link-{self.name}-write")
         self._tasks.spawn(self._read(), name=f"link-{self.name}-read")
         self._tasks.spawn(self._ping(), name=f"link-{self.name}-ping")
         try:
@@ -149,18 +160,20 @@ class AgentLink:
             raise
 
     async def _send(self, message: agent_pb2.OrchestratorMessage) -> None:
-        if self._call is None or self._closed:
+        if self._writer is None or self._closed:
             raise ConnectionError("session closed")
-        # grpc.aio allows one write at a time on a stream.
-        async with self._write_lock:
-            await self._call.write(message)
+        await self._writer.send(message)
+
+    def _batch_sent(self, size: int) -> None:
+        metrics.SESSION_BATCHES.labels(self.name, "sent").inc()
+        metrics.SESSION_BATCHED_MESSAGES.labels(self.name, "sent").inc(size)
 
     async def _ping(self) -> None:
         while True:
+            # Every Ping says the orchestrator reads batches: the agent may batch its replies.
+            ping = agent_pb2.Ping(nonce=next(self._nonces), reads_batches=True)
             try:
-                await self._send(
-                    agent_pb2.OrchestratorMessage(ping=agent_pb2.Ping(nonce=next(self._nonces)))
-                )
+                await self._send(agent_pb2.OrchestratorMessage(ping=ping))
             except (ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
                 self._lose(f"ping failed: {exc}")
                 return
@@ -199,6 +212,9 @@ class AgentLink:
 
     def _dispatch(self, message: agent_pb2.AgentMessage) -> None:
         kind = message.WhichOneof("kind")
+        if kind == "batch":
+            self._dispatch_batch(message)
+            return
         if kind in _REPLIES and self._foreign(kind, getattr(message, kind).assignment_id):
             return
         if kind == "pong":
@@ -232,6 +248,17 @@ class AgentLink:
                 f.assignment_id,
                 Outcome(code=f.code, message=f.message, retryable=f.retryable, usage=usage),
             )
+
+    def _dispatch_batch(self, message: agent_pb2.AgentMessage) -> None:
+        carried, refused = batches.unbatched(message)
+        metrics.SESSION_BATCHES.labels(self.name, "received").inc()
+        metrics.SESSION_BATCHED_MESSAGES.labels(self.name, "received").inc(len(carried))
+        for problem in refused:
+            # The agent's fault; its other messages still count. The stream cannot carry a
+            # status for one message, so the refusal is logged, naming the field.
+            self._log.warning("agent.invalid_batch", reason=problem)
+        for inner in carried:
+            self._dispatch(inner)
 
     def _ask(self, pending: _Pending, ask: agent_pb2.Ask) -> None:
         problem = (
@@ -377,6 +404,8 @@ class AgentLink:
         self._log.warning("agent.lost", reason=reason)
         self._fail_pending(reason)
         self._closed = True
+        if self._writer is not None:
+            self._writer.close(reason)
         self._on_lost(self, reason)
         # Closing the channel must not cancel the task calling us; do it on its own.
         self._tasks.spawn(self._shutdown(), name=f"link-{self.name}-close")
@@ -399,4 +428,6 @@ class AgentLink:
         if not self._closed:
             self._fail_pending(reason)
             self._closed = True
+            if self._writer is not None:
+                self._writer.close(reason)
         await self._shutdown()

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from agentmesh._proto.agentmesh.v1 import common_pb2 as agentmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gentmesh/v1/agent.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x61gentmesh/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xc1\x01\n\x13OrchestratorMessage\x12.\n\nassignment\x18\x01 \x01(\x0b\x32\x18.agentmesh.v1.AssignmentH\x00\x12&\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x14.agentmesh.v1.CancelH\x00\x12\"\n\x04ping\x18\x03 \x01(\x0b\x32\x12.agentmesh.v1.PingH\x00\x12&\n\x06\x61nswer\x18\x04 \x01(\x0b\x32\x14.agentmesh.v1.AnswerH\x00\x42\x06\n\x04kind\"\xb2\x02\n\x0c\x41gentMessage\x12*\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x16.agentmesh.v1.AcceptedH\x00\x12*\n\x08progress\x18\x02 \x01(\x0b\x32\x16.agentmesh.v1.ProgressH\x00\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x14.agentmesh.v1.ResultH\x00\x12(\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x15.agentmesh.v1.FailureH\x00\x12\"\n\x04pong\x18\x05 \x01(\x0b\x32\x12.agentmesh.v1.PongH\x00\x12*\n\x08\x64raining\x18\x06 \x01(\x0b\x32\x16.agentmesh.v1.DrainingH\x00\x12 \n\x03\x61sk\x18\x07 \x01(\x0b\x32\x11.agentmesh.v1.AskH\x00\x42\x06\n\x04kind\"\xe7\x02\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12\x12\n\ncapability\x18\x05 \x01(\t\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ompensation\x18\t \x01(\x08\x12\x41\n\rtrace_context\x18\n \x03(\x0b\x32*.agentmesh.v1.Assignment.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x06\x43\x61ncel\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\"!\n\x08\x41\x63\x63\x65pted\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"D\n\x08Progress\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x98\x01\n\x06Result\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\nfollow_ups\x18\x03 \x03(\x0b\x32\x16.agentmesh.v1.StepSpec\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.agentmesh.v1.Usage\"v\n\x07\x46\x61ilure\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.agentmesh.v1.Usage\"%\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\r\"\n\n\x08\x44raining\"\\\n\x03\x41sk\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12.\n\ranswer_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"F\n\x06\x41nswer\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value2\x99\x01\n\x05\x41gent\x12L\n\x07Session\x12!.agentmesh.v1.OrchestratorMessage\x1a\x1a.agentmesh.v1.AgentMessage(\x01\x30\x01\x12\x42\n\x08\x44\x65scribe\x12\x1d.agentmesh.v1.DescribeRequest\x1a\x17.agentmesh.v1.AgentCardb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gentmesh/v1/agent.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x61gentmesh/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xf3\x01\n\x13OrchestratorMessage\x12.\n\nassignment\x18\x01 \x01(\x0b\x32\x18.agentmesh.v1.AssignmentH\x00\x12&\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x14.agentmesh.v1.CancelH\x00\x12\"\n\x04ping\x18\x03 \x01(\x0b\x32\x12.agentmesh.v1.PingH\x00\x12&\n\x06\x61nswer\x18\x04 \x01(\x0b\x32\x14.agentmesh.v1.AnswerH\x00\x12\x30\n\x05\x62\x61tch\x18\x05 \x01(\x0b\x32\x1f.agentmesh.v1.OrchestratorBatchH\x00\x42\x06\n\x04kind\"H\n\x11OrchestratorBatch\x12\x33\n\x08messages\x18\x01 \x03(\x0b\x32!.agentmesh.v1.OrchestratorMessage\"\xdd\x02\n\x0c\x41gentMessage\x12*\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x16.agentmesh.v1.AcceptedH\x00\x12*\n\x08progress\x18\x02 \x01(\x0b\x32\x16.agentmesh.v1.ProgressH\x00\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x14.agentmesh.v1.ResultH\x00\x12(\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x15.agentmesh.v1.FailureH\x00\x12\"\n\x04pong\x18\x05 \x01(\x0b\x32\x12.agentmesh.v1.PongH\x00\x12*\n\x08\x64raining\x18\x06 \x01(\x0b\x32\x16.agentmesh.v1.DrainingH\x00\x12 \n\x03\x61sk\x18\x07 \x01(\x0b\x32\x11.agentmesh.v1.AskH\x00\x12)\n\x05\x62\x61tch\x18\x08 \x01(\x0b\x32\x18.agentmesh.v1.AgentBatchH\x00\x42\x06\n\x04kind\":\n\nAgentBatch\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.agentmesh.v1.AgentMessage\"\xe7\x02\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12\x12\n\ncapability\x18\x05 \x01(\t\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ompensation\x18\t \x01(\x08\x12\x41\n\rtrace_context\x18\n \x03(\x0b\x32*.agentmesh.v1.Assignment.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x06\x43\x61ncel\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\",\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x15\n\rreads_batches\x18\x02 \x01(\x08\"!\n\x08\x41\x63\x63\x65pted\x12\x15\n\rassignment_id\x18\x01 \x01(\t\"D\n\x08Progress\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x98\x01\n\x06Result\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\nfollow_ups\x18\x03 \x03(\x0b\x32\x16.agentmesh.v1.StepSpec\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.agentmesh.v1.Usage\"v\n\x07\x46\x61ilure\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.agentmesh.v1.Usage\"%\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\r\"\n\n\x08\x44raining\"\\\n\x03\x41sk\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12.\n\ranswer_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"F\n\x06\x41nswer\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value2\x99\x01\n\x05\x41gent\x12L\n\x07Session\x12!.agentmesh.v1.OrchestratorMessage\x1a\x1a.agentmesh.v1.AgentMessage(\x01\x30\x01\x12\x42\n\x08\x44\x65scribe\x12\x1d.agentmesh.v1.DescribeRequest\x1a\x17.agentmesh.v1.AgentCardb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,33 +40,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEREQUEST']._serialized_start=132
   _globals['_DESCRIBEREQUEST']._serialized_end=149
   _globals['_ORCHESTRATORMESSAGE']._serialized_start=152
-  _globals['_ORCHESTRATORMESSAGE']._serialized_end=345
-  _globals['_AGENTMESSAGE']._serialized_start=348
-  _globals['_AGENTMESSAGE']._serialized_end=654
-  _globals['_ASSIGNMENT']._serialized_start=657
-  _globals['_ASSIGNMENT']._serialized_end=1016
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=965
-  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1016
-  _globals['_CANCEL']._serialized_start=1018
-  _globals['_CANCEL']._serialized_end=1065
-  _globals['_PING']._serialized_start=1067
-  _globals['_PING']._serialized_end=1088
-  _globals['_ACCEPTED']._serialized_start=1090
-  _globals['_ACCEPTED']._serialized_end=1123
-  _globals['_PROGRESS']._serialized_start=1125
-  _globals['_PROGRESS']._serialized_end=1193
-  _globals['_RESULT']._serialized_start=1196
-  _globals['_RESULT']._serialized_end=1348
-  _globals['_FAILURE']._serialized_start=1350
-  _globals['_FAILURE']._serialized_end=1468
-  _globals['_PONG']._serialized_start=1470
-  _globals['_PONG']._serialized_end=1507
-  _globals['_DRAINING']._serialized_start=1509
-  _globals['_DRAINING']._serialized_end=1519
-  _globals['_ASK']._serialized_start=1521
-  _globals['_ASK']._serialized_end=1613
-  _globals['_ANSWER']._serialized_start=1615
-  _globals['_ANSWER']._serialized_end=1685
-  _globals['_AGENT']._serialized_start=1688
-  _globals['_AGENT']._serialized_end=1841
+  _globals['_ORCHESTRATORMESSAGE']._serialized_end=395
+  _globals['_ORCHESTRATORBATCH']._serialized_start=397
+  _globals['_ORCHESTRATORBATCH']._serialized_end=469
+  _globals['_AGENTMESSAGE']._serialized_start=472
+  _globals['_AGENTMESSAGE']._serialized_end=821
+  _globals['_AGENTBATCH']._serialized_start=823
+  _globals['_AGENTBATCH']._serialized_end=881
+  _globals['_ASSIGNMENT']._serialized_start=884
+  _globals['_ASSIGNMENT']._serialized_end=1243
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=1192
+  _globals['_ASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1243
+  _globals['_CANCEL']._serialized_start=1245
+  _globals['_CANCEL']._serialized_end=1292
+  _globals['_PING']._serialized_start=1294
+  _globals['_PING']._serialized_end=1338
+  _globals['_ACCEPTED']._serialized_start=1340
+  _globals['_ACCEPTED']._serialized_end=1373
+  _globals['_PROGRESS']._serialized_start=1375
+  _globals['_PROGRESS']._serialized_end=1443
+  _globals['_RESULT']._serialized_start=1446
+  _globals['_RESULT']._serialized_end=1598
+  _globals['_FAILURE']._serialized_start=1600
+  _globals['_FAILURE']._serialized_end=1718
+  _globals['_PONG']._serialized_start=1720
+  _globals['_PONG']._serialized_end=1757
+  _globals['_DRAINING']._serialized_start=1759
+  _globals['_DRAINING']._serialized_end=1769
+  _globals['_ASK']._serialized_start=1771
+  _globals['_ASK']._serialized_end=1863
+  _globals['_ANSWER']._serialized_start=1865
+  _globals['_ANSWER']._serialized_end=1935
+  _globals['_AGENT']._serialized_start=1938
+  _globals['_AGENT']._serialized_end=2091
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,7 @@ class OrchestratorMessage(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def assignment(self) -> Global___Assignment: ...
     @_builtins.property
@@ -52,6 +53,12 @@ class OrchestratorMessage(_message.Message):
     def ping(self) -> Global___Ping: ...
     @_builtins.property
     def answer(self) -> Global___Answer: ...
+    @_builtins.property
+    def batch(self) -> Global___OrchestratorBatch:
+        """Several of the above, to be read in order as if each had come alone. Sent
+        only to an agent whose card says reads_batches; never holds a batch.
+        """
+
     def __init__(
         self,
         *,
@@ -59,16 +66,37 @@ class OrchestratorMessage(_message.Message):
         cancel: Global___Cancel | None = ...,
         ping: Global___Ping | None = ...,
         answer: Global___Answer | None = ...,
+        batch: Global___OrchestratorBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "assignment", b"assignment", "cancel", b"cancel", "kind", b"kind", "ping", b"ping"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "assignment", b"assignment", "batch", b"batch", "cancel", b"cancel", "kind", b"kind", "ping", b"ping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "assignment", b"assignment", "cancel", b"cancel", "kind", b"kind", "ping", b"ping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "assignment", b"assignment", "batch", b"batch", "cancel", b"cancel", "kind", b"kind", "ping", b"ping"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["assignment", "cancel", "ping", "answer"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["assignment", "cancel", "ping", "answer", "batch"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___OrchestratorMessage: _TypeAlias = OrchestratorMessage  # noqa: Y015
+
+@_typing.final
+class OrchestratorBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrchestratorMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___OrchestratorMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrchestratorBatch: _TypeAlias = OrchestratorBatch  # noqa: Y015
 
 @_typing.final
 class AgentMessage(_message.Message):
@@ -81,6 +109,7 @@ class AgentMessage(_message.Message):
     PONG_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     ASK_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def accepted(self) -> Global___Accepted: ...
     @_builtins.property
@@ -95,6 +124,12 @@ class AgentMessage(_message.Message):
     def draining(self) -> Global___Draining: ...
     @_builtins.property
     def ask(self) -> Global___Ask: ...
+    @_builtins.property
+    def batch(self) -> Global___AgentBatch:
+        """Several of the above, to be read in order as if each had come alone. Sent
+        only to an orchestrator whose Ping said reads_batches; never holds a batch.
+        """
+
     def __init__(
         self,
         *,
@@ -105,16 +140,37 @@ class AgentMessage(_message.Message):
         pong: Global___Pong | None = ...,
         draining: Global___Draining | None = ...,
         ask: Global___Ask | None = ...,
+        batch: Global___AgentBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "ask", b"ask", "draining", b"draining", "failure", b"failure", "kind", b"kind", "pong", b"pong", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "ask", b"ask", "batch", b"batch", "draining", b"draining", "failure", b"failure", "kind", b"kind", "pong", b"pong", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "ask", b"ask", "draining", b"draining", "failure", b"failure", "kind", b"kind", "pong", b"pong", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "ask", b"ask", "batch", b"batch", "draining", b"draining", "failure", b"failure", "kind", b"kind", "pong", b"pong", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "progress", "result", "failure", "pong", "draining", "ask"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "progress", "result", "failure", "pong", "draining", "ask", "batch"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___AgentMessage: _TypeAlias = AgentMessage  # noqa: Y015
+
+@_typing.final
+class AgentBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___AgentMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentBatch: _TypeAlias = AgentBatch  # noqa: Y015
 
 @_typing.final
 class Assignment(_message.Message):
@@ -233,15 +289,22 @@ class Ping(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NONCE_FIELD_NUMBER: _builtins.int
+    READS_BATCHES_FIELD_NUMBER: _builtins.int
     nonce: _builtins.int
+    reads_batches: _builtins.bool
+    """The orchestrator reads AgentMessage.batch: from this Ping on, the agent may
+    send its replies on this Session in batches. Every Ping of a Session says the
+    same, and the first message of a Session is always a Ping.
+    """
     def __init__(
         self,
         *,
         nonce: _builtins.int = ...,
+        reads_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nonce", b"nonce"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nonce", b"nonce", "reads_batches", b"reads_batches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,6 +59,9 @@ class AgentServicer:
         """One long-lived bidirectional stream per agent, multiplexing many
         assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
         agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
+        Either side may put several of its messages in one batch, but only when the
+        other has said it reads batches (AgentCard.reads_batches, Ping.reads_batches):
+        an agent whose card leaves reads_batches unset is sent single messages only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,6 +40,9 @@ class AgentStub:
     """One long-lived bidirectional stream per agent, multiplexing many
     assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
     agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
+    Either side may put several of its messages in one batch, but only when the
+    other has said it reads batches (AgentCard.reads_batches, Ping.reads_batches):
+    an agent whose card leaves reads_batches unset is sent single messages only.
     """
     Describe: _grpc.UnaryUnaryMultiCallable[_agent_pb2.DescribeRequest, _common_pb2.AgentCard]
     """The agent's card, as it would register it."""
@@ -55,6 +58,9 @@ class AgentAsyncStub(AgentStub):
     """One long-lived bidirectional stream per agent, multiplexing many
     assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
     agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
+    Either side may put several of its messages in one batch, but only when the
+    other has said it reads batches (AgentCard.reads_batches, Ping.reads_batches):
+    an agent whose card leaves reads_batches unset is sent single messages only.
     """
     Describe: _aio.UnaryUnaryMultiCallable[_agent_pb2.DescribeRequest, _common_pb2.AgentCard]  # type: ignore[assignment]
     """The agent's card, as it would register it."""
@@ -73,6 +79,9 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         """One long-lived bidirectional stream per agent, multiplexing many
         assignments. The orchestrator sends Assignment, Cancel, Ping and Answer; the
         agent answers with Accepted, Progress, Result, Failure, Pong, Draining and Ask.
+        Either side may put several of its messages in one batch, but only when the
+        other has said it reads batches (AgentCard.reads_batches, Ping.reads_batches):
+        an agent whose card leaves reads_batches unset is sent single messages only.
         """
 
     @_abc_1.abstractmethod

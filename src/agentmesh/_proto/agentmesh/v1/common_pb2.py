@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentmesh/v1/common.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xc0\x01\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x11\n\tresources\x18\x07 \x03(\t\"\xe9\x01\n\tAgentCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x18.agentmesh.v1.Capability\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\r\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x33\n\x06labels\x18\x06 \x03(\x0b\x32#.agentmesh.v1.AgentCard.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x1f\n\x17initial_backoff_seconds\x18\x02 \x01(\x01\x12\x1b\n\x13max_backoff_seconds\x18\x03 \x01(\x01\"\xff\x02\n\x08StepSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05needs\x18\x05 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12(\n\x05retry\x18\x07 \x01(\x0b\x32\x19.agentmesh.v1.RetryPolicy\x12\x10\n\x08optional\x18\x08 \x01(\x08\x12\x14\n\x0c\x63ompensation\x18\t \x01(\t\x12\x11\n\tpin_agent\x18\n \x01(\t\x12\x16\n\x0e\x65xclude_agents\x18\x0b \x03(\t\x12\x10\n\x08\x66or_each\x18\x0c \x01(\t\x12&\n\x05\x63\x61\x63he\x18\r \x01(\x0b\x32\x17.agentmesh.v1.StepCache\x12\x0c\n\x04kind\x18\x0e \x01(\t\x12-\n\x0bhuman_input\x18\x0f \x01(\x0b\x32\x18.agentmesh.v1.HumanInput\"\x88\x01\n\nHumanInput\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12.\n\ranswer_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tapprovers\x18\x03 \x03(\t\x12\'\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\" \n\tStepCache\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\"b\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\r\"F\n\x06\x42udget\x12\x0e\n\x06tokens\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\r\n\x05steps\x18\x04 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentmesh/v1/common.proto\x12\x0c\x61gentmesh.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xc0\x01\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x11\n\tresources\x18\x07 \x03(\t\"\x80\x02\n\tAgentCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x18.agentmesh.v1.Capability\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\r\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x33\n\x06labels\x18\x06 \x03(\x0b\x32#.agentmesh.v1.AgentCard.LabelsEntry\x12\x15\n\rreads_batches\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x1f\n\x17initial_backoff_seconds\x18\x02 \x01(\x01\x12\x1b\n\x13max_backoff_seconds\x18\x03 \x01(\x01\"\xff\x02\n\x08StepSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05needs\x18\x05 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12(\n\x05retry\x18\x07 \x01(\x0b\x32\x19.agentmesh.v1.RetryPolicy\x12\x10\n\x08optional\x18\x08 \x01(\x08\x12\x14\n\x0c\x63ompensation\x18\t \x01(\t\x12\x11\n\tpin_agent\x18\n \x01(\t\x12\x16\n\x0e\x65xclude_agents\x18\x0b \x03(\t\x12\x10\n\x08\x66or_each\x18\x0c \x01(\t\x12&\n\x05\x63\x61\x63he\x18\r \x01(\x0b\x32\x17.agentmesh.v1.StepCache\x12\x0c\n\x04kind\x18\x0e \x01(\t\x12-\n\x0bhuman_input\x18\x0f \x01(\x0b\x32\x18.agentmesh.v1.HumanInput\"\x88\x01\n\nHumanInput\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12.\n\ranswer_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tapprovers\x18\x03 \x03(\t\x12\'\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\" \n\tStepCache\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\"b\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\r\"F\n\x06\x42udget\x12\x0e\n\x06tokens\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\r\n\x05steps\x18\x04 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPABILITY']._serialized_start=74
   _globals['_CAPABILITY']._serialized_end=266
   _globals['_AGENTCARD']._serialized_start=269
-  _globals['_AGENTCARD']._serialized_end=502
-  _globals['_AGENTCARD_LABELSENTRY']._serialized_start=457
-  _globals['_AGENTCARD_LABELSENTRY']._serialized_end=502
-  _globals['_RETRYPOLICY']._serialized_start=504
-  _globals['_RETRYPOLICY']._serialized_end=601
-  _globals['_STEPSPEC']._serialized_start=604
-  _globals['_STEPSPEC']._serialized_end=987
-  _globals['_HUMANINPUT']._serialized_start=990
-  _globals['_HUMANINPUT']._serialized_end=1126
-  _globals['_STEPCACHE']._serialized_start=1128
-  _globals['_STEPCACHE']._serialized_end=1160
-  _globals['_USAGE']._serialized_start=1162
-  _globals['_USAGE']._serialized_end=1260
-  _globals['_BUDGET']._serialized_start=1262
-  _globals['_BUDGET']._serialized_end=1332
+  _globals['_AGENTCARD']._serialized_end=525
+  _globals['_AGENTCARD_LABELSENTRY']._serialized_start=480
+  _globals['_AGENTCARD_LABELSENTRY']._serialized_end=525
+  _globals['_RETRYPOLICY']._serialized_start=527
+  _globals['_RETRYPOLICY']._serialized_end=624
+  _globals['_STEPSPEC']._serialized_start=627
+  _globals['_STEPSPEC']._serialized_end=1010
+  _globals['_HUMANINPUT']._serialized_start=1013
+  _globals['_HUMANINPUT']._serialized_end=1149
+  _globals['_STEPCACHE']._serialized_start=1151
+  _globals['_STEPCACHE']._serialized_end=1183
+  _globals['_USAGE']._serialized_start=1185
+  _globals['_USAGE']._serialized_end=1283
+  _globals['_BUDGET']._serialized_start=1285
+  _globals['_BUDGET']._serialized_end=1355
 # @@protoc_insertion_point(module_scope)

@@ -109,6 +109,7 @@ class AgentCard(_message.Message):
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    READS_BATCHES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The agent's name; must equal the name in its certificate's URI SAN."""
     endpoint: _builtins.str
@@ -119,6 +120,11 @@ class AgentCard(_message.Message):
     """
     version: _builtins.str
     """The agent implementation's version."""
+    reads_batches: _builtins.bool
+    """The agent reads OrchestratorMessage.batch on its Session, so an orchestrator
+    may send it several messages in one. Unset (an agent of earlier protos, or
+    one that does not care to): every message comes alone, as before.
+    """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Capability]: ...
     @_builtins.property
@@ -132,10 +138,11 @@ class AgentCard(_message.Message):
         max_concurrency: _builtins.int = ...,
         version: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reads_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "endpoint", b"endpoint", "labels", b"labels", "max_concurrency", b"max_concurrency", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "endpoint", b"endpoint", "labels", b"labels", "max_concurrency", b"max_concurrency", "name", b"name", "reads_batches", b"reads_batches", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
