@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
+from agentmesh.config import Settings
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, create_ca, issue
 from tests.support.mesh import client, wait_for_agent_gone, wait_for_agents
 from tests.support.processes import AgentProcesses
+from tests.support.waiting import eventually
 
 AGENT = "tests.support.agents"
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def _card(name: str) -> common_pb2.AgentCard:
@@ -189,3 +194,25 @@ async def test_plaintext_connection_is_refused(orchestrator: Orchestrator) -> No
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.RegisterAgent(pb.RegisterAgentRequest(card=_card("echo-1")), timeout=5)
     assert _refused_at_handshake(refused.value)
+
+
+async def test_an_idle_connection_is_closed_and_the_channel_connects_again_at_its_next_call(
+    settings: Settings, certs: Path
+) -> None:
+    # Issue 9: an agent's registration channel sits unused between RegisterAgent and
+    # DeregisterAgent; at a thousand agents the open connections alone held ~100 MiB.
+    credentials = channel_credentials(CertFiles.of(certs, IdentityKind.AGENT, "echo-1"))
+    check = health_pb2.HealthCheckRequest(service="")
+    async with (
+        Orchestrator(settings.model_copy(update={"idle_connection_seconds": 1.0})) as orch,
+        grpc.aio.secure_channel(f"localhost:{orch.port}", credentials) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (await health.Check(check, timeout=5)).status == SERVING
+        assert channel.get_state() is grpc.ChannelConnectivity.READY
+        # The orchestrator's GOAWAY takes the channel back to IDLE, with no call failed.
+        await eventually(
+            lambda: asyncio.sleep(0, channel.get_state()),
+            lambda state: state is grpc.ChannelConnectivity.IDLE,
+        )
+        assert (await health.Check(check, timeout=5)).status == SERVING

@@ -164,6 +164,7 @@ class Orchestrator:
                 ("grpc.max_send_message_length", limit),
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.max_connection_idle_ms", int(settings.idle_connection_seconds * 1000)),
             ],
         )
         tasks = TaskService(engine, store, bus, registry, guard, catalog=catalog_of(planner))
