@@ -145,6 +145,13 @@ class Requirement:
         a matcher)."""
         return self._choices[-1] if self._choices else None
 
+    def take_choice(self) -> AgentChoice | None:
+        """:attr:`choice`, forgotten here: it goes into the attempt's event, and an attempt
+        may run for long (ten thousand in flight held some 4 KiB of scores each, issue 9)."""
+        choice = self.choice
+        self._choices.clear()
+        return choice
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
