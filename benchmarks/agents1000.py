@@ -183,6 +183,9 @@ async def measure(folder: Path, agents: int, steps: int, profiling: Profiling | 
                 f"  {steps} steps assigned in {assign:.1f}s; orchestrator RSS "
                 f"{memory['VmRSS']:.0f} MiB (peak {memory['VmHWM']:.0f} MiB)"
             )
+            traced = await mesh.trace_memory()
+            if traced is not None:
+                print(f"  orchestrator's Python memory: {traced}")
             mesh.signal_agents(GATE_SIGNAL)
             opened = time.time()
             async with asyncio.timeout(RUN_TIMEOUT):

@@ -219,6 +219,10 @@ async def _stop(
     await asyncio.gather(*(reap(p) for p in processes))
 
 
+def _files(folder: Path, pattern: str) -> set[Path]:
+    return set(folder.glob(pattern))
+
+
 class Mesh:
     """``async with Mesh(folder) as mesh:`` an orchestrator process on fresh certificates.
 
@@ -375,6 +379,22 @@ class Mesh:
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                 )
+
+    async def trace_memory(self, within: float = 120) -> Path | None:
+        """Have the orchestrator write where its Python memory is (see benchmarks/orchestrator.py)
+        and return that file; None unless ``AGENTMESH_BENCH_TRACEMALLOC`` is set."""
+        folder = os.environ.get("AGENTMESH_BENCH_TRACEMALLOC", "")
+        if not folder:
+            return None
+        pattern = f"tracemalloc-{self.orchestrator_pid}-*.txt"
+        before = _files(Path(folder), pattern)
+        os.kill(self.orchestrator_pid, signal.SIGUSR2)
+        async with asyncio.timeout(within):
+            while True:
+                written = _files(Path(folder), pattern) - before
+                if written:
+                    return written.pop()
+                await asyncio.sleep(0.2)
 
     async def start_agents(self, names: Iterable[str], *, concurrency: int = 64) -> None:
         """Issue certificates for and start one ``benchmarks.agent`` process per name."""

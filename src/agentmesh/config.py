@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     ping_interval_seconds: float = Field(default=1.0, gt=0)
     #: An agent that answers no ping for this long is dropped and its work failed over.
     agent_timeout_seconds: float = Field(default=3.0, gt=0)
+    #: A connection to the orchestrator with no call on it for this long is closed (an HTTP/2
+    #: GOAWAY; the peer's channel connects again at its next call). An agent's registration
+    #: channel is used only to register and to deregister: held open, each kept ~100 KiB of
+    #: TLS and HTTP/2 state in the orchestrator (100 MiB at a thousand agents, issue 9).
+    idle_connection_seconds: float = Field(default=10.0, ge=1)
     #: Attempts per step unless the step's retry policy says otherwise.
     default_max_attempts: int = Field(default=3, ge=1)
     #: Timeout of one attempt unless the step says otherwise.

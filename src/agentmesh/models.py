@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import json
 import re
+import sys
 from datetime import datetime
 from typing import Any, Final
 
@@ -109,6 +111,25 @@ class Capability(_Frozen):
     tags: tuple[str, ...] = ()
     #: Shared resources each run uses (pools an operator limits across the mesh).
     resources: tuple[str, ...] = ()
+
+    def input_schema_key(self) -> str:
+        """``input_schema`` as canonical JSON, one shared string for all equal schemas.
+
+        What matching keys a step's input verdict on: a thousand agents declaring one schema
+        share one verdict per step instead of holding a thousand.
+        """
+        # The key names the dict it was made from: a model_copy(update=...) carries the cached
+        # key along, and must not answer for the old schema.
+        built_from, key = self._input_schema_key
+        if built_from is not self.input_schema:
+            del self.__dict__["_input_schema_key"]
+            built_from, key = self._input_schema_key
+        return key
+
+    @functools.cached_property
+    def _input_schema_key(self) -> tuple[dict[str, JSON], str]:
+        # Interned: every agent's declaration of one schema holds the same string.
+        return self.input_schema, sys.intern(json.dumps(self.input_schema, sort_keys=True))
 
 
 class AgentCard(_Frozen):

@@ -150,6 +150,11 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
         #: Serial numbers of the certificates orchestrators opened Sessions with.
         self.orchestrator_serials: list[int] = []
         self.sessions = 0
+        #: Sessions open now (``sessions`` counts every one ever opened).
+        self.open_sessions = 0
+        #: Pings are answered only while this is set (clear it to play an agent too busy to).
+        self.answering = asyncio.Event()
+        self.answering.set()
         self._outbox: asyncio.Queue[agent_pb2.AgentMessage | None] = asyncio.Queue()
         self._server: grpc.aio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -225,6 +230,7 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
                 kind = message.WhichOneof("kind")
                 self.kinds.append(kind or "")
                 if kind == "ping":
+                    await self.answering.wait()
                     await outbox.put(
                         agent_pb2.AgentMessage(pong=agent_pb2.Pong(nonce=message.ping.nonce))
                     )
@@ -240,10 +246,12 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
             await outbox.put(None)
 
         reader = asyncio.create_task(read())
+        self.open_sessions += 1
         try:
             while (message := await outbox.get()) is not None:
                 yield message
         finally:
+            self.open_sessions -= 1
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 

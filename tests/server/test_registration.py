@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
+from agentmesh.config import Settings
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, create_ca, issue
+from tests.security.helpers import RawAgent, registry_stub
 from tests.support.mesh import client, wait_for_agent_gone, wait_for_agents
 from tests.support.processes import AgentProcesses
+from tests.support.waiting import eventually
 
 AGENT = "tests.support.agents"
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def _card(name: str) -> common_pb2.AgentCard:
@@ -191,3 +197,50 @@ async def test_plaintext_connection_is_refused(orchestrator: Orchestrator) -> No
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.RegisterAgent(pb.RegisterAgentRequest(card=_card("echo-1")), timeout=5)
     assert _refused_at_handshake(refused.value)
+
+
+async def test_an_idle_connection_is_closed_and_the_channel_connects_again_at_its_next_call(
+    settings: Settings, certs: Path
+) -> None:
+    # Issue 9: an agent's registration channel sits unused between RegisterAgent and
+    # DeregisterAgent; at a thousand agents the open connections alone held ~100 MiB.
+    credentials = channel_credentials(CertFiles.of(certs, IdentityKind.AGENT, "echo-1"))
+    check = health_pb2.HealthCheckRequest(service="")
+    async with (
+        Orchestrator(settings.model_copy(update={"idle_connection_seconds": 1.0})) as orch,
+        grpc.aio.secure_channel(f"localhost:{orch.port}", credentials) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (await health.Check(check, timeout=5)).status == SERVING
+        assert channel.get_state() is grpc.ChannelConnectivity.READY
+        # The orchestrator's GOAWAY takes the channel back to IDLE, with no call failed.
+        await eventually(
+            lambda: asyncio.sleep(0, channel.get_state()),
+            lambda state: state is grpc.ChannelConnectivity.IDLE,
+        )
+        assert (await health.Check(check, timeout=5)).status == SERVING
+
+
+async def test_a_registration_given_up_by_its_agent_leaves_no_session_behind(
+    settings: Settings, certs: Path
+) -> None:
+    # Issue 9: under a registration storm agents' RegisterAgent deadlines passed while the
+    # orchestrator waited for the first Pong; each abandoned attempt's Session lived on
+    # (four per agent at a thousand agents). A long agent timeout: silence alone must not
+    # be what ends it.
+    patient = settings.model_copy(update={"agent_timeout_seconds": 30.0})
+    async with Orchestrator(patient) as orch, RawAgent(certs, "echo-1") as agent:
+        agent.answering.clear()
+        with pytest.raises(grpc.aio.AioRpcError) as given_up:
+            async with registry_stub(orch, certs, "agent", "echo-1") as stub:
+                await stub.RegisterAgent(pb.RegisterAgentRequest(card=agent.card()), timeout=0.5)
+        assert given_up.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        await eventually(lambda: asyncio.sleep(0, agent.sessions), lambda n: n == 1)
+        agent.answering.set()  # the abandoned Session would now stay alive
+        await eventually(lambda: asyncio.sleep(0, agent.open_sessions), lambda n: n == 0)
+        await agent.register(orch)
+        await eventually(lambda: asyncio.sleep(0, agent.open_sessions), lambda n: n == 1)
+        async with client(orch, certs) as alice:
+            (listed,) = await alice.list_agents()
+        assert listed.card.name == "echo-1"
+        assert listed.connected

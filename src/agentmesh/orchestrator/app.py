@@ -26,7 +26,6 @@ from agentmesh.orchestrator.api.tasks import TaskService
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.engine import Engine
 from agentmesh.orchestrator.events import EventBus
-from agentmesh.orchestrator.http import Authenticator, HttpServer, create_api
 from agentmesh.orchestrator.metrics import serving_metrics
 from agentmesh.orchestrator.planning import Planner, catalog_of, default_planner
 from agentmesh.orchestrator.planning.delegate import AgentPlanner
@@ -164,6 +163,7 @@ class Orchestrator:
                 ("grpc.max_send_message_length", limit),
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.max_connection_idle_ms", int(settings.idle_connection_seconds * 1000)),
             ],
         )
         tasks = TaskService(engine, store, bus, registry, guard, catalog=catalog_of(planner))
@@ -217,6 +217,10 @@ class Orchestrator:
 
     async def _serve_http(self, tasks: TaskService, guard: Guard, files: CertFiles) -> None:
         """The HTTP/JSON API, stopped before the components it uses (like the gRPC server)."""
+        # Imported only when served: FastAPI, Starlette and uvicorn are ~6 MiB of an
+        # orchestrator's memory that serves gRPC alone (issue 9).
+        from agentmesh.orchestrator.http import Authenticator, HttpServer, create_api
+
         settings = self.settings
         token_file = await self._stack.enter_async_context(
             ReloadingFile(

@@ -9,6 +9,7 @@ from agentmesh.orchestrator.agents.matching import (
     Requirement,
     choose,
     eligible,
+    rejection,
 )
 
 ECHO = Requirement("test.echo")
@@ -170,3 +171,37 @@ def test_latency_is_a_moving_average_that_weighs_recent_attempts_more() -> None:
     assert stats.latency is not None
     assert 1.0 < stats.latency < 1.5
     assert (stats.successes, stats.failures, stats.success_rate) == (1, 1, 0.5)
+
+
+def _schema_agent(name: str, schema: dict[str, object]) -> Candidate:
+    card = AgentCard(
+        name=name,
+        endpoint=f"{name}:1",
+        # A fresh dict per agent, as each registration brings its own copy.
+        capabilities=(Capability(name="test.echo", input_schema=dict(schema)),),
+        max_concurrency=1,
+    )
+    return Candidate(card=card, active=0, usable=True, stats=AgentStats())
+
+
+def test_agents_declaring_one_input_schema_share_one_verdict_per_step() -> None:
+    # Issue 9: a verdict per agent per waiting step was ten million of them with a thousand
+    # agents and ten thousand steps; equal schemas must share one.
+    strings = {"type": "object", "properties": {"text": {"type": "string"}}}
+    numbers = {"type": "object", "properties": {"text": {"type": "number"}}}
+    agents = [_schema_agent(f"s{i}", strings) for i in range(50)]
+    agents.append(_schema_agent("numbers", numbers))
+    requirement = Requirement("test.echo", payload={"text": 1})
+    assert _chosen(agents, requirement) == "numbers"
+    assert len(requirement._verdicts) == 2
+    assert rejection(agents[0].card, requirement) is not None
+    assert rejection(agents[-1].card, requirement) is None
+
+
+def test_a_declaration_copied_with_another_schema_is_judged_by_the_new_one() -> None:
+    strict = Capability(name="test.echo", input_schema={"type": "object", "required": ["a"]})
+    strict.input_schema_key()  # cached on the declaration, and carried along by a copy
+    loose = strict.model_copy(update={"input_schema": {"type": "object"}})
+    card = AgentCard(name="a", endpoint="a:1", capabilities=(loose,))
+    assert loose.input_schema_key() != strict.input_schema_key()
+    assert rejection(card, Requirement("test.echo", payload={})) is None

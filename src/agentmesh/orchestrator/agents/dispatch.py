@@ -239,7 +239,14 @@ class Dispatcher:
             async with asyncio.timeout_at(job.deadline):
                 link = await slot.take()
             outcome, elapsed, circuit = await self._run(
-                job, number, link, failed_on, observer, requirement.choice, _Asking(slot, asks)
+                job,
+                number,
+                link,
+                failed_on,
+                observer,
+                # Taken, not read: neither this frame nor the requirement holds it meanwhile.
+                requirement.take_choice(),
+                _Asking(slot, asks),
             )
         if outcome.ok:
             log.debug(
@@ -284,6 +291,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         if observer is not None:
             observer.started(link.name, number, choice)
+        choice = None  # in the event now: not held for as long as the attempt runs
         timeout = job.timeout or self._settings.default_step_timeout_seconds
         if job.deadline is not None:
             timeout = max(0.0, min(timeout, job.deadline - loop.time()))

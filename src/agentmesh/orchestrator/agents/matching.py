@@ -19,7 +19,6 @@ from agentmesh.models import (
     AgentCard,
     AgentChoice,
     AgentScore,
-    Capability,
     version_matches,
 )
 
@@ -133,10 +132,10 @@ class Requirement:
     payload: JSON | None = field(default=None, compare=False)
     #: The scorer among the agents that could take the step now (None: today's order).
     matcher: Matcher | None = field(default=None, compare=False, repr=False)
-    #: Each agent's verdict on ``payload``, by capability declaration: matching runs often.
-    _verdicts: dict[int, tuple[Capability, str | None]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    #: The verdict on ``payload`` of each distinct input schema (by its canonical JSON):
+    #: matching runs often. Keyed by schema, not by agent: with a thousand agents declaring
+    #: one schema, ten thousand waiting steps held ten million verdicts (issue 9).
+    _verdicts: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
     #: Why the last agent chosen for this requirement was (set by :func:`choose`).
     _choices: list[AgentChoice] = field(default_factory=list, compare=False, repr=False)
 
@@ -145,6 +144,13 @@ class Requirement:
         """Why the agent last chosen for this requirement got it (None before, or without
         a matcher)."""
         return self._choices[-1] if self._choices else None
+
+    def take_choice(self) -> AgentChoice | None:
+        """:attr:`choice`, forgotten here: it goes into the attempt's event, and an attempt
+        may run for long (ten thousand in flight held some 4 KiB of scores each, issue 9)."""
+        choice = self.choice
+        self._choices.clear()
+        return choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +177,14 @@ def rejection(card: AgentCard, requirement: Requirement) -> str | None:
     capability = card.capability(requirement.capability)
     if requirement.payload is None or capability is None or not capability.input_schema:
         return None
-    cached = requirement._verdicts.get(id(capability))
-    # The declaration is kept with its verdict, so that a recycled id() never matches.
-    if cached is None or cached[0] is not capability:
-        problem = schemas.first_error(capability.input_schema, requirement.payload)
-        cached = requirement._verdicts[id(capability)] = (capability, problem)
-    return cached[1]
+    key = capability.input_schema_key()
+    try:
+        return requirement._verdicts[key]
+    except KeyError:
+        problem = requirement._verdicts[key] = schemas.first_error(
+            capability.input_schema, requirement.payload
+        )
+        return problem
 
 
 def refusal(candidates: Iterable[Candidate], requirement: Requirement) -> str | None:

@@ -262,6 +262,44 @@ class Registry:
             max_output_bytes=self._settings.max_output_bytes,
             on_lost=self._lost,
         )
+        try:
+            now = await self._open(link, current, card, identity, may_redefine)
+        except BaseException:
+            # Refused, failed, or cancelled (the registrant's deadline passed: it will ask
+            # again): a link never published must not live on, its Session open and pinged.
+            # Under a registration storm such orphans were four Sessions per agent (a channel
+            # and two tasks each) at a thousand agents (issue 9).
+            await asyncio.shield(link.close("registration abandoned"))
+            raise
+        self._links[card.name] = link
+        async with self._registered:
+            self._registered.notify_all()
+        self._learn(card)
+        self._registered_at[card.name] = now
+        if card.name not in self._stats:
+            self._stats[card.name] = self._new_stats()
+        self._circuits.setdefault(
+            card.name,
+            AgentCircuit(
+                card.name,
+                fail_max=self._settings.circuit_fail_max,
+                reset_seconds=self._settings.circuit_reset_seconds,
+            ),
+        )
+        metrics.AGENTS.set(len(self._links))
+        log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
+        self._slots.dispatch()
+
+    async def _open(
+        self,
+        link: AgentLink,
+        current: AgentLink | None,
+        card: AgentCard,
+        identity: str,
+        may_redefine: MayRedefine | None,
+    ) -> datetime:
+        """Open ``link``'s Session and make the agent durable (returns when); the caller
+        publishes the link, or closes it when this fails."""
         wait = self._settings.agent_timeout_seconds + 2
         try:
             await link.open(wait=wait)
@@ -297,24 +335,7 @@ class Registry:
             raise AgentUnavailable(
                 f"the Session to {card.endpoint} ended during registration", field="card.endpoint"
             )
-        self._links[card.name] = link
-        async with self._registered:
-            self._registered.notify_all()
-        self._learn(card)
-        self._registered_at[card.name] = now
-        if card.name not in self._stats:
-            self._stats[card.name] = self._new_stats()
-        self._circuits.setdefault(
-            card.name,
-            AgentCircuit(
-                card.name,
-                fail_max=self._settings.circuit_fail_max,
-                reset_seconds=self._settings.circuit_reset_seconds,
-            ),
-        )
-        metrics.AGENTS.set(len(self._links))
-        log.info("agent.registered", agent=card.name, endpoint=card.endpoint, identity=identity)
-        self._slots.dispatch()
+        return now
 
     async def deregister(self, name: str, identity: str) -> None:
         """Remove an agent at its own request; its work in flight fails over."""
