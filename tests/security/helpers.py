@@ -79,8 +79,15 @@ async def registry_stub(
 
 
 def write(path: Path, text: str) -> None:
-    """Write a file (from sync code: the event loop is not the place for blocking I/O)."""
-    path.write_text(text)
+    """Replace a file at once, as an operator's tooling should (from sync code: the event
+    loop is not the place for blocking I/O).
+
+    Not ``path.write_text``: it empties the file first, and a reload that reads between the
+    two sees a file that is neither the old nor the new one (and says so, a second time).
+    """
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:

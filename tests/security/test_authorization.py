@@ -33,7 +33,7 @@ ECHO = Identity("agentmesh.test", IdentityKind.AGENT, "echo-1")
 
 
 def _write(path: Path, document: dict[str, Any]) -> None:
-    path.write_text(json.dumps(document) if path.suffix == ".json" else _yaml(document))
+    write(path, json.dumps(document) if path.suffix == ".json" else _yaml(document))
 
 
 def _yaml(document: dict[str, Any]) -> str:
