@@ -326,6 +326,9 @@ async def test_an_http_submission_s_traceparent_parents_the_task_s_trace(
                 lambda found: {"invoke_workflow", "invoke_agent echo-1"} <= {s.name for s in found},
                 within=30,
             )
+            # While the collector still listens: an agent flushes its spans as it stops, and
+            # its exporter would retry against a closed port for seconds.
+            await agents.aclose()
     # FastAPI traces its own request (``POST /v1/tasks`` and its endpoint's span) below the
     # caller's: the task's span hangs below those, and the chain reaches the caller.
     by_id = {s.span_id: s for s in spans}
