@@ -339,3 +339,46 @@ async def test_an_http_submission_s_traceparent_parents_the_task_s_trace(
         chain.append(by_id[chain[-1].parent_id])
     assert chain[-1].parent_id == int(parent_id, 16)
     assert chain[-1].name == "POST /v1/tasks"
+
+
+@pytest.mark.slow
+async def test_a_sub_task_joins_the_trace_of_the_step_that_submitted_it(
+    certs: Path, agents: AgentProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = Plan(steps=(StepSpec(id="outer", capability="test.delegate", input={"value": 5}),))
+    async with Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        async with OrchestratorProcess(
+            certs,
+            tmp_path / "orchestrator",
+            {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"},
+        ) as orchestrator:
+            agents.start(AGENT, "echo-1", [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="2")
+            tracer, exporter = _client_span_tracer()
+            async with Client(orchestrator.address, certs, "alice") as alice:
+                await wait_for_agents(alice, "echo-1")
+                with tracer.start_as_current_span("client.request"):
+                    task_id = await alice.submit(plan=plan)
+                task = await eventually(
+                    lambda: alice.get(task_id), lambda t: t.state.final, within=60
+                )
+            assert task.state is TaskState.SUCCEEDED, task.error
+            (client_span,) = exporter.get_finished_spans()
+            assert client_span.context is not None
+            trace_id = client_span.context.trace_id
+            spans = await eventually(
+                _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+                lambda found: sum(s.name == "invoke_workflow" for s in found) == 2,
+                within=30,
+            )
+            await agents.aclose()  # its spans flushed while the collector listens
+
+    by_id = {s.span_id: s for s in spans}
+    workflows = {s.attributes["agentmesh.task.id"]: s for s in spans if s.name == "invoke_workflow"}
+    (child_id,) = set(workflows) - {task_id}
+    # The child's task span hangs below the handler that submitted it, in the parent's trace.
+    handler = by_id[workflows[child_id].parent_id]
+    assert handler.name == "execute_tool test.delegate"
+    assert handler.attributes["agentmesh.task.id"] == task_id
+    assert workflows[task_id].parent_id == client_span.context.span_id

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from agentmesh.agent import Agent, AssignmentContext, capability, run
 from agentmesh.errors import StepFailed
-from agentmesh.models import StepSpec
+from agentmesh.models import Plan, StepSpec
 
 
 class Value(BaseModel):
@@ -251,6 +251,15 @@ class Expanded(BaseModel):
 
 class PlanningAgent(FaultyAgent):
     """Adds follow-up steps to the running plan (hierarchical decomposition)."""
+
+    @capability("test.delegate", description="Echo the value through a sub-task of one step.")
+    async def delegate(self, data: Value, ctx: AssignmentContext) -> Echoed:
+        plan = Plan(
+            steps=(StepSpec(id="echo", capability="test.echo", input={"value": data.value}),)
+        )
+        return Echoed(
+            value=await ctx.submit(plan=plan), agent=os.environ.get("AGENTMESH_AGENT_NAME", "")
+        )
 
     @capability("test.expand", description="Add follow-up steps to the plan.")
     async def expand(self, data: Expand, ctx: AssignmentContext) -> Expanded:

@@ -15,6 +15,7 @@ from types import TracebackType
 
 import grpc
 
+from agentmesh import tracing
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import StepFailed
@@ -99,7 +100,10 @@ class SubTasks:
         if budget is not None:
             budget_to_proto(budget, request.budget)
         try:
-            child = (await stub.SubmitTask(request, timeout=30)).task_id
+            # The handler's span (when traced) parents the child's: one trace for the tree.
+            child = (
+                await stub.SubmitTask(request, timeout=30, metadata=tracing.metadata())
+            ).task_id
         except grpc.aio.AioRpcError as exc:
             raise _failed("cannot submit a sub-task", exc) from None
         after = 0
