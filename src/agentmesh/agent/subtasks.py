@@ -15,12 +15,12 @@ from types import TracebackType
 
 import grpc
 
-from agentmesh import tracing
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import StepFailed
 from agentmesh.models import JSON, Budget, ParentStep, Plan, TaskState
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials
+from agentmesh.tracing import metadata as trace_metadata
 from agentmesh.wire.tasks import plan_to_proto, task_from_proto
 from agentmesh.wire.usage import budget_to_proto
 
@@ -101,9 +101,7 @@ class SubTasks:
             budget_to_proto(budget, request.budget)
         try:
             # The handler's span (when traced) parents the child's: one trace for the tree.
-            child = (
-                await stub.SubmitTask(request, timeout=30, metadata=tracing.metadata())
-            ).task_id
+            child = (await stub.SubmitTask(request, timeout=30, metadata=trace_metadata())).task_id
         except grpc.aio.AioRpcError as exc:
             raise _failed("cannot submit a sub-task", exc) from None
         after = 0
