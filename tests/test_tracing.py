@@ -372,7 +372,9 @@ async def test_a_sub_task_joins_the_trace_of_the_step_that_submitted_it(
                 lambda found: sum(s.name == "invoke_workflow" for s in found) == 2,
                 within=30,
             )
-            await agents.aclose()  # its spans flushed while the collector listens
+            # The agent's spans, flushed as it stops (while the collector still listens).
+            await agents.aclose()
+            spans = [s for s in collector.spans if s.trace_id == trace_id]
 
     by_id = {s.span_id: s for s in spans}
     workflows = {s.attributes["agentmesh.task.id"]: s for s in spans if s.name == "invoke_workflow"}
