@@ -4,6 +4,9 @@ owned by the top task's owner and ends from the leaves up when the top is cancel
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,17 +14,20 @@ from pydantic import BaseModel
 
 from agentmesh.agent import Agent, AgentServer, AgentSettings, AssignmentContext, capability
 from agentmesh.client import Client
+from agentmesh.config import Settings
 from agentmesh.errors import PermissionDenied
 from agentmesh.models import (
     EventKind,
     ParentStep,
     Plan,
     StepSpec,
+    StepState,
     TaskEvent,
     TaskState,
 )
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind
+from tests.conftest import REDIS_URL
 from tests.support.events import watch_all
 from tests.support.mesh import client, wait_for_agents
 from tests.support.waiting import eventually
@@ -47,11 +53,13 @@ class Spawner(Agent):
     version = "1.0.0"
     max_concurrency = 8
 
-    def __init__(self) -> None:
+    def __init__(self, before_submitting: asyncio.Event | None = None) -> None:
         super().__init__()
         #: The task of every run, in the order the runs began.
         self.tasks: list[str] = []
         self.cancelled: list[str] = []
+        #: Set by the test when a run may submit its sub-task (None: at once).
+        self.before_submitting = before_submitting
 
     @capability("test.spawn", description="Spawn a chain of sub-tasks.")
     async def spawn(self, data: Depth, ctx: AssignmentContext) -> Spawned:
@@ -61,6 +69,8 @@ class Spawner(Agent):
                 if data.hang:
                     await asyncio.sleep(3600)
                 return Spawned(depth=0)
+            if self.before_submitting is not None:
+                await self.before_submitting.wait()
             below = await ctx.submit(plan=chain(data.depth - 1, hang=data.hang))
         except asyncio.CancelledError:
             self.cancelled.append(ctx.task_id)
@@ -161,3 +171,94 @@ async def test_only_the_agent_running_a_step_submits_its_sub_tasks(
                 await echo.submit(plan=chain(0), parent=parent)
 
     assert by_client.value.field == "parent"
+
+
+@contextlib.asynccontextmanager
+async def two_replicas(
+    settings: Settings, postgres_database: dict[str, str]
+) -> AsyncIterator[tuple[Orchestrator, Orchestrator]]:
+    """Replicas a and b of one mesh (one PostgreSQL schema, one Redis namespace)."""
+    shared = {
+        **postgres_database,
+        "redis_url": REDIS_URL,
+        "redis_namespace": f"test-children-{uuid.uuid4().hex}",
+    }
+    async with (
+        Orchestrator(settings.model_copy(update={**shared, "replica_id": "a"})) as a,
+        Orchestrator(settings.model_copy(update={**shared, "replica_id": "b"})) as b,
+    ):
+        yield a, b
+
+
+def serve_on(agent: Agent, certs: Path, *orchestrators: Orchestrator) -> AgentServer:
+    """``agent`` registered with each of ``orchestrators``; it submits sub-tasks to the
+    first one that takes them, in this order."""
+    addresses = [f"localhost:{o.port}" for o in orchestrators]
+    return AgentServer(
+        agent, AgentSettings(certs_dir=certs, name="echo-1", orchestrators=addresses)
+    )
+
+
+async def registered(orchestrator: Orchestrator, name: str) -> None:
+    await eventually(
+        lambda: asyncio.sleep(0, {s.card.name for s in orchestrator.registry.statuses()}),
+        lambda names: name in names,
+        within=30,
+    )
+
+
+async def test_a_parent_hears_of_a_child_that_runs_on_another_replica(
+    settings: Settings, postgres_database: dict[str, str], certs: Path
+) -> None:
+    may_submit = asyncio.Event()
+    agent = Spawner(before_submitting=may_submit)
+    # The parent runs on a; its agent asks b first, once b's store shows the parent step
+    # running: b takes the child and runs it, and a hears of it through Redis.
+    async with (
+        two_replicas(settings, postgres_database) as (a, b),
+        serve_on(agent, certs, b, a),
+        client(a, certs) as alice,
+    ):
+        await registered(a, "echo-1")
+        await registered(b, "echo-1")
+        top = await alice.submit(plan=chain(1))
+
+        async def parent_step_in_store() -> StepState | None:
+            task = await b.store.get_task(top)
+            return task.steps["spawn"].state if task is not None else None
+
+        await eventually(parent_step_in_store, lambda state: state is StepState.RUNNING)
+        may_submit.set()
+        async with asyncio.timeout(60):
+            events = await watch_all(alice, top)
+        task = await alice.get(top)
+        _, child = agent.tasks
+
+    assert task.state is TaskState.SUCCEEDED, task.error
+    assert child_refs(events) == [(child, "submitted"), (child, "succeeded")]
+
+
+async def test_a_child_goes_to_an_orchestrator_that_knows_its_parent_step(
+    settings: Settings, certs: Path, tmp_path: Path
+) -> None:
+    agent = Spawner()
+    # Another mesh's orchestrator first in the agent's list: it has never heard of the parent,
+    # refuses (PERMISSION_DENIED), and the agent asks the next, which runs the parent.
+    elsewhere = settings.model_copy(
+        update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'elsewhere.db'}"}
+    )
+    async with (
+        Orchestrator(settings) as home,
+        Orchestrator(elsewhere) as other,
+        serve_on(agent, certs, other, home),
+        client(home, certs) as alice,
+    ):
+        await registered(home, "echo-1")
+        top = await alice.submit(plan=chain(1))
+        async with asyncio.timeout(60):
+            events = await watch_all(alice, top)
+        task = await alice.get(top)
+        _, child = agent.tasks
+
+    assert task.state is TaskState.SUCCEEDED, task.error
+    assert child_refs(events) == [(child, "submitted"), (child, "succeeded")]

@@ -29,14 +29,19 @@ RECONNECT_SECONDS = 1.0
 
 
 class SubTasks:
-    """Submits sub-tasks to the first of the agent's orchestrators and follows them."""
+    """Submits sub-tasks to the agent's orchestrators and follows them.
+
+    Each sub-task goes to the replica running its parent if it can: the agent's
+    orchestrators are asked in turn, and one that cannot vouch for the parent step yet (it
+    runs on another replica, whose news of the step it may not have) refuses with
+    PERMISSION_DENIED, so the next is asked. The child then runs beside its parent.
+    """
 
     def __init__(self, orchestrators: list[str], certs_dir: Path, name: str) -> None:
         self._orchestrators = orchestrators
         self._certs_dir = certs_dir
         self._name = name
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.OrchestratorAsyncStub | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> SubTasks:
@@ -48,25 +53,46 @@ class SubTasks:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel, self._stub = None, None
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
 
-    async def _connected(self) -> pb_grpc.OrchestratorAsyncStub:
+    async def _stub(self, address: str) -> pb_grpc.OrchestratorAsyncStub:
         async with self._lock:
-            if self._stub is None:
-                if not self._orchestrators:
-                    raise StepFailed(
-                        "cannot submit a sub-task: the agent knows no orchestrator",
-                        code="subtask_failed",
-                        retryable=False,
-                    )
+            channel = self._channels.get(address)
+            if channel is None:
                 files = CertFiles.of(self._certs_dir, IdentityKind.AGENT, self._name)
-                self._channel = grpc.aio.secure_channel(
-                    self._orchestrators[0], channel_credentials(files)
-                )
-                self._stub = pb_grpc.OrchestratorStub(self._channel)
-            return self._stub
+                channel = grpc.aio.secure_channel(address, channel_credentials(files))
+                self._channels[address] = channel
+            return pb_grpc.OrchestratorStub(channel)
+
+    async def _submit(
+        self, request: pb.SubmitTaskRequest
+    ) -> tuple[str, pb_grpc.OrchestratorAsyncStub]:
+        """The child's id and the orchestrator that took it."""
+        if not self._orchestrators:
+            raise StepFailed(
+                "cannot submit a sub-task: the agent knows no orchestrator",
+                code="subtask_failed",
+                retryable=False,
+            )
+        refused: grpc.aio.AioRpcError | None = None
+        for address in self._orchestrators:
+            stub = await self._stub(address)
+            try:
+                # The handler's span (when traced) parents the child's: one trace for the tree.
+                answer = await stub.SubmitTask(request, timeout=30, metadata=trace_metadata())
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.UNAVAILABLE,
+                ):
+                    raise _failed("cannot submit a sub-task", exc) from None
+                refused = refused or exc
+                continue
+            return answer.task_id, stub
+        assert refused is not None
+        raise _failed("cannot submit a sub-task", refused)
 
     async def run(
         self,
@@ -84,7 +110,6 @@ class SubTasks:
 
         StepFailed (``subtask_failed``, final) when it ends otherwise.
         """
-        stub = await self._connected()
         request = pb.SubmitTaskRequest(
             timeout_seconds=timeout_seconds,
             idempotency_key=key,
@@ -99,11 +124,7 @@ class SubTasks:
         request.input.update(input or {})
         if budget is not None:
             budget_to_proto(budget, request.budget)
-        try:
-            # The handler's span (when traced) parents the child's: one trace for the tree.
-            child = (await stub.SubmitTask(request, timeout=30, metadata=trace_metadata())).task_id
-        except grpc.aio.AioRpcError as exc:
-            raise _failed("cannot submit a sub-task", exc) from None
+        child, stub = await self._submit(request)
         after = 0
         while True:
             call = stub.WatchTask(pb.WatchTaskRequest(task_id=child, after_sequence=after))

@@ -5,7 +5,8 @@ follow. Before a parent rolls back (it failed, or was cancelled) its live childr
 cancelled, and waited for, each cascading to its own children the same way, so a tree ends
 from the leaves up. And the parent's watchers hear of its children: the step that submitted
 one gets a progress event naming the child when it is submitted and when it ends (a
-reference to follow with WatchTask, rather than the child's events copied in).
+reference to follow with WatchTask, rather than the child's events copied in), told by
+whichever replica runs the child (see ``Engine._tell_parent``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from agentmesh.errors import AgentMeshError
-from agentmesh.models import EventKind, TaskRecord
+from agentmesh.models import EventKind
 from agentmesh.orchestrator.engine.journal import Journal
 from agentmesh.orchestrator.store import Store
 
@@ -46,12 +47,10 @@ async def cancel_live_children(store: Store, cancel: CancelTask, task_id: str, r
             )
 
 
-def tell_parent(journal: Journal, child: TaskRecord, what: str) -> None:
-    """Put a progress event naming ``child`` on the parent step that submitted it."""
-    parent = child.parent
-    if parent is None:
-        return
-    step = journal.task.steps.get(parent.step_id)
+def tell_parent(journal: Journal, child_id: str, step_id: str, what: str) -> None:
+    """Put a progress event naming sub-task ``child_id`` on the parent step ``step_id`` that
+    submitted it."""
+    step = journal.task.steps.get(step_id)
     if step is None:
         return
     journal.emit(
@@ -59,6 +58,6 @@ def tell_parent(journal: Journal, child: TaskRecord, what: str) -> None:
         step,
         agent=step.agent,
         attempt=step.attempts,
-        message=f"sub-task {child.id} {what}",
-        child_task_id=child.id,
+        message=f"sub-task {child_id} {what}",
+        child_task_id=child_id,
     )

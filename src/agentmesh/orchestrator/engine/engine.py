@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 _CANCEL_CHANNEL = "task-cancel"
 _ANSWER_CHANNEL = "task-answer"
+_CHILD_CHANNEL = "task-child"
 
 
 class Engine:
@@ -70,6 +71,7 @@ class Engine:
         self._background.spawn(self._keep_leases(), name="engine-leases")
         self._background.spawn(self._listen_for_cancels(), name="engine-cancels")
         self._background.spawn(self._listen_for_answers(), name="engine-answers")
+        self._background.spawn(self._listen_for_children(), name="engine-children")
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -131,6 +133,20 @@ class Engine:
                     run = self._runs.get(str(message.get("task_id")))
                     if run is not None:
                         run.answered(str(message.get("step_id")))
+
+    async def _listen_for_children(self) -> None:
+        # A sub-task may run on another replica than its parent (its agent submits it to
+        # the first orchestrator it knows): the news of it comes through Redis.
+        async with self._cache.subscribe(_CHILD_CHANNEL) as messages:
+            async for message in messages:
+                if isinstance(message, dict):
+                    run = self._runs.get(str(message.get("task_id")))
+                    if run is not None:
+                        run.child_changed(
+                            str(message.get("child_id")),
+                            str(message.get("step_id")),
+                            str(message.get("what")),
+                        )
 
     async def provide_input(self, task_id: str, step_id: str, answer: Answer) -> None:
         """Keep ``answer`` to an input step (FailedPrecondition when it has one) and wake
@@ -206,10 +222,28 @@ class Engine:
                 self._tell_parent(run.task, run.task.state.value)
 
     def _tell_parent(self, task: TaskRecord, what: str) -> None:
-        # Only a parent run here hears (one elsewhere has its child's events to follow).
-        parent = self._runs.get(task.parent.task_id) if task.parent else None
+        """The parent step of sub-task ``task`` hears that it was submitted or ended: here,
+        or on the replica that runs the parent (through Redis; without it, one orchestrator
+        runs them all)."""
+        if task.parent is None:
+            return
+        parent = self._runs.get(task.parent.task_id)
         if parent is not None:
-            parent.child_changed(task, what)
+            parent.child_changed(task.id, task.parent.step_id, what)
+            return
+        news = {
+            "task_id": task.parent.task_id,
+            "step_id": task.parent.step_id,
+            "child_id": task.id,
+            "what": what,
+        }
+        self._background.spawn(self._publish_child(news), name=f"engine-child-{task.id}")
+
+    async def _publish_child(self, news: dict[str, str]) -> None:
+        try:
+            await self._cache.publish(_CHILD_CHANNEL, news)
+        except Exception as exc:  # a reference missed; the child's own events are whole
+            log.warning("task.child_news_not_published", error=repr(exc), **news)
 
     async def submit(self, request: TaskRequest, owner: str) -> TaskRecord:
         """Plan and persist a task, start running it, and return it at once.

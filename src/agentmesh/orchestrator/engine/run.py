@@ -275,9 +275,10 @@ class TaskRun:
             parent is not None and parent in self.task.steps and self.task.steps[parent].state.final
         )
 
-    def child_changed(self, child: TaskRecord, what: str) -> None:
-        """A sub-task of this task was submitted or ended: its parent step's watchers hear."""
-        children.tell_parent(self._journal, child, what)
+    def child_changed(self, child_id: str, step_id: str, what: str) -> None:
+        """Sub-task ``child_id`` of step ``step_id`` was submitted or ended: the step's
+        watchers hear."""
+        children.tell_parent(self._journal, child_id, step_id, what)
 
     async def _roll_back(self, reason: str, *, cancelled: bool = False) -> None:
         if self._cancel_task is not None:  # children first: they may be using what we undo
