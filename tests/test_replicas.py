@@ -12,7 +12,7 @@ import pytest
 from agentmesh.client import Client
 from agentmesh.models import Plan, StepSpec, StepState, TaskEvent, TaskRecord, TaskState
 from tests.conftest import REDIS_URL
-from tests.support.mesh import wait_for_agents
+from tests.support.mesh import submit_when_offered, wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
@@ -74,7 +74,7 @@ async def test_a_killed_replicas_tasks_are_finished_by_the_other(
     async with Client(a.address, certs, "alice") as on_a, Client(b.address, certs, "alice") as on_b:
         await wait_for_agents(on_a, "echo-1", "echo-2")
         await wait_for_agents(on_b, "echo-1", "echo-2")
-        task_ids = [await on_a.submit(plan=_slow_plan(0.6)) for _ in range(5)]
+        task_ids = [await submit_when_offered(on_a, _slow_plan(0.6)) for _ in range(5)]
         # A watcher on replica b follows a task that replica a runs (Redis fan-out).
         watched = asyncio.create_task(_collect(on_b, task_ids[0]))
         # Killed with every task under way on a.
@@ -98,7 +98,7 @@ async def test_cancel_sent_to_the_other_replica_reaches_the_owner(
     async with Client(a.address, certs, "alice") as on_a, Client(b.address, certs, "alice") as on_b:
         await wait_for_agents(on_a, "echo-1")
         plan = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={"seconds": 60}),))
-        task_id = await on_a.submit(plan=plan)
+        task_id = await submit_when_offered(on_a, plan)
         await eventually(
             lambda: _states(on_a, [task_id], "wait"), lambda found: found == {StepState.RUNNING}
         )

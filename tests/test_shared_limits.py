@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from agentmesh.client import Client
-from agentmesh.errors import ValidationError
 from agentmesh.models import EventKind, Plan, StepSpec, StepState, TaskRecord, TaskState
 from tests.conftest import REDIS_URL
 from tests.support.journal import Journal
-from tests.support.mesh import wait_for_agents
+from tests.support.mesh import submit_when_offered, wait_for_agents
 from tests.support.orchestrator import OrchestratorProcess
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
@@ -78,24 +77,6 @@ def _work(
     return Plan(steps=(StepSpec(id="work", capability=capability, input=data, pin_agent=pin),))
 
 
-async def _submit(client: Client, plan: Plan) -> str:
-    """Submit ``plan`` once the replica ``client`` talks to has the agents it needs.
-
-    With Redis, ListAgents on a replica lists the agents of the whole mesh, so waiting for
-    them there does not mean they have registered with this replica yet; a replica plans only
-    with its own, and refuses a capability none of them offers (for the moment)."""
-
-    async def submitted() -> str:
-        try:
-            return await client.submit(plan=plan)
-        except ValidationError as exc:
-            if "unknown capability" not in str(exc):
-                raise
-            return ""
-
-    return await eventually(submitted, bool, within=30)
-
-
 async def _final(client: Client, task_id: str, within: float = 60) -> TaskRecord:
     async def probe() -> TaskRecord:
         return await client.get(task_id)
@@ -133,7 +114,7 @@ async def test_list_agents_on_any_replica_shows_every_agent_of_the_mesh_with_its
             plan = Plan(
                 steps=(StepSpec(id="wait", capability="test.hang", input={}, pin_agent="echo-1"),)
             )
-            task_id = await _submit(on_a, plan)
+            task_id = await submit_when_offered(on_a, plan)
 
             async def load_of_echo_1() -> int:
                 listed = await on_b.list_agents("test.hang")
@@ -159,7 +140,12 @@ async def test_an_agents_max_concurrency_holds_across_replicas(
             await wait_for_agents(on_b, "echo-1")
             # Longer than a hold (2 s): the holds must be renewed to keep the limit.
             submitted = [
-                (client, await _submit(client, _work(f"{name}-{i}", journal, "test.work", 2.5)))
+                (
+                    client,
+                    await submit_when_offered(
+                        client, _work(f"{name}-{i}", journal, "test.work", 2.5)
+                    ),
+                )
                 for i in range(3)
                 for name, client in (("a", on_a), ("b", on_b))
             ]
@@ -192,7 +178,9 @@ async def test_a_pool_limit_holds_across_two_agents_and_two_replicas(
             submitted = [
                 (
                     client,
-                    await _submit(client, _work(f"{name}-{i}", journal, POOLED, 2.5, pin=agent)),
+                    await submit_when_offered(
+                        client, _work(f"{name}-{i}", journal, POOLED, 2.5, pin=agent)
+                    ),
                 )
                 # Pinned half to each agent: the matcher alone may rightly send all to one, and
                 # the pool must hold over both (each agent alone would take 4 at once).
@@ -235,9 +223,11 @@ async def test_a_waiting_step_shows_the_pool_on_the_other_replica_and_a_rate_lim
         ):
             for client in (on_a, on_b):
                 await wait_for_agents(client, "echo-1")
-            first = await _submit(on_a, _work("first", journal, "test.pooled", 0, str(gate)))
+            first = await submit_when_offered(
+                on_a, _work("first", journal, "test.pooled", 0, str(gate))
+            )
             await journal.wait_for("start", "first", within=30)
-            second = await _submit(on_a, _work("second", journal, "test.pooled", 0))
+            second = await submit_when_offered(on_a, _work("second", journal, "test.pooled", 0))
 
             async def second_on_b() -> TaskRecord:
                 return await on_b.get(second)

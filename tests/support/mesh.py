@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentmesh.client import Client
-from agentmesh.models import AgentStatus
+from agentmesh.errors import ValidationError
+from agentmesh.models import AgentStatus, Plan
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import IdentityKind
 from tests.support.waiting import eventually
@@ -38,3 +39,22 @@ async def wait_for_agent_gone(client: Client, name: str, within: float = 10) -> 
     await eventually(
         listed, lambda agents: name not in {a.card.name for a in agents}, within=within
     )
+
+
+async def submit_when_offered(client: Client, plan: Plan, within: float = 30) -> str:
+    """Submit ``plan`` once the replica ``client`` talks to has the agents it needs.
+
+    With Redis, ListAgents on a replica lists the agents of the whole mesh, so having waited
+    for them there does not mean they have registered with this replica yet; a replica plans
+    only with its own, and refuses a capability none of them offers (for the moment).
+    """
+
+    async def submitted() -> str:
+        try:
+            return await client.submit(plan=plan)
+        except ValidationError as exc:
+            if "unknown capability" not in str(exc):
+                raise
+            return ""
+
+    return await eventually(submitted, bool, within=within)
