@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -69,9 +69,15 @@ class Engine:
     async def __aenter__(self) -> Engine:
         await self._claim()  # resume our own unfinished tasks before serving
         self._background.spawn(self._keep_leases(), name="engine-leases")
-        self._background.spawn(self._listen_for_cancels(), name="engine-cancels")
-        self._background.spawn(self._listen_for_answers(), name="engine-answers")
-        self._background.spawn(self._listen_for_children(), name="engine-children")
+        self._background.spawn(
+            self._listen(_CANCEL_CHANNEL, self._cancel_heard), name="engine-cancels"
+        )
+        self._background.spawn(
+            self._listen(_ANSWER_CHANNEL, self._answer_heard), name="engine-answers"
+        )
+        self._background.spawn(
+            self._listen(_CHILD_CHANNEL, self._child_heard), name="engine-children"
+        )
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -116,37 +122,34 @@ class Engine:
                 # Leases are long enough to survive a missed renewal; try again next round.
                 log.warning("engine.lease_round_failed", error=repr(exc))
 
-    async def _listen_for_cancels(self) -> None:
+    async def _listen(self, channel: str, heard: Callable[[dict[str, object]], None]) -> None:
+        """Hand ``heard`` every message another replica (or this one) publishes on
+        ``channel``."""
+        async with self._cache.subscribe(channel) as messages:
+            async for message in messages:
+                if isinstance(message, dict):
+                    heard(message)
+
+    def _cancel_heard(self, message: dict[str, object]) -> None:
         # The fast path for cancellations asked of another replica; the lease loop is the
         # slow path that also works while Redis is down.
-        async with self._cache.subscribe(_CANCEL_CHANNEL) as messages:
-            async for message in messages:
-                if isinstance(message, dict):
-                    self._cancel_local(str(message.get("task_id")), str(message.get("reason")))
+        self._cancel_local(str(message.get("task_id")), str(message.get("reason")))
 
-    async def _listen_for_answers(self) -> None:
+    def _answer_heard(self, message: dict[str, object]) -> None:
         # The fast path for answers given to another replica; without it a waiting step
         # finds its answer in the store on its next look.
-        async with self._cache.subscribe(_ANSWER_CHANNEL) as messages:
-            async for message in messages:
-                if isinstance(message, dict):
-                    run = self._runs.get(str(message.get("task_id")))
-                    if run is not None:
-                        run.answered(str(message.get("step_id")))
+        run = self._runs.get(str(message.get("task_id")))
+        if run is not None:
+            run.answered(str(message.get("step_id")))
 
-    async def _listen_for_children(self) -> None:
-        # A sub-task may run on another replica than its parent (its agent submits it to
-        # the first orchestrator it knows): the news of it comes through Redis.
-        async with self._cache.subscribe(_CHILD_CHANNEL) as messages:
-            async for message in messages:
-                if isinstance(message, dict):
-                    run = self._runs.get(str(message.get("task_id")))
-                    if run is not None:
-                        run.child_changed(
-                            str(message.get("child_id")),
-                            str(message.get("step_id")),
-                            str(message.get("what")),
-                        )
+    def _child_heard(self, message: dict[str, object]) -> None:
+        # A sub-task that runs on another replica than its parent (one whose store had
+        # seen the parent step running took it first) sends its news through Redis.
+        run = self._runs.get(str(message.get("task_id")))
+        if run is not None:
+            run.child_changed(
+                str(message.get("child_id")), str(message.get("step_id")), str(message.get("what"))
+            )
 
     async def provide_input(self, task_id: str, step_id: str, answer: Answer) -> None:
         """Keep ``answer`` to an input step (FailedPrecondition when it has one) and wake
