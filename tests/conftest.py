@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from agentmesh.config import Settings
 from agentmesh.security import IdentityKind, create_ca, issue
 from tests.support.chat import ChatServer
+from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
+from tests.support.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from agentmesh.orchestrator import Orchestrator
@@ -141,6 +144,20 @@ async def agents(certs: Path, tmp_path: Path) -> AsyncIterator[AgentProcesses]:
         yield processes
     finally:
         await processes.aclose()
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """A running redis-server of the test's own on a free port, which the test may kill and
+    restart; killed afterwards. (The cache tests' fixture of this name is not started.)"""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    server = RedisServer(free_port())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
 
 
 @pytest.fixture

@@ -255,28 +255,15 @@ async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_red
         assert (await on_b.list_tasks(states=[TaskState.RUNNING])).tasks == ()
 
 
-@pytest.fixture
-async def private_redis() -> AsyncIterator[RedisServer]:
-    """A redis-server of this test's own, which it may kill and restart."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed")
-    server = RedisServer(free_port())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.kill()
-
-
 async def test_list_tasks_of_live_states_is_answered_by_the_store_while_redis_cannot(
     settings: Settings,
     postgres_database: dict[str, str],
-    private_redis: RedisServer,
+    redis_server: RedisServer,
     certs: Path,
     agents: AgentProcesses,
 ) -> None:
     # Rows live 3 seconds: replica a vouches for them again every second.
-    shared = {**postgres_database, "redis_url": private_redis.url, "cache_ttl_seconds": 3.0}
+    shared = {**postgres_database, "redis_url": redis_server.url, "cache_ttl_seconds": 3.0}
     async with AsyncExitStack() as stack:
         a, b = await stack.enter_async_context(replicas(settings, **shared))
         where = [f"localhost:{a.port}", f"localhost:{b.port}"]
@@ -286,7 +273,7 @@ async def test_list_tasks_of_live_states_is_answered_by_the_store_while_redis_ca
         on_b = await stack.enter_async_context(client(b, certs))
         await registered(a, "echo-1")
         ids = [await on_a.submit(plan=HANG) for _ in range(2)]
-        await eventually(lambda: indexed(private_redis.url, "agentmesh"), running(*ids), within=30)
+        await eventually(lambda: indexed(redis_server.url, "agentmesh"), running(*ids), within=30)
 
         async def answer() -> tuple[list[str], bool]:
             """The ids b lists as running, and whether the store answered."""
@@ -295,10 +282,10 @@ async def test_list_tasks_of_live_states_is_answered_by_the_store_while_redis_ca
             return [t.id for t in page.tasks], reads.count > before
 
         assert await answer() == (ids[::-1], False)
-        await private_redis.kill()
+        await redis_server.kill()
         assert await answer() == (ids[::-1], True)
         # Back, but empty: the index is rebuilt from the store, then it answers again.
-        await private_redis.start()
+        await redis_server.start()
         await eventually(answer, lambda found: found == (ids[::-1], False), within=30)
         for task_id in ids:
             await on_a.cancel(task_id)

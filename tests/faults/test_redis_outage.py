@@ -9,12 +9,9 @@ are written to it again.
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from structlog.testing import capture_logs
 
 from agentmesh.client import Client
@@ -23,7 +20,6 @@ from agentmesh.models import Plan, StepSpec, StepState, TaskState
 from agentmesh.orchestrator import Orchestrator
 from tests.support.events import ResumingWatcher, assert_gapless, final_state
 from tests.support.mesh import client, wait_for_agents
-from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
@@ -31,19 +27,6 @@ from tests.support.waiting import eventually
 AGENT = "tests.support.agents"
 TASKS = 30
 AGENTS = ("echo-1", "echo-2")
-
-
-@pytest.fixture
-async def redis_server() -> AsyncIterator[RedisServer]:
-    """A private, running redis-server on a free port; killed afterwards."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed")
-    server = RedisServer(free_port())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.kill()
 
 
 def _plan(number: int, journal: Path, gate: Path) -> Plan:
