@@ -8,10 +8,11 @@ whose first attempt fails and is retried on the other agent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -76,47 +77,55 @@ def _client_span_tracer() -> tuple[trace.Tracer, InMemorySpanExporter]:
     return provider.get_tracer("tests.client"), exporter
 
 
+@contextlib.asynccontextmanager
+async def _traced_orchestrator(
+    certs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: str
+) -> AsyncIterator[tuple[Collector, OrchestratorProcess]]:
+    """An OTLP collector of the test's, and an orchestrator process (on SQLite at
+    ``tmp_path / "mesh.db"``) exporting to it, as the agent processes started in the block do
+    (they inherit the environment)."""
+    async with Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        database = {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"}
+        async with OrchestratorProcess(
+            certs, tmp_path / "orchestrator", database, **settings
+        ) as orchestrator:
+            yield collector, orchestrator
+
+
 @pytest.mark.slow
 async def test_one_trace_links_the_client_the_orchestrator_and_two_agents(
     certs: Path, agents: AgentProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with Collector() as collector:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-        async with OrchestratorProcess(
-            certs,
-            tmp_path / "orchestrator",
-            {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"},
-        ) as orchestrator:
-            for name in ("echo-1", "echo-2"):
-                agents.start(AGENT, name, [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="4")
-            tracer, exporter = _client_span_tracer()
-            async with Client(orchestrator.address, certs, "alice") as alice:
-                await wait_for_agents(alice, "echo-1", "echo-2")
-                with tracer.start_as_current_span("client.request"):
-                    task_id = await alice.submit(plan=PLAN)
-                task = await eventually(
-                    lambda: alice.get(task_id), lambda t: t.state.final, within=60
-                )
-            assert task.state is TaskState.SUCCEEDED, task.error
-            (client_span,) = exporter.get_finished_spans()
-            assert client_span.context is not None
-            trace_id = client_span.context.trace_id
+    async with _traced_orchestrator(certs, tmp_path, monkeypatch) as (collector, orchestrator):
+        for name in ("echo-1", "echo-2"):
+            agents.start(AGENT, name, [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="4")
+        tracer, exporter = _client_span_tracer()
+        async with Client(orchestrator.address, certs, "alice") as alice:
+            await wait_for_agents(alice, "echo-1", "echo-2")
+            with tracer.start_as_current_span("client.request"):
+                task_id = await alice.submit(plan=PLAN)
+            task = await eventually(lambda: alice.get(task_id), lambda t: t.state.final, within=60)
+        assert task.state is TaskState.SUCCEEDED, task.error
+        (client_span,) = exporter.get_finished_spans()
+        assert client_span.context is not None
+        trace_id = client_span.context.trace_id
 
-            def ours() -> list[CollectedSpan]:
-                return [s for s in collector.spans if s.trace_id == trace_id]
+        def ours() -> list[CollectedSpan]:
+            return [s for s in collector.spans if s.trace_id == trace_id]
 
-            # Spans arrive in batches: wait for the task's span (it ends last) and both agents.
-            spans = await eventually(
-                _sync(ours),
-                lambda found: (
-                    any(s.name == "invoke_workflow" for s in found)
-                    and {"echo-1", "echo-2"} <= {s.service for s in found}
-                    and sum(s.name.startswith("execute_tool") for s in found) >= 6
-                ),
-                within=30,
-            )
-            orchestrator_log = orchestrator.log()
+        # Spans arrive in batches: wait for the task's span (it ends last) and both agents.
+        spans = await eventually(
+            _sync(ours),
+            lambda found: (
+                any(s.name == "invoke_workflow" for s in found)
+                and {"echo-1", "echo-2"} <= {s.service for s in found}
+                and sum(s.name.startswith("execute_tool") for s in found) >= 6
+            ),
+            within=30,
+        )
+        orchestrator_log = orchestrator.log()
 
     by_id = {s.span_id: s for s in spans}
     (workflow,) = [s for s in spans if s.name == "invoke_workflow"]
@@ -195,43 +204,41 @@ async def test_a_run_resumed_after_a_crash_stays_in_the_task_s_trace(
             StepSpec(id="after", capability="test.echo", input={"value": 1}, needs=("held",)),
         )
     )
-    async with Collector() as collector:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-        async with OrchestratorProcess(
-            certs, tmp_path / "orchestrator", {"database_url": database}, lease_seconds="3"
-        ) as orchestrator:
-            agents.start(AGENT, "echo-1", [orchestrator.address])
-            tracer, exporter = _client_span_tracer()
-            async with Client(orchestrator.address, certs, "alice") as alice:
-                await wait_for_agents(alice, "echo-1")
-                with tracer.start_as_current_span("client.request"):
-                    task_id = await alice.submit(plan=plan)
-                await eventually(_sync(lambda: journal.events("start", "held")), bool, within=30)
-                orchestrator.kill()  # the first run's task span is never exported
-                gate.touch()
-                await orchestrator.start()
-                task = await eventually(
-                    lambda: _task_or_none(alice, task_id),
-                    lambda t: t is not None and t.state.final,
-                    within=60,
-                )
-            assert task is not None
-            assert task.state is TaskState.SUCCEEDED, task.error
-            (client_span,) = exporter.get_finished_spans()
-            assert client_span.context is not None
-            trace_id = client_span.context.trace_id
-            spans = await eventually(
-                _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
-                lambda found: any(s.attributes.get("agentmesh.resumed") for s in found),
-                within=30,
+    async with _traced_orchestrator(certs, tmp_path, monkeypatch, lease_seconds="3") as (
+        collector,
+        orchestrator,
+    ):
+        agents.start(AGENT, "echo-1", [orchestrator.address])
+        tracer, exporter = _client_span_tracer()
+        async with Client(orchestrator.address, certs, "alice") as alice:
+            await wait_for_agents(alice, "echo-1")
+            with tracer.start_as_current_span("client.request"):
+                task_id = await alice.submit(plan=plan)
+            await eventually(_sync(lambda: journal.events("start", "held")), bool, within=30)
+            orchestrator.kill()  # the first run's task span is never exported
+            gate.touch()
+            await orchestrator.start()
+            task = await eventually(
+                lambda: _task_or_none(alice, task_id),
+                lambda t: t is not None and t.state.final,
+                within=60,
             )
-            await eventually(
-                _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
-                lambda found: any(s.attributes.get("agentmesh.step.id") == "after" for s in found),
-                within=30,
-            )
-            spans = [s for s in collector.spans if s.trace_id == trace_id]
+        assert task is not None
+        assert task.state is TaskState.SUCCEEDED, task.error
+        (client_span,) = exporter.get_finished_spans()
+        assert client_span.context is not None
+        trace_id = client_span.context.trace_id
+        spans = await eventually(
+            _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+            lambda found: any(s.attributes.get("agentmesh.resumed") for s in found),
+            within=30,
+        )
+        await eventually(
+            _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+            lambda found: any(s.attributes.get("agentmesh.step.id") == "after" for s in found),
+            within=30,
+        )
+        spans = [s for s in collector.spans if s.trace_id == trace_id]
     async with Store(database) as store:
         stored = await store.get_task(task_id)
     assert stored is not None
@@ -302,33 +309,27 @@ async def test_an_http_submission_s_traceparent_parents_the_task_s_trace(
     files = CertFiles.of(certs, IdentityKind.CLIENT, "alice")
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     context.load_cert_chain(str(files.cert), str(files.key))
-    async with Collector() as collector:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-        async with (
-            OrchestratorProcess(
-                certs,
-                tmp_path / "orchestrator",
-                {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"},
-                http_listen=f"127.0.0.1:{http_port}",
-            ) as orchestrator,
-            httpx.AsyncClient(base_url=f"https://localhost:{http_port}", verify=context) as api,
-        ):
-            agents.start(AGENT, "echo-1", [orchestrator.address])
-            async with Client(orchestrator.address, certs, "alice") as alice:
-                await wait_for_agents(alice, "echo-1")
-            answer = await api.post(
-                "/v1/tasks", json=plan, headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}
-            )
-            assert answer.status_code == 201, answer.text
-            spans = await eventually(
-                _sync(lambda: [s for s in collector.spans if s.trace_id == int(trace_id, 16)]),
-                lambda found: {"invoke_workflow", "invoke_agent echo-1"} <= {s.name for s in found},
-                within=30,
-            )
-            # While the collector still listens: an agent flushes its spans as it stops, and
-            # its exporter would retry against a closed port for seconds.
-            await agents.aclose()
+    async with (
+        _traced_orchestrator(
+            certs, tmp_path, monkeypatch, http_listen=f"127.0.0.1:{http_port}"
+        ) as (collector, orchestrator),
+        httpx.AsyncClient(base_url=f"https://localhost:{http_port}", verify=context) as api,
+    ):
+        agents.start(AGENT, "echo-1", [orchestrator.address])
+        async with Client(orchestrator.address, certs, "alice") as alice:
+            await wait_for_agents(alice, "echo-1")
+        answer = await api.post(
+            "/v1/tasks", json=plan, headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}
+        )
+        assert answer.status_code == 201, answer.text
+        spans = await eventually(
+            _sync(lambda: [s for s in collector.spans if s.trace_id == int(trace_id, 16)]),
+            lambda found: {"invoke_workflow", "invoke_agent echo-1"} <= {s.name for s in found},
+            within=30,
+        )
+        # While the collector still listens: an agent flushes its spans as it stops, and
+        # its exporter would retry against a closed port for seconds.
+        await agents.aclose()
     # FastAPI traces its own request (``POST /v1/tasks`` and its endpoint's span) below the
     # caller's: the task's span hangs below those, and the chain reaches the caller.
     by_id = {s.span_id: s for s in spans}
@@ -346,35 +347,26 @@ async def test_a_sub_task_joins_the_trace_of_the_step_that_submitted_it(
     certs: Path, agents: AgentProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = Plan(steps=(StepSpec(id="outer", capability="test.delegate", input={"value": 5}),))
-    async with Collector() as collector:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-        async with OrchestratorProcess(
-            certs,
-            tmp_path / "orchestrator",
-            {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"},
-        ) as orchestrator:
-            agents.start(AGENT, "echo-1", [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="2")
-            tracer, exporter = _client_span_tracer()
-            async with Client(orchestrator.address, certs, "alice") as alice:
-                await wait_for_agents(alice, "echo-1")
-                with tracer.start_as_current_span("client.request"):
-                    task_id = await alice.submit(plan=plan)
-                task = await eventually(
-                    lambda: alice.get(task_id), lambda t: t.state.final, within=60
-                )
-            assert task.state is TaskState.SUCCEEDED, task.error
-            (client_span,) = exporter.get_finished_spans()
-            assert client_span.context is not None
-            trace_id = client_span.context.trace_id
-            spans = await eventually(
-                _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
-                lambda found: sum(s.name == "invoke_workflow" for s in found) == 2,
-                within=30,
-            )
-            # The agent's spans, flushed as it stops (while the collector still listens).
-            await agents.aclose()
-            spans = [s for s in collector.spans if s.trace_id == trace_id]
+    async with _traced_orchestrator(certs, tmp_path, monkeypatch) as (collector, orchestrator):
+        agents.start(AGENT, "echo-1", [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="2")
+        tracer, exporter = _client_span_tracer()
+        async with Client(orchestrator.address, certs, "alice") as alice:
+            await wait_for_agents(alice, "echo-1")
+            with tracer.start_as_current_span("client.request"):
+                task_id = await alice.submit(plan=plan)
+            task = await eventually(lambda: alice.get(task_id), lambda t: t.state.final, within=60)
+        assert task.state is TaskState.SUCCEEDED, task.error
+        (client_span,) = exporter.get_finished_spans()
+        assert client_span.context is not None
+        trace_id = client_span.context.trace_id
+        spans = await eventually(
+            _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+            lambda found: sum(s.name == "invoke_workflow" for s in found) == 2,
+            within=30,
+        )
+        # The agent's spans, flushed as it stops (while the collector still listens).
+        await agents.aclose()
+        spans = [s for s in collector.spans if s.trace_id == trace_id]
 
     by_id = {s.span_id: s for s in spans}
     workflows = {s.attributes["agentmesh.task.id"]: s for s in spans if s.name == "invoke_workflow"}
