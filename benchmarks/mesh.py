@@ -409,16 +409,7 @@ class Mesh:
                 AGENTMESH_AGENT_LISTEN="127.0.0.1:0",
                 AGENTMESH_BENCH_CONCURRENCY=str(concurrency),
             )
-            with self.agent_log(name).open("wb") as log:
-                self._agents[name] = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    AGENT_MODULE,
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
+            await self._spawn_agent(name, AGENT_MODULE, env)
 
     async def start_agent_hosts(
         self,
@@ -444,16 +435,20 @@ class Mesh:
                 AGENTMESH_BENCH_CONCURRENCY=str(concurrency),
                 **(env or {}),
             )
-            with self.agent_log(host).open("wb") as log:
-                self._agents[host] = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    AGENT_HOST_MODULE,
-                    env=host_env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
+            await self._spawn_agent(host, AGENT_HOST_MODULE, host_env)
+
+    async def _spawn_agent(self, key: str, module: str, env: dict[str, str]) -> None:
+        """``python -m module`` as agent process ``key``, logging to its agent log."""
+        with self.agent_log(key).open("wb") as log:
+            self._agents[key] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                module,
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
 
     async def stop_agents(self, names: Iterable[str]) -> None:
         """SIGTERM the named agents and wait for them to exit."""
