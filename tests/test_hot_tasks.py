@@ -80,6 +80,13 @@ async def pair(
         yield both
 
 
+async def serve_echo(agents: AgentProcesses, a: Orchestrator, b: Orchestrator) -> None:
+    """Agent echo-1 as a process registered with both replicas; returns once a has it, as
+    the tests submit to a."""
+    agents.start("tests.support.agents", "echo-1", [f"localhost:{a.port}", f"localhost:{b.port}"])
+    await registered(a, "echo-1")
+
+
 async def registered(orchestrator: Orchestrator, name: str) -> None:
     """Wait until agent ``name`` is registered with ``orchestrator`` itself: ListAgents lists
     the agents of the whole mesh (those of other replicas through Redis), but a replica
@@ -123,10 +130,9 @@ async def test_get_task_on_another_replica_is_answered_from_redis(
     namespace: str,
 ) -> None:
     a, b = pair
-    agents.start("tests.support.agents", "echo-1", [f"localhost:{a.port}", f"localhost:{b.port}"])
+    await serve_echo(agents, a, b)
     reads = step_reads(b)
     async with client(a, certs) as on_a, client(b, certs) as on_b:
-        await registered(a, "echo-1")
         plan = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={}),))
         task_id = await on_a.submit(plan=plan)
 
@@ -192,7 +198,7 @@ async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_red
     namespace: str,
 ) -> None:
     a, b = pair
-    agents.start("tests.support.agents", "echo-1", [f"localhost:{a.port}", f"localhost:{b.port}"])
+    await serve_echo(agents, a, b)
     reads = list_reads(b)
     root = client(b, certs, "root", kind=IdentityKind.ADMIN)
     async with (
@@ -202,7 +208,6 @@ async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_red
         client(b, certs, "bob") as bob_b,
         root,
     ):
-        await registered(a, "echo-1")
         alices = [await on_a.submit(plan=HANG) for _ in range(3)]
         bobs = await bob_a.submit(plan=HANG)
         await eventually(lambda: indexed(REDIS_URL, namespace), running(*alices, bobs), within=30)
@@ -266,12 +271,10 @@ async def test_list_tasks_of_live_states_is_answered_by_the_store_while_redis_ca
     shared = {**postgres_database, "redis_url": redis_server.url, "cache_ttl_seconds": 3.0}
     async with AsyncExitStack() as stack:
         a, b = await stack.enter_async_context(replicas(settings, **shared))
-        where = [f"localhost:{a.port}", f"localhost:{b.port}"]
-        agents.start("tests.support.agents", "echo-1", where)
+        await serve_echo(agents, a, b)
         reads = list_reads(b)
         on_a = await stack.enter_async_context(client(a, certs))
         on_b = await stack.enter_async_context(client(b, certs))
-        await registered(a, "echo-1")
         ids = [await on_a.submit(plan=HANG) for _ in range(2)]
         await eventually(lambda: indexed(redis_server.url, "agentmesh"), running(*ids), within=30)
 
@@ -309,12 +312,10 @@ async def test_a_task_that_ended_is_not_listed_after_redis_came_back_without_its
         shared = {**postgres_database, "redis_url": server.url, "cache_ttl_seconds": 600.0}
         async with AsyncExitStack() as stack:
             a, b = await stack.enter_async_context(replicas(settings, **shared))
-            where = [f"localhost:{a.port}", f"localhost:{b.port}"]
-            agents.start("tests.support.agents", "echo-1", where)
+            await serve_echo(agents, a, b)
             reads = list_reads(b)
             on_a = await stack.enter_async_context(client(a, certs))
             on_b = await stack.enter_async_context(client(b, certs))
-            await registered(a, "echo-1")
             ended, live = [await on_a.submit(plan=HANG) for _ in range(2)]
             await eventually(lambda: indexed(server.url, "agentmesh"), running(ended, live))
             async with server.client() as plain:
