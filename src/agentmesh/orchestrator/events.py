@@ -48,6 +48,8 @@ def _snapshot_key(task_id: str) -> str:
 
 #: Events a watcher may have waiting in memory; past it, it reads the store instead.
 MAX_QUEUED = 1000
+#: Events one read of the store hands a watcher; a full page means more may follow.
+PAGE = 500
 #: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
 MAX_CHANGED = 1000
 #: Longest a read of the live-task index waits for this replica's own rows to be written
@@ -287,7 +289,11 @@ class EventBus:
                 events = self._from_memory(watcher, last)
                 if events is None:
                     watcher.read_store = False
-                    events = await self._store.events_after(task_id, last)
+                    events = await self._store.events_after(task_id, last, PAGE)
+                    if len(events) >= PAGE:
+                        # Maybe not all: the next round reads on at once, instead of waiting
+                        # for a wake-up that events written already will never send.
+                        watcher.read_store = True
                     if not events and self._ended(await self._store.stream_end(task_id), last):
                         return
                 for event in events:
