@@ -201,11 +201,18 @@ export class Session {
       return;
     }
     this.#waited = false;
-    const run = /** @type {object[]} */ (chunks(this.#outbox, encodedSize).next().value);
+    // A lone reply needs no measuring (a big result would be encoded twice for nothing).
+    const run =
+      this.#outbox.length === 1
+        ? [this.#outbox[0]]
+        : /** @type {object[]} */ (chunks(this.#outbox, encodedSize).next().value);
     this.#outbox.splice(0, run.length);
     this.#busy = true;
     this.#write(batched(run), (error) => {
-      if (!error && run.length > 1) {
+      if (error) {
+        // The stream is broken: its 'error' ends the Session; nothing more will be written.
+        this.log('session.write_failed', { error: String(error) });
+      } else if (run.length > 1) {
         this.stats.batchesSent += 1;
         this.stats.batchedMessagesSent += run.length;
       }
