@@ -8,7 +8,7 @@ import { RotatingCertificates } from './certificates.js';
 import { Executor, StepFailed } from './executor.js';
 import { agentmeshProtos } from './protos.js';
 import { Registration } from './registration.js';
-import { Session } from './session.js';
+import { batchStats, Session } from './session.js';
 import { certFiles, identityOf, serverCredentials, trustDomainOf } from './tls.js';
 
 export { StepFailed };
@@ -58,9 +58,11 @@ function defaultLog(event, fields) {
  */
 export class Agent {
   /**
-   * @param {{name: string, version?: string, maxConcurrency?: number, labels?: Record<string, string>}} options
+   * `batches: false` makes an agent as agents of earlier protos were: its card does not say
+   * it reads batches (so the orchestrator sends it none) and it sends none either.
+   * @param {{name: string, version?: string, maxConcurrency?: number, labels?: Record<string, string>, batches?: boolean}} options
    */
-  constructor({ name, version = '0.0.0', maxConcurrency = 1, labels = {} }) {
+  constructor({ name, version = '0.0.0', maxConcurrency = 1, labels = {}, batches = true }) {
     if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) {
       throw new RangeError(`maxConcurrency must be a whole number of at least 1, not ${maxConcurrency}`);
     }
@@ -68,6 +70,9 @@ export class Agent {
     this.version = version;
     this.maxConcurrency = maxConcurrency;
     this.labels = labels;
+    this.batches = batches;
+    /** Batches on this agent's Sessions, both ways (see session.js). */
+    this.stats = batchStats();
     /** @type {Map<string, {spec: Required<CapabilityOptions>, handler: Function}>} */
     this.capabilities = new Map();
     /** Where the Agent service listens once started (host:port). */
@@ -122,6 +127,8 @@ export class Agent {
       maxConcurrency: this.maxConcurrency,
       version: this.version,
       labels: this.labels,
+      // The SDK's Session reads batches, whatever the agent's handlers are.
+      readsBatches: this.batches,
       capabilities: [...this.capabilities.values()].map(({ spec }) => ({
         name: spec.name,
         version: spec.version,

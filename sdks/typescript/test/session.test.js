@@ -1,5 +1,6 @@
 // The agent's end of the Session, driven by the test as an orchestrator would (over mTLS,
-// with the orchestrator's certificate): pings, re-sent assignments, who may open a Session.
+// with the orchestrator's certificate): pings, re-sent assignments, who may open a Session,
+// batches both ways.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -11,21 +12,29 @@ import { certFiles, channelCredentials } from '../src/tls.js';
 import { RotatingCertificates } from '../src/certificates.js';
 import { eventually, makeCerts, memoryLog } from './support.js';
 
-/** A Session opened with the certificate kind/name; collects every message the agent sends. */
+/**
+ * A Session opened with the certificate kind/name; collects every message the agent sends
+ * (`received`, a batch's messages each on its own) and what travelled (`wire`, batches whole).
+ */
 function openSession(certs, endpoint, kind = 'orchestrator', name = 'orchestrator') {
   const certificates = new RotatingCertificates(certFiles(certs, kind, name));
   const { v1 } = agentmeshProtos();
   const stub = new v1.Agent(endpoint, channelCredentials(certificates));
   const call = stub.Session();
   const received = [];
+  const wire = [];
   const status = new Promise((done) => {
     call.on('status', done);
     call.on('error', () => {});
   });
-  call.on('data', (message) => received.push(message));
+  call.on('data', (message) => {
+    wire.push(message);
+    received.push(...(message.kind === 'batch' ? message.batch.messages : [message]));
+  });
   return {
     call,
     received,
+    wire,
     status,
     of: (kind) => received.filter((m) => m.kind === kind).map((m) => m[kind]),
     close() {
@@ -39,6 +48,7 @@ function openSession(certs, endpoint, kind = 'orchestrator', name = 'orchestrato
 describe("the agent's end of the Session", () => {
   let mesh;
   let agent;
+  const log = memoryLog();
   let runs = 0;
   let release;
   const gate = new Promise((done) => {
@@ -59,7 +69,7 @@ describe("the agent's end of the Session", () => {
       return {};
     });
     // No orchestrator to register with: the test plays the orchestrator's part itself.
-    await agent.start({ orchestrators: [], certsDir: mesh.certs, handleSignals: false, log: memoryLog() });
+    await agent.start({ orchestrators: [], certsDir: mesh.certs, handleSignals: false, log });
   });
 
   after(async () => {
@@ -175,6 +185,7 @@ describe("the agent's end of the Session", () => {
       assert.equal(card.name, 'node-s');
       assert.equal(card.maxConcurrency, 1);
       assert.equal(card.endpoint, agent.endpoint);
+      assert.equal(card.readsBatches, true);
       assert.deepEqual(card.capabilities.map((c) => [c.name, c.version]), [
         ['test.count', '1.0.0'],
         ['test.hang', '1.0.0'],
@@ -182,6 +193,51 @@ describe("the agent's end of the Session", () => {
     } finally {
       stub.close();
       certificates.close();
+    }
+  });
+
+  test('a batch is handled message by message, in order; a batch inside it is refused and logged', async () => {
+    const session = openSession(mesh.certs, agent.endpoint);
+    const unknown = (id) => ({ assignment: { assignmentId: id, idempotencyKey: `${id}/1`, capability: 'no.such', input: {} } });
+    try {
+      session.call.write({
+        batch: { messages: [{ ping: { nonce: 1 } }, unknown('b1'), { batch: { messages: [{ ping: { nonce: 2 } }] } }, unknown('b2'), { ping: { nonce: 3 } }] },
+      });
+      await eventually(() => session.of('pong').length === 2, { what: 'two pongs' });
+      assert.deepEqual(
+        session.received.map((m) => [m.kind, m.pong?.nonce ?? m.failure?.assignmentId]),
+        [['pong', 1], ['failure', 'b1'], ['failure', 'b2'], ['pong', 3]],
+      );
+      const refusals = log.entries.filter((e) => e.event === 'session.invalid_batch');
+      assert.deepEqual(refusals.map((e) => e.reason), ['batch.messages[2]: a batch may not hold a batch']);
+      assert.ok(agent.stats.batchesReceived >= 1);
+    } finally {
+      session.close();
+    }
+  });
+
+  test('replies go alone until a Ping says reads_batches, then in batches of at most 256, in order', async () => {
+    const session = openSession(mesh.certs, agent.endpoint);
+    const unknown = (id) => ({ assignment: { assignmentId: id, idempotencyKey: `${id}/1`, capability: 'no.such', input: {} } });
+    const ids = (prefix, n) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+    try {
+      // An orchestrator of earlier protos: every reply alone, however many come at once.
+      session.call.write({ batch: { messages: [{ ping: { nonce: 1 } }, ...ids('a', 5).map(unknown)] } });
+      await eventually(() => session.received.length === 6, { what: 'six replies' });
+      assert.deepEqual(session.wire.map((m) => m.kind), ['pong', ...Array(5).fill('failure')]);
+      // One that reads batches: 301 replies queued at once travel as 256 and 45.
+      const sentBefore = agent.stats.batchesSent;
+      session.call.write({ batch: { messages: [{ ping: { nonce: 2, readsBatches: true } }, ...ids('b', 300).map(unknown)] } });
+      await eventually(() => session.received.length === 6 + 301, { what: '301 more replies' });
+      const batches = session.wire.slice(6);
+      assert.deepEqual(batches.map((m) => [m.kind, m.batch.messages.length]), [['batch', 256], ['batch', 45]]);
+      assert.deepEqual(
+        session.received.slice(6).map((m) => m.pong?.nonce ?? m.failure.assignmentId),
+        [2, ...ids('b', 300)],
+      );
+      assert.equal(agent.stats.batchesSent - sentBefore, 2);
+    } finally {
+      session.close();
     }
   });
 });

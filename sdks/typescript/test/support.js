@@ -88,19 +88,23 @@ export async function eventually(probe, { within = 60, interval = 100, what = 'c
   throw new Error(`${what} not met within ${within}s; last: ${last}`);
 }
 
-/** A running `agentmesh serve` on its own port and SQLite file; start() again after stop(). */
+/**
+ * A running `agentmesh serve` on its own port and SQLite file; start() again after stop().
+ * `env` adds to (or overrides) its AGENTMESH_* settings.
+ */
 export class Orchestrator {
-  constructor(dir, certs, port) {
+  constructor(dir, certs, port, env = {}) {
     this.dir = dir;
     this.certs = certs;
     this.port = port;
+    this.env = env;
     this.address = `localhost:${port}`;
     this.log = path.join(dir, 'orchestrator.log');
     this.process = null;
   }
 
-  static async start(dir, certs) {
-    const orchestrator = new Orchestrator(dir, certs, await freePort());
+  static async start(dir, certs, env = {}) {
+    const orchestrator = new Orchestrator(dir, certs, await freePort(), env);
     await orchestrator.start();
     return orchestrator;
   }
@@ -119,6 +123,7 @@ export class Orchestrator {
         AGENTMESH_DATABASE_URL: `sqlite+aiosqlite:///${path.join(this.dir, 'mesh.db')}`,
         AGENTMESH_PING_INTERVAL_SECONDS: '0.2',
         AGENTMESH_AGENT_TIMEOUT_SECONDS: '3',
+        ...this.env,
       },
     });
     fs.closeSync(out);
