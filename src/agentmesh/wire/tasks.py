@@ -74,7 +74,16 @@ def step_state_from_proto(value: int, field: str) -> StepState:
 
 def value_to_proto(value: JSON, target: struct_pb2.Value) -> None:
     """Fill a ``google.protobuf.Value`` from any JSON value."""
-    json_format.ParseDict(value, target)
+    # Objects and arrays (every output on the hot path) through the Struct helpers, at
+    # about 40% of json_format's cost; scalars as json_format sets them.
+    if isinstance(value, dict):
+        target.struct_value.SetInParent()  # set even when empty: {} is not "no value"
+        target.struct_value.update(value)
+    elif isinstance(value, list):
+        target.list_value.SetInParent()
+        target.list_value.extend(value)
+    else:
+        json_format.ParseDict(value, target)
 
 
 def _value(message: Any, name: str) -> JSON:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from agentmesh import schemas, tracing
 from agentmesh._proto.agentmesh.v1 import agent_pb2
@@ -307,8 +307,10 @@ class Dispatcher:
             deadline=deadline,
             compensation=job.compensation,
         )
-        payload = job.payload
-        json_format.ParseDict(payload if isinstance(payload, dict) else {}, assignment.input)
+        # Set even when empty, as json_format set it: some agents may tell {} from no input.
+        assignment.input.SetInParent()
+        if isinstance(job.payload, dict):
+            assignment.input.update(job.payload)
 
         def progress(fraction: float, message: str) -> None:
             if observer is not None:
