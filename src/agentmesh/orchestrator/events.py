@@ -1,7 +1,9 @@
 """Ordered, persisted task events and their fan-out to watchers.
 
-A watcher reads the store once when it starts (a replay from any sequence), then gets the
-events of a task run on this replica from memory: the journal hands every batch to
+A watcher of a task run on this replica starts from memory when the run's recent history
+(its last :data:`HISTORY` committed events) reaches back to the watcher's cursor; any
+other watcher reads the store once when it starts (a replay from any sequence). From then
+on it gets the events of a task run on this replica from memory: the journal hands every batch to
 :meth:`EventBus.committed` right after its transaction, so a watcher never sees an event
 that is not durable. Whenever memory cannot prove the stream is gapless the watcher reads
 the store after the last sequence it yielded: an event missing from memory (its queue
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -50,6 +52,9 @@ def _snapshot_key(task_id: str) -> str:
 MAX_QUEUED = 1000
 #: Events one read of the store hands a watcher; a full page means more may follow.
 PAGE = 500
+#: Committed events of each task run here kept for watchers that start late (most start
+#: right after SubmitTask): such a watch starts without reading the store.
+HISTORY = 64
 #: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
 MAX_CHANGED = 1000
 #: Longest a read of the live-task index waits for this replica's own rows to be written
@@ -57,6 +62,36 @@ MAX_CHANGED = 1000
 CATCH_UP_SECONDS = 2.0
 #: Events that change what a task list shows (progress does not).
 _LISTED_KINDS = frozenset({EventKind.TASK_STATE, EventKind.STEP_STATE})
+
+
+class _History:
+    """The latest committed events of a task run on this replica, without a gap: every event
+    after sequence ``start`` up to the newest is in ``events``."""
+
+    __slots__ = ("events", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.events: deque[TaskEvent] = deque(maxlen=HISTORY)
+
+    def add(self, events: Sequence[TaskEvent]) -> None:
+        self.events.extend(events)
+        if self.events:
+            self.start = self.events[0].sequence - 1
+
+    def end(self) -> tuple[bool, int]:
+        """What the store's ``stream_end`` says of the task: final?, its newest sequence."""
+        if not self.events:
+            return False, self.start
+        newest = self.events[-1]
+        final = newest.kind is EventKind.TASK_STATE and TaskState(newest.state).final
+        return final, newest.sequence
+
+    def after(self, sequence: int) -> list[TaskEvent] | None:
+        """The events after ``sequence``; None when some of them are no longer kept."""
+        if sequence < self.start:
+            return None
+        return [e for e in self.events if e.sequence > sequence]
 
 
 class _Watcher:
@@ -140,6 +175,8 @@ class EventBus:
         self._list_watchers: set[_ListWatcher] = set()
         #: Tasks whose journal is on this replica: their events come through committed().
         self._owned: set[str] = set()
+        #: The recent events of the owned tasks whose run said where their stream stood.
+        self._histories: dict[str, _History] = {}
         self._tasks = TaskSet()
 
     async def __aenter__(self) -> EventBus:
@@ -170,22 +207,29 @@ class EventBus:
             watcher.stale()
 
     @contextlib.contextmanager
-    def owning(self, task_id: str, task: TaskRecord | None = None) -> Iterator[None]:
+    def owning(
+        self, task_id: str, task: TaskRecord | None = None, *, last_sequence: int | None = None
+    ) -> Iterator[None]:
         """While inside, this replica's journal of ``task_id`` hands it every batch it commits.
 
         ``task``, the task as the run starts with it (durable), is written to Redis at once,
         and this replica vouches for its live row while inside (a task taken over from
-        another replica is listed from here on). On the way out (the run ended, was fenced
-        or is stopping) the task's watchers read the store: whatever comes next is written
-        by another replica; its row is no longer vouched for from here.
+        another replica is listed from here on). ``last_sequence``, the task's newest
+        durable event as the run starts, lets watches that start while inside begin from
+        the events kept in memory. On the way out (the run ended, was fenced or is
+        stopping) the task's watchers read the store: whatever comes next is written by
+        another replica; its row is no longer vouched for from here.
         """
         self._owned.add(task_id)
+        if last_sequence is not None:
+            self._histories[task_id] = _History(last_sequence)
         if task is not None:
             self._hand_over(task)
         try:
             yield
         finally:
             self._owned.discard(task_id)
+            self._histories.pop(task_id, None)
             self._index.released(task_id)
             self._stale(task_id)
 
@@ -197,6 +241,9 @@ class EventBus:
         ``task``, the task as of these events, becomes its hot snapshot in Redis (when
         configured), which every replica's GetTask answers from (see :meth:`snapshot`).
         """
+        history = self._histories.get(task_id)
+        if history is not None:
+            history.add(events)
         for watcher in self._watchers.get(task_id, ()):
             watcher.deliver(events)
         if self._list_watchers and any(e.kind in _LISTED_KINDS for e in events):
@@ -278,9 +325,17 @@ class EventBus:
         ``poll_seconds`` bounds how long a lost wake-up can delay an event.
         """
         # Subscribed before the first read: an event committed after it is queued, one
-        # committed before it is in the store (the journal hands events over after commit).
+        # committed before it is in the store (the journal hands events over after commit)
+        # and, if recent, in the run's history (read in the same turn: nothing in between).
         watcher = _Watcher()
-        watcher.read_store = True
+        history = self._histories.get(task_id)
+        kept = history.after(after_sequence) if history is not None else None
+        if history is not None and kept is not None:
+            if not kept and self._ended(history.end(), after_sequence):
+                return
+            watcher.queued = kept
+        else:
+            watcher.read_store = True
         self._watchers[task_id].add(watcher)
         last = after_sequence
         try:
@@ -357,7 +412,9 @@ class EventBus:
     async def check_cursor(self, task_id: str, after_sequence: int) -> None:
         """Raise :class:`OutOfRange` now when a watch from ``after_sequence`` would (being past
         the task's newest event), so that it is refused before a stream starts."""
-        self._ended(await self._store.stream_end(task_id), after_sequence)
+        history = self._histories.get(task_id)
+        end = history.end() if history is not None else await self._store.stream_end(task_id)
+        self._ended(end, after_sequence)
 
     @staticmethod
     def _ended(end: tuple[bool, int] | None, cursor: int) -> bool:

@@ -231,7 +231,7 @@ class Journal:
         ``on_fenced`` is called when the lease is lost (another replica took the task over):
         the flusher stops and nothing more is written.
         """
-        with self._bus.owning(self.task.id, self.task.model_copy()):
+        with self._bus.owning(self.task.id, self.task.model_copy(), last_sequence=self._durable):
             flusher = asyncio.create_task(self._flusher(on_fenced), name=f"flush-{self.task.id}")
             try:
                 yield
