@@ -269,6 +269,10 @@ class Mesh:
         assert self._orchestrator is not None
         return self._orchestrator.pid
 
+    def agents_cpu_seconds(self) -> float:
+        """User plus system CPU time the agent processes have used so far, in seconds."""
+        return sum(cpu_seconds(p.pid) for p in self._agents.values() if p.returncode is None)
+
     async def __aenter__(self) -> Mesh:
         shutil.rmtree(self.folder, ignore_errors=True)
         (self.folder / "logs").mkdir(parents=True)

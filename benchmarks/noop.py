@@ -1,7 +1,8 @@
 """noop: the issue's no-op workloads, each beside a plain-asyncio scheduler of the same DAG.
 
 Four ``benchmarks.agent`` processes (concurrency 256) run ``bench.work`` with ``seconds=0``,
-so what is measured is the orchestrator's cost per step, not any work:
+so what is measured is the cost per step of the orchestrator and of the agent SDK, not any
+work:
 
 - **wide**: one task of ``WIDE`` independent steps (steps/s);
 - **chain**: one task of ``CHAIN`` steps, each ``needs`` the one before (ms/step);
@@ -11,7 +12,8 @@ so what is measured is the orchestrator's cost per step, not any work:
 The floor (the baseline) is the same DAG scheduled in this process by :func:`floor`:
 dependency counters, a ready queue and one asyncio task per step that does nothing. It
 is what scheduling alone costs in Python on this machine, with no network, no TLS and
-no durability. Also reported: the orchestrator's CPU time per step (from ``/proc``).
+no durability. Also reported: the CPU time per step (from ``/proc``) of the orchestrator
+and of the four agent processes together.
 """
 
 from __future__ import annotations
@@ -117,30 +119,44 @@ async def _floor_many(dag: Dag) -> tuple[float, list[float]]:
     return time.perf_counter() - started, list(latencies)
 
 
-async def _one(mesh: Mesh, plan: Plan) -> tuple[TaskRun, float]:
-    """Run ``plan`` once, watched to its final event; the run and orchestrator CPU seconds."""
+def _cpu(mesh: Mesh) -> tuple[float, float]:
+    """CPU seconds used so far by the orchestrator, and by the agents together."""
+    return cpu_seconds(mesh.orchestrator_pid), mesh.agents_cpu_seconds()
+
+
+def _since(mesh: Mesh, before: tuple[float, float]) -> tuple[float, float]:
+    now = _cpu(mesh)
+    return now[0] - before[0], now[1] - before[1]
+
+
+async def _one(mesh: Mesh, plan: Plan) -> tuple[TaskRun, tuple[float, float]]:
+    """Run ``plan`` once, watched to its final event; the run, and the CPU seconds of the
+    orchestrator and of the agents."""
     async with mesh.client() as client:
         await client.list_agents()  # connect before the clock starts
-        cpu = cpu_seconds(mesh.orchestrator_pid)
+        cpu = _cpu(mesh)
         async with asyncio.timeout(TIMEOUT):
             result = await run_task(client, plan)
-        return result, cpu_seconds(mesh.orchestrator_pid) - cpu
+        return result, _since(mesh, cpu)
 
 
-async def _many(mesh: Mesh, plan: Plan) -> tuple[list[TaskRun | BaseException], float, float]:
-    """``MANY`` tasks at once over ``CHANNELS`` connections: runs, wall time, CPU seconds."""
+async def _many(
+    mesh: Mesh, plan: Plan
+) -> tuple[list[TaskRun | BaseException], float, tuple[float, float]]:
+    """``MANY`` tasks at once over ``CHANNELS`` connections: runs, wall time, CPU seconds
+    (orchestrator, agents)."""
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(mesh.client()) for _ in range(CHANNELS)]
         for client in clients:
             await client.list_agents()
-        cpu = cpu_seconds(mesh.orchestrator_pid)
+        cpu = _cpu(mesh)
         started = time.time()
         async with asyncio.timeout(TIMEOUT):
             runs = await asyncio.gather(
                 *(run_task(clients[i % CHANNELS], plan) for i in range(MANY)),
                 return_exceptions=True,
             )
-        return list(runs), time.time() - started, cpu_seconds(mesh.orchestrator_pid) - cpu
+        return list(runs), time.time() - started, _since(mesh, cpu)
 
 
 def _ms(seconds: float, steps: int) -> float:
@@ -157,9 +173,9 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
         async with mesh.client() as client:
             await mesh.wait_for_agents(client, len(AGENTS))
             await run_task(client, plan_of(small_dag()))  # warm-up
-        wide, wide_cpu = await _one(mesh, plan_of(wide_dag()))
-        chain, chain_cpu = await _one(mesh, plan_of(chain_dag()))
-        runs, many_wall, many_cpu = await _many(mesh, plan_of(small_dag()))
+        wide, (wide_cpu, wide_agents) = await _one(mesh, plan_of(wide_dag()))
+        chain, (chain_cpu, chain_agents) = await _one(mesh, plan_of(chain_dag()))
+        runs, many_wall, (many_cpu, many_agents) = await _many(mesh, plan_of(small_dag()))
 
     done = [r for r in runs if isinstance(r, TaskRun)]
     errors = sorted({type(r).__name__ for r in runs if not isinstance(r, TaskRun)})
@@ -197,7 +213,16 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
             _ms(floor_chain, CHAIN),
             "plain asyncio",
         ),
+        Measurement(
+            NAME,
+            "agent SDK CPU per step, wide",
+            _ms(wide_agents, WIDE),
+            "ms",
+            target="<= 0.2 ms",
+            ok=_ms(wide_agents, WIDE) <= 0.2,
+        ),
         Measurement(NAME, "orchestrator CPU per step, chain", _ms(chain_cpu, CHAIN), "ms"),
+        Measurement(NAME, "agent SDK CPU per step, chain", _ms(chain_agents, CHAIN), "ms"),
         Measurement(
             NAME,
             f"{MANY} tasks of 3 no-op steps at once",
@@ -225,6 +250,7 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
             ok=percentile(latencies, 99) <= 1.0,
         ),
         Measurement(NAME, "orchestrator CPU per step, many tasks", _ms(many_cpu, 3 * MANY), "ms"),
+        Measurement(NAME, "agent SDK CPU per step, many tasks", _ms(many_agents, 3 * MANY), "ms"),
         share(NAME, "tasks succeeded", len(succeeded), MANY),
         share(NAME, "event streams complete", sum(r.complete for r in done), MANY),
     ]
