@@ -304,7 +304,7 @@ class Executor:
             self._by_key[assignment.idempotency_key] = run
         self._idle.clear()
         replies.accepted(assignment.assignment_id)
-        log.info("assignment.accepted", attempt=assignment.attempt)
+        log.debug("assignment.accepted", attempt=assignment.attempt)
         run.task = self._tasks.spawn(
             self._invoke(run, data), name=f"assignment-{assignment.assignment_id}"
         )
@@ -388,7 +388,7 @@ class Executor:
             self._by_assignment.pop(aid, None)
             replies.finished(aid, outcome)
         if outcome.ok:
-            run.log.info("assignment.succeeded")
+            run.log.debug("assignment.succeeded")
         else:
             run.log.info(
                 "assignment.failed",
