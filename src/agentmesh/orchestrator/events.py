@@ -87,10 +87,16 @@ class _History:
         final = newest.kind is EventKind.TASK_STATE and TaskState(newest.state).final
         return final, newest.sequence
 
-    def after(self, sequence: int) -> list[TaskEvent] | None:
-        """The events after ``sequence``; None when some of them are no longer kept."""
-        if sequence < self.start:
-            return None
+    def covers(self, sequence: int) -> bool:
+        """True when every event after ``sequence`` that this run committed is kept.
+
+        A cursor past the newest event is not covered either: only the store can tell
+        whether another replica (which took the task over) wrote past it already.
+        """
+        return self.start <= sequence <= self.end()[1]
+
+    def after(self, sequence: int) -> list[TaskEvent]:
+        """The events after ``sequence`` (which :meth:`covers` must)."""
         return [e for e in self.events if e.sequence > sequence]
 
 
@@ -329,11 +335,10 @@ class EventBus:
         # and, if recent, in the run's history (read in the same turn: nothing in between).
         watcher = _Watcher()
         history = self._histories.get(task_id)
-        kept = history.after(after_sequence) if history is not None else None
-        if history is not None and kept is not None:
-            if not kept and self._ended(history.end(), after_sequence):
+        if history is not None and history.covers(after_sequence):
+            if self._ended(history.end(), after_sequence):
                 return
-            watcher.queued = kept
+            watcher.queued = history.after(after_sequence)
         else:
             watcher.read_store = True
         self._watchers[task_id].add(watcher)
@@ -413,8 +418,9 @@ class EventBus:
         """Raise :class:`OutOfRange` now when a watch from ``after_sequence`` would (being past
         the task's newest event), so that it is refused before a stream starts."""
         history = self._histories.get(task_id)
-        end = history.end() if history is not None else await self._store.stream_end(task_id)
-        self._ended(end, after_sequence)
+        if history is not None and history.covers(after_sequence):
+            return  # at or before the newest event: nothing to refuse
+        self._ended(await self._store.stream_end(task_id), after_sequence)
 
     @staticmethod
     def _ended(end: tuple[bool, int] | None, cursor: int) -> bool:
