@@ -11,6 +11,8 @@
 # set beforehand point the tests elsewhere, and the script then leaves that service alone.
 #
 # A narrowed pytest run still gates coverage at 85%; add --no-cov to the pytest arguments to skip.
+# pytest runs the test files in AGENTMESH_TEST_WORKERS processes (pytest-xdist, default 2, one
+# per core; 0 runs them in pytest's own process), each file whole in one of them.
 # Sourcing this file (scripts/demo.sh does) only defines the functions; nothing runs.
 set -euo pipefail
 
@@ -186,8 +188,8 @@ ensure_venv() {
 # Subprocess coverage. Tests start orchestrators and agents as child processes; their coverage
 # counts too. A .pth file in the venv starts coverage in every Python process whose environment
 # carries AGENTMESH_COVERAGE_SUBPROCESS (the config file), except pytest itself, the direct
-# child of this script: pytest-cov measures that one, and two tracers in one process would
-# fight. Children write .coverage.<host>.<pid>.* beside COVERAGE_FILE; pytest-cov combines them
+# child of this script, and its xdist workers (tests/conftest.py points the variable at pytest
+# for them): pytest-cov measures those, and two tracers in one process would fight. Children write .coverage.<host>.<pid>.* beside COVERAGE_FILE; pytest-cov combines them
 # with its own data before it reports and checks --cov-fail-under.
 COVERAGE_PTH='import os; exec("if os.environ.get(\"AGENTMESH_COVERAGE_SUBPROCESS\") and str(os.getppid()) != os.environ.get(\"AGENTMESH_COVERAGE_PYTEST_PARENT\"):\n os.environ[\"COVERAGE_PROCESS_START\"] = os.environ[\"AGENTMESH_COVERAGE_SUBPROCESS\"]\n import coverage\n coverage.process_startup()")'
 
@@ -233,6 +235,7 @@ run_pytest() {
         AGENTMESH_COVERAGE_SUBPROCESS="$ROOT/pyproject.toml" \
         AGENTMESH_COVERAGE_PYTEST_PARENT=$$ \
         "$VENV/bin/python" -m pytest -p no:cacheprovider --junit-xml="$junit" \
+        -n "${AGENTMESH_TEST_WORKERS:-2}" --dist loadfile \
         --cov=agentmesh --cov-report=term --cov-fail-under=85 "${extra[@]}"
     rc=$?
     set -e

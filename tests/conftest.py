@@ -53,6 +53,22 @@ AGENT_NAMES = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With xdist workers, tell scripts/test.sh's subprocess-coverage hook to skip them.
+
+    The hook starts coverage in every Python process but pytest's own (the one whose parent
+    is ``AGENTMESH_COVERAGE_PYTEST_PARENT``): pytest-cov traces that one, and with xdist the
+    workers too, so from here on the parent to skip is this process. Processes the workers
+    start (agents, orchestrators) are still traced by the hook.
+    """
+    if (
+        getattr(config.option, "numprocesses", None)
+        and "PYTEST_XDIST_WORKER" not in os.environ
+        and os.environ.get("AGENTMESH_COVERAGE_PYTEST_PARENT")
+    ):
+        os.environ["AGENTMESH_COVERAGE_PYTEST_PARENT"] = str(os.getpid())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put every test that needs a process-starting fixture in the slow tier."""
     for item in items:
