@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from agentmesh.models import Plan, StepRecord, StepSpec, TaskRecord, TaskState
 from agentmesh.orchestrator.cache import Cache
+from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.live_tasks import LiveTasks
 from agentmesh.orchestrator.store import Store
 from tests.conftest import REDIS_URL
@@ -153,3 +154,22 @@ async def test_an_incomplete_index_or_a_row_nobody_vouches_for_answers_nothing(
     assert renewal.stale == ((two.id, ALICE),)
     await vouched.renew([two.id])
     assert await page() == listed(two, one)
+
+
+async def test_the_snapshot_a_replica_has_not_written_yet_is_the_one_it_answers_with(
+    cache: Cache, store: Store
+) -> None:
+    # A watcher that just got a task's final event asks GetTask at once: Redis may still hold
+    # the snapshot before it; the replica that handed the newer one over answers with that.
+    running = task(1, datetime.now(UTC), state=TaskState.RUNNING)
+    await store.create_task(running)
+    async with EventBus(store, cache) as bus:
+        bus.committed(running.id, [], running)
+        await eventually(
+            lambda: cache.get(f"tasks:{running.id}"), lambda document: document is not None
+        )
+        finished = running.model_copy(update={"state": TaskState.SUCCEEDED})
+        bus.committed(finished.id, [], finished)
+        answered = await bus.snapshot(finished.id)
+    assert answered is not None
+    assert answered.state is TaskState.SUCCEEDED

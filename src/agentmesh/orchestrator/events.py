@@ -170,6 +170,8 @@ class EventBus:
         self._cache = cache
         #: Tasks whose latest snapshot is yet to be written to Redis.
         self._snapshots: dict[str, TaskRecord] = {}
+        #: The snapshots of the round being written to Redis now.
+        self._writing: dict[str, TaskRecord] = {}
         self._snapshots_due = asyncio.Event()
         self._snapshot_seconds = snapshot_seconds
         self._index = LiveIndex(cache, store, fresh_seconds=snapshot_seconds)
@@ -265,7 +267,14 @@ class EventBus:
 
     async def snapshot(self, task_id: str) -> TaskRecord | None:
         """The task's hot snapshot from Redis: a task some replica ran lately (None without
-        Redis, or once the snapshot expired: the store has it)."""
+        Redis, or once the snapshot expired: the store has it).
+
+        A snapshot this replica handed over and has not finished writing is answered from
+        memory: Redis still has the one before, and a caller that just saw the task end
+        (its watch got the final event) must not read it back as running.
+        """
+        if (mine := self._snapshots.get(task_id) or self._writing.get(task_id)) is not None:
+            return mine
         if not self._cache.available:
             return None
         value = await self._cache.get(_snapshot_key(task_id))
@@ -283,12 +292,14 @@ class EventBus:
             await self._snapshots_due.wait()
             self._snapshots_due.clear()
             due, self._snapshots = self._snapshots, {}
+            self._writing = due
             handed = self._handed
             for task_id, task in due.items():
                 # On the loop, not in a thread: the run goes on changing the task's steps
                 # (the journal's copy shares them), and the owner's GetTask shows as much.
                 document = task.model_dump(mode="json")
                 await self._cache.set(_snapshot_key(task_id), document, self._snapshot_seconds)
+            self._writing = {}
             await self._index.write(due.values(), self._owned)
             self._written = handed
             written, self._round = self._round, asyncio.Event()
