@@ -41,7 +41,7 @@ from tests.support.journal import Journal
 from tests.support.mesh import wait_for_agents
 from tests.support.network import free_port
 from tests.support.orchestrator import OrchestratorProcess
-from tests.support.otlp import CollectedSpan, Collector
+from tests.support.otlp import Collector
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
 
@@ -77,6 +77,17 @@ def _client_span_tracer() -> tuple[trace.Tracer, InMemorySpanExporter]:
     return provider.get_tracer("tests.client"), exporter
 
 
+async def _traced_submit(alice: Client, plan: Plan) -> tuple[str, trace.SpanContext]:
+    """Submit ``plan`` inside a client span of the test's own: the task id, and the client
+    span's context (the task's spans must join its trace, under it)."""
+    tracer, exporter = _client_span_tracer()
+    with tracer.start_as_current_span("client.request"):
+        task_id = await alice.submit(plan=plan)
+    (client_span,) = exporter.get_finished_spans()
+    assert client_span.context is not None
+    return task_id, client_span.context
+
+
 @contextlib.asynccontextmanager
 async def _traced_orchestrator(
     certs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: str
@@ -101,23 +112,15 @@ async def test_one_trace_links_the_client_the_orchestrator_and_two_agents(
     async with _traced_orchestrator(certs, tmp_path, monkeypatch) as (collector, orchestrator):
         for name in ("echo-1", "echo-2"):
             agents.start(AGENT, name, [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="4")
-        tracer, exporter = _client_span_tracer()
         async with Client(orchestrator.address, certs, "alice") as alice:
             await wait_for_agents(alice, "echo-1", "echo-2")
-            with tracer.start_as_current_span("client.request"):
-                task_id = await alice.submit(plan=PLAN)
+            task_id, client_span = await _traced_submit(alice, PLAN)
             task = await eventually(lambda: alice.get(task_id), lambda t: t.state.final, within=60)
         assert task.state is TaskState.SUCCEEDED, task.error
-        (client_span,) = exporter.get_finished_spans()
-        assert client_span.context is not None
-        trace_id = client_span.context.trace_id
-
-        def ours() -> list[CollectedSpan]:
-            return [s for s in collector.spans if s.trace_id == trace_id]
 
         # Spans arrive in batches: wait for the task's span (it ends last) and both agents.
         spans = await eventually(
-            _sync(ours),
+            _sync(lambda: collector.spans_of(client_span.trace_id)),
             lambda found: (
                 any(s.name == "invoke_workflow" for s in found)
                 and {"echo-1", "echo-2"} <= {s.service for s in found}
@@ -130,7 +133,7 @@ async def test_one_trace_links_the_client_the_orchestrator_and_two_agents(
     by_id = {s.span_id: s for s in spans}
     (workflow,) = [s for s in spans if s.name == "invoke_workflow"]
     assert workflow.service == "agentmesh-orchestrator"
-    assert workflow.parent_id == client_span.context.span_id
+    assert workflow.parent_id == client_span.span_id
     assert workflow.attributes["gen_ai.operation.name"] == "invoke_workflow"
     assert workflow.attributes["agentmesh.task.id"] == task_id
 
@@ -174,10 +177,10 @@ async def test_one_trace_links_the_client_the_orchestrator_and_two_agents(
     assert failed_handler.attributes["error.type"] == "injected"
 
     # Connected: every span's parent is in the trace, up to the client's span.
-    assert all(s.parent_id in by_id or s.parent_id == client_span.context.span_id for s in spans)
+    assert all(s.parent_id in by_id or s.parent_id == client_span.span_id for s in spans)
 
     # The orchestrator's log lines inside the task's spans carry the trace id.
-    hex_id = trace.format_trace_id(trace_id)
+    hex_id = trace.format_trace_id(client_span.trace_id)
     traced = [
         json.loads(line)
         for line in orchestrator_log.splitlines()
@@ -209,11 +212,9 @@ async def test_a_run_resumed_after_a_crash_stays_in_the_task_s_trace(
         orchestrator,
     ):
         agents.start(AGENT, "echo-1", [orchestrator.address])
-        tracer, exporter = _client_span_tracer()
         async with Client(orchestrator.address, certs, "alice") as alice:
             await wait_for_agents(alice, "echo-1")
-            with tracer.start_as_current_span("client.request"):
-                task_id = await alice.submit(plan=plan)
+            task_id, client_span = await _traced_submit(alice, plan)
             await eventually(_sync(lambda: journal.events("start", "held")), bool, within=30)
             orchestrator.kill()  # the first run's task span is never exported
             gate.touch()
@@ -225,20 +226,17 @@ async def test_a_run_resumed_after_a_crash_stays_in_the_task_s_trace(
             )
         assert task is not None
         assert task.state is TaskState.SUCCEEDED, task.error
-        (client_span,) = exporter.get_finished_spans()
-        assert client_span.context is not None
-        trace_id = client_span.context.trace_id
         spans = await eventually(
-            _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+            _sync(lambda: collector.spans_of(client_span.trace_id)),
             lambda found: any(s.attributes.get("agentmesh.resumed") for s in found),
             within=30,
         )
         await eventually(
-            _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+            _sync(lambda: collector.spans_of(client_span.trace_id)),
             lambda found: any(s.attributes.get("agentmesh.step.id") == "after" for s in found),
             within=30,
         )
-        spans = [s for s in collector.spans if s.trace_id == trace_id]
+        spans = collector.spans_of(client_span.trace_id)
     async with Store(database) as store:
         stored = await store.get_task(task_id)
     assert stored is not None
@@ -323,7 +321,7 @@ async def test_an_http_submission_s_traceparent_parents_the_task_s_trace(
         )
         assert answer.status_code == 201, answer.text
         spans = await eventually(
-            _sync(lambda: [s for s in collector.spans if s.trace_id == int(trace_id, 16)]),
+            _sync(lambda: collector.spans_of(int(trace_id, 16))),
             lambda found: {"invoke_workflow", "invoke_agent echo-1"} <= {s.name for s in found},
             within=30,
         )
@@ -349,24 +347,19 @@ async def test_a_sub_task_joins_the_trace_of_the_step_that_submitted_it(
     plan = Plan(steps=(StepSpec(id="outer", capability="test.delegate", input={"value": 5}),))
     async with _traced_orchestrator(certs, tmp_path, monkeypatch) as (collector, orchestrator):
         agents.start(AGENT, "echo-1", [orchestrator.address], TEST_AGENT_MAX_CONCURRENCY="2")
-        tracer, exporter = _client_span_tracer()
         async with Client(orchestrator.address, certs, "alice") as alice:
             await wait_for_agents(alice, "echo-1")
-            with tracer.start_as_current_span("client.request"):
-                task_id = await alice.submit(plan=plan)
+            task_id, client_span = await _traced_submit(alice, plan)
             task = await eventually(lambda: alice.get(task_id), lambda t: t.state.final, within=60)
         assert task.state is TaskState.SUCCEEDED, task.error
-        (client_span,) = exporter.get_finished_spans()
-        assert client_span.context is not None
-        trace_id = client_span.context.trace_id
         spans = await eventually(
-            _sync(lambda: [s for s in collector.spans if s.trace_id == trace_id]),
+            _sync(lambda: collector.spans_of(client_span.trace_id)),
             lambda found: sum(s.name == "invoke_workflow" for s in found) == 2,
             within=30,
         )
         # The agent's spans, flushed as it stops (while the collector still listens).
         await agents.aclose()
-        spans = [s for s in collector.spans if s.trace_id == trace_id]
+        spans = collector.spans_of(client_span.trace_id)
 
     by_id = {s.span_id: s for s in spans}
     workflows = {s.attributes["agentmesh.task.id"]: s for s in spans if s.name == "invoke_workflow"}
@@ -375,4 +368,4 @@ async def test_a_sub_task_joins_the_trace_of_the_step_that_submitted_it(
     handler = by_id[workflows[child_id].parent_id]
     assert handler.name == "execute_tool test.delegate"
     assert handler.attributes["agentmesh.task.id"] == task_id
-    assert workflows[task_id].parent_id == client_span.context.span_id
+    assert workflows[task_id].parent_id == client_span.span_id

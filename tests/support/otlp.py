@@ -42,6 +42,10 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans: list[CollectedSpan] = []
         self._server: grpc.aio.Server | None = None
 
+    def spans_of(self, trace_id: int) -> list[CollectedSpan]:
+        """The spans collected so far of trace ``trace_id``, in the order they arrived."""
+        return [s for s in self.spans if s.trace_id == trace_id]
+
     async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
