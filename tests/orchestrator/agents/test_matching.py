@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from agentmesh.models import AgentCard, Capability
+from agentmesh.orchestrator.agents.learning import Learner, LearnerKnobs
 from agentmesh.orchestrator.agents.matching import (
+    MAX_WEIGHED,
     AgentStats,
     Candidate,
     Requirement,
@@ -205,3 +209,54 @@ def test_a_declaration_copied_with_another_schema_is_judged_by_the_new_one() -> 
     card = AgentCard(name="a", endpoint="a:1", capabilities=(loose,))
     assert loose.input_schema_key() != strict.input_schema_key()
     assert rejection(card, Requirement("test.echo", payload={})) is None
+
+
+class _Directory:
+    """A long directory of agents that counts how many matching read."""
+
+    def __init__(self, candidates: list[Candidate]) -> None:
+        self.candidates = candidates
+        self.read = 0
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for candidate in self.candidates:
+            self.read += 1
+            yield candidate
+
+
+def test_matching_weighs_a_few_agents_with_room_not_the_whole_directory() -> None:
+    # Ten full agents first, then a hundred with room: matching reads past the full ones
+    # and stops once it has MAX_WEIGHED agents to choose from, learner or fixed order.
+    full = [_agent(f"full-{i}", active=1) for i in range(10)]
+    free = [_agent(f"free-{i}") for i in range(100)]
+    for matcher in (Learner(LearnerKnobs(seed=7)), None):
+        directory = _Directory(full + free)
+        requirement = Requirement("test.echo", matcher=matcher)
+        chosen = choose(directory, requirement)
+        assert chosen is not None
+        assert chosen.card.name.startswith("free-")
+        assert directory.read == len(full) + MAX_WEIGHED
+
+
+def test_a_pinned_or_preferred_step_finds_its_agent_at_the_end_of_a_long_directory() -> None:
+    agents = [_agent(f"free-{i}") for i in range(100)]
+    last = agents[-1].card.name
+    learner = Learner(LearnerKnobs(seed=8))
+    for requirement in (
+        Requirement("test.echo", pin=last, matcher=learner),
+        Requirement("test.echo", prefer=last, matcher=learner),
+    ):
+        chosen = choose(_Directory(agents), requirement)
+        assert chosen is not None
+        assert chosen.card.name == last
+
+
+def test_a_step_that_avoids_agents_still_weighs_as_many_others() -> None:
+    agents = [_agent(f"free-{i}") for i in range(100)]
+    avoided = frozenset(a.card.name for a in agents[:5])
+    directory = _Directory(agents)
+    requirement = Requirement("test.echo", avoid=avoided, matcher=Learner(LearnerKnobs(seed=9)))
+    chosen = choose(directory, requirement)
+    assert chosen is not None
+    assert chosen.card.name not in avoided
+    assert directory.read == len(avoided) + MAX_WEIGHED

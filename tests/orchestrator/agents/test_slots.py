@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from agentmesh.orchestrator.agents import matching
 from agentmesh.orchestrator.agents.matching import Requirement
 from agentmesh.orchestrator.agents.registry import Registry
 from tests.orchestrator.agents.conftest import ServeAgent
@@ -31,6 +32,8 @@ class Slots:
         self.granted: list[str] = []
         #: Labels that had to wait in line.
         self.waited: set[str] = set()
+        #: The agent each label's slot is on.
+        self.agent_of: dict[str, str] = {}
         self.holding: collections.Counter[str] = collections.Counter()
         self.peak: collections.Counter[str] = collections.Counter()
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -52,6 +55,7 @@ class Slots:
         async with self._registry.slot(ECHO, priority, on_wait=waiting) as link:
             asked.set()
             self.granted.append(label)
+            self.agent_of[label] = link.name
             self.holding[link.name] += 1
             self.peak[link.name] = max(self.peak[link.name], self.holding[link.name])
             try:
@@ -151,3 +155,17 @@ async def test_a_cancelled_waiter_gives_its_turn_to_the_next_and_holds_no_slot(
         await slots.take("later")
         assert "later" not in slots.waited
         assert "cancelled" not in slots.granted
+
+
+async def test_each_look_for_an_agent_starts_where_the_last_one_stopped(
+    serve_agent: ServeAgent, slots: Slots, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Matching weighs only the first few agents with room it reads (MAX_WEIGHED); were each
+    # look to start at the directory's first agent, the rest would never get work.
+    monkeypatch.setattr(matching, "MAX_WEIGHED", 1)
+    labels = [f"step-{i}" for i in range(6)]
+    async with serve_agent("echo-1", 3), serve_agent("echo-2", 3), serve_agent("analyst-1", 3):
+        for label in labels:
+            await slots.take(label)
+        await slots.granted_count(len(labels))
+        assert [slots.agent_of[label] for label in labels] == ["echo-1", "echo-2", "analyst-1"] * 2

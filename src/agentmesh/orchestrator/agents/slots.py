@@ -71,6 +71,8 @@ class Slots:
         self._order = itertools.count()
         #: Slots held per agent; this, not what the agent reports, bounds its concurrency.
         self._reserved: dict[str, int] = {}
+        #: Where matching's next look at the directory starts (see :meth:`dispatch`).
+        self._turn = 0
 
     def usable(self, name: str) -> bool:
         """True when agent ``name`` may be given work now (live, not draining, circuit allows)."""
@@ -79,18 +81,19 @@ class Slots:
 
     def candidates(self) -> Iterator[Candidate]:
         """Every agent of the directory as matching sees it, with the slots it holds."""
-        full = self._full_until
-        now = time.monotonic() if full else 0.0
-        for name, link in self._links.items():
-            active = self._reserved.get(name, 0)
-            if full and full.get(name, 0.0) > now:
-                active = max(active, link.card.max_concurrency)
-            yield Candidate(
-                card=link.card,
-                active=active,
-                usable=self.usable(name),
-                stats=self._stats[name],
-            )
+        now = time.monotonic() if self._full_until else 0.0
+        for name in self._links:
+            yield self._candidate(name, now)
+
+    def _candidate(self, name: str, now: float) -> Candidate:
+        """Agent ``name`` as matching sees it at ``now`` (monotonic; 0 when none is full)."""
+        link = self._links[name]
+        active = self._reserved.get(name, 0)
+        if now and self._full_until.get(name, 0.0) > now:
+            active = max(active, link.card.max_concurrency)
+        return Candidate(
+            card=link.card, active=active, usable=self.usable(name), stats=self._stats[name]
+        )
 
     @asynccontextmanager
     async def slot(
@@ -251,22 +254,43 @@ class Slots:
         if not self._waiters:
             return
         # One snapshot per pass, updated as slots are granted: rebuilding it per waiter made
-        # dispatching quadratic in the number of waiting steps.
-        candidates = {c.card.name: c for c in self.candidates()}
+        # dispatching quadratic in the number of waiting steps. Built lazily: matching looks
+        # at a few agents with room (MAX_WEIGHED), and with a thousand connected, building
+        # every agent's Candidate for each pass cost more than the step itself (issue 9).
+        names = list(self._links)
+        now = time.monotonic() if self._full_until else 0.0
+        seen: dict[str, Candidate] = {}
+
+        def candidate(name: str) -> Candidate:
+            found = seen.get(name)
+            if found is None:
+                found = seen[name] = self._candidate(name, now)
+            return found
 
         def room() -> bool:
-            return any(c.usable and c.active < c.card.max_concurrency for c in candidates.values())
+            return any(
+                c.usable and c.active < c.card.max_concurrency for c in map(candidate, names)
+            )
 
-        if not room():
+        def walk() -> Iterator[Candidate]:
+            # From where the last look stopped, all the way round: each agent is weighed in
+            # turn, not the first few of the directory every time.
+            count = len(names)
+            first = self._turn % count
+            for offset in range(count):
+                self._turn = first + offset + 1
+                yield candidate(names[(first + offset) % count])
+
+        if not names or not room():
             return
         still_waiting: list[_Waiter] = []
         while self._waiters:
             waiter = heapq.heappop(self._waiters)
             if waiter.granted.done():
                 continue
-            chosen = choose(candidates.values(), waiter.requirement)
+            chosen = choose(walk(), waiter.requirement)
             if chosen is None:
-                reason = refusal(candidates.values(), waiter.requirement)
+                reason = refusal(map(candidate, names), waiter.requirement)
                 if reason is not None:  # e.g. the only agent that came refuses the input
                     waiter.granted.set_exception(
                         StepFailed(reason, code=FailureCode.INVALID_INPUT, retryable=False)
@@ -279,7 +303,7 @@ class Slots:
             self._stats[name].last_assigned = time.monotonic()
             waiter.probe = self._circuits[name].started()
             waiter.granted.set_result(self._links[name])
-            candidates[name] = dataclasses.replace(
+            seen[name] = dataclasses.replace(
                 chosen, active=self._reserved[name], usable=self.usable(name)
             )
             if not room():
