@@ -1,39 +1,71 @@
-"""JSON Schema checks, compiled once per distinct schema (compiling is the costly part)."""
+"""JSON Schema checks, compiled once per distinct schema (compiling is the costly part).
+
+Two validators per schema: jsonschema-rs says whether a value matches, in about a
+microsecond, and jsonschema (pure Python, some 50 µs for a small object) says why when it
+does not. Every step's input and result is checked, nearly always valid (issue 9), and the
+reasons stay jsonschema's own words. A value jsonschema-rs accepts is valid; one it refuses,
+or cannot read, is checked again by jsonschema, whose verdict stands (so a value only
+jsonschema-rs refuses, such as NaN for ``number``, is still accepted); a schema
+jsonschema-rs cannot compile is checked by jsonschema alone. jsonschema-rs never fetches a
+remote ``$ref`` (``offline``) and, like jsonschema here, asserts no ``format``.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import jsonschema
+import jsonschema_rs
 
 from agentmesh.models import JSON
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A valid schema's validators: jsonschema's, and jsonschema-rs's when it compiles."""
+
+    validator: jsonschema.Draft202012Validator
+    fast: jsonschema_rs.Validator | None
+
+    def matches(self, value: JSON) -> bool:
+        """True when ``value`` surely matches (False: ask jsonschema why not)."""
+        if self.fast is None:
+            return False
+        try:
+            return self.fast.is_valid(value)
+        except ValueError:  # a value it cannot read (e.g. an integer past 64 bits)
+            return False
+
+
+def _fast(schema: JSON) -> jsonschema_rs.Validator | None:
+    try:
+        return jsonschema_rs.Draft202012Validator(schema, validate_formats=False, offline=True)
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError):
+        return None  # e.g. a remote $ref, or a pattern Rust's regex cannot compile
+
+
 @functools.lru_cache(maxsize=512)
-def _compiled(schema_json: str) -> jsonschema.Draft202012Validator | jsonschema.SchemaError:
+def _compiled(schema_json: str) -> _Compiled | jsonschema.SchemaError:
     schema = json.loads(schema_json)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         return exc
-    return jsonschema.Draft202012Validator(schema)
+    return _Compiled(jsonschema.Draft202012Validator(schema), _fast(schema))
 
 
 #: Validators by the identity of the schema object they were asked for: a capability's
 #: schema is one object for as long as its declaration lives, so the per-result lookup
 #: costs a dict access instead of a json.dumps of the whole schema. Each entry keeps its
 #: schema alive, so a recycled id() can never match another schema.
-_BY_ID: dict[
-    int, tuple[Mapping[str, JSON], jsonschema.Draft202012Validator | jsonschema.SchemaError]
-] = {}
+_BY_ID: dict[int, tuple[Mapping[str, JSON], _Compiled | jsonschema.SchemaError]] = {}
 _MAX_BY_ID = 512
 
 
-def _lookup(
-    schema: Mapping[str, JSON],
-) -> jsonschema.Draft202012Validator | jsonschema.SchemaError:
+def _lookup(schema: Mapping[str, JSON]) -> _Compiled | jsonschema.SchemaError:
     entry = _BY_ID.get(id(schema))
     if entry is not None and entry[0] is schema:
         return entry[1]
@@ -51,7 +83,7 @@ def validator(schema: Mapping[str, JSON]) -> jsonschema.Draft202012Validator | N
     are frozen): the validator is cached by the object's identity.
     """
     compiled = _lookup(schema)
-    return None if isinstance(compiled, jsonschema.SchemaError) else compiled
+    return None if isinstance(compiled, jsonschema.SchemaError) else compiled.validator
 
 
 def schema_problem(schema: Mapping[str, JSON]) -> str | None:
@@ -75,10 +107,10 @@ def first_error(
 
     An invalid schema checks nothing (None): refusing schemas is registration's job.
     """
-    compiled = validator(schema)
-    if compiled is None:
+    compiled = _lookup(schema)
+    if isinstance(compiled, jsonschema.SchemaError) or compiled.matches(value):
         return None
-    error = jsonschema.exceptions.best_match(compiled.iter_errors(value))
+    error = jsonschema.exceptions.best_match(compiled.validator.iter_errors(value))
     if error is None:
         return None
     where = "".join(f"[{p!r}]" for p in error.absolute_path) or whole
