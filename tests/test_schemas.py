@@ -74,3 +74,13 @@ def test_a_schema_jsonschema_rs_cannot_compile_is_checked_by_jsonschema_alone() 
     }
     assert schemas.validator(schema) is not None
     assert schemas.first_error(schema, {}) == "'name' is a required property (at the top level)"
+
+
+def test_matches_is_sure_or_says_false() -> None:
+    number: dict[str, JSON] = {"type": "number"}
+    assert schemas.matches(number, 1.5)
+    assert not schemas.matches(number, "1.5")
+    # NaN is a number to jsonschema, not to jsonschema-rs: not sure, so False (ask jsonschema).
+    assert not schemas.matches(number, float("nan"))
+    assert schemas.first_error(number, float("nan")) is None
+    assert not schemas.matches({"type": "nope"}, 1)  # not a valid schema

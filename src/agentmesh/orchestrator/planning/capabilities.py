@@ -91,6 +91,8 @@ def _literal_problem(
             f"capability {capability.name!r} declares an invalid input schema",
             field=field.removesuffix(".input") + ".capability",
         )
+    if schemas.matches(capability.input_schema, literal):
+        return None  # the usual case, decided without walking jsonschema's errors
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for error in validator.iter_errors(literal):
         at = tuple(error.absolute_path)
