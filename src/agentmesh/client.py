@@ -76,6 +76,8 @@ class Client:
         self._files = CertFiles.of(certs_dir, kind, name)
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.OrchestratorAsyncStub
+        #: False once the orchestrator said it does not serve WatchTaskBatches.
+        self._batched_watch = True
 
     async def __aenter__(self) -> Client:
         self._channel = grpc.aio.secure_channel(self.address, channel_credentials(self._files))
@@ -155,12 +157,32 @@ class Client:
         return task_from_proto(task)
 
     async def watch(self, task_id: str, *, after: int = 0) -> AsyncIterator[TaskEvent]:
-        """The task's events in order, those after sequence ``after``, until its final state."""
-        call = self._stub.WatchTask(pb.WatchTaskRequest(task_id=task_id, after_sequence=after))
+        """The task's events in order, those after sequence ``after``, until its final state.
+
+        Read with WatchTaskBatches, several events to a message; from an orchestrator that
+        does not serve it (UNIMPLEMENTED before any event), with WatchTask.
+        """
+        request = pb.WatchTaskRequest(task_id=task_id, after_sequence=after)
+        if self._batched_watch:
+            batches = self._stub.WatchTaskBatches(request)
+            try:
+                with _domain_errors():
+                    try:
+                        async for batch in batches:
+                            for event in batch.events:
+                                yield event_from_proto(event)
+                        return
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                            raise
+                self._batched_watch = False  # an older orchestrator: one event a message
+            finally:
+                batches.cancel()
+        call = self._stub.WatchTask(request)
         try:
             with _domain_errors():
-                async for event in call:
-                    yield event_from_proto(event)
+                async for message in call:
+                    yield event_from_proto(message)
         finally:
             call.cancel()
 

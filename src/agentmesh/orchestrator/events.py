@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -341,6 +341,20 @@ class EventBus:
         come. A cursor at or past the final event of a final task ends the stream at once.
         ``poll_seconds`` bounds how long a lost wake-up can delay an event.
         """
+        batches = self.watch_batches(task_id, after_sequence, poll_seconds=poll_seconds)
+        try:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+        finally:
+            await batches.aclose()
+
+    async def watch_batches(
+        self, task_id: str, after_sequence: int = 0, *, poll_seconds: float = 2.0
+    ) -> AsyncGenerator[list[TaskEvent], None]:
+        """:meth:`watch`, the events that are ready together yielded as one list (never
+        empty; the last list ends with the final state): a stream can then carry them in
+        one message instead of one each."""
         # Subscribed before the first read: an event committed after it is queued, one
         # committed before it is in the store (the journal hands events over after commit)
         # and, if recent, in the run's history (read in the same turn: nothing in between).
@@ -367,11 +381,13 @@ class EventBus:
                         watcher.read_store = True
                     if not events and self._ended(await self._store.stream_end(task_id), last):
                         return
-                for event in events:
-                    last = event.sequence
-                    yield event
+                for end, event in enumerate(events):
                     if event.kind is EventKind.TASK_STATE and TaskState(event.state).final:
+                        yield events[: end + 1]
                         return
+                if events:
+                    last = events[-1].sequence
+                    yield events
                 if events or watcher.read_store or watcher.queued:
                     continue
                 try:

@@ -4,7 +4,8 @@ Each end of a Session may send what it has queued as one ``batch`` message, but 
 the other end has said it reads batches (the agent in its card, ``AgentCard.reads_batches``;
 the orchestrator in every ``Ping``, ``Ping.reads_batches``). This module cuts queued
 messages into batches that fit the stream and takes a received batch apart again; the
-writers and readers of both ends use it.
+writers and readers of both ends use it. The orchestrator's ``WatchTaskBatches`` cuts a
+watch's events into messages with the same :func:`chunks`.
 """
 
 from __future__ import annotations

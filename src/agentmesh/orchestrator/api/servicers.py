@@ -28,12 +28,17 @@ from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Action
 from agentmesh.wire import card_from_proto
 from agentmesh.wire import tasks as convert
+from agentmesh.wire.batches import chunks
 from agentmesh.wire.workflows import workflow_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 #: Bytes of a response message besides its tasks (page token, framing), rounded up.
 _ENVELOPE = 1024
+
+
+def _byte_size(message: pb.TaskEvent) -> int:
+    return message.ByteSize()
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
@@ -112,6 +117,17 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         # finished task ends at once.
         async for event in await self._tasks.watch(current_caller(), request):
             yield convert.event_to_proto(event)
+
+    async def WatchTaskBatches(
+        self, request: pb.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[pb.TaskEventBatch]:
+        # WatchTask's events, as many to a message as are ready together: each message on a
+        # stream costs gRPC about as much as its content (issue 9).
+        room = self._max_message_bytes - _ENVELOPE
+        async for events in await self._tasks.watch_batches(current_caller(), request):
+            messages = [convert.event_to_proto(event) for event in events]
+            for run in chunks(messages, room, _byte_size):
+                yield pb.TaskEventBatch(events=run)
 
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: Context

@@ -211,10 +211,21 @@ class TaskService:
         OUT_OF_RANGE) is raised here, before the first event is waited for, so that a
         front door can answer it as an error rather than as a broken stream.
         """
+        return self._bus.watch(await self._watched(caller, request), request.after_sequence)
+
+    async def watch_batches(
+        self, caller: Identity, request: pb.WatchTaskRequest
+    ) -> AsyncIterator[list[TaskEvent]]:
+        """:meth:`watch`, the events that are ready together as one list (WatchTaskBatches)."""
+        task_id = await self._watched(caller, request)
+        return self._bus.watch_batches(task_id, request.after_sequence)
+
+    async def _watched(self, caller: Identity, request: pb.WatchTaskRequest) -> str:
+        """The id of the task ``caller`` may watch as ``request`` asks; refusals raised."""
         validation.check_watch(request)
         task = await self.task(caller, request.task_id, Action.WATCH_TASKS)
         await self._bus.check_cursor(task.id, request.after_sequence)
-        return self._bus.watch(task.id, request.after_sequence)
+        return task.id
 
     async def last_sequence(self, caller: Identity, task_id: str) -> int:
         """The sequence of the task's newest durable event: a cursor for :meth:`watch` that

@@ -882,6 +882,28 @@ class TaskEvent(_message.Message):
 Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
 
 @_typing.final
+class TaskEventBatch(_message.Message):
+    """Consecutive events of one task (see WatchTaskBatches), never empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___TaskEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskEventBatch: _TypeAlias = TaskEventBatch  # noqa: Y015
+
+@_typing.final
 class TaskStateChanged(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

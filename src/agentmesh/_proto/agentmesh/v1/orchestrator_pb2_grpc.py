@@ -61,6 +61,11 @@ class OrchestratorStub:
                 request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.WatchTaskBatches = channel.unary_stream(
+                '/agentmesh.v1.Orchestrator/WatchTaskBatches',
+                request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.WatchTaskRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.TaskEventBatch.FromString,
+                _registered_method=True)
         self.ListAgents = channel.unary_unary(
                 '/agentmesh.v1.Orchestrator/ListAgents',
                 request_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.ListAgentsRequest.SerializeToString,
@@ -126,6 +131,16 @@ class OrchestratorServicer:
     def WatchTask(self, request, context):
         """Ordered events of one task, from `after_sequence` on; ends after the
         task's final event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTaskBatches(self, request, context):
+        """The same events as WatchTask, in the same order, several to a message when
+        several are ready at once (at most 256 events or about 1 MiB a message; an
+        event bigger than that alone): fewer messages for the same stream. A
+        client may use either; an orchestrator without it answers UNIMPLEMENTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,6 +217,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.WatchTaskRequest.FromString,
                     response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.TaskEvent.SerializeToString,
+            ),
+            'WatchTaskBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTaskBatches,
+                    request_deserializer=agentmesh_dot_v1_dot_orchestrator__pb2.WatchTaskRequest.FromString,
+                    response_serializer=agentmesh_dot_v1_dot_orchestrator__pb2.TaskEventBatch.SerializeToString,
             ),
             'ListAgents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAgents,
@@ -370,6 +390,33 @@ class Orchestrator:
             '/agentmesh.v1.Orchestrator/WatchTask',
             agentmesh_dot_v1_dot_orchestrator__pb2.WatchTaskRequest.SerializeToString,
             agentmesh_dot_v1_dot_orchestrator__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTaskBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentmesh.v1.Orchestrator/WatchTaskBatches',
+            agentmesh_dot_v1_dot_orchestrator__pb2.WatchTaskRequest.SerializeToString,
+            agentmesh_dot_v1_dot_orchestrator__pb2.TaskEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

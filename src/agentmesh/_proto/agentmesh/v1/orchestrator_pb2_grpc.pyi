@@ -44,6 +44,12 @@ class OrchestratorStub:
     """Ordered events of one task, from `after_sequence` on; ends after the
     task's final event.
     """
+    WatchTaskBatches: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.WatchTaskRequest, _orchestrator_pb2.TaskEventBatch]
+    """The same events as WatchTask, in the same order, several to a message when
+    several are ready at once (at most 256 events or about 1 MiB a message; an
+    event bigger than that alone): fewer messages for the same stream. A
+    client may use either; an orchestrator without it answers UNIMPLEMENTED.
+    """
     ListAgents: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]
     ListWorkflows: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]
     """The workflows of the orchestrator's catalog, sorted by name."""
@@ -76,6 +82,12 @@ class OrchestratorAsyncStub(OrchestratorStub):
     WatchTask: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.WatchTaskRequest, _orchestrator_pb2.TaskEvent]  # type: ignore[assignment]
     """Ordered events of one task, from `after_sequence` on; ends after the
     task's final event.
+    """
+    WatchTaskBatches: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.WatchTaskRequest, _orchestrator_pb2.TaskEventBatch]  # type: ignore[assignment]
+    """The same events as WatchTask, in the same order, several to a message when
+    several are ready at once (at most 256 events or about 1 MiB a message; an
+    event bigger than that alone): fewer messages for the same stream. A
+    client may use either; an orchestrator without it answers UNIMPLEMENTED.
     """
     ListAgents: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListAgentsRequest, _orchestrator_pb2.ListAgentsResponse]  # type: ignore[assignment]
     ListWorkflows: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkflowsRequest, _orchestrator_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
@@ -136,6 +148,18 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.TaskEvent], _abc.AsyncIterator[_orchestrator_pb2.TaskEvent]]:
         """Ordered events of one task, from `after_sequence` on; ends after the
         task's final event.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTaskBatches(
+        self,
+        request: _orchestrator_pb2.WatchTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.TaskEventBatch], _abc.AsyncIterator[_orchestrator_pb2.TaskEventBatch]]:
+        """The same events as WatchTask, in the same order, several to a message when
+        several are ready at once (at most 256 events or about 1 MiB a message; an
+        event bigger than that alone): fewer messages for the same stream. A
+        client may use either; an orchestrator without it answers UNIMPLEMENTED.
         """
 
     @_abc_1.abstractmethod
