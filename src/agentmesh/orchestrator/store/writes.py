@@ -6,16 +6,22 @@ Run by the store's :class:`~agentmesh.orchestrator.store.group.GroupWriter`: one
 task. Each write keeps its own guarantees inside the shared transaction: a task created
 with an idempotency key that is already taken is skipped (its caller looks the winner up),
 and a task whose lease another replica holds has nothing written (fencing).
+
+On SQLite each statement is compiled once per set of columns and its rows go to the
+driver's ``executemany`` as tuples, each value through its column type's own bind processor
+(what SQLAlchemy stores, stored the same way): SQLAlchemy's per-execution work cost about
+1.3 ms of a 1.5 ms transaction of one task's change, where sqlite3 itself took 0.15 ms
+(issue 9). Elsewhere (asyncpg) the statements go through SQLAlchemy as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Connection, Insert, bindparam, insert, select, update
+from sqlalchemy import Connection, Insert, Update, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentmesh.models import StepRecord, TaskEvent, TaskRecord
@@ -62,6 +68,74 @@ _UPDATE_LEASED_TASK = _UPDATE_TASK.where(TASKS.c.lease_owner == bindparam("w_own
 _UPDATE_STEP = update(STEPS).where(
     STEPS.c.task_id == bindparam("w_task"), STEPS.c.step_id == bindparam("w_step")
 )
+_INSERT_TASK = insert(TASKS)
+_INSERT_STEP = insert(STEPS)
+_INSERT_EVENT = insert(EVENTS)
+_INSERT_TASK_UNLESS_KEY_TAKEN = {
+    "postgresql": postgresql.insert(TASKS).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(TASKS).on_conflict_do_nothing(),
+}
+
+Statement = Insert | Update
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A statement compiled for SQLite with one set of parameters: its SQL, and per
+    position the parameter's name and its type's bind processor (None: as it is)."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(
+                map(values.__getitem__, self.names), self.processors, strict=True
+            )
+        )
+
+
+#: By driver, statement (module constants, alive for good) and parameter names; None when
+#: the compiled statement wants parameters the rows do not give (a column default to apply):
+#: such a statement goes through SQLAlchemy.
+_PREPARED: dict[tuple[str, int, tuple[str, ...]], _Prepared | None] = {}
+
+
+def _prepare(
+    connection: Connection, statement: Statement, keys: tuple[str, ...]
+) -> _Prepared | None:
+    dialect = connection.dialect
+    key = (dialect.driver, id(statement), keys)
+    if key in _PREPARED:
+        return _PREPARED[key]
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    names = tuple(compiled.positiontup or ())
+    prepared = None
+    if compiled.positional and sorted(names) == sorted(keys):
+        processors = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in names
+        )
+        prepared = _Prepared(compiled.string, names, processors)
+    _PREPARED[key] = prepared
+    return prepared
+
+
+def _execute(connection: Connection, statement: Statement, rows: list[dict[str, Any]]) -> int:
+    """Run ``statement`` once per row of ``rows`` (all with the same keys); the rows it
+    changed."""
+    if connection.dialect.name == "sqlite":
+        prepared = _prepare(connection, statement, tuple(rows[0]))
+        if prepared is not None:
+            cursor = connection.connection.cursor()
+            try:
+                cursor.executemany(prepared.sql, [prepared.row(row) for row in rows])
+                return int(cursor.rowcount)
+            finally:
+                cursor.close()
+    return int(connection.execute(statement, rows).rowcount)
 
 
 def write(connection: Connection, writes: Sequence[Write]) -> list[object]:
@@ -76,24 +150,17 @@ def write(connection: Connection, writes: Sequence[Write]) -> list[object]:
     return [outcomes[i] for i in range(len(writes))]
 
 
-def _insert_ignoring_conflicts(connection: Connection) -> Insert:
-    """INSERT INTO tasks that skips a row whose key is taken (the caller finds the winner)."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(TASKS).on_conflict_do_nothing()
-    return sqlite.insert(TASKS).on_conflict_do_nothing()
-
-
 def _create(connection: Connection, creations: list[tuple[int, Creation]]) -> dict[int, bool]:
     outcomes: dict[int, bool] = {}
     keyed = [(i, c) for i, c in creations if c.idempotency_key]
     if keyed:
-        statement = _insert_ignoring_conflicts(connection)
+        # Skips a row whose key is taken (the caller finds the winner).
+        statement = _INSERT_TASK_UNLESS_KEY_TAKEN[connection.dialect.name]
         for index, creation in keyed:  # one by one: each needs its own row count
-            result = connection.execute(statement, _task_row(creation))
-            outcomes[index] = result.rowcount == 1
+            outcomes[index] = _execute(connection, statement, [_task_row(creation)]) == 1
     plain = [(i, c) for i, c in creations if not c.idempotency_key]
     if plain:
-        connection.execute(insert(TASKS), [_task_row(c) for _, c in plain])
+        _execute(connection, _INSERT_TASK, [_task_row(c) for _, c in plain])
         outcomes.update((i, True) for i, _ in plain)
     steps = [
         step_row(c.task.id, position, step)
@@ -102,7 +169,7 @@ def _create(connection: Connection, creations: list[tuple[int, Creation]]) -> di
         for position, step in enumerate(c.task.steps.values())
     ]
     if steps:
-        connection.execute(insert(STEPS), steps)
+        _execute(connection, _INSERT_STEP, steps)
     return outcomes
 
 
@@ -119,17 +186,17 @@ def _change(connection: Connection, changes: list[tuple[int, Change]]) -> dict[i
         written = []
     new_steps = [step_row(c.task.id, p, s) for c in written for p, s in c.new_steps]
     if new_steps:
-        connection.execute(insert(STEPS), new_steps)
+        _execute(connection, _INSERT_STEP, new_steps)
     steps = [
         {"w_task": c.task.id, "w_step": s.spec.id, **step_values(s)}
         for c in written
         for s in c.steps
     ]
     if steps:
-        connection.execute(_UPDATE_STEP, steps)
+        _execute(connection, _UPDATE_STEP, steps)
     events = [_event_row(e) for c in written for e in c.events]
     if events:
-        connection.execute(insert(EVENTS), events)
+        _execute(connection, _INSERT_EVENT, events)
     return {i: LeaseLost(c.task.id) if c.task.id in fenced else None for i, c in changes}
 
 
@@ -163,9 +230,9 @@ def _update_tasks(connection: Connection, changes: list[Change]) -> bool:
     ours = True
     for (leased, _), group in groupby(rows, key=_shape):
         values = list(group)
-        result = connection.execute(_UPDATE_LEASED_TASK if leased else _UPDATE_TASK, values)
+        changed = _execute(connection, _UPDATE_LEASED_TASK if leased else _UPDATE_TASK, values)
         if leased and connection.dialect.supports_sane_multi_rowcount:
-            ours = ours and result.rowcount == len(values)
+            ours = ours and changed == len(values)
     return ours
 
 

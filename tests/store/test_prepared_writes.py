@@ -1,0 +1,100 @@
+"""On SQLite the hot writes skip SQLAlchemy's execution (statements compiled once, rows
+as tuples through each column type's bind processor): what they store must be, byte for
+byte, what SQLAlchemy would have stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agentmesh.models import (
+    EventKind,
+    Plan,
+    StepRecord,
+    StepSpec,
+    StepState,
+    TaskEvent,
+    TaskRecord,
+    TaskState,
+)
+from agentmesh.orchestrator.store import Lease, Store, writes
+
+TABLES = {"tasks": "id", "steps": "task_id, step_id", "events": "task_id, sequence"}
+
+
+def _task(task_id: str, now: datetime) -> TaskRecord:
+    plan = Plan(
+        steps=(
+            StepSpec(id="a", capability="echo", input={"q": "ü"}),
+            StepSpec(id="b", capability="echo"),
+        )
+    )
+    return TaskRecord(
+        id=task_id,
+        owner="spiffe://x/client/alice",
+        input={"n": 1, "nested": {"list": [1, None, "ß"]}},
+        labels={"team": "\u00e9quipe"},
+        plan=plan,
+        steps={s.id: StepRecord(spec=s) for s in plan.steps},
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def _write_everything(store: Store, now: datetime) -> None:
+    lease = Lease("replica-1", 30.0)
+    plain, keyed = _task("t-plain", now), _task("t-keyed", now)
+    await store.create_task(plain)
+    await store.create_task(keyed, idempotency_key="key-1", fingerprint="f" * 64, lease=lease)
+    for task in (plain, keyed):
+        step = task.steps["a"]
+        step.state, step.agent, step.attempts = StepState.SUCCEEDED, "echo-1", 1
+        step.output = {"text": "done", "none": None, "float": 1.5, "big": 2**53}
+        step.started_at, step.finished_at = now, now + timedelta(milliseconds=1)
+        task.state, task.result, task.partial = TaskState.SUCCEEDED, {"a": step.output}, True
+        task.updated_at = now + timedelta(seconds=1)
+        events = [
+            TaskEvent(
+                task_id=task.id, sequence=1, time=now, kind=EventKind.TASK_STATE, state="running"
+            ),
+            TaskEvent(
+                task_id=task.id,
+                sequence=2,
+                time=now,
+                kind=EventKind.STEP_STATE,
+                step_id="a",
+                state="succeeded",
+                output=step.output,
+            ),
+        ]
+        await store.commit(
+            task, [step], events, lease=lease if task is keyed else None, new_steps=[]
+        )
+
+
+def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as connection:
+        return {
+            table: connection.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+            for table, order in TABLES.items()
+        }
+
+
+async def test_prepared_writes_store_what_sqlalchemy_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime(2026, 12, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'prepared.db'}") as store:
+        await _write_everything(store, now)
+    prepared = _rows(tmp_path / "prepared.db")
+    # The same writes with every statement through SQLAlchemy's own execution.
+    monkeypatch.setattr(writes, "_prepare", lambda *_: None)
+    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'sqlalchemy.db'}") as store:
+        await _write_everything(store, now)
+    through_sqlalchemy = _rows(tmp_path / "sqlalchemy.db")
+    assert all(through_sqlalchemy[table] for table in TABLES)
+    for table in TABLES:
+        assert prepared[table] == through_sqlalchemy[table], table
