@@ -1,8 +1,9 @@
 """WatchTaskBatches: WatchTask's events, in the same order and with the same cursors and
-refusals, several to a message, each message under a mebibyte unless one event is bigger."""
+refusals, several to a message, each message within its bounds unless one event is bigger."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import grpc
 
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.orchestrator import Orchestrator
-from agentmesh.wire.batches import MAX_BATCH_BYTES
+from agentmesh.orchestrator.api.servicers import WATCH_BATCH, WATCH_BATCH_BYTES
 from tests.security.helpers import RawAgent, echo, orchestrator_stub, plan_request, refusal
 
 
@@ -52,8 +53,10 @@ async def test_batches_carry_watch_tasks_events_in_fewer_messages_from_any_curso
     assert _flat(replayed) == one_by_one
     assert _flat(resumed) == one_by_one[7:]
     assert all(batch.events for batch in [*live, *replayed, *resumed])
-    # A replay reads the store a page at a time: the whole task in one message.
-    assert len(replayed) == 1, [len(b.events) for b in replayed]
+    # A replay reads the store a page at a time: full messages but the last.
+    assert len(replayed) == math.ceil(len(one_by_one) / WATCH_BATCH), [
+        len(b.events) for b in replayed
+    ]
     assert len(live) < len(one_by_one)
     assert at_end == []
     assert beyond.code() is grpc.StatusCode.OUT_OF_RANGE, beyond.details()
@@ -61,11 +64,11 @@ async def test_batches_carry_watch_tasks_events_in_fewer_messages_from_any_curso
     assert other.code() is grpc.StatusCode.NOT_FOUND, other.details()
 
 
-async def test_a_batch_stays_under_a_mebibyte_and_a_bigger_event_travels_alone(
+async def test_a_batch_stays_within_its_bytes_and_a_bigger_event_travels_alone(
     orchestrator: Orchestrator, certs: Path
 ) -> None:
-    # Eight outputs of 150 KB: their events overflow one message, and the task's result (all
-    # eight) is bigger than a batch may be.
+    # Eight outputs of 150 KB: no two of their events fit one message, and the task's result
+    # (all eight) is bigger than a batch may be.
     steps = [(f"s{i}", "test.echo", {"value": chr(97 + i) * 150_000}) for i in range(8)]
     async with (
         RawAgent(certs, "echo-1", echo) as agent,
@@ -76,9 +79,9 @@ async def test_a_batch_stays_under_a_mebibyte_and_a_bigger_event_travels_alone(
         one_by_one = await _events(alice, task_id)
         replayed = await _batches(alice, task_id)
     assert one_by_one[-1].task_state.state == pb.TASK_STATE_SUCCEEDED
-    assert one_by_one[-1].ByteSize() > MAX_BATCH_BYTES
+    assert one_by_one[-1].ByteSize() > WATCH_BATCH_BYTES
     assert _flat(replayed) == one_by_one
-    assert len(replayed) >= 3, [len(b.events) for b in replayed]
+    assert len(replayed) >= 9, [len(b.events) for b in replayed]
     for batch in replayed:
-        assert batch.ByteSize() <= MAX_BATCH_BYTES or len(batch.events) == 1
+        assert batch.ByteSize() <= WATCH_BATCH_BYTES or len(batch.events) == 1
     assert list(replayed[-1].events) == [one_by_one[-1]]

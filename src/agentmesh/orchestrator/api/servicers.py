@@ -37,6 +37,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _ENVELOPE = 1024
 
 
+#: Most events, and bytes, of one WatchTaskBatches message: past a few dozen events a
+#: message batching saves little more, and each message is built whole in memory.
+WATCH_BATCH = 64
+WATCH_BATCH_BYTES = 256 * 1024
+
+
 def _byte_size(message: pb.TaskEvent) -> int:
     return message.ByteSize()
 
@@ -123,11 +129,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     ) -> AsyncIterator[pb.TaskEventBatch]:
         # WatchTask's events, as many to a message as are ready together: each message on a
         # stream costs gRPC about as much as its content (issue 9).
-        room = self._max_message_bytes - _ENVELOPE
+        room = min(self._max_message_bytes - _ENVELOPE, WATCH_BATCH_BYTES)
         async for events in await self._tasks.watch_batches(current_caller(), request):
-            messages = [convert.event_to_proto(event) for event in events]
-            for run in chunks(messages, room, _byte_size):
-                yield pb.TaskEventBatch(events=run)
+            for first in range(0, len(events), WATCH_BATCH):
+                messages = [convert.event_to_proto(e) for e in events[first : first + WATCH_BATCH]]
+                for run in chunks(messages, room, _byte_size, max_items=WATCH_BATCH):
+                    yield pb.TaskEventBatch(events=run)
 
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: Context

@@ -138,7 +138,7 @@ class OrchestratorServicer:
 
     def WatchTaskBatches(self, request, context):
         """The same events as WatchTask, in the same order, several to a message when
-        several are ready at once (at most 256 events or about 1 MiB a message; an
+        several are ready at once (at most 64 events or about 256 KiB a message; an
         event bigger than that alone): fewer messages for the same stream. A
         client may use either; an orchestrator without it answers UNIMPLEMENTED.
         """

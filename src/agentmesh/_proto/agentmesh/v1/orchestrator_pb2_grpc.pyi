@@ -46,7 +46,7 @@ class OrchestratorStub:
     """
     WatchTaskBatches: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.WatchTaskRequest, _orchestrator_pb2.TaskEventBatch]
     """The same events as WatchTask, in the same order, several to a message when
-    several are ready at once (at most 256 events or about 1 MiB a message; an
+    several are ready at once (at most 64 events or about 256 KiB a message; an
     event bigger than that alone): fewer messages for the same stream. A
     client may use either; an orchestrator without it answers UNIMPLEMENTED.
     """
@@ -85,7 +85,7 @@ class OrchestratorAsyncStub(OrchestratorStub):
     """
     WatchTaskBatches: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.WatchTaskRequest, _orchestrator_pb2.TaskEventBatch]  # type: ignore[assignment]
     """The same events as WatchTask, in the same order, several to a message when
-    several are ready at once (at most 256 events or about 1 MiB a message; an
+    several are ready at once (at most 64 events or about 256 KiB a message; an
     event bigger than that alone): fewer messages for the same stream. A
     client may use either; an orchestrator without it answers UNIMPLEMENTED.
     """
@@ -157,7 +157,7 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.TaskEventBatch], _abc.AsyncIterator[_orchestrator_pb2.TaskEventBatch]]:
         """The same events as WatchTask, in the same order, several to a message when
-        several are ready at once (at most 256 events or about 1 MiB a message; an
+        several are ready at once (at most 64 events or about 256 KiB a message; an
         event bigger than that alone): fewer messages for the same stream. A
         client may use either; an orchestrator without it answers UNIMPLEMENTED.
         """
