@@ -234,3 +234,21 @@ async def test_no_private_key_is_ever_logged_or_returned(
         assert "PRIVATE KEY" not in text
     for answer in answers:
         assert b"PRIVATE KEY" not in answer
+
+
+def test_the_endpoint_check_reuses_its_tls_context_until_the_certificate_changes(
+    tmp_path: Path,
+) -> None:
+    from agentmesh.security import peer_check
+
+    create_ca(tmp_path, "agentmesh.test")
+    files = issue(tmp_path, IdentityKind.ORCHESTRATOR, "orchestrator")
+    first = peer_check._context(files)
+    assert peer_check._context(files) is first  # loaded once for many registrations
+    before = x509.load_pem_x509_certificate(files.cert.read_bytes()).serial_number
+    os.utime(files.cert, ns=(0, 0))  # as old as can be: the renewed file is surely newer
+    issue(tmp_path, IdentityKind.ORCHESTRATOR, "orchestrator")  # renewed on disk
+    assert x509.load_pem_x509_certificate(files.cert.read_bytes()).serial_number != before
+    renewed = peer_check._context(files)
+    assert renewed is not first
+    assert peer_check._context(files) is renewed

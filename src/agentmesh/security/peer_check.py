@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import ssl
 
 from agentmesh.errors import AgentUnavailable, CertificateError, Unauthenticated, describe
@@ -26,6 +28,15 @@ def _split(endpoint: str) -> tuple[str, int]:
 
 
 def _context(files: CertFiles) -> ssl.SSLContext:
+    # One context for every check while the files stay as they are: loading the CA and the
+    # key pair took more of the orchestrator's time than anything else while a thousand
+    # agents registered (issue 9). A certificate renewed on disk is loaded at the next check.
+    stamps = tuple(os.stat(path).st_mtime_ns for path in (files.ca, files.cert, files.key))
+    return _loaded(files, stamps)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(files: CertFiles, stamps: tuple[int, ...]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_verify_locations(cafile=files.ca)
