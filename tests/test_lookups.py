@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agentmesh import schemas
 from agentmesh.models import AgentCard, Capability
+from agentmesh.orchestrator.agents.claims import same_contract
 
 
 def test_a_capability_is_found_by_name_and_a_copy_with_other_capabilities_is_not_stale() -> None:
@@ -35,3 +36,14 @@ def test_a_validator_is_reused_for_the_same_schema_object_and_never_for_another(
         assert schemas.first_error(other, "text") is None
         assert schemas.first_error(other, 1) is not None
     assert schemas.validator({"type": "nope"}) is None
+
+
+def test_a_contract_is_compared_by_cached_keys_that_follow_a_copy() -> None:
+    echo = Capability(name="x", input_schema={"type": "object"}, output_schema={"type": "string"})
+    twin = Capability(name="x", input_schema={"type": "object"}, output_schema={"type": "string"})
+    assert same_contract(echo, twin)
+    other_output = echo.model_copy(update={"output_schema": {"type": "number"}})
+    other_input = echo.model_copy(update={"input_schema": {"type": "array"}})
+    assert not same_contract(echo, other_output)  # the copy's key is its own, not echo's
+    assert not same_contract(echo, other_input)
+    assert same_contract(echo, twin)

@@ -131,6 +131,18 @@ class Capability(_Frozen):
         # Interned: every agent's declaration of one schema holds the same string.
         return self.input_schema, sys.intern(json.dumps(self.input_schema, sort_keys=True))
 
+    def output_schema_key(self) -> str:
+        """``output_schema`` as canonical JSON, shared like :meth:`input_schema_key`."""
+        built_from, key = self._output_schema_key
+        if built_from is not self.output_schema:
+            del self.__dict__["_output_schema_key"]
+            built_from, key = self._output_schema_key
+        return key
+
+    @functools.cached_property
+    def _output_schema_key(self) -> tuple[dict[str, JSON], str]:
+        return self.output_schema, sys.intern(json.dumps(self.output_schema, sort_keys=True))
+
 
 class AgentCard(_Frozen):
     """What an agent says about itself when it registers."""

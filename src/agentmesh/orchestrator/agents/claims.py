@@ -21,7 +21,13 @@ MayRedefine = Callable[[str], bool]
 
 def same_contract(a: Capability, b: Capability) -> bool:
     """True when both declarations accept and promise the same payloads."""
-    return a.input_schema == b.input_schema and a.output_schema == b.output_schema
+    # By their canonical keys, each made once per declaration: a registration is checked
+    # against every connected agent, and comparing the schemas themselves each time was a
+    # tenth of the orchestrator's work while a thousand agents registered (issue 9).
+    return (
+        a.input_schema_key() == b.input_schema_key()
+        and a.output_schema_key() == b.output_schema_key()
+    )
 
 
 def check_claims(
