@@ -118,30 +118,24 @@ class Capability(_Frozen):
         What matching keys a step's input verdict on: a thousand agents declaring one schema
         share one verdict per step instead of holding a thousand.
         """
-        # The key names the dict it was made from: a model_copy(update=...) carries the cached
-        # key along, and must not answer for the old schema.
-        built_from, key = self._input_schema_key
-        if built_from is not self.input_schema:
-            del self.__dict__["_input_schema_key"]
-            built_from, key = self._input_schema_key
-        return key
-
-    @functools.cached_property
-    def _input_schema_key(self) -> tuple[dict[str, JSON], str]:
-        # Interned: every agent's declaration of one schema holds the same string.
-        return self.input_schema, sys.intern(json.dumps(self.input_schema, sort_keys=True))
+        return self._schema_key("input_schema")
 
     def output_schema_key(self) -> str:
         """``output_schema`` as canonical JSON, shared like :meth:`input_schema_key`."""
-        built_from, key = self._output_schema_key
-        if built_from is not self.output_schema:
-            del self.__dict__["_output_schema_key"]
-            built_from, key = self._output_schema_key
-        return key
+        return self._schema_key("output_schema")
 
-    @functools.cached_property
-    def _output_schema_key(self) -> tuple[dict[str, JSON], str]:
-        return self.output_schema, sys.intern(json.dumps(self.output_schema, sort_keys=True))
+    def _schema_key(self, field: str) -> str:
+        # Made once per declaration and kept beside the fields, as a cached_property would
+        # be. The key names the dict it was made from: a model_copy(update=...) carries the
+        # cached key along, and must not answer for the old schema. Interned: every agent's
+        # declaration of one schema holds the same string.
+        schema = getattr(self, field)
+        slot = f"_{field}_key"
+        cached = self.__dict__.get(slot)
+        if cached is None or cached[0] is not schema:
+            cached = self.__dict__[slot] = (schema, sys.intern(json.dumps(schema, sort_keys=True)))
+        key: str = cached[1]
+        return key
 
 
 class AgentCard(_Frozen):

@@ -33,14 +33,10 @@ NESTED = "a batch may not hold a batch"
 
 
 def chunks(
-    items: Iterable[Item],
-    max_bytes: int,
-    size: Callable[[Item], int],
-    *,
-    max_items: int = MAX_BATCH,
+    items: Iterable[Item], max_bytes: int, size: Callable[[Item], int]
 ) -> Iterator[list[Item]]:
     """``items`` in order, in runs whose messages (of ``size`` bytes each) fit one message of
-    ``max_bytes`` (and :data:`MAX_BATCH_BYTES`), at most ``max_items`` long.
+    ``max_bytes`` (and :data:`MAX_BATCH_BYTES`), at most :data:`MAX_BATCH` long.
 
     A message too large to share a batch makes a run of its own, as it would travel
     without batches.
@@ -50,7 +46,7 @@ def chunks(
     total = _ENVELOPE_BYTES
     for item in items:
         cost = size(item) + _ENTRY_BYTES
-        if run and (total + cost > limit or len(run) >= max_items):
+        if run and (total + cost > limit or len(run) >= MAX_BATCH):
             yield run
             run, total = [], _ENVELOPE_BYTES
         run.append(item)

@@ -129,11 +129,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     ) -> AsyncIterator[pb.TaskEventBatch]:
         # WatchTask's events, as many to a message as are ready together: each message on a
         # stream costs gRPC about as much as its content (issue 9).
+        # A batch's events are converted WATCH_BATCH at a time, each slice then cut by size.
         room = min(self._max_message_bytes - _ENVELOPE, WATCH_BATCH_BYTES)
         async for events in await self._tasks.watch_batches(current_caller(), request):
             for first in range(0, len(events), WATCH_BATCH):
                 messages = [convert.event_to_proto(e) for e in events[first : first + WATCH_BATCH]]
-                for run in chunks(messages, room, _byte_size, max_items=WATCH_BATCH):
+                for run in chunks(messages, room, _byte_size):
                     yield pb.TaskEventBatch(events=run)
 
     async def ListAgents(
