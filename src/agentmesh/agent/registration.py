@@ -171,9 +171,11 @@ class RegistrationKeeper:
             "attempt": state.attempt_number,
             "retry_in": round(state.upcoming_sleep, 3),
         }
+        # The reason too when transient: "busy", "no connection" and "deadline passed" call
+        # for different fixes, and the code alone does not tell them apart.
+        fields["reason"] = _details(state)
         if status not in TRANSIENT:
-            details = _details(state)
-            self._log.error("registration.refused", reason=details, **fields)
+            self._log.error("registration.refused", **fields)
         elif state.attempt_number == 1 or state.attempt_number % 30 == 0:
             # An orchestrator that is down for long would otherwise flood the log.
             self._log.warning("registration.unreachable", **fields)

@@ -27,7 +27,7 @@ from agentmesh.errors import AgentUnavailable, NotFound, PermissionDenied, descr
 from agentmesh.models import AgentCard, AgentOverride, AgentStatus
 from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.circuits import AgentCircuit
-from agentmesh.orchestrator.agents.claims import MayRedefine, check_claims
+from agentmesh.orchestrator.agents.claims import Claims, MayRedefine
 from agentmesh.orchestrator.agents.learning import LearnerKnobs, matcher
 from agentmesh.orchestrator.agents.limits import Limits
 from agentmesh.orchestrator.agents.link import AgentLink
@@ -72,6 +72,8 @@ class Registry:
         self._settings = settings
         self._credentials = credentials
         self._links: dict[str, AgentLink] = {}
+        #: The published links' capabilities, by name and contract (registrations' checks).
+        self._claims = Claims()
         self._registered_at: dict[str, datetime] = {}
         self._stats: dict[str, AgentStats] = {}
         self._circuits: dict[str, AgentCircuit] = {}
@@ -148,6 +150,7 @@ class Registry:
             self._ticker.cancel()
         links = list(self._links.values())
         self._links.clear()
+        self._claims.clear()
         await asyncio.gather(*(link.close("orchestrator stopping") for link in links))
         # Drops in flight finish: a lost agent's row must leave the store.
         await self._tasks.join()
@@ -211,14 +214,6 @@ class Registry:
     def _learn(self, card: AgentCard) -> None:
         self._known.update(capability.name for capability in card.capabilities)
 
-    def _check_claims(self, card: AgentCard, identity: str, may_redefine: MayRedefine) -> None:
-        check_claims(
-            card,
-            identity,
-            ((link.card, link.identity) for link in self._links.values() if link.alive),
-            may_redefine,
-        )
-
     async def register(
         self, card: AgentCard, identity: str, *, may_redefine: MayRedefine | None = None
     ) -> None:
@@ -235,9 +230,10 @@ class Registry:
                     f"agent {card.name!r} is registered by another identity", field="card.name"
                 )
             if may_redefine is not None:
-                self._check_claims(card, identity, may_redefine)
+                self._claims.check(card, identity, may_redefine)
             # A re-registration (e.g. after a network blip) with the link still healthy.
             current.card = card
+            self._claims.add(current)  # under its new card
             self._learn(card)
             self._slots.dispatch()
             return
@@ -250,7 +246,7 @@ class Registry:
                 )
         if may_redefine is not None:
             # Before dialing the agent; checked again when it becomes visible (see below).
-            self._check_claims(card, identity, may_redefine)
+            self._claims.check(card, identity, may_redefine)
         link = AgentLink(
             card,
             identity,
@@ -271,7 +267,11 @@ class Registry:
             # and two tasks each) at a thousand agents (issue 9).
             await asyncio.shield(link.close("registration abandoned"))
             raise
+        replaced = self._links.get(card.name)
+        if replaced is not None:  # the claims mirror the links
+            self._claims.remove(replaced)
         self._links[card.name] = link
+        self._claims.add(link)
         async with self._registered:
             self._registered.notify_all()
         self._learn(card)
@@ -323,7 +323,7 @@ class Registry:
         if may_redefine is not None:
             # Another agent may have registered its own schemas while we were dialing.
             try:
-                self._check_claims(card, identity, may_redefine)
+                self._claims.check(card, identity, may_redefine)
             except PermissionDenied as exc:
                 refused = exc
         if refused is not None or not link.alive:  # it never becomes visible
@@ -364,6 +364,7 @@ class Registry:
         if self._links.get(link.name) is not link:
             return
         del self._links[link.name]
+        self._claims.remove(link)
         metrics.AGENTS.set(len(self._links))
         log.warning("agent.removed", agent=link.name, reason=reason)
         await self._store.delete_agent(link.name)
