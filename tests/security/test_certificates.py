@@ -252,3 +252,38 @@ def test_the_endpoint_check_reuses_its_tls_context_until_the_certificate_changes
     renewed = peer_check._context(files)
     assert renewed is not first
     assert peer_check._context(files) is renewed
+
+
+async def test_the_endpoint_check_leaves_no_tls_connection_for_the_garbage_collector(
+    tmp_path: Path,
+) -> None:
+    # A settled orchestrator collects old garbage rarely (orchestrator/tuning.py): a check
+    # whose connection outlived it in a reference cycle held 256 KiB each until then.
+    import asyncio.sslproto
+    import gc
+
+    from agentmesh.security.peer_check import endpoint_identity
+    from agentmesh.security.tls import server_credentials
+
+    create_ca(tmp_path, "agentmesh.test")
+    orchestrator = issue(tmp_path, IdentityKind.ORCHESTRATOR, "orchestrator")
+    agent = issue(tmp_path, IdentityKind.AGENT, "checked")
+    server = grpc.aio.server()
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(agent))
+    await server.start()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            identity = await endpoint_identity(
+                f"127.0.0.1:{port}", orchestrator, trust_domain="agentmesh.test"
+            )
+            assert identity.name == "checked"
+        # The aborted transports finish closing on the loop's next turns.
+        for _ in range(10):
+            await asyncio.sleep(0)
+        left = [o for o in gc.get_objects() if isinstance(o, asyncio.sslproto.SSLProtocol)]
+        assert left == []
+    finally:
+        gc.enable()
+        await server.stop(None)
