@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
@@ -31,3 +35,60 @@ async def test_opening_twice_migrates_once(database: dict[str, str]) -> None:
     for _ in range(2):
         async with Store(database["database_url"], schema=schema) as store:
             assert await store.agents() == []
+
+
+def test_the_head_read_off_the_file_names_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from agentmesh.orchestrator.store import migrate
+
+    assert (
+        migrate.head() == ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
+    )
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    from agentmesh.orchestrator.store import migrate
+
+    command.downgrade(migrate.alembic_config(connection), revision)
+
+
+async def test_a_schema_behind_is_brought_to_the_head(database: dict[str, str]) -> None:
+    from agentmesh.orchestrator.store import migrate
+
+    schema = database.get("database_schema", "")
+    async with Store(database["database_url"], schema=schema):
+        pass
+    connect_args = {"server_settings": {"search_path": schema}} if schema else {}
+    engine = create_async_engine(database["database_url"], connect_args=connect_args)
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade, "0010")
+        assert await conn.run_sync(migrate.current) == "0010"
+    async with Store(database["database_url"], schema=schema):
+        pass
+    async with engine.connect() as conn:
+        assert await conn.run_sync(migrate.current) == migrate.head()
+        assert await conn.run_sync(_differences) == []
+    await engine.dispose()
+
+
+def test_an_orchestrator_on_a_current_schema_never_loads_alembic(tmp_path: Path) -> None:
+    # Loaded, Alembic stays in every orchestrator's memory for good (ten MiB).
+    url = f"sqlite+aiosqlite:///{tmp_path / 'mesh.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from agentmesh.orchestrator.store import Store\n"
+        "async def main():\n"
+        f"    async with Store({url!r}) as store:\n"
+        "        await store.agents()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["True"]  # a new database is migrated
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == ["False"]
