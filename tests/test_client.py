@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh.client import Client
+from agentmesh.config import Settings
 from agentmesh.errors import FailedPrecondition, NotFound, Unavailable, ValidationError
 from agentmesh.models import (
     AgentStatus,
@@ -20,6 +24,8 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.orchestrator import Orchestrator
+from agentmesh.orchestrator.api.servicers import OrchestratorServicer
+from tests.security.helpers import orchestrator_stub, refusal
 from tests.support.events import assert_gapless, final_state, watch_all
 from tests.support.mesh import client, wait_for_agents
 from tests.support.network import free_port
@@ -40,6 +46,11 @@ PLAN = Plan(
     ),
     aggregate={"strategy": "pick", "step": "second", "field": "value"},
 )
+
+
+async def _drained(stream: AsyncIterable[object]) -> None:
+    async for _ in stream:
+        pass
 
 
 async def _run(alice: Client, **input: str) -> tuple[str, list[TaskEvent], TaskRecord]:
@@ -246,3 +257,32 @@ async def test_an_unreachable_orchestrator_is_unavailable(certs: Path) -> None:
             await alice.list_agents()
         with pytest.raises(Unavailable):
             await watch_all(alice, NEVER_ISSUED)
+
+
+async def test_a_watch_falls_back_to_watch_task_on_an_orchestrator_without_batches(
+    settings: Settings, certs: Path, agents: AgentProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An orchestrator built from protos older than WatchTaskBatches answers it UNIMPLEMENTED,
+    # as gRPC does for any method a server does not serve. The servicer is made so before
+    # the orchestrator starts (gRPC binds its methods then).
+    async def unimplemented(
+        self: object, request: object, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[object]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # an async generator, as gRPC expects of a server-streaming method
+
+    monkeypatch.setattr(OrchestratorServicer, "WatchTaskBatches", unimplemented)
+    async with Orchestrator(settings) as orchestrator:
+        agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
+        async with client(orchestrator, certs) as alice:
+            await wait_for_agents(alice, "echo-1")
+            task_id, events, task = await _run(alice, word="old")
+            again = [e async for e in alice.watch(task_id, after=2)]
+        async with orchestrator_stub(orchestrator, certs) as raw:
+            batches = raw.WatchTaskBatches(pb.WatchTaskRequest(task_id=task_id), timeout=20)
+            refused = await refusal(_drained(batches))
+    assert refused.code() is grpc.StatusCode.UNIMPLEMENTED  # the orchestrator is an old one
+    assert task.state is TaskState.SUCCEEDED
+    assert_gapless(events)
+    assert final_state(events) is TaskState.SUCCEEDED
+    assert again == events[2:]

@@ -44,6 +44,9 @@ function eventOut(event) {
 const RESUMABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.INTERNAL, grpc.status.UNKNOWN]);
 
 export class Client {
+  /** False once the orchestrator answered WatchTaskBatches UNIMPLEMENTED (it is older). */
+  #batchedWatch = true;
+
   /**
    * @param {{address?: string, certsDir?: string, kind?: 'client' | 'admin', name?: string, timeoutSeconds?: number}} [options]
    *   address: AGENTMESH_ADDRESS or localhost:50051; the identity is certsDir/<kind>/<name>.pem
@@ -124,15 +127,25 @@ export class Client {
     let after = options.afterSequence ?? 0;
     const giveUpAt = Date.now() + (options.retrySeconds ?? 60) * 1000;
     while (true) {
-      const stream = this.stub.WatchTask({ taskId, afterSequence: after });
+      // WatchTaskBatches carries the same events, several to a message; an orchestrator
+      // older than it answers UNIMPLEMENTED, and is watched one event a message from then on.
+      const batched = this.#batchedWatch;
+      const request = { taskId, afterSequence: after };
+      const stream = batched ? this.stub.WatchTaskBatches(request) : this.stub.WatchTask(request);
       try {
-        for await (const event of stream) {
-          after = Number(event.sequence);
-          yield eventOut(event);
+        for await (const message of stream) {
+          for (const event of batched ? message.events : [message]) {
+            after = Number(event.sequence);
+            yield eventOut(event);
+          }
         }
         return;
       } catch (error) {
         const e = /** @type {grpc.ServiceError} */ (error);
+        if (batched && e.code === grpc.status.UNIMPLEMENTED) {
+          this.#batchedWatch = false;
+          continue;
+        }
         if (!RESUMABLE.has(e.code) || Date.now() > giveUpAt) throw new AgentMeshError(e);
         await new Promise((done) => setTimeout(done, 200));
       } finally {

@@ -92,26 +92,46 @@ export async function eventually(probe, { within = 60, interval = 100, what = 'c
  * A running `agentmesh serve` on its own port and SQLite file; start() again after stop().
  * `env` adds to (or overrides) its AGENTMESH_* settings.
  */
+/**
+ * `agentmesh serve` as an orchestrator built from protos older than WatchTaskBatches would
+ * serve it: that method answers UNIMPLEMENTED, as gRPC does for a method a server lacks.
+ */
+const OLDER_SERVE = [
+  'import sys, grpc',
+  'from agentmesh.orchestrator.api.servicers import OrchestratorServicer',
+  'async def unimplemented(self, request, context):',
+  '    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")',
+  '    yield',
+  'OrchestratorServicer.WatchTaskBatches = unimplemented',
+  'from agentmesh.cli import main',
+  'sys.argv = ["agentmesh", *sys.argv[1:]]',
+  'main()',
+].join('\n');
+
 export class Orchestrator {
-  constructor(dir, certs, port, env = {}) {
+  /** `options.older`: serve as an orchestrator without WatchTaskBatches (see OLDER_SERVE). */
+  constructor(dir, certs, port, env = {}, options = {}) {
     this.dir = dir;
     this.certs = certs;
     this.port = port;
     this.env = env;
+    this.older = options.older ?? false;
     this.address = `localhost:${port}`;
     this.log = path.join(dir, 'orchestrator.log');
     this.process = null;
   }
 
-  static async start(dir, certs, env = {}) {
-    const orchestrator = new Orchestrator(dir, certs, await freePort(), env);
+  static async start(dir, certs, env = {}, options = {}) {
+    const orchestrator = new Orchestrator(dir, certs, await freePort(), env, options);
     await orchestrator.start();
     return orchestrator;
   }
 
   async start() {
     const out = fs.openSync(this.log, 'a');
-    this.process = spawn(agentmeshBin(), ['serve', '--log-level', 'info'], {
+    const serve = ['serve', '--log-level', 'info'];
+    const [command, args] = this.older ? [python(), ['-c', OLDER_SERVE, ...serve]] : [agentmeshBin(), serve];
+    this.process = spawn(command, args, {
       cwd: this.dir,
       stdio: ['ignore', out, out],
       env: {
