@@ -31,6 +31,11 @@ ATTEMPT_SECONDS = Histogram(
     "agentmesh_attempt_seconds", "Duration of step attempts.", ["capability"], registry=REGISTRY
 )
 AGENTS = Gauge("agentmesh_agents", "Live agents with an open Session.", registry=REGISTRY)
+REGISTRATIONS_WAITING = Gauge(
+    "agentmesh_registrations_waiting",
+    "RegisterAgent calls waiting for their turn (a few run at once).",
+    registry=REGISTRY,
+)
 CIRCUIT_OPEN = Gauge(
     "agentmesh_circuit_open", "1 while an agent's circuit is open.", ["agent"], registry=REGISTRY
 )

@@ -19,6 +19,7 @@ from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.errors import FailedPrecondition
 from agentmesh.models import TaskRecord
+from agentmesh.orchestrator import metrics
 from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
 from agentmesh.orchestrator.api.interceptors import current_caller, current_peer
@@ -168,6 +169,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         return convert.override_to_proto(override)
 
 
+#: Registrations run at once; more wait their turn. A thousand agents registering together
+#: each made slow progress, past their callers' deadlines, and every one abandoned cost a
+#: TLS handshake and a Session for nothing: registrations all but stopped for minutes
+#: (issue 9). A call waiting its turn costs nothing when its caller gives up.
+MAX_REGISTERING = 16
+
+
 class RegistryServicer(pb_grpc.RegistryServicer):
     """The agent-facing API: register and deregister."""
 
@@ -185,6 +193,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         self._agent_timeout = agent_timeout
         self._guard = guard
         self._limits = limits or PlanLimits()
+        self._registering = asyncio.Semaphore(MAX_REGISTERING)
 
     async def RegisterAgent(
         self, request: pb.RegisterAgentRequest, context: Context
@@ -196,15 +205,23 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         validation.check_card(request.card, self._limits)
         self._guard.check_capabilities(identity, [c.name for c in request.card.capabilities])
         card = card_from_proto(request.card)
-        await asyncio.to_thread(validation.check_schemas, card)
         guard = self._guard
-        await self._registry.register(
-            card,
-            identity.uri,
-            # Asked when needed: a policy file reloaded meanwhile applies.
-            may_redefine=lambda name: guard.policy.allows_redefining(identity, name),
-        )
-        await self._guard.registered(peer)
+        metrics.REGISTRATIONS_WAITING.inc()
+        try:
+            await self._registering.acquire()
+        finally:
+            metrics.REGISTRATIONS_WAITING.dec()
+        try:
+            await asyncio.to_thread(validation.check_schemas, card)
+            await self._registry.register(
+                card,
+                identity.uri,
+                # Asked when needed: a policy file reloaded meanwhile applies.
+                may_redefine=lambda name: guard.policy.allows_redefining(identity, name),
+            )
+            await self._guard.registered(peer)
+        finally:
+            self._registering.release()
         return pb.RegisterAgentResponse(
             identity=identity.uri,
             ping_interval_seconds=self._ping_interval,
