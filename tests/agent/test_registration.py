@@ -7,8 +7,11 @@ made of the agent is read back through ListAgents, and what the agent did from i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
+
+import structlog
 
 from agentmesh._proto.agentmesh.v1 import agent_pb2
 from agentmesh.models import AgentStatus
@@ -227,3 +230,42 @@ async def test_draining_deregisters_from_every_orchestrator(
         assert len(events(captured, "registration.registered")) == registrations
         for alice in (at_first, at_second):
             assert "recorder" not in {a.card.name for a in await alice.list_agents()}
+
+
+async def test_an_orchestrator_slow_to_shake_hands_gets_the_whole_call_timeout(
+    certs: Path, captured: Log
+) -> None:
+    # A listener that accepts and never answers: a handshake that takes long, as on an
+    # orchestrator busy with a thousand registrations. The attempt must wait for the call's
+    # deadline, not give up on the handshake within a fraction of a second (UNAVAILABLE).
+    import socket
+
+    from agentmesh.agent.board import SessionBoard
+    from agentmesh.agent.registration import RegistrationKeeper, RegistrationTiming
+    from agentmesh.models import AgentCard, Capability
+    from agentmesh.security import CertFiles, IdentityKind
+    from agentmesh.wire import card_to_proto
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    card = AgentCard(name="echo-1", endpoint="127.0.0.1:1", capabilities=(Capability(name="x"),))
+    keeper = RegistrationKeeper(
+        address,
+        card_to_proto(card),
+        CertFiles.of(certs, IdentityKind.AGENT, "echo-1"),
+        SessionBoard(),
+        structlog.get_logger(),
+        RegistrationTiming(call_timeout=2.0),
+    )
+    try:
+        async with keeper:
+            registering = asyncio.create_task(keeper.register())
+            (unreachable, *_) = await logged(captured, "registration.unreachable", address)
+            registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await registering
+    finally:
+        silent.close()
+    assert unreachable["code"] == "DEADLINE_EXCEEDED", unreachable

@@ -25,10 +25,13 @@ from agentmesh.security.tls import RotatingChannelCredentials
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 # gRPC's own reconnect backoff (up to minutes) would make RPCs fail fast long after
-# the orchestrator is back; keep it in step with ours.
+# the orchestrator is back; keep it in step with ours. Not grpc.min_reconnect_backoff_ms:
+# gRPC core also takes it as the least time a connection attempt gets, and at 100 ms a busy
+# orchestrator's TLS handshakes were cut off by the thousand (issue 9), each a handshake
+# the orchestrator had done for nothing. Without it an attempt gets 20 s (the call's
+# deadline comes first).
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
