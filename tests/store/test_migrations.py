@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentmesh.orchestrator.store import Store
 from agentmesh.orchestrator.store.tables import Base
@@ -19,12 +19,17 @@ def _differences(connection: Connection) -> list[object]:
     return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
 
 
-async def test_migrated_schema_matches_the_models(database: dict[str, str]) -> None:
+async def _opened(database: dict[str, str]) -> AsyncEngine:
+    """Open (and so migrate) a Store on ``database``; an engine on the same schema."""
     schema = database.get("database_schema", "")
     async with Store(database["database_url"], schema=schema):
         pass
     connect_args = {"server_settings": {"search_path": schema}} if schema else {}
-    engine = create_async_engine(database["database_url"], connect_args=connect_args)
+    return create_async_engine(database["database_url"], connect_args=connect_args)
+
+
+async def test_migrated_schema_matches_the_models(database: dict[str, str]) -> None:
+    engine = await _opened(database)
     async with engine.connect() as conn:
         assert await conn.run_sync(_differences) == []
     await engine.dispose()
@@ -58,16 +63,11 @@ def _downgrade(connection: Connection, revision: str) -> None:
 async def test_a_schema_behind_is_brought_to_the_head(database: dict[str, str]) -> None:
     from agentmesh.orchestrator.store import migrate
 
-    schema = database.get("database_schema", "")
-    async with Store(database["database_url"], schema=schema):
-        pass
-    connect_args = {"server_settings": {"search_path": schema}} if schema else {}
-    engine = create_async_engine(database["database_url"], connect_args=connect_args)
+    engine = await _opened(database)
     async with engine.begin() as conn:
         await conn.run_sync(_downgrade, "0010")
         assert await conn.run_sync(migrate.current) == "0010"
-    async with Store(database["database_url"], schema=schema):
-        pass
+    await (await _opened(database)).dispose()
     async with engine.connect() as conn:
         assert await conn.run_sync(migrate.current) == migrate.head()
         assert await conn.run_sync(_differences) == []
