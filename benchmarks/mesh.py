@@ -52,7 +52,7 @@ def use_database(name: str) -> None:
     default_database = name
 
 
-async def _postgres_execute(statement: str) -> None:
+async def postgres_execute(statement: str) -> None:
     # Imported here: only a PostgreSQL run needs SQLAlchemy in the benchmark's own process.
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -282,7 +282,7 @@ class Mesh:
         try:
             if self.database == "postgresql":
                 self._schema = f"bench_{uuid.uuid4().hex[:12]}"
-                await _postgres_execute(f'CREATE SCHEMA "{self._schema}"')
+                await postgres_execute(f'CREATE SCHEMA "{self._schema}"')
             await self._start_orchestrator()
         except BaseException:
             await self._stop_all()
@@ -308,7 +308,7 @@ class Mesh:
             await _stop([self._orchestrator], grace=15)
             self._orchestrator = None
         if self._schema:
-            await _postgres_execute(f'DROP SCHEMA "{self._schema}" CASCADE')
+            await postgres_execute(f'DROP SCHEMA "{self._schema}" CASCADE')
             self._schema = ""
 
     def _database_env(self) -> dict[str, str]:

@@ -30,6 +30,7 @@ if __package__ in (None, ""):
 import agentmesh
 from benchmarks import (
     agents1000,
+    commit,
     critical_path,
     http_latency,
     matching,
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     streaming_plan.NAME: streaming_plan.run,
     matching.NAME: matching.run,
     agents1000.NAME: agents1000.run,
+    commit.NAME: commit.run,
 }
 
 
