@@ -21,16 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agentmesh.models import (
-    EventKind,
-    Plan,
-    StepRecord,
-    StepSpec,
-    StepState,
-    TaskEvent,
-    TaskRecord,
-    TaskState,
-)
+from agentmesh import models
 from agentmesh.orchestrator.store import Lease, Store
 from benchmarks import mesh
 from benchmarks.mesh import POSTGRES_URL, Profiling
@@ -40,15 +31,17 @@ NAME = "commit"
 COMMITS = 500
 
 
-def _task() -> TaskRecord:
+def _task() -> models.TaskRecord:
     now = datetime.now(UTC)
-    plan = Plan(steps=tuple(StepSpec(id=f"s{i}", capability="bench.work") for i in range(3)))
-    return TaskRecord(
+    plan = models.Plan(
+        steps=tuple(models.StepSpec(id=f"s{i}", capability="bench.work") for i in range(3))
+    )
+    return models.TaskRecord(
         id=str(uuid.uuid4()),
         owner="spiffe://agentmesh.bench/client/bench",
         input={"n": 1},
         plan=plan,
-        steps={s.id: StepRecord(spec=s) for s in plan.steps},
+        steps={s.id: models.StepRecord(spec=s) for s in plan.steps},
         created_at=now,
         updated_at=now,
     )
@@ -60,16 +53,16 @@ async def _store_commits(url: str, schema: str) -> tuple[float, float]:
         lease = Lease("bench-replica", 60)
         task = _task()
         await store.create_task(task, lease=lease)
-        task.state = TaskState.RUNNING
+        task.state = models.TaskState.RUNNING
         cpu, wall = time.process_time(), time.perf_counter()
         for sequence in range(1, COMMITS + 1):
             step = task.steps[f"s{sequence % 3}"]
-            step.state, step.output = StepState.SUCCEEDED, {"n": sequence}
-            event = TaskEvent(
+            step.state, step.output = models.StepState.SUCCEEDED, {"n": sequence}
+            event = models.TaskEvent(
                 task_id=task.id,
                 sequence=sequence,
                 time=datetime.now(UTC),
-                kind=EventKind.STEP_STATE,
+                kind=models.EventKind.STEP_STATE,
                 step_id=step.spec.id,
                 state="succeeded",
                 output=step.output,
