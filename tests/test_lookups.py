@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agentmesh import schemas
 from agentmesh.models import AgentCard, Capability
-from agentmesh.orchestrator.agents.claims import same_contract
+from agentmesh.orchestrator.agents.claims import contract
 
 
 def test_a_capability_is_found_by_name_and_a_copy_with_other_capabilities_is_not_stale() -> None:
@@ -41,9 +41,9 @@ def test_a_validator_is_reused_for_the_same_schema_object_and_never_for_another(
 def test_a_contract_is_compared_by_cached_keys_that_follow_a_copy() -> None:
     echo = Capability(name="x", input_schema={"type": "object"}, output_schema={"type": "string"})
     twin = Capability(name="x", input_schema={"type": "object"}, output_schema={"type": "string"})
-    assert same_contract(echo, twin)
+    assert contract(echo) == contract(twin)
     other_output = echo.model_copy(update={"output_schema": {"type": "number"}})
     other_input = echo.model_copy(update={"input_schema": {"type": "array"}})
-    assert not same_contract(echo, other_output)  # the copy's key is its own, not echo's
-    assert not same_contract(echo, other_input)
-    assert same_contract(echo, twin)
+    assert contract(echo) != contract(other_output)  # the copy's key is its own, not echo's
+    assert contract(echo) != contract(other_input)
+    assert contract(echo) == contract(twin)

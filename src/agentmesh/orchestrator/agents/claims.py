@@ -37,16 +37,12 @@ class Claimant(Protocol):
 
 
 def contract(capability: Capability) -> Contract:
-    """The payloads ``capability`` accepts and promises, as one comparable key."""
+    """The payloads ``capability`` accepts and promises, as one comparable key: equal for
+    declarations that accept and promise the same payloads."""
     # The canonical keys are made once per declaration (and interned): comparing the
     # schemas themselves for every connected agent was a tenth of the orchestrator's work
     # while a thousand agents registered (issue 9).
     return (capability.input_schema_key(), capability.output_schema_key())
-
-
-def same_contract(a: Capability, b: Capability) -> bool:
-    """True when both declarations accept and promise the same payloads."""
-    return contract(a) == contract(b)
 
 
 class Claims:
