@@ -30,7 +30,11 @@ for _ in range(300):
         os._exit(0)
 print("forked 300 processes")
 """
-MEMORY_HOG = "hog = [bytearray(10**7) for _ in range(10_000)]\nprint(len(hog))\n"
+# bytes(n) comes from calloc, so the pages are never touched: the hog reaches the address-space
+# limit in a few hundredths of a CPU second. A bytearray is zeroed page by page, and on a
+# busy CI machine those page faults once took longer than the one CPU second the runner
+# allows, so the CPU limit stopped the hog before the memory limit could.
+MEMORY_HOG = "hog = [bytes(10**7) for _ in range(10_000)]\nprint(len(hog))\n"
 ENDLESS_LOOP = "while True:\n    pass\n"
 SLEEPER = "import time\ntime.sleep(600)\n"
 
@@ -112,7 +116,7 @@ async def test_each_limit_refuses_and_the_runner_keeps_serving(
         "endless loop": "cpu",
         "network": "network",
         "write outside": "filesystem",
-    }
+    }, found
     assert all(out["exit_code"] != 0 for out in found.values())
     assert "forked 300" not in found["fork bomb"]["stdout"]
     assert found["endless loop"]["signal"] in ("SIGXCPU", "SIGKILL")
