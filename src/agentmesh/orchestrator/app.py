@@ -40,6 +40,13 @@ from agentmesh.security.watch import ReloadingFile
 
 log = structlog.get_logger(__name__)
 
+#: Calls that arrived before the event loop took them up: gRPC core cancels those past its
+#: backlog (status CANCELLED, no reason given), by default from 1,000 on, and the loop takes
+#: up one call at a time, so a burst of 1,200 submissions to a busy orchestrator lost some.
+#: Between the two limits gRPC refuses a growing share of new calls; past the second, all.
+#: Each waiting call holds at most its stream's flow-control window (64 KiB at first).
+CALL_BACKLOG = (5_000, 10_000)
+
 _SERVICES = (
     orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name,
     orchestrator_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
@@ -164,6 +171,8 @@ class Orchestrator:
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.max_connection_idle_ms", int(settings.idle_connection_seconds * 1000)),
+                ("grpc.server.max_pending_requests", CALL_BACKLOG[0]),
+                ("grpc.server.max_pending_requests_hard_limit", CALL_BACKLOG[1]),
             ],
         )
         tasks = TaskService(engine, store, bus, registry, guard, catalog=catalog_of(planner))
