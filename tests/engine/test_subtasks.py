@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from pydantic import BaseModel
 
@@ -26,6 +27,7 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.orchestrator import Orchestrator
+from agentmesh.orchestrator.api.servicers import OrchestratorServicer
 from agentmesh.security import IdentityKind
 from tests.conftest import REDIS_URL
 from tests.support.events import watch_all
@@ -262,3 +264,38 @@ async def test_a_child_goes_to_an_orchestrator_that_knows_its_parent_step(
 
     assert task.state is TaskState.SUCCEEDED, task.error
     assert child_refs(events) == [(child, "submitted"), (child, "succeeded")]
+
+
+@pytest.mark.parametrize("unserved", ["WatchTask", "WatchTaskBatches"])
+async def test_an_agent_follows_its_sub_task_whichever_watch_its_orchestrator_serves(
+    settings: Settings, certs: Path, monkeypatch: pytest.MonkeyPatch, unserved: str
+) -> None:
+    # An orchestrator from older protos answers WatchTaskBatches UNIMPLEMENTED, as gRPC does
+    # for any method a server does not serve: the agent falls back to WatchTask. Without
+    # WatchTask served, the agent shows it follows with WatchTaskBatches. The servicer is
+    # made so before the orchestrator starts (gRPC binds its methods then).
+    async def unimplemented(
+        self: object, request: object, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[object]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # an async generator, as gRPC expects of a server-streaming method
+
+    monkeypatch.setattr(OrchestratorServicer, unserved, unimplemented)
+    agent = Spawner()
+    async with (
+        Orchestrator(settings) as orchestrator,
+        serve(agent, orchestrator, certs),
+        client(orchestrator, certs) as alice,
+    ):
+        await wait_for_agents(alice, "echo-1")
+        top = await alice.submit(plan=chain(2))
+        # Polled: the test's own watch may be the method not served.
+        task = await eventually(lambda: alice.get(top), lambda t: t.state.final, within=60)
+
+    assert task.state is TaskState.SUCCEEDED, task.error
+    assert task.result == {
+        "spawn": {
+            "depth": 2,
+            "below": {"spawn": {"depth": 1, "below": {"spawn": {"depth": 0, "below": None}}}},
+        }
+    }

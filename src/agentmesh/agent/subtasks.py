@@ -43,6 +43,8 @@ class SubTasks:
         self._name = name
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._lock = asyncio.Lock()
+        #: False once an orchestrator said it does not serve WatchTaskBatches.
+        self._batched_watch = True
 
     async def __aenter__(self) -> SubTasks:
         return self
@@ -94,6 +96,19 @@ class SubTasks:
         assert refused is not None
         raise _failed("cannot submit a sub-task", refused)
 
+    async def _follow(self, stub: pb_grpc.OrchestratorAsyncStub, child: str, after: int) -> int:
+        """Follow ``child``'s events after ``after`` to its final one; its sequence.
+
+        With WatchTaskBatches, several events to a message; from an orchestrator that does
+        not serve it (UNIMPLEMENTED before any event), with WatchTask from then on.
+        """
+        if self._batched_watch:
+            try:
+                return await _follow_batches(stub, child, after)
+            except _NoBatches:
+                self._batched_watch = False
+        return await _follow_one_by_one(stub, child, after)
+
     async def run(
         self,
         parent: ParentStep,
@@ -127,18 +142,14 @@ class SubTasks:
         child, stub = await self._submit(request)
         after = 0
         while True:
-            call = stub.WatchTask(pb.WatchTaskRequest(task_id=child, after_sequence=after))
             try:
-                async for event in call:
-                    after = event.sequence
+                after = await self._follow(stub, child, after)
                 break
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                     raise _failed(f"cannot follow sub-task {child}", exc) from None
                 # The orchestrator restarts: follow on from where we were.
                 await asyncio.sleep(RECONNECT_SECONDS)
-            finally:
-                call.cancel()
         try:
             task = task_from_proto(await stub.GetTask(pb.GetTaskRequest(task_id=child), timeout=30))
         except grpc.aio.AioRpcError as exc:
@@ -150,6 +161,37 @@ class SubTasks:
             code="subtask_failed",
             retryable=False,
         )
+
+
+async def _follow_batches(stub: pb_grpc.OrchestratorAsyncStub, child: str, after: int) -> int:
+    call = stub.WatchTaskBatches(pb.WatchTaskRequest(task_id=child, after_sequence=after))
+    received = False
+    try:
+        async for batch in call:
+            received = True
+            if batch.events:
+                after = batch.events[-1].sequence
+        return after
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.UNIMPLEMENTED and not received:
+            raise _NoBatches from None
+        raise
+    finally:
+        call.cancel()
+
+
+async def _follow_one_by_one(stub: pb_grpc.OrchestratorAsyncStub, child: str, after: int) -> int:
+    call = stub.WatchTask(pb.WatchTaskRequest(task_id=child, after_sequence=after))
+    try:
+        async for event in call:
+            after = event.sequence
+        return after
+    finally:
+        call.cancel()
+
+
+class _NoBatches(Exception):
+    """The orchestrator does not serve WatchTaskBatches (built from older protos)."""
 
 
 def _failed(what: str, exc: grpc.aio.AioRpcError) -> StepFailed:
