@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import grpc
@@ -24,10 +24,9 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.orchestrator import Orchestrator
-from agentmesh.orchestrator.api.servicers import OrchestratorServicer
 from tests.security.helpers import orchestrator_stub, refusal
 from tests.support.events import assert_gapless, final_state, watch_all
-from tests.support.mesh import client, wait_for_agents
+from tests.support.mesh import client, unserve, wait_for_agents
 from tests.support.network import free_port
 from tests.support.processes import AgentProcesses
 
@@ -262,16 +261,8 @@ async def test_an_unreachable_orchestrator_is_unavailable(certs: Path) -> None:
 async def test_a_watch_falls_back_to_watch_task_on_an_orchestrator_without_batches(
     settings: Settings, certs: Path, agents: AgentProcesses, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # An orchestrator built from protos older than WatchTaskBatches answers it UNIMPLEMENTED,
-    # as gRPC does for any method a server does not serve. The servicer is made so before
-    # the orchestrator starts (gRPC binds its methods then).
-    async def unimplemented(
-        self: object, request: object, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[object]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-        yield  # an async generator, as gRPC expects of a server-streaming method
-
-    monkeypatch.setattr(OrchestratorServicer, "WatchTaskBatches", unimplemented)
+    # An orchestrator built from protos older than WatchTaskBatches.
+    unserve(monkeypatch, "WatchTaskBatches")
     async with Orchestrator(settings) as orchestrator:
         agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
         async with client(orchestrator, certs) as alice:

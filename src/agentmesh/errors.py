@@ -118,6 +118,15 @@ class ResourceExhausted(AgentMeshError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class TryLater(ResourceExhausted):
+    """Too busy to take the call now: come back in about ``retry_after`` seconds (sent as
+    trailing metadata ``agentmesh-retry-after-ms`` too)."""
+
+    def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+
+
 class OutOfRange(AgentMeshError):
     """A position (a page token, a sequence number) lies outside what exists."""
 
@@ -158,6 +167,8 @@ class CertificateError(AgentMeshError):
 #: Trailing metadata key carrying an error's ``field`` (UTF-8), so that a client need not
 #: guess where the field ends in ``field: message`` details.
 FIELD_METADATA_KEY = "agentmesh-field-bin"
+#: Trailing metadata key of a :class:`TryLater`: in how many milliseconds to come back.
+RETRY_AFTER_METADATA_KEY = "agentmesh-retry-after-ms"
 
 _CLASS_OF_CODE: dict[grpc.StatusCode, type[AgentMeshError]] = {
     cls.code: cls

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 from pydantic import BaseModel
 
@@ -27,11 +26,10 @@ from agentmesh.models import (
     TaskState,
 )
 from agentmesh.orchestrator import Orchestrator
-from agentmesh.orchestrator.api.servicers import OrchestratorServicer
 from agentmesh.security import IdentityKind
 from tests.conftest import REDIS_URL
 from tests.support.events import watch_all
-from tests.support.mesh import client, wait_for_agents
+from tests.support.mesh import client, unserve, wait_for_agents
 from tests.support.waiting import eventually
 
 ALICE = "spiffe://agentmesh.test/client/alice"
@@ -270,17 +268,9 @@ async def test_a_child_goes_to_an_orchestrator_that_knows_its_parent_step(
 async def test_an_agent_follows_its_sub_task_whichever_watch_its_orchestrator_serves(
     settings: Settings, certs: Path, monkeypatch: pytest.MonkeyPatch, unserved: str
 ) -> None:
-    # An orchestrator from older protos answers WatchTaskBatches UNIMPLEMENTED, as gRPC does
-    # for any method a server does not serve: the agent falls back to WatchTask. Without
-    # WatchTask served, the agent shows it follows with WatchTaskBatches. The servicer is
-    # made so before the orchestrator starts (gRPC binds its methods then).
-    async def unimplemented(
-        self: object, request: object, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[object]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-        yield  # an async generator, as gRPC expects of a server-streaming method
-
-    monkeypatch.setattr(OrchestratorServicer, unserved, unimplemented)
+    # An orchestrator from older protos does not serve WatchTaskBatches: the agent falls
+    # back to WatchTask. One without WatchTask shows the agent follows with batches.
+    unserve(monkeypatch, unserved)
     agent = Spawner()
     async with (
         Orchestrator(settings) as orchestrator,

@@ -205,14 +205,19 @@ class RawAgent(agent_pb2_grpc.AgentServicer):
             await self._server.stop(grace=None)
 
     async def register(
-        self, orchestrator: Orchestrator, *, server_name: str = "", **card: Any
+        self,
+        orchestrator: Orchestrator,
+        *,
+        server_name: str = "",
+        call_timeout: float = 10,
+        **card: Any,
     ) -> pb.RegisterAgentResponse:
         """Register with ``orchestrator`` as this agent's own identity."""
         async with registry_stub(
             orchestrator, self.certs, "agent", self.name, server_name=server_name
         ) as stub:
             return await stub.RegisterAgent(
-                pb.RegisterAgentRequest(card=self.card(**card)), timeout=10
+                pb.RegisterAgentRequest(card=self.card(**card)), timeout=call_timeout
             )
 
     async def send(self, message: agent_pb2.AgentMessage) -> None:

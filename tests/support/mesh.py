@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import grpc
+import pytest
 
 from agentmesh.client import Client
 from agentmesh.errors import ValidationError
 from agentmesh.models import AgentStatus, Plan
 from agentmesh.orchestrator import Orchestrator
+from agentmesh.orchestrator.api.servicers import OrchestratorServicer
 from agentmesh.security import IdentityKind
 from tests.support.waiting import eventually
 
@@ -58,3 +63,17 @@ async def submit_when_offered(client: Client, plan: Plan, within: float = 30) ->
             return ""
 
     return await eventually(submitted, bool, within=within)
+
+
+def unserve(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """Make the orchestrator's server-streaming ``method`` answer UNIMPLEMENTED, as gRPC does
+    for a method a server does not serve (one built from older protos). Call it before the
+    orchestrator starts: gRPC binds its methods then."""
+
+    async def unimplemented(
+        self: object, request: object, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[object]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # an async generator, as gRPC expects of a server-streaming method
+
+    monkeypatch.setattr(OrchestratorServicer, method, unimplemented)

@@ -13,6 +13,19 @@ import { channelCredentials } from './tls.js';
 
 /** Statuses that mean "not there right now": retried soon, with backoff. */
 const TRANSIENT = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
+
+/**
+ * Milliseconds a busy orchestrator said to wait before registering again (RESOURCE_EXHAUSTED
+ * with trailing metadata `agentmesh-retry-after-ms`), or undefined.
+ * @param {grpc.ServiceError} error
+ * @returns {number | undefined}
+ */
+function retryAfterMs(error) {
+  if (error.code !== grpc.status.RESOURCE_EXHAUSTED || !error.metadata) return undefined;
+  const [value] = error.metadata.get('agentmesh-retry-after-ms');
+  const ms = Number(value);
+  return value === undefined || !Number.isFinite(ms) ? undefined : Math.max(0, ms);
+}
 /** Longer than the orchestrator's dial-back wait (its agent timeout plus 2 s). */
 const CALL_TIMEOUT_MS = 15_000;
 
@@ -159,7 +172,15 @@ export class Registration {
         return true;
       } catch (error) {
         const e = /** @type {grpc.ServiceError} */ (error);
-        if (TRANSIENT.has(e.code)) {
+        const hint = retryAfterMs(e);
+        if (hint !== undefined) {
+          // Busy, and it says when to come back: spread out, so that the agents told
+          // together do not all come back together.
+          if (attempt === 1 || attempt % 30 === 0) {
+            this.options.log('registration.busy', { orchestrator: this.address, reason: e.details, attempt });
+          }
+          await sleep(hint * (1 + Math.random() * 0.5), signal);
+        } else if (TRANSIENT.has(e.code)) {
           if (attempt === 1 || attempt % 30 === 0) {
             this.options.log('registration.unreachable', { orchestrator: this.address, code: grpc.status[e.code], attempt });
           }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -18,6 +19,7 @@ from tenacity import (
 
 from agentmesh._proto.agentmesh.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from agentmesh.agent.board import SessionBoard
+from agentmesh.errors import RETRY_AFTER_METADATA_KEY
 from agentmesh.security import CertFiles
 from agentmesh.security.tls import RotatingChannelCredentials
 
@@ -165,6 +167,10 @@ class RegistrationKeeper:
     def _wait(self, state: RetryCallState) -> float:
         if _status(state) in TRANSIENT:
             return self._backoff(state)
+        if (hint := _retry_after(state)) is not None:
+            # Busy, and it says when to come back. Spread out: the agents told together
+            # should not all come back together.
+            return hint * random.uniform(1.0, 1.5)
         return self._timing.refused_retry
 
     def _before_sleep(self, state: RetryCallState) -> None:
@@ -177,13 +183,14 @@ class RegistrationKeeper:
         # The reason too when transient: "busy", "no connection" and "deadline passed" call
         # for different fixes, and the code alone does not tell them apart.
         fields["reason"] = _details(state)
-        if status not in TRANSIENT:
+        busy = _retry_after(state) is not None
+        if status not in TRANSIENT and not busy:
             self._log.error("registration.refused", **fields)
         elif state.attempt_number == 1 or state.attempt_number % 30 == 0:
             # An orchestrator that is down for long would otherwise flood the log.
-            self._log.warning("registration.unreachable", **fields)
+            self._log.warning("registration.busy" if busy else "registration.unreachable", **fields)
         else:
-            self._log.debug("registration.unreachable", **fields)
+            self._log.debug("registration.busy" if busy else "registration.unreachable", **fields)
 
 
 def _error(state: RetryCallState) -> grpc.aio.AioRpcError | None:
@@ -199,3 +206,17 @@ def _status(state: RetryCallState) -> grpc.StatusCode | None:
 def _details(state: RetryCallState) -> str:
     error = _error(state)
     return (error.details() or "") if error is not None else ""
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    """Seconds the orchestrator said to wait before coming back (TryLater), if it did."""
+    error = _error(state)
+    if error is None or error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA_KEY:
+            try:
+                return max(0.0, float(value) / 1000)
+            except ValueError:
+                return None
+    return None

@@ -27,7 +27,9 @@ from google.protobuf.message import DecodeError
 
 from agentmesh.errors import (
     FIELD_METADATA_KEY,
+    RETRY_AFTER_METADATA_KEY,
     AgentMeshError,
+    TryLater,
     Unauthenticated,
     ValidationError,
     describe,
@@ -144,8 +146,12 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             # where a field ends and the message begins. describe() is the last guard: a
             # status message that ends in whitespace is dropped by some clients (Node's
             # HTTP/2 stack rejects such header values).
-            field = () if not exc.field else ((FIELD_METADATA_KEY, exc.field.encode()),)
-            await context.abort(exc.code, describe(exc), trailing_metadata=field)
+            metadata: tuple[tuple[str, str | bytes], ...] = ()
+            if exc.field:
+                metadata += ((FIELD_METADATA_KEY, exc.field.encode()),)
+            if isinstance(exc, TryLater):
+                metadata += ((RETRY_AFTER_METADATA_KEY, str(round(exc.retry_after * 1000))),)
+            await context.abort(exc.code, describe(exc), trailing_metadata=metadata)
         log.error("rpc.crashed", identity=identity, method=method, **exception_fields(exc))
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the orchestrator's log")
 

@@ -24,6 +24,7 @@ from agentmesh.orchestrator.agents.registry import Registry
 from agentmesh.orchestrator.api import validation
 from agentmesh.orchestrator.api.interceptors import current_caller, current_peer
 from agentmesh.orchestrator.api.tasks import TaskService
+from agentmesh.orchestrator.api.turns import Turns
 from agentmesh.orchestrator.planning import PlanLimits
 from agentmesh.security.guard import Guard
 from agentmesh.security.policy import Action
@@ -193,7 +194,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         self._agent_timeout = agent_timeout
         self._guard = guard
         self._limits = limits or PlanLimits()
-        self._registering = asyncio.Semaphore(MAX_REGISTERING)
+        self._turns = Turns(MAX_REGISTERING, "registrations", metrics.REGISTRATIONS_WAITING)
 
     async def RegisterAgent(
         self, request: pb.RegisterAgentRequest, context: Context
@@ -206,12 +207,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         self._guard.check_capabilities(identity, [c.name for c in request.card.capabilities])
         card = card_from_proto(request.card)
         guard = self._guard
-        metrics.REGISTRATIONS_WAITING.inc()
-        try:
-            await self._registering.acquire()
-        finally:
-            metrics.REGISTRATIONS_WAITING.dec()
-        try:
+        async with self._turns.turn(context.time_remaining()):
             await asyncio.to_thread(validation.check_schemas, card)
             await self._registry.register(
                 card,
@@ -220,8 +216,6 @@ class RegistryServicer(pb_grpc.RegistryServicer):
                 may_redefine=lambda name: guard.policy.allows_redefining(identity, name),
             )
             await self._guard.registered(peer)
-        finally:
-            self._registering.release()
         return pb.RegisterAgentResponse(
             identity=identity.uri,
             ping_interval_seconds=self._ping_interval,
