@@ -14,9 +14,11 @@ from agentmesh._proto.agentmesh.v1 import common_pb2
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2 as pb
 from agentmesh._proto.agentmesh.v1 import orchestrator_pb2_grpc as pb_grpc
 from agentmesh.config import Settings
+from agentmesh.models import Plan, RetryPolicy, StepSpec, TaskState
 from agentmesh.orchestrator import Orchestrator
 from agentmesh.security import CertFiles, IdentityKind, channel_credentials, create_ca, issue
-from tests.security.helpers import RawAgent, registry_stub
+from tests.security.helpers import RawAgent, echo, hang, registry_stub
+from tests.support.events import final_state, watch_all
 from tests.support.mesh import client, wait_for_agent_gone, wait_for_agents
 from tests.support.processes import AgentProcesses
 from tests.support.waiting import eventually
@@ -244,3 +246,37 @@ async def test_a_registration_given_up_by_its_agent_leaves_no_session_behind(
             (listed,) = await alice.list_agents()
         assert listed.card.name == "echo-1"
         assert listed.connected
+
+
+async def test_a_result_that_arrives_after_its_agents_deregistration_still_counts(
+    orchestrator: Orchestrator, certs: Path
+) -> None:
+    # A draining agent sends its last result on the Session and then DeregisterAgent on
+    # another connection, which the orchestrator may read first. It used to close the
+    # Session there and then: the result was lost and the step ran again (with no other
+    # agent, the TypeScript SDK's SIGTERM test waited for ever). Here the goodbye is
+    # answered before the result is even sent; one attempt only, so a lost result fails.
+    async with RawAgent(certs, "echo-1", hang) as agent, client(orchestrator, certs) as alice:
+        await agent.register(orchestrator)
+        plan = Plan(
+            steps=[
+                StepSpec(
+                    id="a",
+                    capability="test.echo",
+                    input={"n": 1},
+                    retry=RetryPolicy(max_attempts=1),
+                )
+            ]
+        )
+        task_id = await alice.submit(plan=plan)
+        await agent.got_assignment.wait()
+        (assignment,) = agent.assignments
+        async with registry_stub(orchestrator, certs, "agent", "echo-1") as stub:
+            await stub.DeregisterAgent(pb.DeregisterAgentRequest(name="echo-1"), timeout=10)
+        assert await alice.list_agents() == []  # no new work for it
+        await echo(agent, assignment)
+        events = await watch_all(alice, task_id)
+        task = await alice.get(task_id)
+    assert final_state(events) is TaskState.SUCCEEDED, task.error
+    assert task.result == {"a": {"n": 1}}
+    assert task.steps["a"].attempts == 1

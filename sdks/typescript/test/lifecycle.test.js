@@ -37,7 +37,8 @@ function fileSerial(file) {
   return new X509Certificate(fs.readFileSync(file)).serialNumber;
 }
 
-describe('an agent over its life', () => {
+// A test that hangs fails by name (the file as a whole would only time out, unnamed).
+describe('an agent over its life', { timeout: 120_000 }, () => {
   let mesh;
   let orchestrator;
   let client;

@@ -423,6 +423,13 @@ class AgentLink:
         if self._channel is not None:
             await self._channel.close()
 
+    async def settle(self, seconds: float) -> None:
+        """Wait until the assignments in flight now have their outcomes (the Session ending
+        gives them ``agent_lost``), at most ``seconds``."""
+        waiting = [p.done for p in self._pending.values() if not p.done.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=seconds)
+
     async def close(self, reason: str = "closed") -> None:
         """End the Session; assignments in flight fail as ``agent_lost``."""
         if not self._closed:

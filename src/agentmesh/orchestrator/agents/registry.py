@@ -72,6 +72,8 @@ class Registry:
         self._settings = settings
         self._credentials = credentials
         self._links: dict[str, AgentLink] = {}
+        #: Deregistered links still waiting for the outcomes of their work in flight.
+        self._retiring: set[AgentLink] = set()
         #: The published links' capabilities, by name and contract (registrations' checks).
         self._claims = Claims()
         self._registered_at: dict[str, datetime] = {}
@@ -148,7 +150,7 @@ class Registry:
     async def __aexit__(self, *_: object) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        links = list(self._links.values())
+        links = [*self._links.values(), *self._retiring]
         self._links.clear()
         self._claims.clear()
         await asyncio.gather(*(link.close("orchestrator stopping") for link in links))
@@ -338,14 +340,27 @@ class Registry:
         return now
 
     async def deregister(self, name: str, identity: str) -> None:
-        """Remove an agent at its own request; its work in flight fails over."""
+        """Remove an agent at its own request: it gets no new work, and its work in flight
+        fails over unless it reports within ``agent_timeout_seconds``."""
         link = self._links.get(name)
         if link is None:
             raise NotFound(f"no agent named {name!r}", field="name")
         if link.identity != identity:
             raise PermissionDenied(f"only {link.identity} may deregister {name!r}", field="name")
         await self._drop(link, "deregistered")
-        await link.close("deregistered")
+        # An agent's last results travel on its Session, its goodbye on another connection,
+        # which may be read first: closing now would lose them and run their steps again.
+        # The link gets no new work; it closes once what it runs has reported, the agent
+        # ends the Session, or a silence as long as the one that loses an agent has passed.
+        self._retiring.add(link)
+        self._tasks.spawn(self._retire(link), name=f"retire-{name}")
+
+    async def _retire(self, link: AgentLink) -> None:
+        try:
+            await link.settle(self._settings.agent_timeout_seconds)
+        finally:
+            self._retiring.discard(link)
+            await link.close("deregistered")
 
     async def close_identity(self, identity: str, reason: str) -> int:
         """End the Sessions of the agents registered by ``identity`` (e.g. it was revoked);
