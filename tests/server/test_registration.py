@@ -249,14 +249,21 @@ async def test_a_registration_given_up_by_its_agent_leaves_no_session_behind(
 
 
 async def test_a_result_that_arrives_after_its_agents_deregistration_still_counts(
-    orchestrator: Orchestrator, certs: Path
+    settings: Settings, certs: Path
 ) -> None:
     # A draining agent sends its last result on the Session and then DeregisterAgent on
     # another connection, which the orchestrator may read first. It used to close the
     # Session there and then: the result was lost and the step ran again (with no other
     # agent, the TypeScript SDK's SIGTERM test waited for ever). Here the goodbye is
     # answered before the result is even sent; one attempt only, so a lost result fails.
-    async with RawAgent(certs, "echo-1", hang) as agent, client(orchestrator, certs) as alice:
+    # A long agent timeout (the most a deregistered link waits): a slow machine must not
+    # be what decides.
+    patient = settings.model_copy(update={"agent_timeout_seconds": 30.0})
+    async with (
+        Orchestrator(patient) as orchestrator,
+        RawAgent(certs, "echo-1", hang) as agent,
+        client(orchestrator, certs) as alice,
+    ):
         await agent.register(orchestrator)
         plan = Plan(
             steps=[
