@@ -5,7 +5,9 @@ next step starts, so a chain step waits for one transaction of one task (the tas
 step row and an event). The store runs in this process, on the database of ``--database``
 (a SQLite file, or a fresh schema on the PostgreSQL server of the benchmarks), with a lease
 (fencing, as a replica writes). ``COMMITS`` commits one after the other, each changing a
-step and adding an event.
+step and adding an event, and the task's usage and time as a running task's do; once for
+a task of 3 steps and once for one of ``LARGE`` (what a commit costs must not grow with
+the plan: before revision 0012 SQLite wrote the whole plan again with every commit).
 
 The baseline is the bare driver on the same database, in the same run: ``COMMITS``
 transactions of one INSERT each (sqlite3 in a thread with the store's pragmas; asyncpg),
@@ -29,12 +31,13 @@ from benchmarks.report import Measurement
 
 NAME = "commit"
 COMMITS = 500
+LARGE = 1000
 
 
-def _task() -> models.TaskRecord:
+def _task(steps: int) -> models.TaskRecord:
     now = datetime.now(UTC)
     plan = models.Plan(
-        steps=tuple(models.StepSpec(id=f"s{i}", capability="bench.work") for i in range(3))
+        steps=tuple(models.StepSpec(id=f"s{i}", capability="bench.work") for i in range(steps))
     )
     return models.TaskRecord(
         id=str(uuid.uuid4()),
@@ -47,17 +50,19 @@ def _task() -> models.TaskRecord:
     )
 
 
-async def _store_commits(url: str, schema: str) -> tuple[float, float]:
-    """CPU and wall seconds per commit of one task's change through the store."""
+async def _store_commits(url: str, schema: str, steps: int = 3) -> tuple[float, float]:
+    """CPU and wall seconds per commit of one change of a task of ``steps`` steps."""
     async with Store(url, schema=schema) as store:
         lease = Lease("bench-replica", 60)
-        task = _task()
+        task = _task(steps)
         await store.create_task(task, lease=lease)
         task.state = models.TaskState.RUNNING
         cpu, wall = time.process_time(), time.perf_counter()
         for sequence in range(1, COMMITS + 1):
-            step = task.steps[f"s{sequence % 3}"]
+            step = task.steps[f"s{sequence % steps}"]
             step.state, step.output = models.StepState.SUCCEEDED, {"n": sequence}
+            task.usage = models.Usage(seconds=sequence / 7, steps=sequence)
+            task.updated_at = datetime.now(UTC)
             event = models.TaskEvent(
                 task_id=task.id,
                 sequence=sequence,
@@ -118,15 +123,22 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
         await mesh.postgres_execute(f'CREATE SCHEMA "{schema}"')
         try:
             cpu, wall = await _store_commits(POSTGRES_URL, schema)
+            large_cpu, large_wall = await _store_commits(POSTGRES_URL, schema, LARGE)
             floor = await _postgres_floor(schema)
         finally:
             await mesh.postgres_execute(f'DROP SCHEMA "{schema}" CASCADE')
         driver = "asyncpg"
     else:
         cpu, wall = await _store_commits(f"sqlite+aiosqlite:///{folder / 'store.db'}", "")
+        large_cpu, large_wall = await _store_commits(
+            f"sqlite+aiosqlite:///{folder / 'store.db'}", "", LARGE
+        )
         floor = await asyncio.to_thread(_sqlite_floor, folder / "floor.db")
         driver = "sqlite3"
-    print(f"  {COMMITS} commits: {wall * 1000:.3f} ms each, {cpu * 1000:.3f} ms of CPU")
+    print(
+        f"  {COMMITS} commits: {wall * 1000:.3f} ms each, {cpu * 1000:.3f} ms of CPU; "
+        f"with {LARGE} steps: {large_wall * 1000:.3f} ms, {large_cpu * 1000:.3f} ms of CPU"
+    )
     return [
         Measurement(
             NAME,
@@ -137,4 +149,20 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
             f"{driver}: one INSERT a transaction",
         ),
         Measurement(NAME, "CPU per commit (this process)", cpu * 1000, "ms"),
+        Measurement(
+            NAME,
+            f"the same, a task of {LARGE} steps",
+            large_wall * 1000,
+            "ms",
+            wall * 1000,
+            "a task of 3 steps",
+        ),
+        Measurement(
+            NAME,
+            f"CPU per commit, a task of {LARGE} steps",
+            large_cpu * 1000,
+            "ms",
+            cpu * 1000,
+            "a task of 3 steps",
+        ),
     ]

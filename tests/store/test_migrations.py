@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,45 @@ async def test_a_schema_behind_is_brought_to_the_head(database: dict[str, str]) 
         assert await conn.run_sync(migrate.current) == migrate.head()
         assert await conn.run_sync(_differences) == []
     await engine.dispose()
+
+
+async def test_tasks_keep_their_input_and_plan_across_revision_0012(
+    database: dict[str, str],
+) -> None:
+    # 0012 moved a task's input and plan out of the tasks row into task_bodies.
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from agentmesh.models import Plan, StepRecord, StepSpec, TaskRecord
+
+    schema = database.get("database_schema", "")
+    now = datetime.now(UTC)
+    plan = Plan(steps=(StepSpec(id="a", capability="echo", input={"q": "ü"}),))
+    task = TaskRecord(
+        id="t-0012",
+        owner="spiffe://x/client/alice",
+        input={"n": 1, "text": "ß"},
+        plan=plan,
+        steps={"a": StepRecord(spec=plan.steps[0])},
+        created_at=now,
+        updated_at=now,
+    )
+    async with Store(database["database_url"], schema=schema) as store:
+        await store.create_task(task)
+    engine = await _opened(database)
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade, "0011")
+        row = (await conn.execute(text("SELECT input, plan FROM tasks"))).one()
+    await engine.dispose()
+    stored = [json.loads(v) if isinstance(v, str) else v for v in row]
+    assert stored == [task.input, plan.model_dump(mode="json")]
+    async with Store(database["database_url"], schema=schema) as store:
+        again = await store.get_task(task.id)
+        listed = await store.list_tasks()
+    assert again is not None
+    assert (again.input, again.plan) == (task.input, plan)
+    assert [(t.id, t.input, t.plan) for t in listed] == [(task.id, task.input, plan)]
 
 
 def test_an_orchestrator_on_a_current_schema_never_loads_alembic(tmp_path: Path) -> None:

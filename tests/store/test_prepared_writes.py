@@ -22,7 +22,12 @@ from agentmesh.models import (
 )
 from agentmesh.orchestrator.store import Lease, Store, writes
 
-TABLES = {"tasks": "id", "steps": "task_id, step_id", "events": "task_id, sequence"}
+TABLES = {
+    "tasks": "id",
+    "task_bodies": "task_id",
+    "steps": "task_id, step_id",
+    "events": "task_id, sequence",
+}
 
 
 def _task(task_id: str, now: datetime) -> TaskRecord:
@@ -70,8 +75,18 @@ async def _write_everything(store: Store, now: datetime) -> None:
                 output=step.output,
             ),
         ]
+        # The plain task's plan grows by a step (its body's plan is written again).
+        added = StepRecord(spec=StepSpec(id="c", capability="echo", needs=("a",)))
+        if task is plain:
+            assert task.plan is not None
+            task.plan = Plan(steps=(*task.plan.steps, added.spec))
+            task.steps["c"] = added
         await store.commit(
-            task, [step], events, lease=lease if task is keyed else None, new_steps=[]
+            task,
+            [step],
+            events,
+            lease=lease if task is keyed else None,
+            new_steps=[(2, added)] if task is plain else [],
         )
 
 

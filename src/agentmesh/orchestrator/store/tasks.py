@@ -32,7 +32,7 @@ from agentmesh.orchestrator.store import writes
 from agentmesh.orchestrator.store.connection import Connection, utc
 from agentmesh.orchestrator.store.group import GroupWriter
 from agentmesh.orchestrator.store.leases import Lease
-from agentmesh.orchestrator.store.tables import EVENTS, STEPS, TASKS, TaskRow
+from agentmesh.orchestrator.store.tables import BODIES, EVENTS, STEPS, TASKS, TaskRow
 from agentmesh.orchestrator.store.writes import Change, Creation, Write
 
 
@@ -136,13 +136,13 @@ class Tasks(Connection):
         offset: int = 0,
     ) -> list[TaskRecord]:
         """Tasks newest first, optionally of one owner and in some states (without steps)."""
-        query = select(TaskRow).order_by(TaskRow.created_at.desc(), TaskRow.id)
+        query = _WITH_BODY.order_by(TASKS.c.created_at.desc(), TASKS.c.id)
         if owner is not None:
-            query = query.where(TaskRow.owner == owner)
+            query = query.where(TASKS.c.owner == owner)
         if states:
-            query = query.where(TaskRow.state.in_([s.value for s in states]))
+            query = query.where(TASKS.c.state.in_([s.value for s in states]))
         async with self._read() as session:
-            rows = (await session.scalars(query.limit(limit).offset(offset))).all()
+            rows = (await session.execute(query.limit(limit).offset(offset))).all()
         return [_task_record(r, ()) for r in rows]
 
     async def live_children(self, task_id: str) -> list[str]:
@@ -198,9 +198,14 @@ class Tasks(Connection):
 
 # The hot reads, as Core statements run whole on one connection (see Connection._run_read).
 
+#: A task's row with its input and plan (a task stored whole has a body row).
+_WITH_BODY = select(TASKS, BODIES.c.input, BODIES.c.plan).join(
+    BODIES, BODIES.c.task_id == TASKS.c.id
+)
+
 
 def _get_task(connection: SyncConnection, task_id: str) -> TaskRecord | None:
-    row = connection.execute(select(TASKS).where(TASKS.c.id == task_id)).first()
+    row = connection.execute(_WITH_BODY.where(TASKS.c.id == task_id)).first()
     if row is None:
         return None
     steps = connection.execute(
@@ -239,7 +244,8 @@ def _events_after(connection: SyncConnection, cursor: tuple[str, int, int]) -> l
 
 
 def _task_record(row: Any, steps: Iterable[Any]) -> TaskRecord:
-    """The task of a tasks row (ORM or Core) and its steps' rows."""
+    """The task of a tasks row joined with its body (see ``_WITH_BODY``) and its steps'
+    rows."""
     return TaskRecord(
         id=row.id,
         owner=row.owner,

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agentmesh.models import StepRecord, TaskEvent, TaskRecord
 from agentmesh.orchestrator.store.leases import Lease, LeaseLost
-from agentmesh.orchestrator.store.tables import EVENTS, STEPS, TASKS
+from agentmesh.orchestrator.store.tables import BODIES, EVENTS, STEPS, TASKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,9 @@ _UPDATE_LEASED_TASK = _UPDATE_TASK.where(TASKS.c.lease_owner == bindparam("w_own
 _UPDATE_STEP = update(STEPS).where(
     STEPS.c.task_id == bindparam("w_task"), STEPS.c.step_id == bindparam("w_step")
 )
+_UPDATE_PLAN = update(BODIES).where(BODIES.c.task_id == bindparam("w_task"))
 _INSERT_TASK = insert(TASKS)
+_INSERT_BODY = insert(BODIES)
 _INSERT_STEP = insert(STEPS)
 _INSERT_EVENT = insert(EVENTS)
 _INSERT_TASK_UNLESS_KEY_TAKEN = {
@@ -162,6 +164,9 @@ def _create(connection: Connection, creations: list[tuple[int, Creation]]) -> di
     if plain:
         _execute(connection, _INSERT_TASK, [_task_row(c) for _, c in plain])
         outcomes.update((i, True) for i, _ in plain)
+    bodies = [_body_row(c.task) for i, c in creations if outcomes[i]]
+    if bodies:
+        _execute(connection, _INSERT_BODY, bodies)
     steps = [
         step_row(c.task.id, position, step)
         for i, c in creations
@@ -184,6 +189,15 @@ def _change(connection: Connection, changes: list[tuple[int, Change]]) -> dict[i
             raise _Raced("a lease changed hands while the batch was written")
         fenced |= {c.task.id for c in written}  # the one task of this batch is not ours
         written = []
+    # Added steps (fan-out instances, follow-ups, streamed steps) change the plan, and so
+    # does the end of a streamed plan.
+    plans = [
+        {"w_task": c.task.id, "plan": _plan(c.task)}
+        for c in written
+        if c.new_steps or c.plan_changed
+    ]
+    if plans:
+        _execute(connection, _UPDATE_PLAN, plans)
     new_steps = [step_row(c.task.id, p, s) for c in written for p, s in c.new_steps]
     if new_steps:
         _execute(connection, _INSERT_STEP, new_steps)
@@ -252,10 +266,6 @@ def _task_update(change: Change) -> dict[str, Any]:
         "planning": task.planning,
         "usage": task.usage.model_dump(mode="json"),
     }
-    # Added steps (fan-out instances, follow-ups, streamed steps) change the plan, and so
-    # does the end of a streamed plan.
-    if change.new_steps or change.plan_changed:
-        values["plan"] = task.plan.model_dump(mode="json") if task.plan else None
     if change.events:
         values["last_sequence"] = change.events[-1].sequence
     if change.lease is not None:
@@ -272,10 +282,8 @@ def _task_row(creation: Creation) -> dict[str, Any]:
         "owner": task.owner,
         "state": task.state.value,
         "priority": task.priority,
-        "input": task.input,
         "labels": task.labels,
         "timeout_seconds": task.timeout_seconds,
-        "plan": task.plan.model_dump(mode="json") if task.plan else None,
         "result": task.result,
         "error": task.error,
         "partial": task.partial,
@@ -294,6 +302,14 @@ def _task_row(creation: Creation) -> dict[str, Any]:
         "created_at": task.created_at,
         "updated_at": task.updated_at,
     }
+
+
+def _body_row(task: TaskRecord) -> dict[str, Any]:
+    return {"task_id": task.id, "input": task.input, "plan": _plan(task)}
+
+
+def _plan(task: TaskRecord) -> dict[str, Any] | None:
+    return task.plan.model_dump(mode="json") if task.plan else None
 
 
 def _event_row(event: TaskEvent) -> dict[str, Any]:
