@@ -164,10 +164,17 @@ def cli() -> None:
         default=agents1000.STEPS,
         help=f"steps in flight in {agents1000.NAME} (default {agents1000.STEPS})",
     )
+    parser.add_argument(
+        "--chain",
+        type=int,
+        default=noop.CHAIN,
+        help=f"steps in the chain of {noop.NAME} (default {noop.CHAIN})",
+    )
     args = parser.parse_args()
-    if args.agents < 1 or args.steps < 1:
-        parser.error("--agents and --steps must be at least 1")
+    if args.agents < 1 or args.steps < 1 or args.chain < 1:
+        parser.error("--agents, --steps and --chain must be at least 1")
     agents1000.AGENTS, agents1000.STEPS = args.agents, args.steps
+    noop.CHAIN = args.chain
     databases = list(DATABASES) if args.database == "both" else [args.database]
     revision = _revision()
     started = time.perf_counter()
