@@ -53,31 +53,43 @@ class SentinelGroup:
 
             await eventually(synced, lambda status: status == "up", within=30)
         for port in self.sentinel_ports:
-            config = self.folder / f"sentinel-{port}.conf"
-            config.write_text(
-                f"port {port}\n"
-                "bind 127.0.0.1\n"
-                f"dir {self.folder}\n"
-                f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                f"sentinel failover-timeout {SERVICE} 10000\n"
-                f"sentinel parallel-syncs {SERVICE} 1\n"
-            )
-            self._sentinels.append(
-                await asyncio.create_subprocess_exec(
-                    "redis-server",
-                    str(config),
-                    "--sentinel",
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        for port in self.sentinel_ports:
+            self._sentinels.append(await self._start_sentinel(port))
+        for index in range(len(self.sentinel_ports)):
             await eventually(
-                lambda port=port: self._sentinel_view(port),  # type: ignore[misc]
+                lambda index=index: self._view_or_restart(index),  # type: ignore[misc]
                 lambda view: view == (self.primary.port, 1, 2),
                 within=30,
             )
+
+    async def _start_sentinel(self, port: int) -> asyncio.subprocess.Process:
+        config = self.folder / f"sentinel-{port}.conf"
+        config.write_text(
+            f"port {port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.folder}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 10000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n"
+        )
+        return await asyncio.create_subprocess_exec(
+            "redis-server",
+            str(config),
+            "--sentinel",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def _view_or_restart(self, index: int) -> tuple[int, int, int] | None:
+        """The view of sentinel ``index``; one that has exited is started again on another
+        port (None meanwhile): another process may take a port between free_port() finding
+        it and the sentinel listening on it, and the sentinel then exits (a CI run's setup
+        waited 30 s for one that never answered)."""
+        if self._sentinels[index].returncode is not None:
+            self.sentinel_ports[index] = free_port()
+            self._sentinels[index] = await self._start_sentinel(self.sentinel_ports[index])
+            return None
+        return await self._sentinel_view(self.sentinel_ports[index])
 
     async def _sentinel_view(self, port: int) -> tuple[int, int, int] | None:
         """(primary port, replicas, other sentinels) as the sentinel on ``port`` sees them."""
