@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
@@ -198,3 +199,46 @@ async def test_a_cache_is_entered_only_once(namespace: str) -> None:
         with pytest.raises(RuntimeError, match="once"):
             await cache.__aenter__()
     assert not cache.available
+
+
+async def test_a_cancellation_a_redis_call_swallows_still_stops_the_caller() -> None:
+    """redis-py can return normally from a call whose task was cancelled meanwhile (seen with
+    redis-py 8.1 on Python 3.11); the link raises the cancellation again, so that a loop
+    cancelled at shutdown stops instead of going round for ever."""
+    from agentmesh.orchestrator.cache._link import RedisLink
+
+    link = RedisLink(
+        SHARED_REDIS_URL, op_timeout=5, reconnect_interval=0.05, log=structlog.get_logger()
+    )
+    in_call = asyncio.Event()
+    rounds = 0
+
+    async def swallowing(client: Redis) -> object:
+        # A real round trip, then what redis-py did: the cancel delivered while waiting is
+        # caught and the call returns as if nothing had happened.
+        await client.ping()
+        if not in_call.is_set():
+            in_call.set()
+            with suppress(asyncio.CancelledError):
+                await asyncio.sleep(5)
+        return "swallowed"
+
+    async def loop() -> None:
+        # Bounded, so that without the fix the test fails instead of hanging.
+        nonlocal rounds
+        while rounds < 3:
+            rounds += 1
+            await link.call(swallowing)
+
+    try:
+        runner = asyncio.create_task(loop())
+        await in_call.wait()
+        runner.cancel()
+        async with asyncio.timeout(10):
+            with pytest.raises(asyncio.CancelledError):
+                await runner
+        assert rounds == 1
+        # The cancel says nothing about Redis: the link still counts it as answering.
+        assert link.breaker.current_state == "closed"
+    finally:
+        await link.aclose()

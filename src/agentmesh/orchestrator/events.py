@@ -181,8 +181,6 @@ class EventBus:
         self._round = asyncio.Event()
         self._watchers: defaultdict[str, set[_Watcher]] = defaultdict(set)
         self._list_watchers: set[_ListWatcher] = set()
-        #: Set when the bus closes: its loops stop (see __aexit__ why not by cancel alone).
-        self._closing = False
         #: Tasks whose journal is on this replica: their events come through committed().
         self._owned: set[str] = set()
         #: The recent events of the owned tasks whose run said where their stream stood.
@@ -197,13 +195,6 @@ class EventBus:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        # Also flags the loops check: a cancellation that reaches a Redis call can be
-        # swallowed there (seen with redis-py 8.1 on Python 3.11: a script call returned
-        # normally with the cancel request still counted), and a loop that goes round again
-        # would wait for work for ever, and this close with it (tests hung in teardown).
-        self._closing = True
-        self._snapshots_due.set()
-        self._index.stop()
         await self._tasks.aclose()
 
     async def _listen(self) -> None:
@@ -297,10 +288,8 @@ class EventBus:
     async def _write_snapshots(self) -> None:
         # One writer, latest snapshot per task: snapshots reach Redis in commit order, and a
         # busy task's batches cost one write per round, not one each.
-        while not self._closing:
+        while True:
             await self._snapshots_due.wait()
-            if self._closing:
-                return
             self._snapshots_due.clear()
             due, self._snapshots = self._snapshots, {}
             self._writing = due

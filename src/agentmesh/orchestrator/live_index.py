@@ -61,8 +61,6 @@ class LiveIndex:
         self._ended_lately: dict[str, tuple[str, float]] = {}
         #: One write of rows at a time, so that Redis gets them in the order they were made.
         self._lock = asyncio.Lock()
-        #: Set by :meth:`stop`: :meth:`renew_forever` returns.
-        self._stopping = False
 
     @property
     def usable(self) -> bool:
@@ -125,7 +123,7 @@ class LiveIndex:
         the tasks run here, rebuild the index when it is not complete, and take out rows
         nobody vouches for of tasks that ended out of sight."""
         due = 0.0
-        while not self._stopping:
+        while True:
             if self._untrusted or time.monotonic() >= due:
                 due = time.monotonic() + self._every
                 try:
@@ -134,14 +132,7 @@ class LiveIndex:
                     log.debug("events.live_rows_not_renewed", error=str(exc))
                 except Exception as exc:  # the store failed: next round tries again
                     log.warning("events.live_rows_not_renewed", error=repr(exc))
-                if self._stopping:
-                    return
             await asyncio.sleep(min(self._every, OUTAGE_CHECK_SECONDS))
-
-    def stop(self) -> None:
-        """Make :meth:`renew_forever` return after its current round, even if the
-        cancellation that stops it is swallowed by a Redis call (see EventBus.__aexit__)."""
-        self._stopping = True
 
     async def _round(self) -> None:
         outages = self._cache.outages

@@ -81,16 +81,27 @@ class RedisLink:
         self.outages = 0
 
     async def call(self, op: Callable[[Redis], Awaitable[T]]) -> T:
-        """Run ``op`` on the client within ``op_timeout``; :class:`RedisCallFailed` on failure."""
+        """Run ``op`` on the client within ``op_timeout``; :class:`RedisCallFailed` on failure.
+
+        A cancellation of the caller always ends in :class:`asyncio.CancelledError`, even
+        when redis-py swallows it (seen with redis-py 8.1 on Python 3.11: a script call
+        returned normally with the cancel request still counted on the task): the caller's
+        loop would otherwise go round again and whoever cancelled it wait for ever.
+        """
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
             # pybreaker's own async support needs Tornado; its context manager works for
             # asyncio because the state check and the bookkeeping are synchronous.
             with self.breaker.calling():
                 async with asyncio.timeout(self._op_timeout):
-                    return await op(self.client)
+                    result = await op(self.client)
         except FAILURES as exc:
             self.mark_down(exc)
             raise RedisCallFailed(describe(exc)) from exc
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError
+        return result
 
     def mark_down(self, exc: BaseException) -> None:
         """Record that Redis failed; logs ``cache.redis_down`` once per outage."""
