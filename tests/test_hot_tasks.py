@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,8 @@ async def test_get_task_on_another_replica_is_answered_from_redis(
         await on_a.cancel(task_id)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 HANG = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={}),))
 
 
@@ -174,6 +177,24 @@ async def indexed(url: str, namespace: str) -> tuple[bool, dict[str, str]]:
         complete = bool(await plain.exists(f"{namespace}:live-tasks:complete"))
         rows = await plain.hgetall(f"{namespace}:live-tasks:rows")
     return complete, {task_id: row.split("\t", 1)[0] for task_id, row in rows.items()}
+
+
+async def settled(namespace: str, *task_ids: str) -> bool:
+    """Whether each task's snapshot in Redis shows step ``wait`` running and its index row is
+    of that same version (its ``updated_at``)."""
+    async with Redis.from_url(REDIS_URL, decode_responses=True) as plain:
+        texts = [await plain.get(f"{namespace}:tasks:{task_id}") for task_id in task_ids]
+        rows = await plain.hgetall(f"{namespace}:live-tasks:rows")
+    for task_id, text in zip(task_ids, texts, strict=True):
+        if text is None or task_id not in rows:
+            return False
+        task = TaskRecord.model_validate_json(text)
+        if "wait" not in task.steps or task.steps["wait"].state is not StepState.RUNNING:
+            return False
+        version = rows[task_id].split("\t")[2]
+        if int(version) != (task.updated_at - EPOCH) // timedelta(microseconds=1):
+            return False
+    return True
 
 
 def running(*task_ids: str) -> Callable[[tuple[bool, dict[str, str]]], bool]:
@@ -211,6 +232,10 @@ async def test_list_tasks_of_live_states_on_another_replica_is_answered_from_red
         alices = [await on_a.submit(plan=HANG) for _ in range(3)]
         bobs = await bob_a.submit(plan=HANG)
         await eventually(lambda: indexed(REDIS_URL, namespace), running(*alices, bobs), within=30)
+        # A task is indexed as running before its step goes out, and the step's start
+        # changes the task again (its updated_at): until the index has that too, a page read
+        # now is older than the store's answer read below (seen under a busy core).
+        await eventually(lambda: settled(namespace, *alices, bobs), bool, within=30)
 
         before = reads.count
         page = await on_b.list_tasks(states=[TaskState.RUNNING])
