@@ -147,3 +147,33 @@ async def test_a_dead_replicas_task_is_claimed_however_many_older_tasks_we_run(
     claimed = await store.claim_tasks(ours, skip=running)
     assert claimed == ["orphan"]
     assert await store.renew_leases(ours, ["orphan"]) == {"orphan"}
+
+
+async def test_a_pooled_connection_dropped_while_idle_is_replaced_before_use(
+    postgres_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server (or the network) drops a connection the pool holds: the next transaction
+    # must get a live one, not fail. Pinged because it was idle; in steady use, none is.
+    import asyncpg
+
+    from agentmesh.orchestrator.store import connection
+
+    schema = postgres_database["database_schema"]
+    async with Store(postgres_database["database_url"], schema=schema) as store:
+        await store.create_task(_task("before"))
+        admin = await asyncpg.connect(
+            postgres_database["database_url"].replace("postgresql+asyncpg://", "postgresql://")
+        )
+        try:
+            dropped = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                connection.application_name(schema),
+            )
+        finally:
+            await admin.close()
+        assert dropped >= 1
+        monkeypatch.setattr(connection, "PING_AFTER_IDLE_SECONDS", 0.0)
+        await store.create_task(_task("after"))
+        assert (await store.get_task("after")) is not None
+        assert (await store.get_task("before")) is not None

@@ -130,6 +130,37 @@ async def test_a_fenced_task_in_a_batch_loses_only_its_own_writes(store: Store) 
             assert loaded.steps["a"].state is StepState.SUCCEEDED
 
 
+async def test_a_task_written_alone_is_fenced_by_its_update(store: Store) -> None:
+    # One task a transaction (a chain's steps): the update's own row count fences it, on
+    # PostgreSQL too, where several tasks at once take a locking read first.
+    ours, theirs = Lease("a", 60), Lease("b", 60)
+    kept, stolen = _task("kept"), _task("stolen")
+    for task in (kept, stolen):
+        await store.create_task(task, lease=ours)
+    assert await store.renew_leases(Lease("a", -1), [stolen.id]) == {stolen.id}
+    assert await store.claim_tasks(theirs, skip={kept.id}) == [stolen.id]
+    for task in (kept, stolen):
+        task.state = TaskState.RUNNING
+        task.steps["a"].state = StepState.SUCCEEDED
+    with pytest.raises(LeaseLost):
+        await store.commit(stolen, [stolen.steps["a"]], [_event(stolen.id, 1)], lease=ours)
+    await store.commit(kept, [kept.steps["a"]], [_event(kept.id, 1)], lease=ours)
+    lost = await store.get_task(stolen.id)
+    assert lost is not None
+    assert lost.state is TaskState.PENDING
+    assert lost.steps["a"].state is StepState.PENDING
+    assert await store.events_after(stolen.id, 0) == []
+    # Its new owner writes it, alone, as it may.
+    await store.commit(stolen, [stolen.steps["a"]], [_event(stolen.id, 1)], lease=theirs)
+    taken = await store.get_task(stolen.id)
+    assert taken is not None
+    assert taken.state is TaskState.RUNNING
+    written = await store.get_task(kept.id)
+    assert written is not None
+    assert written.steps["a"].state is StepState.SUCCEEDED
+    assert [e.sequence for e in await store.events_after(kept.id, 0)] == [1]
+
+
 async def test_a_write_that_fails_fails_alone(store: Store) -> None:
     good = [_task(f"t{i}") for i in range(5)]
     for task in good:
