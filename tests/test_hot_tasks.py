@@ -12,7 +12,6 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +165,6 @@ async def test_get_task_on_another_replica_is_answered_from_redis(
         await on_a.cancel(task_id)
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 HANG = Plan(steps=(StepSpec(id="wait", capability="test.hang", input={}),))
 
 
@@ -181,7 +178,7 @@ async def indexed(url: str, namespace: str) -> tuple[bool, dict[str, str]]:
 
 async def settled(namespace: str, *task_ids: str) -> bool:
     """Whether each task's snapshot in Redis shows step ``wait`` running and its index row is
-    of that same version (its ``updated_at``)."""
+    the task as of that snapshot (same ``updated_at``)."""
     async with Redis.from_url(REDIS_URL, decode_responses=True) as plain:
         texts = [await plain.get(f"{namespace}:tasks:{task_id}") for task_id in task_ids]
         rows = await plain.hgetall(f"{namespace}:live-tasks:rows")
@@ -191,8 +188,8 @@ async def settled(namespace: str, *task_ids: str) -> bool:
         task = TaskRecord.model_validate_json(text)
         if "wait" not in task.steps or task.steps["wait"].state is not StepState.RUNNING:
             return False
-        version = rows[task_id].split("\t")[2]
-        if int(version) != (task.updated_at - EPOCH) // timedelta(microseconds=1):
+        listed = TaskRecord.model_validate_json(rows[task_id].split("\t", 3)[3])
+        if listed.updated_at != task.updated_at:
             return False
     return True
 

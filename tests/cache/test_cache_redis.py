@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from agentmesh.orchestrator.cache import Cache, Subscription
+from agentmesh.orchestrator.cache._link import RedisLink
 from tests.cache.cache_support import FAST, SHARED_REDIS_URL, stored
 from tests.support.waiting import eventually
 
@@ -205,8 +206,6 @@ async def test_a_cancellation_a_redis_call_swallows_still_stops_the_caller() -> 
     """redis-py can return normally from a call whose task was cancelled meanwhile (seen with
     redis-py 8.1 on Python 3.11); the link raises the cancellation again, so that a loop
     cancelled at shutdown stops instead of going round for ever."""
-    from agentmesh.orchestrator.cache._link import RedisLink
-
     link = RedisLink(
         SHARED_REDIS_URL, op_timeout=5, reconnect_interval=0.05, log=structlog.get_logger()
     )
