@@ -257,6 +257,7 @@ class Mesh:
         self._sampler: Process | None = None
         self._agents: dict[str, Process] = {}
         self.port = 0
+        self._statements_file = folder / "statements.json"
 
     @property
     def address(self) -> str:
@@ -335,6 +336,7 @@ class Mesh:
             AGENTMESH_TRUST_DOMAIN="agentmesh.bench",
             AGENTMESH_REDIS_URL=os.environ.get("AGENTMESH_REDIS_URL", ""),
             AGENTMESH_BENCH_PORT_FILE=str(port_file),
+            AGENTMESH_BENCH_STATEMENTS=str(self._statements_file),
             **self._database_env(),
             **self._settings,
         )
@@ -399,6 +401,17 @@ class Mesh:
                 if written:
                     return written.pop()
                 await asyncio.sleep(0.2)
+
+    async def statements(self, within: float = 60) -> Counter[str]:
+        """The SQL statements the orchestrator has run so far, by verb (COMMIT included):
+        see benchmarks/orchestrator.py."""
+        self._statements_file.unlink(missing_ok=True)
+        os.kill(self.orchestrator_pid, signal.SIGUSR1)
+        async with asyncio.timeout(within):  # written by another process: poll for it
+            while True:
+                if self._statements_file.exists():
+                    return Counter(json.loads(self._statements_file.read_text()))
+                await asyncio.sleep(0.05)
 
     async def start_agents(self, names: Iterable[str], *, concurrency: int = 64) -> None:
         """Issue certificates for and start one ``benchmarks.agent`` process per name."""

@@ -7,18 +7,23 @@ the HTTP API, when ``AGENTMESH_HTTP_LISTEN`` is set, to ``AGENTMESH_BENCH_HTTP_P
 when it stops (SIGTERM or SIGINT). With ``AGENTMESH_BENCH_TRACEMALLOC=<folder>`` it traces
 Python allocations (tracemalloc) and, on SIGUSR2, writes where the live memory was allocated
 to ``<folder>/tracemalloc-<pid>-<n>.txt``, next to the process's RSS: what tracemalloc does not
-see (gRPC C-core, OpenSSL, SQLite) is the difference.
+see (gRPC C-core, OpenSSL, SQLite) is the difference. With ``AGENTMESH_BENCH_STATEMENTS=<file>``
+it counts the SQL statements it runs by verb (SELECT, INSERT, ...; a transaction's COMMIT
+counted too) and, on SIGUSR1, writes the counts so far to that file as JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
 import cProfile
+import json
 import os
 import signal
 import sys
 import tracemalloc
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from agentmesh.config import Settings
 from agentmesh.logs import configure_logging
@@ -71,6 +76,31 @@ def _dump_memory(folder: Path, count: list[int]) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
+def _count_statements() -> Counter[str]:
+    """Count every SQL statement (and commit) any engine of this process runs."""
+    # Imported here: only a counting run needs SQLAlchemy's event API.
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    counts: Counter[str] = Counter()
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        counts[statement.lstrip().split(None, 1)[0].upper()] += 1
+
+    def committed(_conn: Any) -> None:
+        counts["COMMIT"] += 1
+
+    event.listen(Engine, "before_cursor_execute", executed)
+    event.listen(Engine, "commit", committed)
+    return counts
+
+
+def _write_statements(out: Path, counts: Counter[str]) -> None:
+    partial = out.with_suffix(".partial")
+    partial.write_text(json.dumps(dict(counts)))
+    partial.replace(out)  # atomic: the benchmark never reads half a file
+
+
 async def serve(port_file: Path) -> None:
     """Serve until SIGTERM/SIGINT, announcing the port through ``port_file``."""
     stop = asyncio.Event()
@@ -81,6 +111,10 @@ async def serve(port_file: Path) -> None:
     if trace_folder:
         dumps = [0]
         loop.add_signal_handler(signal.SIGUSR2, _dump_memory, Path(trace_folder), dumps)
+    statements_file = os.environ.get("AGENTMESH_BENCH_STATEMENTS", "")
+    if statements_file:
+        counts = _count_statements()
+        loop.add_signal_handler(signal.SIGUSR1, _write_statements, Path(statements_file), counts)
     async with Orchestrator(Settings()) as orchestrator:
         _announce_http(orchestrator.http_port)  # first: the port file says both are there
         partial = port_file.with_suffix(".partial")

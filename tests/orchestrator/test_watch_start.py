@@ -12,6 +12,7 @@ import pytest
 
 from agentmesh.errors import OutOfRange
 from agentmesh.models import EventKind, Plan, StepSpec, TaskEvent, TaskRecord, TaskState
+from agentmesh.orchestrator import events
 from agentmesh.orchestrator.cache import Cache
 from agentmesh.orchestrator.events import PAGE, EventBus
 from agentmesh.orchestrator.store import Store
@@ -96,3 +97,88 @@ async def test_a_cursor_past_what_this_replica_wrote_is_answered_by_the_store(
             async with asyncio.timeout(60):
                 assert [(await anext(kept)).sequence for _ in range(2)] == [2, 3]
             await kept.aclose()  # type: ignore[attr-defined]
+
+
+def _ended_here(bus: EventBus, task: TaskRecord, stream: list[TaskEvent]) -> None:
+    """Hand ``stream`` (the last its final state) to ``bus`` as a run here commits it."""
+    task.state = TaskState(stream[-1].state)
+    bus.committed(task.id, stream, task.model_copy())
+
+
+def _stream(task_id: str, events: int) -> list[TaskEvent]:
+    final = TaskEvent(
+        task_id=task_id,
+        sequence=events,
+        time=datetime.now(UTC),
+        kind=EventKind.TASK_STATE,
+        state=TaskState.SUCCEEDED,
+    )
+    return [*_progress(task_id, 1, events - 1), final]
+
+
+def _task(task_id: str) -> TaskRecord:
+    now = datetime.now(UTC)
+    return TaskRecord(
+        id=task_id, owner="spiffe://x/client/alice", plan=PLAN, created_at=now, updated_at=now
+    )
+
+
+async def test_a_task_that_ended_here_is_watched_and_read_from_memory(tmp_path: Path) -> None:
+    # A short task may end before its submitter's watch arrives: the watch, its cursor
+    # check and the read of the task are answered from memory. The store is closed by
+    # then, so a read of it would fail the test.
+    task = _task("t-short")
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'ended.db'}")
+    async with Cache(None) as cache, EventBus(store, cache) as bus:
+        async with store:
+            await store.create_task(task)
+            stream = _stream(task.id, 3)
+            with bus.owning(task.id, task.model_copy(), last_sequence=0):
+                await store.commit(task, events=stream)
+                _ended_here(bus, task, stream)
+        async with asyncio.timeout(60):
+            finished = bus.finished(task.id)
+            assert finished is not None
+            assert finished.state is TaskState.SUCCEEDED
+            await bus.check_cursor(task.id, 0)
+            assert [e.sequence async for e in bus.watch(task.id)] == [1, 2, 3]
+            assert [e.sequence async for e in bus.watch(task.id, 2)] == [3]
+            assert [e.sequence async for e in bus.watch(task.id, 3)] == []
+
+
+async def test_only_a_whole_stream_of_a_task_that_ended_is_kept(store: Store) -> None:
+    # Resumed here after event 2 (another replica wrote 1-2), or not ended: the store answers.
+    resumed, stopped = _task("t-resumed"), _task("t-stopped")
+    async with Cache(None) as cache, EventBus(store, cache) as bus:
+        for task in (resumed, stopped):
+            await store.create_task(task)
+        await store.commit(resumed, events=_stream(resumed.id, 4)[:2])
+        with bus.owning(resumed.id, resumed.model_copy(), last_sequence=2):
+            rest = _stream(resumed.id, 4)[2:]
+            await store.commit(resumed, events=rest)
+            _ended_here(bus, resumed, rest)
+        with bus.owning(stopped.id, stopped.model_copy(), last_sequence=0):
+            progress = _progress(stopped.id, 1, 2)
+            await store.commit(stopped, events=progress)
+            bus.committed(stopped.id, progress, stopped.model_copy())
+        assert bus.finished(resumed.id) is None
+        assert bus.finished(stopped.id) is None
+        async with asyncio.timeout(60):
+            assert [e.sequence async for e in bus.watch(resumed.id)] == [1, 2, 3, 4]
+
+
+async def test_the_oldest_ended_task_is_forgotten_first(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "FINISHED", 2)
+    tasks = [_task(f"t-{n}") for n in range(3)]
+    async with Cache(None) as cache, EventBus(store, cache) as bus:
+        for task in tasks:
+            await store.create_task(task)
+            stream = _stream(task.id, 2)
+            with bus.owning(task.id, task.model_copy(), last_sequence=0):
+                await store.commit(task, events=stream)
+                _ended_here(bus, task, stream)
+        assert [bus.finished(t.id) is not None for t in tasks] == [False, True, True]
+        async with asyncio.timeout(60):  # the forgotten one from the store, whole
+            assert [e.sequence async for e in bus.watch(tasks[0].id)] == [1, 2]

@@ -1,8 +1,10 @@
 """Ordered, persisted task events and their fan-out to watchers.
 
 A watcher of a task run on this replica starts from memory when the run's recent history
-(its last :data:`HISTORY` committed events) reaches back to the watcher's cursor; any
-other watcher reads the store once when it starts (a replay from any sequence). From then
+(its last :data:`HISTORY` committed events) reaches back to the watcher's cursor, and so
+does one of a task that ended here lately (its whole stream and final record are kept a
+while: a short task often ends before its submitter's watch arrives); any other watcher
+reads the store once when it starts (a replay from any sequence). From then
 on it gets the events of a task run on this replica from memory: the journal hands every batch to
 :meth:`EventBus.committed` right after its transaction, so a watcher never sees an event
 that is not durable. Whenever memory cannot prove the stream is gapless the watcher reads
@@ -26,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict, deque
+import time
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -55,6 +58,12 @@ PAGE = 500
 #: Committed events of each task run here kept for watchers that start late (most start
 #: right after SubmitTask): such a watch starts without reading the store.
 HISTORY = 64
+#: Tasks that ended here lately whose whole event stream is kept (with their final record)
+#: for watches and reads that come after the end: most of a short task's watchers, since
+#: it may end before its submitter's WatchTask arrives. At most this many, each for at
+#: most :data:`FINISHED_SECONDS`.
+FINISHED = 1000
+FINISHED_SECONDS = 10.0
 #: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
 MAX_CHANGED = 1000
 #: Longest a read of the live-task index waits for this replica's own rows to be written
@@ -98,6 +107,16 @@ class _History:
     def after(self, sequence: int) -> list[TaskEvent]:
         """The events after ``sequence`` (which :meth:`covers` must)."""
         return [e for e in self.events if e.sequence > sequence]
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """A task that ended on this replica: its final record and its events, the whole
+    stream from the first (a final task never changes again, on any replica)."""
+
+    task: TaskRecord
+    history: _History
+    ended_at: float
 
 
 class _Watcher:
@@ -185,6 +204,10 @@ class EventBus:
         self._owned: set[str] = set()
         #: The recent events of the owned tasks whose run said where their stream stood.
         self._histories: dict[str, _History] = {}
+        #: The task each owned task's latest batch was committed with.
+        self._latest: dict[str, TaskRecord] = {}
+        #: Tasks that ended here lately, oldest first (see :data:`FINISHED`).
+        self._finished: OrderedDict[str, _Finished] = OrderedDict()
         self._tasks = TaskSet()
 
     async def __aenter__(self) -> EventBus:
@@ -237,9 +260,46 @@ class EventBus:
             yield
         finally:
             self._owned.discard(task_id)
-            self._histories.pop(task_id, None)
+            history = self._histories.pop(task_id, None)
+            latest = self._latest.pop(task_id, None)
+            if history is not None and latest is not None:
+                self._keep_finished(latest, history)
             self._index.released(task_id)
             self._stale(task_id)
+
+    def _keep_finished(self, task: TaskRecord, history: _History) -> None:
+        # Only a stream whose every event is here, ending with the final state: its
+        # record and events are then what the store would answer, for good.
+        final, _ = history.end()
+        if not (final and task.state.final and history.start == 0):
+            return
+        now = time.monotonic()
+        self._finished[task.id] = _Finished(task, history, now)
+        self._finished.move_to_end(task.id)
+        while self._finished:
+            oldest = next(iter(self._finished.values()))
+            if len(self._finished) <= FINISHED and now - oldest.ended_at <= FINISHED_SECONDS:
+                break
+            self._finished.popitem(last=False)
+
+    def _finished_task(self, task_id: str) -> _Finished | None:
+        finished = self._finished.get(task_id)
+        if finished is None or time.monotonic() - finished.ended_at > FINISHED_SECONDS:
+            return None
+        return finished
+
+    def finished(self, task_id: str) -> TaskRecord | None:
+        """The final record of a task that ended on this replica lately (None when it did
+        not, or long enough ago that the store answers instead)."""
+        finished = self._finished_task(task_id)
+        return None if finished is None else finished.task
+
+    def _history(self, task_id: str) -> _History | None:
+        """The events kept of ``task_id``: of its run here, or of its recent end here."""
+        history = self._histories.get(task_id)
+        if history is None and (finished := self._finished_task(task_id)) is not None:
+            return finished.history
+        return history
 
     def committed(
         self, task_id: str, events: Sequence[TaskEvent], task: TaskRecord | None = None
@@ -252,6 +312,8 @@ class EventBus:
         history = self._histories.get(task_id)
         if history is not None:
             history.add(events)
+            if task is not None:
+                self._latest[task_id] = task
         for watcher in self._watchers.get(task_id, ()):
             watcher.deliver(events)
         if self._list_watchers and any(e.kind in _LISTED_KINDS for e in events):
@@ -359,7 +421,7 @@ class EventBus:
         # committed before it is in the store (the journal hands events over after commit)
         # and, if recent, in the run's history (read in the same turn: nothing in between).
         watcher = _Watcher()
-        history = self._histories.get(task_id)
+        history = self._history(task_id)
         if history is not None and history.covers(after_sequence):
             if self._ended(history.end(), after_sequence):
                 return
@@ -444,7 +506,7 @@ class EventBus:
     async def check_cursor(self, task_id: str, after_sequence: int) -> None:
         """Raise :class:`OutOfRange` now when a watch from ``after_sequence`` would (being past
         the task's newest event), so that it is refused before a stream starts."""
-        history = self._histories.get(task_id)
+        history = self._history(task_id)
         if history is not None and history.covers(after_sequence):
             return  # at or before the newest event: nothing to refuse
         self._ended(await self._store.stream_end(task_id), after_sequence)

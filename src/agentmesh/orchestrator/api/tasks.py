@@ -70,6 +70,7 @@ class TaskService:
         access = self.guard.task_access(caller, action)
         task = (
             self._engine.live(task_id)
+            or self._bus.finished(task_id)
             or await self._bus.snapshot(task_id)
             or await self._store.get_task(task_id)
         )
