@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import signal
@@ -51,15 +52,21 @@ def _rss_mib() -> float:
 def _dump_memory(folder: Path, count: list[int]) -> None:
     """Write where the traced memory lives now: by line, by file and by full traceback."""
     count[0] += 1
+    before, _ = tracemalloc.get_traced_memory()
+    unreachable = gc.collect()  # what follows is what is alive, not garbage not yet collected
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
     )
     traced, peak = tracemalloc.get_traced_memory()
     lines = [
-        f"VmRSS {_rss_mib():.1f} MiB; traced {traced / 2**20:.1f} MiB (peak {peak / 2**20:.1f})",
+        f"VmRSS {_rss_mib():.1f} MiB; traced {traced / 2**20:.1f} MiB (peak {peak / 2**20:.1f});"
+        f" {before / 2**20:.1f} MiB before a full collection freed {unreachable} objects",
         "",
-        "== by file",
+        "== live objects the collector tracks, by type",
     ]
+    types = Counter(type(o).__qualname__ for o in gc.get_objects())
+    lines += [f"{n:9d} {name}" for name, n in types.most_common(40)]
+    lines += ["", "== by file"]
     for stat in snapshot.statistics("filename")[:40]:
         lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:9d} {stat.traceback[0].filename}")
     lines += ["", "== by line"]

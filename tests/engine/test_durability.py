@@ -41,3 +41,31 @@ async def test_a_dependant_is_sent_only_once_the_success_it_needs_is_stored(
     assert task.state == TaskState.SUCCEEDED
     stored = {f"s{i - 1}": (task.steps[f"s{i}"].output or {})["value"] for i in range(1, 6)}
     assert stored == {f"s{i}": "succeeded" for i in range(5)}
+
+
+async def test_fan_out_instances_are_sent_only_once_their_rows_are_stored(
+    orchestrator: Orchestrator, settings: Settings, certs: Path, agents: AgentProcesses
+) -> None:
+    # A step may go out before its running state is written (a resumed run sends it again
+    # with the same idempotency key), but not before the task has the step at all.
+    database = settings.database_url.removeprefix("sqlite+aiosqlite:///")
+    agents.start(AGENT, "echo-1", [f"localhost:{orchestrator.port}"])
+    instances = [f"each[{i}]" for i in range(4)]
+    plan = Plan(
+        steps=(
+            StepSpec(id="list", capability="test.echo", input={"value": instances}),
+            StepSpec(
+                id="each",
+                capability="test.stored_state",
+                input={"database": database, "step": "${item}"},
+                for_each="${steps.list.output.value}",
+            ),
+        )
+    )
+    async with client(orchestrator, certs) as alice:
+        await wait_for_agents(alice, "echo-1")
+        task_id = await alice.submit(plan=plan)
+        task = await eventually(lambda: alice.get(task_id), lambda t: t.state.final, within=60)
+    assert task.state == TaskState.SUCCEEDED
+    stored = {i: (task.steps[i].output or {})["value"] for i in instances}
+    assert all(state is not None for state in stored.values()), stored

@@ -35,7 +35,7 @@ from agentmesh.orchestrator.events import EventBus
 from agentmesh.orchestrator.store import Lease, LeaseLost, Store
 
 #: How long the flusher lets changes nobody waits for (progress, a step starting) gather
-#: before it writes them; a change something depends on (see :meth:`Journal.durable`, and
+#: before it writes them; a change something depends on (see :meth:`Journal.dependable`, and
 #: a final state) is written at once.
 GATHER_SECONDS = 0.01
 #: How long the flusher waits after a failed write before trying the batch again.
@@ -73,6 +73,10 @@ class Journal:
         #: whenever it moves.
         self._durable = last_sequence
         self._written = asyncio.Event()
+        #: The newest event a step may be started on the strength of (see :meth:`dependable`).
+        self._gate = last_sequence
+        #: Steps or a plan change added since the last event: the next event gates them.
+        self._grown = False
         self._events: list[TaskEvent] = []
         self._dirty: dict[str, StepRecord] = {}
         self._new: list[tuple[int, StepRecord]] = []
@@ -100,6 +104,8 @@ class Journal:
                 task_id=self.task.id, sequence=self._sequence, time=stamp, kind=kind, **fields
             )
         )
+        if self._grown:  # written no later than this event: waiting for it covers them
+            self._gate, self._grown = self._sequence, False
         self._changed.set()
 
     def task_state(self, state: TaskState, reason: str = "") -> None:
@@ -157,6 +163,8 @@ class Journal:
             cached=cached,
             choice=choice,
         )
+        if state.final:
+            self._gate = self._sequence
 
     def _usage(self) -> Usage | None:
         """The task's usage so far, for an event; None while there is none to tell."""
@@ -168,10 +176,12 @@ class Journal:
         for step in steps:
             self._new.append((len(self.task.steps), step))
             self.task.steps[step.spec.id] = step
+        self._grown = True
 
     def plan_changed(self) -> None:
         """The task's plan (or ``planning``) changed with no step added: write it too."""
         self._plan_changed = True
+        self._grown = True
         self._changed.set()
 
     async def flush(self) -> None:
@@ -211,13 +221,18 @@ class Journal:
                 written.set()
         await self._bus.published(self.task.id)
 
-    async def durable(self) -> None:
-        """Return once every change made so far is written (by the flusher).
+    async def dependable(self) -> None:
+        """Return once every change a step may be started on the strength of is written (by
+        the flusher): the steps' outcomes (a dependant's inputs, a skip) and the steps and
+        plan the task grew by (with the event that came with them). Nothing is sent on the
+        strength of a success a crash could still undo.
 
-        What depends on a step's success (its dependants' assignments) waits for this, so
-        that nothing is sent on the strength of a success a crash could still undo.
+        What only reports progress (the task or a step running, a progress report) does
+        not hold a step back: should the orchestrator stop before it is written, the
+        resumed run starts the step again with the same idempotency key, as it does a
+        step whose running state was not written yet.
         """
-        target = self._sequence
+        target = self._gate
         while self._durable < target:
             written = self._written
             self._urgent.set()

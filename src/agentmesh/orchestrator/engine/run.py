@@ -298,7 +298,7 @@ class TaskRun:
                 # Starting a step can make others ready (a fan-out's instances): until none is.
                 while ready := self._scheduler.ready():
                     # The successes that made them ready are durable before they are sent.
-                    await self._journal.durable()
+                    await self._journal.dependable()
                     for step_id in ready:
                         self._start(self.task.steps[step_id])
                 if not self._running and not self.task.planning:
