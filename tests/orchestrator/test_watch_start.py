@@ -170,7 +170,7 @@ async def test_only_a_whole_stream_of_a_task_that_ended_is_kept(store: Store) ->
 async def test_the_oldest_ended_task_is_forgotten_first(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(events, "FINISHED", 2)
+    monkeypatch.setattr(events, "FINISHED_EVENTS", 4)  # two tasks of two events each
     tasks = [_task(f"t-{n}") for n in range(3)]
     async with Cache(None) as cache, EventBus(store, cache) as bus:
         for task in tasks:

@@ -60,9 +60,9 @@ PAGE = 500
 HISTORY = 64
 #: Tasks that ended here lately whose whole event stream is kept (with their final record)
 #: for watches and reads that come after the end: most of a short task's watchers, since
-#: it may end before its submitter's WatchTask arrives. At most this many, each for at
-#: most :data:`FINISHED_SECONDS`.
-FINISHED = 1000
+#: it may end before its submitter's WatchTask arrives. At most this many events in all
+#: (the oldest task's go first), each task for at most :data:`FINISHED_SECONDS`.
+FINISHED_EVENTS = 4096
 FINISHED_SECONDS = 10.0
 #: Changed tasks a task-list watcher may have waiting; past it, it is told to list again.
 MAX_CHANGED = 1000
@@ -206,8 +206,10 @@ class EventBus:
         self._histories: dict[str, _History] = {}
         #: The task each owned task's latest batch was committed with.
         self._latest: dict[str, TaskRecord] = {}
-        #: Tasks that ended here lately, oldest first (see :data:`FINISHED`).
+        #: Tasks that ended here lately, oldest first, and their events in all (see
+        #: :data:`FINISHED_EVENTS`).
         self._finished: OrderedDict[str, _Finished] = OrderedDict()
+        self._finished_events = 0
         self._tasks = TaskSet()
 
     async def __aenter__(self) -> EventBus:
@@ -274,13 +276,19 @@ class EventBus:
         if not (final and task.state.final and history.start == 0):
             return
         now = time.monotonic()
+        if (again := self._finished.pop(task.id, None)) is not None:
+            self._finished_events -= len(again.history.events)
         self._finished[task.id] = _Finished(task, history, now)
-        self._finished.move_to_end(task.id)
+        self._finished_events += len(history.events)
         while self._finished:
             oldest = next(iter(self._finished.values()))
-            if len(self._finished) <= FINISHED and now - oldest.ended_at <= FINISHED_SECONDS:
+            if (
+                self._finished_events <= FINISHED_EVENTS
+                and now - oldest.ended_at <= FINISHED_SECONDS
+            ):
                 break
             self._finished.popitem(last=False)
+            self._finished_events -= len(oldest.history.events)
 
     def _finished_task(self, task_id: str) -> _Finished | None:
         finished = self._finished.get(task_id)
