@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from google.protobuf import json_format, struct_pb2
 from pydantic import ValidationError as PydanticValidationError
 
@@ -82,12 +84,21 @@ def card_from_proto(card: common_pb2.AgentCard) -> AgentCard:
         raise ValidationError.from_pydantic(exc, field="card") from None
 
 
+@functools.lru_cache(maxsize=256)
+def _retry_policy(max_attempts: int, initial: float, longest: float) -> RetryPolicy:
+    # Frozen, and a plan's steps share a few: one model for each, not one per step (a step
+    # in flight keeps its spec, and ten thousand of them are in flight at once, issue 9).
+    return RetryPolicy(
+        max_attempts=max_attempts, initial_backoff_seconds=initial, max_backoff_seconds=longest
+    )
+
+
 def step_from_proto(step: common_pb2.StepSpec) -> StepSpec:
     """A wire step spec as a domain object."""
-    retry = RetryPolicy(
-        max_attempts=step.retry.max_attempts,
-        initial_backoff_seconds=step.retry.initial_backoff_seconds or 0.2,
-        max_backoff_seconds=step.retry.max_backoff_seconds or 5.0,
+    retry = _retry_policy(
+        step.retry.max_attempts,
+        step.retry.initial_backoff_seconds or 0.2,
+        step.retry.max_backoff_seconds or 5.0,
     )
     return StepSpec(
         id=step.id,

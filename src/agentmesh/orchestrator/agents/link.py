@@ -16,7 +16,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import structlog
@@ -53,7 +53,6 @@ MAX_PROMPT = 4096
 class _Pending:
     done: asyncio.Future[Outcome]
     on_progress: ProgressCallback
-    accepted: asyncio.Event = field(default_factory=asyncio.Event)
     #: Who hears the assignment's questions; None: this work may not ask (it fails if it does).
     on_ask: AskCallback | None = None
     #: A refused progress report was logged already (once per assignment, not per report).
@@ -223,9 +222,7 @@ class AgentLink:
             self.draining = True
             self._log.info("agent.draining")
         elif kind == "accepted":
-            pending = self._pending.get(message.accepted.assignment_id)
-            if pending:
-                pending.accepted.set()
+            pass  # nothing waits for it: the result (or the attempt's timeout) ends the attempt
         elif kind == "progress":
             pending = self._pending.get(message.progress.assignment_id)
             if pending:
