@@ -110,3 +110,20 @@ async def test_a_batch_inside_a_batch_is_refused_naming_the_field_and_the_rest_s
     assert recorder.runs == {"outer": 1}
     refusals = [e for e in captured if e["event"] == "session.invalid_batch"]
     assert [e["reason"] for e in refusals] == ["batch.messages[1]: a batch may not hold a batch"]
+
+
+async def test_a_quick_runs_accepted_waits_for_its_outcome_and_shares_its_message(
+    server: AgentServer, open_session: OpenSession
+) -> None:
+    # Nothing waits for Accepted: held a few loop turns, it goes out with the outcome of a
+    # run that ends at once, one message instead of two.
+    async with open_session(server) as session:
+        await session.ping(1, reads_batches=True)
+        message = session.assignment("test.fail", {"mode": "step"})
+        await session.call.write(message)
+        aid = message.assignment.assignment_id
+        replies = await session.replies(aid)
+
+    assert [kind_of(m) for m in replies] == ["accepted", "failure"]
+    (together,) = [m for m in session.received if kind_of(m) == "batch"]
+    assert [kind_of(m) for m in together.batch.messages] == ["accepted", "failure"]

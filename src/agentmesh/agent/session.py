@@ -24,6 +24,12 @@ from agentmesh.wire import batches
 
 Write = Callable[[agent_pb2.AgentMessage], Awaitable[None]]
 
+#: Loop turns an ``Accepted`` with nothing else queued waits for company before it goes out
+#: in a batch. Nothing waits for it (protocol), and a short run's result (a cached answer, a
+#: quick tool) comes a few turns later: the two then share one message, and the orchestrator
+#: reads one message a step instead of two (a chain of no-op steps: about a fifth faster).
+ACCEPTED_TURNS = 6
+
 
 class Session:
     """An open ``Agent.Session`` stream from one orchestrator.
@@ -100,6 +106,8 @@ class Session:
                     # One loop turn for company: the replies other runs queue in this very
                     # turn (a batch of assignments accepted, no-op runs ending) go along.
                     await asyncio.sleep(0)
+                    if message.HasField("accepted"):
+                        await self._company(ACCEPTED_TURNS)
                 queued, closing = self._take(message)
                 for run in batches.chunks(queued, self._max_message_bytes, _size):
                     await write(batches.agent_message(run))
@@ -109,6 +117,13 @@ class Session:
             self._closed = True
             await cancel_and_wait(reader)
             self._executor.detach(self)
+
+    async def _company(self, turns: int) -> None:
+        """Wait up to ``turns`` loop turns for another reply to be queued."""
+        for _ in range(turns):
+            if not self._outbox.empty():
+                return
+            await asyncio.sleep(0)
 
     def _take(self, first: agent_pb2.AgentMessage) -> tuple[list[agent_pb2.AgentMessage], bool]:
         """``first`` and every reply queued after it; True when the end of the stream was."""
