@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -60,6 +60,8 @@ class Spawner(Agent):
         self.cancelled: list[str] = []
         #: Set by the test when a run may submit its sub-task (None: at once).
         self.before_submitting = before_submitting
+        #: Awaited with the run's task id once its sub-task has ended, before it returns.
+        self.after_child: Callable[[str], Awaitable[None]] | None = None
 
     @capability("test.spawn", description="Spawn a chain of sub-tasks.")
     async def spawn(self, data: Depth, ctx: AssignmentContext) -> Spawned:
@@ -72,6 +74,8 @@ class Spawner(Agent):
             if self.before_submitting is not None:
                 await self.before_submitting.wait()
             below = await ctx.submit(plan=chain(data.depth - 1, hang=data.hang))
+            if self.after_child is not None:
+                await self.after_child(ctx.task_id)
         except asyncio.CancelledError:
             self.cancelled.append(ctx.task_id)
             raise
@@ -221,6 +225,16 @@ async def test_a_parent_hears_of_a_child_that_runs_on_another_replica(
     ):
         await registered(a, "echo-1")
         await registered(b, "echo-1")
+
+        async def heard_of_the_childs_end(task_id: str) -> None:
+            # The news of the child's end travels b -> Redis -> a, the parent step's result
+            # agent -> a: the step ends only once a has heard, or the parent (one step)
+            # could end first and the news find no run to tell (a race, not a loss).
+            async for event in alice.watch(task_id):
+                if event.child_task_id and event.message.endswith(" succeeded"):
+                    return
+
+        agent.after_child = heard_of_the_childs_end
         top = await alice.submit(plan=chain(1))
 
         async def parent_step_in_store() -> StepState | None:
