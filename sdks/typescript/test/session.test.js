@@ -216,6 +216,22 @@ describe("the agent's end of the Session", () => {
     }
   });
 
+  test("a quick run's Accepted and Result share one message", async () => {
+    // A lone reply waits one event-loop turn for company; a run that ends at once settles
+    // within it, so the orchestrator reads one message for the step instead of two.
+    const session = openSession(mesh.certs, agent.endpoint);
+    try {
+      session.call.write({ ping: { nonce: 7, readsBatches: true } });
+      await eventually(() => session.of('pong').length === 1, { what: 'the pong' });
+      session.call.write({ assignment: { assignmentId: 'quick', idempotencyKey: 'quick/1', capability: 'test.count', input: {} } });
+      await eventually(() => session.of('result').length === 1, { what: 'the result' });
+      const together = session.wire.filter((m) => m.kind === 'batch');
+      assert.deepEqual(together.map((m) => m.batch.messages.map((inner) => inner.kind)), [['accepted', 'result']]);
+    } finally {
+      session.close();
+    }
+  });
+
   test('replies go alone until a Ping says reads_batches, then in batches of at most 256, in order', async () => {
     const session = openSession(mesh.certs, agent.endpoint);
     const unknown = (id) => ({ assignment: { assignmentId: id, idempotencyKey: `${id}/1`, capability: 'no.such', input: {} } });
