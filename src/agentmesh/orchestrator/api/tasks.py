@@ -172,7 +172,14 @@ class TaskService:
         validation.check_cancel(request)
         task = await self.task(caller, request.task_id, Action.CANCEL_TASKS)
         await self._engine.cancel(task.id, request.reason or f"cancelled by {caller}")
-        return await self.task(caller, task.id, Action.CANCEL_TASKS)
+        # Not from Redis: a task another replica ran was followed to its final event in the
+        # store, and its hot snapshot (written after the commit) may still show it running.
+        return (
+            self._engine.live(task.id)
+            or self._bus.finished(task.id)
+            or await self._store.get_task(task.id)
+            or task
+        )
 
     async def provide_input(self, caller: Identity, request: pb.ProvideInputRequest) -> TaskRecord:
         """Answer a step of kind ``input`` and return the task as it is then.
