@@ -75,18 +75,22 @@ _LISTED_KINDS = frozenset({EventKind.TASK_STATE, EventKind.STEP_STATE})
 
 class _History:
     """The latest committed events of a task run on this replica, without a gap: every event
-    after sequence ``start`` up to the newest is in ``events``."""
+    after sequence ``start`` up to the newest is in ``events``; ``task`` is the task as of
+    the newest batch (None until one came with it)."""
 
-    __slots__ = ("events", "start")
+    __slots__ = ("events", "start", "task")
 
     def __init__(self, start: int) -> None:
         self.start = start
         self.events: deque[TaskEvent] = deque(maxlen=HISTORY)
+        self.task: TaskRecord | None = None
 
-    def add(self, events: Sequence[TaskEvent]) -> None:
+    def add(self, events: Sequence[TaskEvent], task: TaskRecord | None) -> None:
         self.events.extend(events)
         if self.events:
             self.start = self.events[0].sequence - 1
+        if task is not None:
+            self.task = task
 
     def end(self) -> tuple[bool, int]:
         """What the store's ``stream_end`` says of the task: final?, its newest sequence."""
@@ -111,11 +115,12 @@ class _History:
 
 @dataclass(frozen=True, slots=True)
 class _Finished:
-    """A task that ended on this replica: its final record and its events, the whole
-    stream from the first (a final task never changes again, on any replica)."""
+    """A task that ended on this replica: its events, the whole stream from the first, and
+    its final record (the history's task; a final task never changes again, on any
+    replica)."""
 
-    task: TaskRecord
     history: _History
+    task: TaskRecord
     ended_at: float
 
 
@@ -204,8 +209,6 @@ class EventBus:
         self._owned: set[str] = set()
         #: The recent events of the owned tasks whose run said where their stream stood.
         self._histories: dict[str, _History] = {}
-        #: The task each owned task's latest batch was committed with.
-        self._latest: dict[str, TaskRecord] = {}
         #: Tasks that ended here lately, oldest first, and their events in all (see
         #: :data:`FINISHED_EVENTS`).
         self._finished: OrderedDict[str, _Finished] = OrderedDict()
@@ -263,22 +266,22 @@ class EventBus:
         finally:
             self._owned.discard(task_id)
             history = self._histories.pop(task_id, None)
-            latest = self._latest.pop(task_id, None)
-            if history is not None and latest is not None:
-                self._keep_finished(latest, history)
+            if history is not None:
+                self._keep_finished(history)
             self._index.released(task_id)
             self._stale(task_id)
 
-    def _keep_finished(self, task: TaskRecord, history: _History) -> None:
+    def _keep_finished(self, history: _History) -> None:
         # Only a stream whose every event is here, ending with the final state: its
         # record and events are then what the store would answer, for good.
         final, _ = history.end()
-        if not (final and task.state.final and history.start == 0):
+        task = history.task
+        if not (final and task is not None and task.state.final and history.start == 0):
             return
         now = time.monotonic()
         if (again := self._finished.pop(task.id, None)) is not None:
             self._finished_events -= len(again.history.events)
-        self._finished[task.id] = _Finished(task, history, now)
+        self._finished[task.id] = _Finished(history, task, now)
         self._finished_events += len(history.events)
         while self._finished:
             oldest = next(iter(self._finished.values()))
@@ -319,9 +322,7 @@ class EventBus:
         """
         history = self._histories.get(task_id)
         if history is not None:
-            history.add(events)
-            if task is not None:
-                self._latest[task_id] = task
+            history.add(events, task)
         for watcher in self._watchers.get(task_id, ()):
             watcher.deliver(events)
         if self._list_watchers and any(e.kind in _LISTED_KINDS for e in events):

@@ -68,12 +68,7 @@ class TaskService:
         (a task of someone else's is concealed as not found)."""
         validation.check_task_id(task_id)
         access = self.guard.task_access(caller, action)
-        task = (
-            self._engine.live(task_id)
-            or self._bus.finished(task_id)
-            or await self._bus.snapshot(task_id)
-            or await self._store.get_task(task_id)
-        )
+        task = await self._record(task_id)
         if task is None:
             raise NotFound(f"no task {task_id!r}", field="task_id")
         try:
@@ -84,6 +79,16 @@ class TaskService:
             if task.parent is None or await self._running_step(caller, task.parent) is None:
                 raise
         return task
+
+    async def _record(self, task_id: str, *, hot: bool = True) -> TaskRecord | None:
+        """The task as freshly as this replica knows it: its live run here, its end here,
+        its hot snapshot in Redis (unless not ``hot``), else the store."""
+        return (
+            self._engine.live(task_id)
+            or self._bus.finished(task_id)
+            or (await self._bus.snapshot(task_id) if hot else None)
+            or await self._store.get_task(task_id)
+        )
 
     async def _running_step(self, caller: Identity, parent: ParentStep) -> TaskRecord | None:
         """The parent task, if ``caller`` is the agent running its step ``parent.step_id``."""
@@ -174,12 +179,7 @@ class TaskService:
         await self._engine.cancel(task.id, request.reason or f"cancelled by {caller}")
         # Not from Redis: a task another replica ran was followed to its final event in the
         # store, and its hot snapshot (written after the commit) may still show it running.
-        return (
-            self._engine.live(task.id)
-            or self._bus.finished(task.id)
-            or await self._store.get_task(task.id)
-            or task
-        )
+        return await self._record(task.id, hot=False) or task
 
     async def provide_input(self, caller: Identity, request: pb.ProvideInputRequest) -> TaskRecord:
         """Answer a step of kind ``input`` and return the task as it is then.
