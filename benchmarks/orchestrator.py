@@ -102,10 +102,15 @@ def _count_statements() -> Counter[str]:
     return counts
 
 
-def _write_statements(out: Path, counts: Counter[str]) -> None:
+def _write_atomically(out: Path, text: str) -> None:
+    """Write ``out`` whole: the benchmark, polling for it, never reads half a file."""
     partial = out.with_suffix(".partial")
-    partial.write_text(json.dumps(dict(counts)))
-    partial.replace(out)  # atomic: the benchmark never reads half a file
+    partial.write_text(text)
+    partial.replace(out)
+
+
+def _write_statements(out: Path, counts: Counter[str]) -> None:
+    _write_atomically(out, json.dumps(dict(counts)))
 
 
 async def serve(port_file: Path) -> None:
@@ -124,9 +129,7 @@ async def serve(port_file: Path) -> None:
         loop.add_signal_handler(signal.SIGUSR1, _write_statements, Path(statements_file), counts)
     async with Orchestrator(Settings()) as orchestrator:
         _announce_http(orchestrator.http_port)  # first: the port file says both are there
-        partial = port_file.with_suffix(".partial")
-        partial.write_text(str(orchestrator.port))
-        partial.replace(port_file)  # atomic: the parent never reads half a number
+        _write_atomically(port_file, str(orchestrator.port))
         await stop.wait()
 
 
