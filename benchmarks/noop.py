@@ -13,7 +13,9 @@ The floor (the baseline) is the same DAG scheduled in this process by :func:`flo
 dependency counters, a ready queue and one asyncio task per step that does nothing. It
 is what scheduling alone costs in Python on this machine, with no network, no TLS and
 no durability. Also reported: the CPU time per step (from ``/proc``) of the orchestrator
-and of the four agent processes together.
+and of the four agent processes together, and the orchestrator's CPU per task of the
+batch beside what a bare gRPC server spends on one unary call and one three-message
+stream (:mod:`benchmarks.grpc_floor`, measured first): the transport's share of a task.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentmesh.models import Plan, StepSpec
+from benchmarks import grpc_floor
 from benchmarks.mesh import Mesh, Profiling, TaskRun, cpu_seconds, run_task
 from benchmarks.report import Measurement, percentile, share
 
@@ -171,6 +174,7 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
     floor_wide = await _floor_seconds(wide_dag())
     floor_chain = await _floor_seconds(chain_dag())
     floor_many_wall, floor_latencies = await _floor_many(small_dag())
+    transport = await grpc_floor.measure()
     async with Mesh(folder, profiling=profiling) as mesh:
         await mesh.start_agents(AGENTS, concurrency=CONCURRENCY)
         async with mesh.client() as client:
@@ -255,6 +259,14 @@ async def run(folder: Path, profiling: Profiling | None = None) -> list[Measurem
             ok=percentile(latencies, 99) <= 1.0,
         ),
         Measurement(NAME, "orchestrator CPU per step, many tasks", _ms(many_cpu, 3 * MANY), "ms"),
+        Measurement(
+            NAME,
+            "orchestrator CPU per task, many tasks",
+            _ms(many_cpu, MANY),
+            "ms",
+            transport.task_ms,
+            "bare gRPC unary + stream",
+        ),
         Measurement(NAME, "agent SDK CPU per step, many tasks", _ms(many_agents, 3 * MANY), "ms"),
         # Counted through SQLAlchemy: on SQLite the writer's INSERTs and UPDATEs go to the
         # driver directly and are not, its transactions and every read are.

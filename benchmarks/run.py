@@ -32,6 +32,7 @@ from benchmarks import (
     agents1000,
     commit,
     critical_path,
+    grpc_floor,
     http_latency,
     matching,
     noop,
@@ -56,6 +57,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     matching.NAME: matching.run,
     agents1000.NAME: agents1000.run,
     commit.NAME: commit.run,
+    grpc_floor.NAME: grpc_floor.run,
 }
 
 
