@@ -4,13 +4,18 @@ byte, what SQLAlchemy would have stored."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from agentmesh.models import (
+    AgentChoice,
+    AgentScore,
     EventKind,
     Plan,
     StepRecord,
@@ -19,8 +24,10 @@ from agentmesh.models import (
     TaskEvent,
     TaskRecord,
     TaskState,
+    Usage,
 )
 from agentmesh.orchestrator.store import Lease, Store, writes
+from agentmesh.orchestrator.store.connection import _to_json, json_of
 
 TABLES = {
     "tasks": "id",
@@ -113,3 +120,53 @@ async def test_prepared_writes_store_what_sqlalchemy_stores(
     assert all(through_sqlalchemy[table] for table in TABLES)
     for table in TABLES:
         assert prepared[table] == through_sqlalchemy[table], table
+
+
+def test_json_columns_hold_the_text_model_dump_would_give() -> None:
+    """Models go into JSON columns serialised in one pass (``json_of``): the same text as
+    their ``model_dump(mode="json")`` through the column's serialiser, which reads give back."""
+    now = datetime(2026, 12, 4, 5, 6, 7, 89, tzinfo=UTC)
+    choice = AgentChoice(
+        strategy="learned",
+        score=0.125,
+        reason="lowest ü",
+        alternatives=(AgentScore(agent="b", score=1.5), AgentScore(agent="c", score=0.0)),
+    )
+    usage = Usage(input_tokens=3, output_tokens=4, cost=0.25, seconds=1.5, steps=2)
+    events = [
+        TaskEvent(task_id="t", sequence=1, time=now, kind=EventKind.TASK_STATE, usage=usage),
+        TaskEvent(
+            task_id="t",
+            sequence=2,
+            time=now,
+            kind=EventKind.STEP_STATE,
+            step_id="a",
+            state="running",
+            agent="a-1",
+            attempt=1,
+            choice=choice,
+        ),
+        TaskEvent(
+            task_id="t",
+            sequence=3,
+            time=now,
+            kind=EventKind.STEP_STATE,
+            step_id="a",
+            state="succeeded",
+            output={"x": [1, 2.5, None, "ß"], "big": 2**53},
+            usage=usage,
+        ),
+    ]
+    task = _task("t", now)
+    assert task.plan is not None
+    models: list[tuple[BaseModel, dict[str, Any]]] = [
+        *((e, {"exclude": writes._IN_COLUMNS}) for e in events),
+        (usage, {}),
+        (task.budget, {}),
+        *((step, {}) for step in task.plan.steps),
+        (task.plan, {}),
+    ]
+    for model, dump in models:
+        text = _to_json(json_of(model, **dump))
+        assert text == _to_json(model.model_dump(mode="json", **dump))
+        assert json.loads(text) == model.model_dump(mode="json", **dump)

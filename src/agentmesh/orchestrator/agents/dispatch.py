@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -113,14 +113,6 @@ class _HeldSlot:
         held, self._held = self._held, None
         if held is not None:
             await held.__aexit__(None, None, None)
-
-    @contextlib.asynccontextmanager
-    async def holding(self) -> AsyncIterator[None]:
-        """Release whatever is held on the way out."""
-        try:
-            yield
-        finally:
-            await self.release()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,9 +227,12 @@ class Dispatcher:
                 observer.waiting(number, reason)
 
         slot = _HeldSlot(self._registry, requirement, job.priority, waiting)
-        async with slot.holding():
-            async with asyncio.timeout_at(job.deadline):
+        try:
+            if job.deadline is None:
                 link = await slot.take()
+            else:
+                async with asyncio.timeout_at(job.deadline):
+                    link = await slot.take()
             outcome, elapsed, circuit = await self._run(
                 job,
                 number,
@@ -248,6 +243,8 @@ class Dispatcher:
                 requirement.take_choice(),
                 _Asking(slot, asks),
             )
+        finally:
+            await slot.release()
         if outcome.ok:
             log.debug(
                 "step.attempt_succeeded",
@@ -296,7 +293,7 @@ class Dispatcher:
         if job.deadline is not None:
             timeout = max(0.0, min(timeout, job.deadline - loop.time()))
         deadline = timestamp_pb2.Timestamp()
-        deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=timeout))
+        deadline.FromNanoseconds(time.time_ns() + int(timeout * 1e9))
         assignment = agent_pb2.Assignment(
             assignment_id=uuid.uuid4().hex,
             idempotency_key=job.idempotency_key(number),
@@ -396,7 +393,8 @@ class _Asking:
     def __init__(self, slot: _HeldSlot, asks: AskObserver | None) -> None:
         self._slot = slot
         self._asks = asks
-        self._tasks = TaskSet()
+        #: Made at the first question: most attempts ask none (one set fewer per attempt).
+        self._tasks: TaskSet | None = None
 
     def callback(
         self, link: AgentLink, assignment: agent_pb2.Assignment, attempt: int
@@ -407,6 +405,8 @@ class _Asking:
             return None
 
         def on_ask(question: HumanInput) -> None:
+            if self._tasks is None:
+                self._tasks = TaskSet()
             self._tasks.spawn(
                 self._answer(asks, link, assignment.assignment_id, attempt, question),
                 name=f"ask-{assignment.assignment_id}",
@@ -426,7 +426,8 @@ class _Asking:
 
     async def aclose(self) -> None:
         """Stop waiting for answers (the attempt is over)."""
-        await self._tasks.aclose()
+        if self._tasks is not None:
+            await self._tasks.aclose()
 
 
 def _attempt_span(

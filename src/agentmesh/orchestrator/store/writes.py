@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Insert, Update, bindparam, insert, select, up
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentmesh.models import StepRecord, TaskEvent, TaskRecord
+from agentmesh.orchestrator.store.connection import JsonText, json_of
 from agentmesh.orchestrator.store.leases import Lease, LeaseLost
 from agentmesh.orchestrator.store.tables import BODIES, EVENTS, STEPS, TASKS
 
@@ -276,7 +277,7 @@ def _task_update(change: Change) -> dict[str, Any]:
         "partial": task.partial,
         "updated_at": task.updated_at,
         "planning": task.planning,
-        "usage": task.usage.model_dump(mode="json"),
+        "usage": json_of(task.usage),
     }
     if change.events:
         values["last_sequence"] = change.events[-1].sequence
@@ -303,8 +304,8 @@ def _task_row(creation: Creation) -> dict[str, Any]:
         "request_fingerprint": (creation.fingerprint or None) if key else None,
         "trace_context": task.trace_context or None,
         "planning": task.planning,
-        "budget": task.budget.model_dump(mode="json"),
-        "usage": task.usage.model_dump(mode="json"),
+        "budget": json_of(task.budget),
+        "usage": json_of(task.usage),
         "parent_task_id": task.parent.task_id if task.parent else None,
         "parent_step_id": task.parent.step_id if task.parent else None,
         "last_sequence": 0,
@@ -320,8 +321,12 @@ def _body_row(task: TaskRecord) -> dict[str, Any]:
     return {"task_id": task.id, "input": task.input, "plan": _plan(task)}
 
 
-def _plan(task: TaskRecord) -> dict[str, Any] | None:
-    return task.plan.model_dump(mode="json") if task.plan else None
+def _plan(task: TaskRecord) -> JsonText | None:
+    return json_of(task.plan) if task.plan else None
+
+
+#: An event's fields with columns of their own, left out of its payload.
+_IN_COLUMNS = frozenset({"task_id", "sequence", "time", "kind"})
 
 
 def _event_row(event: TaskEvent) -> dict[str, Any]:
@@ -330,7 +335,7 @@ def _event_row(event: TaskEvent) -> dict[str, Any]:
         "sequence": event.sequence,
         "time": event.time,
         "kind": event.kind.value,
-        "payload": event.model_dump(mode="json", exclude={"task_id", "sequence", "time", "kind"}),
+        "payload": json_of(event, exclude=_IN_COLUMNS),
     }
 
 
@@ -353,6 +358,6 @@ def step_row(task_id: str, position: int, step: StepRecord) -> dict[str, Any]:
         "task_id": task_id,
         "step_id": step.spec.id,
         "position": position,
-        "spec": step.spec.model_dump(mode="json"),
+        "spec": json_of(step.spec),
         **step_values(step),
     }
