@@ -142,7 +142,8 @@ def connect(target: RedisTarget, **options: Any) -> Redis:
     timeouts = {
         k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")
     }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # Typed from redis-py 8.2 on; untyped before (the project allows redis>=5).
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(target.hosts),
         sentinel_kwargs={**timeouts, "password": target.sentinel_password},
         **timeouts,

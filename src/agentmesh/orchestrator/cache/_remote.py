@@ -123,7 +123,8 @@ class RemoteChannels:
         """Close a subscription connection, giving up after ``op_timeout``."""
         try:
             async with asyncio.timeout(self._op_timeout):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                # Typed from redis-py 8.2 on; untyped before (the project allows redis>=5).
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
         except FAILURES as exc:
             self._log.debug("cache.pubsub_close_failed", error=describe(exc))
 
