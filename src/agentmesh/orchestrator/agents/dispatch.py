@@ -292,22 +292,7 @@ class Dispatcher:
         timeout = job.timeout or self._settings.default_step_timeout_seconds
         if job.deadline is not None:
             timeout = max(0.0, min(timeout, job.deadline - loop.time()))
-        deadline = timestamp_pb2.Timestamp()
-        deadline.FromNanoseconds(time.time_ns() + int(timeout * 1e9))
-        assignment = agent_pb2.Assignment(
-            assignment_id=uuid.uuid4().hex,
-            idempotency_key=job.idempotency_key(number),
-            task_id=job.task_id,
-            step_id=job.step_id,
-            capability=job.capability,
-            attempt=number,
-            deadline=deadline,
-            compensation=job.compensation,
-        )
-        # Set even when empty, as json_format set it: some agents may tell {} from no input.
-        assignment.input.SetInParent()
-        if isinstance(job.payload, dict):
-            assignment.input.update(job.payload)
+        aid = uuid.uuid4().hex
 
         def progress(fraction: float, message: str) -> None:
             if observer is not None:
@@ -320,15 +305,27 @@ class Dispatcher:
             step=job.step_id,
             attempt=number,
             agent=link.name,
-            assignment_id=assignment.assignment_id,
+            assignment_id=aid,
             capability=job.capability,
             compensation=job.compensation,
         )
         with _attempt_span(job, number, link) as span:
-            assignment.trace_context.update(tracing.carrier(span))
-            on_ask = asking.callback(link, assignment, number) if asking else None
+            on_ask = asking.callback(link, aid, number) if asking else None
+            started = loop.time()
             try:
-                outcome, elapsed = await self._exchange(link, assignment, timeout, limiter, on_ask)
+                try:
+                    # Made in the call and held by no frame of ours: the link lets go of it
+                    # once written (about 3 KiB a step in flight, most of it protobuf's
+                    # arena, which no attempt needs while it waits; issue 9).
+                    outcome = await link.run(
+                        _assignment(job, number, aid, timeout, span),
+                        limiter.report,
+                        seconds=timeout,
+                        on_ask=on_ask,
+                    )
+                finally:
+                    limiter.close()  # the latest report held back goes out before the outcome
+                elapsed = loop.time() - started
             finally:
                 if asking is not None:
                     await asking.aclose()
@@ -366,24 +363,6 @@ class Dispatcher:
                 metrics.FAILOVERS.inc()
         return outcome, elapsed, circuit
 
-    @staticmethod
-    async def _exchange(
-        link: AgentLink,
-        assignment: agent_pb2.Assignment,
-        seconds: float,
-        limiter: ProgressLimiter,
-        on_ask: AskCallback | None = None,
-    ) -> tuple[Outcome, float]:
-        """The agent's answer to ``assignment`` (TIMEOUT after ``seconds``), and its seconds."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            # The link times the attempt out itself: it tells the agent why (Cancel.reason).
-            outcome = await link.run(assignment, limiter.report, seconds=seconds, on_ask=on_ask)
-        finally:
-            limiter.close()  # the latest report held back goes out before the outcome
-        return outcome, loop.time() - started
-
 
 class _Asking:
     """One attempt's questions: each frees the slot, waits for its answer, takes a slot on
@@ -396,9 +375,7 @@ class _Asking:
         #: Made at the first question: most attempts ask none (one set fewer per attempt).
         self._tasks: TaskSet | None = None
 
-    def callback(
-        self, link: AgentLink, assignment: agent_pb2.Assignment, attempt: int
-    ) -> AskCallback | None:
+    def callback(self, link: AgentLink, aid: str, attempt: int) -> AskCallback | None:
         """What hears the attempt's questions; None when nobody can answer them."""
         asks = self._asks
         if asks is None:
@@ -408,8 +385,8 @@ class _Asking:
             if self._tasks is None:
                 self._tasks = TaskSet()
             self._tasks.spawn(
-                self._answer(asks, link, assignment.assignment_id, attempt, question),
-                name=f"ask-{assignment.assignment_id}",
+                self._answer(asks, link, aid, attempt, question),
+                name=f"ask-{aid}",
             )
 
         return on_ask
@@ -428,6 +405,30 @@ class _Asking:
         """Stop waiting for answers (the attempt is over)."""
         if self._tasks is not None:
             await self._tasks.aclose()
+
+
+def _assignment(
+    job: Job, number: int, aid: str, timeout: float, span: tracing.Span
+) -> agent_pb2.Assignment:
+    """Attempt ``number`` of ``job`` as the agent gets it, due in ``timeout`` seconds."""
+    deadline = timestamp_pb2.Timestamp()
+    deadline.FromNanoseconds(time.time_ns() + int(timeout * 1e9))
+    assignment = agent_pb2.Assignment(
+        assignment_id=aid,
+        idempotency_key=job.idempotency_key(number),
+        task_id=job.task_id,
+        step_id=job.step_id,
+        capability=job.capability,
+        attempt=number,
+        deadline=deadline,
+        compensation=job.compensation,
+    )
+    # Set even when empty, as json_format set it: some agents may tell {} from no input.
+    assignment.input.SetInParent()
+    if isinstance(job.payload, dict):
+        assignment.input.update(job.payload)
+    assignment.trace_context.update(tracing.carrier(span))
+    return assignment
 
 
 def _attempt_span(

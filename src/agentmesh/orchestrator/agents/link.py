@@ -361,6 +361,10 @@ class AgentLink:
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), on_progress, on_ask=on_ask)
         aid = assignment.assignment_id
+        outgoing = agent_pb2.OrchestratorMessage(assignment=assignment)
+        # It holds a copy; neither is kept while the agent works (about 3 KiB a
+        # step in flight, mostly protobuf's arena: issue 9). The caller holds none either.
+        del assignment
         self._pending[aid] = pending
         self._sent[aid] = None
         if len(self._sent) > _REMEMBERED:
@@ -369,7 +373,8 @@ class AgentLink:
         scope = asyncio.timeout(seconds)
         try:
             async with scope:
-                await self._send(agent_pb2.OrchestratorMessage(assignment=assignment))
+                await self._send(outgoing)
+                del outgoing  # written
                 return await pending.done
         except (ConnectionError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             return Outcome(code=FailureCode.AGENT_LOST, message=str(exc), retryable=True)
