@@ -36,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 ASGIApp = Any
 
+#: Seconds an idle keep-alive connection stays open (uvicorn's default is 5).
+KEEP_ALIVE_SECONDS = 75
+
 
 def _with_tls(app: ASGIApp, tls: dict[str, Any]) -> ASGIApp:
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -134,6 +137,11 @@ class HttpServer:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=1,
+            # Longer than clients keep an idle connection (httpx 5 s, Go 90 s is the odd
+            # one out): with uvicorn's own 5 s the two timers ran out together, and a POST
+            # sent as the server closed failed with "Server disconnected without sending a
+            # response" (benchmarks/http_latency on PostgreSQL, 2026-12-05).
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             # A factory, so that uvicorn uses our context rather than building its own.
             ssl_context_factory=(lambda _config, _default: context) if context else None,
         )
